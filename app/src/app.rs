@@ -1,0 +1,56 @@
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
+
+use crate::pages::{Landing, NotFound};
+
+/// The HTML document the server renders around [`App`]. Only the server calls this; the browser
+/// hydrates the `<body>` in place.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                // cargo-leptos writes the compiled style/ here; the trunk (CSR) build links its own.
+                <link rel="stylesheet" id="rally-css" href="/pkg/rally.css"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The whole application: routes and the chrome around them.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    // Effects run only in the browser, so this flips once the page is interactive. Tests and
+    // people can tell a hydrated page from server-rendered HTML by `data-hydrated`.
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
+
+    view! {
+        <Title text="Rally"/>
+        <Router>
+            <div class="app" data-hydrated=move || hydrated.get().to_string()>
+                <header class="topbar">
+                    <a class="brand" href="/">"Rally"</a>
+                    <span class="tagline">"live campaign rooms"</span>
+                </header>
+                <main>
+                    <Routes fallback=NotFound>
+                        <Route path=path!("/") view=Landing/>
+                    </Routes>
+                </main>
+            </div>
+        </Router>
+    }
+}

@@ -1,0 +1,10 @@
+//! Rally's shared crate: the wire protocol and domain model (compiled for server and browser alike)
+//! and the Leptos views (rendered on the server, hydrated in the browser).
+
+pub mod model;
+pub mod protocol;
+
+mod app;
+mod pages;
+
+pub use app::{shell, App};

@@ -1,0 +1,211 @@
+//! Typed requests a client sends and the payloads the server answers with.
+//!
+//! [`decode_request`] turns one text frame into a [`Request`] or a [`RejectedFrame`] that already
+//! says how to answer: which type the `failed` reply carries, the request id to echo, and the error.
+//! The server never has to guess how to reply to garbage.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{Envelope, ErrorBody, ErrorCode, EventState, EventType};
+use crate::model::{RequestId, Timestamp};
+
+/// The reply type for frames that cannot be attributed to any operation (not JSON, no valid
+/// `type`): `system:frame:v1:failed`.
+pub const FRAME_FAILED: EventType = EventType::new("system", "frame", 1, EventState::Failed);
+/// `system:ping:v1:requested`: liveness check and round-trip measurement.
+pub const PING_REQUESTED: EventType = EventType::new("system", "ping", 1, EventState::Requested);
+
+/// A decoded client request: what to do, and the id to echo on its reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub event_type: EventType,
+    pub request_id: Option<RequestId>,
+    pub body: ClientRequest,
+}
+
+/// Every operation a client can request, with its typed payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientRequest {
+    Ping(PingRequest),
+}
+
+/// `system:ping:v1:requested` payload: empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PingRequest {}
+
+/// `system:ping:v1:success` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingReply {
+    pub server_time: Timestamp,
+}
+
+/// A frame the server will not act on, with everything needed to answer it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedFrame {
+    /// The `failed` type to reply with: the request's own operation when it could be read,
+    /// [`FRAME_FAILED`] otherwise.
+    pub reply_type: EventType,
+    pub request_id: Option<RequestId>,
+    pub error: ErrorBody,
+}
+
+impl RejectedFrame {
+    fn unattributed(request_id: Option<RequestId>, message: String) -> Self {
+        RejectedFrame {
+            reply_type: FRAME_FAILED,
+            request_id,
+            error: ErrorBody::new(ErrorCode::Invalid, message),
+        }
+    }
+}
+
+/// The part of an envelope readable even when the rest is wrong, to attribute the error.
+#[derive(Deserialize)]
+struct Lenient {
+    #[serde(rename = "type")]
+    event_type: Option<serde_json::Value>,
+    request_id: Option<serde_json::Value>,
+}
+
+/// Decode one text frame from a client.
+pub fn decode_request(text: &str) -> Result<Request, RejectedFrame> {
+    let envelope: Envelope = match serde_json::from_str(text) {
+        Ok(envelope) => envelope,
+        Err(err) => return Err(explain_bad_envelope(text, err)),
+    };
+    let Envelope {
+        event_type,
+        payload,
+        request_id,
+        ..
+    } = envelope;
+    let reject = |code, message: String| RejectedFrame {
+        reply_type: event_type.with_state(EventState::Failed),
+        request_id: request_id.clone(),
+        error: ErrorBody::new(code, message),
+    };
+    if event_type.state() != EventState::Requested {
+        return Err(reject(
+            ErrorCode::Invalid,
+            format!("clients may only send `requested` events, got `{event_type}`"),
+        ));
+    }
+    let body = match (
+        event_type.service(),
+        event_type.action(),
+        event_type.version(),
+    ) {
+        ("system", "ping", 1) => {
+            ClientRequest::Ping(typed_payload(payload).map_err(|m| reject(ErrorCode::Invalid, m))?)
+        }
+        _ => {
+            return Err(reject(
+                ErrorCode::Invalid,
+                format!("unknown message type `{event_type}`"),
+            ))
+        }
+    };
+    Ok(Request {
+        event_type,
+        request_id,
+        body,
+    })
+}
+
+fn typed_payload<T: DeserializeOwned>(payload: serde_json::Value) -> Result<T, String> {
+    serde_json::from_value(payload).map_err(|err| format!("invalid payload: {err}"))
+}
+
+/// Find the most specific explanation and reply type for an envelope that did not decode.
+fn explain_bad_envelope(text: &str, err: serde_json::Error) -> RejectedFrame {
+    let Ok(lenient) = serde_json::from_str::<Lenient>(text) else {
+        return RejectedFrame::unattributed(None, format!("frame is not a JSON envelope: {err}"));
+    };
+    let request_id = lenient
+        .request_id
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .and_then(|s| RequestId::parse(s).ok());
+    let event_type = lenient
+        .event_type
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse::<EventType>().ok());
+    match event_type {
+        Some(event_type) => RejectedFrame {
+            reply_type: event_type.with_state(EventState::Failed),
+            request_id,
+            error: ErrorBody::new(ErrorCode::Invalid, format!("invalid envelope: {err}")),
+        },
+        None => RejectedFrame::unattributed(request_id, format!("invalid envelope: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_ping() {
+        let request =
+            decode_request(r#"{"type":"system:ping:v1:requested","payload":{},"request_id":"a"}"#)
+                .unwrap();
+        assert_eq!(request.body, ClientRequest::Ping(PingRequest {}));
+        assert_eq!(request.request_id.unwrap().as_str(), "a");
+    }
+
+    fn rejected(text: &str) -> (String, Option<String>, ErrorCode, String) {
+        let r = decode_request(text).unwrap_err();
+        (
+            r.reply_type.to_string(),
+            r.request_id.map(|id| id.as_str().to_owned()),
+            r.error.code,
+            r.error.message,
+        )
+    }
+
+    #[test]
+    fn every_bad_frame_gets_an_attributed_reply() {
+        let (ty, id, code, msg) = rejected("not json");
+        assert_eq!(
+            (ty.as_str(), id, code),
+            ("system:frame:v1:failed", None, ErrorCode::Invalid)
+        );
+        assert!(msg.contains("not a JSON envelope"), "{msg}");
+
+        let (ty, id, _, msg) = rejected(r#"{"type":"Bad:type","payload":{},"request_id":"r9"}"#);
+        assert_eq!(
+            (ty.as_str(), id.as_deref()),
+            ("system:frame:v1:failed", Some("r9"))
+        );
+        assert!(msg.contains("4 parts"), "{msg}");
+
+        let (ty, id, _, msg) =
+            rejected(r#"{"type":"system:ping:v1:requested","payload":{"x":1},"request_id":"r2"}"#);
+        assert_eq!(
+            (ty.as_str(), id.as_deref()),
+            ("system:ping:v1:failed", Some("r2"))
+        );
+        assert!(msg.contains("unknown field `x`"), "{msg}");
+
+        let (ty, _, _, msg) = rejected(r#"{"type":"system:ping:v1:success","payload":{}}"#);
+        assert_eq!(ty, "system:ping:v1:failed");
+        assert!(msg.contains("only send `requested`"), "{msg}");
+
+        let (ty, _, _, msg) = rejected(r#"{"type":"system:ping:v9:requested","payload":{}}"#);
+        assert_eq!(ty, "system:ping:v9:failed");
+        assert!(msg.contains("unknown message type"), "{msg}");
+
+        let (ty, id, _, _) = rejected(r#"{"type":"system:ping:v1:requested","request_id":"r3"}"#);
+        assert_eq!(
+            (ty.as_str(), id.as_deref()),
+            ("system:ping:v1:failed", Some("r3"))
+        );
+
+        let (ty, id, _, _) =
+            rejected(r#"{"type":"system:ping:v1:requested","payload":{},"request_id":""}"#);
+        assert_eq!((ty.as_str(), id), ("system:ping:v1:failed", None));
+    }
+}

@@ -1,0 +1,15 @@
+//! Rally's wire protocol: everything that crosses the WebSocket or the HTTP API is defined here
+//! once and compiled into both the server and the browser, so they cannot disagree.
+
+mod envelope;
+mod error;
+mod event_type;
+mod messages;
+
+pub use envelope::{Envelope, Metadata};
+pub use error::{ErrorBody, ErrorCode};
+pub use event_type::{EventState, EventType, EventTypeError, MAX_EVENT_TYPE_LEN, MAX_NAME_LEN};
+pub use messages::{
+    decode_request, ClientRequest, PingReply, PingRequest, RejectedFrame, Request, FRAME_FAILED,
+    PING_REQUESTED,
+};

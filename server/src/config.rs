@@ -1,0 +1,197 @@
+//! Server settings, from flags or `RALLY_*` environment variables (flags win).
+//!
+//! Everything is checked before the server starts: a bad value stops it with one line that names
+//! the flag, its variable and what is allowed, and exit code 2 (see [`Config::from_args`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use std::error::Error as _;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser, ValueEnum};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "rally", version, about = "Rally: live campaign rooms")]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket traffic.
+    #[arg(long, env = "RALLY_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Directory for Rally's durable state (created if missing).
+    #[arg(long, env = "RALLY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// The built site (`target/site` from `cargo leptos build`): WASM, JS, CSS and assets.
+    #[arg(long, env = "RALLY_SITE_ROOT", default_value = "target/site")]
+    pub site_root: PathBuf,
+
+    /// Redis URL (`redis://host:port/db` or `rediss://…`) for multi-instance mode.
+    /// Without it Rally runs on its embedded defaults.
+    #[arg(long, env = "RALLY_REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<RedisUrl>,
+
+    /// Log line format. The level comes from `RUST_LOG` (default: info for Rally, warn for others).
+    #[arg(long, env = "RALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Seconds to wait for connections to finish after SIGINT/SIGTERM before exiting anyway.
+    #[arg(long, env = "RALLY_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// A Redis URL that the `redis` crate accepts. Kept as text: it is parsed again where it is used,
+/// and its password must never be printed (see the `Debug` impl).
+#[derive(Clone)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl(..)")
+    }
+}
+
+fn parse_redis_url(text: &str) -> Result<RedisUrl, String> {
+    if !(text.starts_with("redis://")
+        || text.starts_with("rediss://")
+        || text.starts_with("redis+unix://")
+        || text.starts_with("unix://"))
+    {
+        return Err(
+            "expected a URL starting with redis://, rediss://, redis+unix:// or unix://".into(),
+        );
+    }
+    redis::Client::open(text).map_err(|err| format!("not a usable Redis URL: {err}"))?;
+    Ok(RedisUrl(text.to_owned()))
+}
+
+/// What to do when the command line or environment cannot be used.
+#[derive(Debug)]
+pub enum ConfigOutcome {
+    /// `--help` or `--version`: print this and exit 0.
+    Info(String),
+    /// A bad setting: print this one line and exit 2.
+    Invalid(String),
+}
+
+impl Config {
+    /// Parse the process's arguments and environment.
+    pub fn from_args() -> Result<Config, ConfigOutcome> {
+        Self::from_iter(std::env::args_os())
+    }
+
+    pub fn from_iter<I, T>(args: I) -> Result<Config, ConfigOutcome>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Config::try_parse_from(args).map_err(|err| match err.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                ConfigOutcome::Info(err.render().to_string())
+            }
+            _ => ConfigOutcome::Invalid(one_line(&err)),
+        })
+    }
+}
+
+/// clap's errors span several lines and name only the flag; operators setting `RALLY_*` variables
+/// need the variable too. Build `rally: invalid value "x" for --flag (RALLY_FLAG): reason`.
+fn one_line(err: &clap::Error) -> String {
+    let text = |kind| match err.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => Some(v.join(", ")),
+        _ => None,
+    };
+    let Some(arg) = text(ContextKind::InvalidArg) else {
+        let first = err.to_string();
+        let first = first.lines().next().unwrap_or("invalid arguments");
+        return format!("rally: {}", first.trim_start_matches("error: "));
+    };
+    let flag = arg.split_whitespace().next().unwrap_or(&arg).to_owned();
+    let env = Config::command()
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|long| flag == format!("--{long}")))
+        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+    let setting = match env {
+        Some(env) => format!("{flag} ({env})"),
+        None => flag,
+    };
+    let value = text(ContextKind::InvalidValue).unwrap_or_default();
+    let reason = match (text(ContextKind::ValidValue), err.source()) {
+        (Some(valid), _) => format!("expected one of: {valid}"),
+        (None, Some(source)) => source.to_string(),
+        (None, None) => err
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid")
+            .trim_start_matches("error: ")
+            .to_owned(),
+    };
+    format!("rally: invalid value {value:?} for {setting}: {reason}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(args: &[&str]) -> String {
+        match Config::from_iter(std::iter::once("rally").chain(args.iter().copied())) {
+            Err(ConfigOutcome::Invalid(line)) => line,
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let config = Config::from_iter(["rally"]).unwrap();
+        assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert!(config.redis_url.is_none());
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_the_variable_and_the_choices() {
+        let line = invalid(&["--log-format", "xml"]);
+        assert_eq!(
+            line,
+            "rally: invalid value \"xml\" for --log-format (RALLY_LOG_FORMAT): expected one of: text, json"
+        );
+        let line = invalid(&["--addr", "nowhere"]);
+        assert!(
+            line.starts_with("rally: invalid value \"nowhere\" for --addr (RALLY_ADDR): "),
+            "{line}"
+        );
+        let line = invalid(&["--redis-url", "http://x"]);
+        assert!(
+            line.contains("--redis-url (RALLY_REDIS_URL)") && line.contains("redis://"),
+            "{line}"
+        );
+        let line = invalid(&["--shutdown-grace-secs", "999"]);
+        assert!(
+            line.contains("RALLY_SHUTDOWN_GRACE_SECS") && line.contains("0..=300"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        let line = invalid(&["--no-such-flag"]);
+        assert!(
+            line.starts_with("rally: ") && !line.contains('\n'),
+            "{line}"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Liveness (`GET /healthz`) and readiness (`GET /readyz`).
+//!
+//! Liveness answers "is the process serving HTTP at all" and checks nothing else, so an orchestrator
+//! never restarts a server that is merely waiting on Redis. Readiness runs every check, reports each
+//! one by name, and answers 503 when any fails, so a load balancer stops sending new users to an
+//! instance that cannot serve them (including one that is shutting down).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::gateway::GatewayStats;
+use crate::shutdown::ShutdownSignal;
+
+/// How long one readiness check may take before it counts as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One thing readiness depends on.
+#[derive(Clone)]
+pub enum Check {
+    /// The WebSocket gateway accepts new connections (not shutting down, under its limit).
+    WebSocketGateway {
+        stats: GatewayStats,
+        shutdown: ShutdownSignal,
+    },
+    /// The data directory exists and is writable.
+    DataDir(PathBuf),
+    /// The configured Redis answers PING.
+    Redis(redis::Client),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Failing,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    pub duration_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadinessReport {
+    pub status: &'static str,
+    pub checks: Vec<CheckReport>,
+}
+
+impl ReadinessReport {
+    pub fn is_ready(&self) -> bool {
+        self.checks.iter().all(|c| c.status == Status::Ok)
+    }
+}
+
+impl Check {
+    fn name(&self) -> &'static str {
+        match self {
+            Check::WebSocketGateway { .. } => "websocket_gateway",
+            Check::DataDir(_) => "data_dir",
+            Check::Redis(_) => "redis",
+        }
+    }
+
+    async fn run(&self) -> Result<String, String> {
+        match self {
+            Check::WebSocketGateway { stats, shutdown } => {
+                if shutdown.is_triggered() {
+                    return Err("shutting down: not accepting connections".into());
+                }
+                let (open, limit) = (stats.open(), stats.limit());
+                if open >= limit {
+                    Err(format!("{open} connections open, at the limit of {limit}"))
+                } else {
+                    Ok(format!("accepting; {open} of {limit} connections open"))
+                }
+            }
+            Check::DataDir(dir) => {
+                let probe = dir.join(".rally-ready-probe");
+                tokio::fs::write(&probe, b"ok")
+                    .await
+                    .map_err(|err| format!("{} is not writable: {err}", dir.display()))?;
+                let _ = tokio::fs::remove_file(&probe).await;
+                Ok(format!("{} is writable", dir.display()))
+            }
+            Check::Redis(client) => {
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|err| format!("cannot connect: {err}"))?;
+                let pong: String = redis::cmd("PING")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|err| format!("PING failed: {err}"))?;
+                Ok(format!("PING answered {pong}"))
+            }
+        }
+    }
+}
+
+/// Run all checks concurrently, each bounded by [`CHECK_TIMEOUT`].
+pub async fn readiness(checks: &[Check]) -> ReadinessReport {
+    let reports = futures_util::future::join_all(checks.iter().map(|check| async move {
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check.run()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+        };
+        let (status, detail) = match outcome {
+            Ok(detail) => (Status::Ok, detail),
+            Err(detail) => (Status::Failing, detail),
+        };
+        CheckReport {
+            name: check.name(),
+            status,
+            detail,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }
+    }))
+    .await;
+    let ready = reports.iter().all(|r| r.status == Status::Ok);
+    ReadinessReport {
+        status: if ready { "ready" } else { "not_ready" },
+        checks: reports,
+    }
+}
