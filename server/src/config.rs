@@ -35,6 +35,44 @@ pub struct Config {
     #[arg(long, env = "RALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Key for signing session and invite tokens (at least 32 characters). Instances that share
+    /// users must share it. Default: generated on first start and kept in the data directory.
+    #[arg(long, env = "RALLY_SESSION_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub session_secret: Option<Secret>,
+
+    /// Let visitors without a session watch campaigns (they can never edit).
+    #[arg(long, env = "RALLY_ALLOW_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_anonymous: bool,
+
+    /// Extra origins (comma-separated, like `http://127.0.0.1:8080`) whose pages may open
+    /// WebSockets. By default only pages served by this host may.
+    #[arg(long, env = "RALLY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Mark the session cookie `Secure` (set when the site is served over HTTPS).
+    #[arg(long, env = "RALLY_SECURE_COOKIES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub secure_cookies: bool,
+
+    /// Most WebSocket connections this instance accepts at once.
+    #[arg(long, env = "RALLY_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Most campaigns one connection may subscribe to at once.
+    #[arg(long, env = "RALLY_MAX_SUBSCRIPTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_subscriptions: u32,
+
+    /// Writes per second one connection may sustain (bursts of twice as many are allowed).
+    #[arg(long, env = "RALLY_WRITE_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub write_rate: u32,
+
+    /// Events kept per campaign for resuming subscribers.
+    #[arg(long, env = "RALLY_HISTORY_LEN", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub history_len: u32,
+
+    /// Seconds a campaign nobody subscribes to stays in memory.
+    #[arg(long, env = "RALLY_IDLE_UNLOAD_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub idle_unload_secs: u64,
+
     /// Seconds to wait for connections to finish after SIGINT/SIGTERM before exiting anyway.
     #[arg(long, env = "RALLY_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_secs: u64,
@@ -65,6 +103,32 @@ impl std::fmt::Debug for RedisUrl {
     }
 }
 
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+fn parse_secret(text: &str) -> Result<Secret, String> {
+    if text.len() < 32 {
+        return Err(format!(
+            "must be at least 32 characters, got {}",
+            text.len()
+        ));
+    }
+    Ok(Secret(text.to_owned()))
+}
+
 fn parse_redis_url(text: &str) -> Result<RedisUrl, String> {
     if !(text.starts_with("redis://")
         || text.starts_with("rediss://")
@@ -91,10 +155,10 @@ pub enum ConfigOutcome {
 impl Config {
     /// Parse the process's arguments and environment.
     pub fn from_args() -> Result<Config, ConfigOutcome> {
-        Self::from_iter(std::env::args_os())
+        Self::from_args_iter(std::env::args_os())
     }
 
-    pub fn from_iter<I, T>(args: I) -> Result<Config, ConfigOutcome>
+    pub fn from_args_iter<I, T>(args: I) -> Result<Config, ConfigOutcome>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -150,7 +214,7 @@ mod tests {
     use super::*;
 
     fn invalid(args: &[&str]) -> String {
-        match Config::from_iter(std::iter::once("rally").chain(args.iter().copied())) {
+        match Config::from_args_iter(std::iter::once("rally").chain(args.iter().copied())) {
             Err(ConfigOutcome::Invalid(line)) => line,
             other => panic!("expected an invalid config, got {other:?}"),
         }
@@ -158,7 +222,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_embedded_setup() {
-        let config = Config::from_iter(["rally"]).unwrap();
+        let config = Config::from_args_iter(["rally"]).unwrap();
         assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert!(config.redis_url.is_none());

@@ -1,31 +1,88 @@
 //! The WebSocket gateway: one task per connection at `GET /ws`.
 //!
-//! A connection task reads text frames, decodes each into a typed request (or a typed rejection),
-//! answers it, and on server shutdown closes the socket with 1001 (going away). Limits are enforced
-//! here, before anything else sees a frame: see [`MAX_FRAME_BYTES`].
+//! A connection task does three things, one at a time, in a loop: read a client frame and answer
+//! it; forward events from the campaigns it subscribes to; close with 1001 when the server shuts
+//! down. Limits are enforced here before anything reaches campaign state (see
+//! [`GatewayConfig`] and docs/protocol.md).
+//!
+//! Delivery is gap-free per campaign: every state event carries its version, the connection
+//! remembers the last version it delivered, and when its buffer overflowed (the client reads too
+//! slowly) it fetches what it missed from the campaign's history instead of skipping it. A client
+//! whose socket does not accept a write for [`SLOW_CONSUMER_TIMEOUT`] is disconnected with close
+//! code [`CLOSE_SLOW_CONSUMER`]; nobody else waits for it.
 
+use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
+use rally_app::model::{Actor, CampaignId, RequestId};
+use rally_app::protocol::campaign::{
+    CampaignRef, Resume, Resync, SnapshotReason, SubscriptionEnded, RESYNC, SUBSCRIPTION_ENDED,
+};
 use rally_app::protocol::{
-    decode_request, ClientRequest, Envelope, ErrorBody, ErrorCode, EventState, Metadata, PingReply,
+    decode_request, ClientRequest, ErrorBody, ErrorCode, EventState, EventType, PingReply,
     RejectedFrame, Request, FRAME_FAILED,
 };
 use serde::Serialize;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamMap;
 
+use crate::auth::{self, Source};
+use crate::campaigns::core::Write;
+use crate::campaigns::writer::Backfill;
+use crate::campaigns::{ConnectionId, StateManager};
 use crate::clock;
+use crate::frames::{self, Frame};
 use crate::http::{ApiError, AppState};
 use crate::shutdown::ShutdownSignal;
 
 /// Largest text frame (and message) a client may send. Larger ones close the connection with
 /// 1009 (message too big): the frame cannot be read, so there is no request to answer.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// A socket that accepts no write for this long belongs to a slow consumer.
+pub const SLOW_CONSUMER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Close code sent to a slow consumer (application range 4000-4999).
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Ready events written to the socket before one flush.
+const MAX_WRITE_BATCH: usize = 64;
 
-/// Default cap on concurrently open WebSocket connections per instance.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Per-connection limits. Defaults are documented in docs/protocol.md.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Concurrently open WebSocket connections per instance.
+    pub max_connections: usize,
+    /// Campaigns one connection may subscribe to at once.
+    pub max_subscriptions: usize,
+    /// Sustained writes (create/update/feature/config) per second per connection.
+    pub write_rate: f64,
+    /// Writes a connection may burst above the sustained rate.
+    pub write_burst: f64,
+    /// Whether visitors without a session may subscribe and read.
+    pub allow_anonymous: bool,
+    /// Origins allowed to open WebSockets from a browser; empty means same host only.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_connections: 10_000,
+            max_subscriptions: 16,
+            write_rate: 20.0,
+            write_burst: 40.0,
+            allow_anonymous: true,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
 
 /// Connection counters shared by the gateway and readiness.
 #[derive(Debug, Clone)]
@@ -78,11 +135,47 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// `GET /ws`: upgrade, unless the server is shutting down or full.
-pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+/// Browsers send `Origin`; only the site itself (or configured origins) may open a socket that
+/// carries the user's cookie. Clients without `Origin` (not browsers) authenticate by token.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if !allowed.is_empty() {
+        return allowed.iter().any(|a| a.eq_ignore_ascii_case(origin));
+    }
+    let host = headers.get("host").and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+/// `GET /ws`: check origin and credentials, then upgrade, unless shutting down or full.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     if state.shutdown.is_triggered() {
         return ApiError::new(ErrorCode::Unavailable, "server is shutting down").into_response();
     }
+    if !origin_allowed(&headers, &state.gateway_config.allowed_origins) {
+        return ApiError::new(ErrorCode::Forbidden, "WebSocket origin not allowed").into_response();
+    }
+    let identity = match auth::token_from_request(&headers, uri.query()) {
+        None => None,
+        Some((token, source)) => match state.keys.verify_session(token, clock::now()) {
+            Ok(actor) => Some(actor),
+            Err(_) if source == Source::Cookie => None,
+            Err(err) => {
+                return ApiError::new(
+                    ErrorCode::Unauthorized,
+                    format!("session token rejected: {err}"),
+                )
+                .into_response()
+            }
+        },
+    };
     let Some(slot) = state.gateway.try_acquire() else {
         return ApiError::new(
             ErrorCode::Unavailable,
@@ -90,7 +183,6 @@ pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -
         )
         .into_response();
     };
-    let shutdown = state.shutdown.clone();
     let tasks = state.tasks.clone();
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
@@ -98,86 +190,492 @@ pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
                 let _slot = slot;
-                Connection { socket, shutdown }.run().await;
+                metrics::counter!("rally_websocket_connections_total").increment(1);
+                let connection = Connection::new(socket, identity, &state);
+                let ending = connection.run().await;
+                metrics::counter!("rally_websocket_disconnects_total", "reason" => ending.as_str())
+                    .increment(1);
             })
         })
 }
 
-struct Connection {
-    socket: WebSocket,
-    shutdown: ShutdownSignal,
+/// What a subscription stream yields.
+enum Delivery {
+    Frame(Frame),
+    Lagged,
+    /// The campaign's task went away (it failed, or the server is stopping).
+    Ended,
 }
 
-/// Why a connection loop ended; decides the close frame, if any.
+type DeliveryStream = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
+
+fn delivery_stream(events: tokio::sync::broadcast::Receiver<Frame>) -> DeliveryStream {
+    let frames = BroadcastStream::new(events).map(|item| match item {
+        Ok(frame) => Delivery::Frame(frame),
+        Err(BroadcastStreamRecvError::Lagged(_)) => Delivery::Lagged,
+    });
+    Box::pin(frames.chain(futures_util::stream::once(async { Delivery::Ended })))
+}
+
+/// Why a connection ended; decides the close frame, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
     ClientLeft,
     ServerShutdown,
     Broken,
     TooBig,
+    SlowConsumer,
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ending::ClientLeft => "client_left",
+            Ending::ServerShutdown => "server_shutdown",
+            Ending::Broken => "broken",
+            Ending::TooBig => "frame_too_big",
+            Ending::SlowConsumer => "slow_consumer",
+        }
+    }
+
+    fn close_frame(self) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            Ending::ServerShutdown => (close_code::AWAY, "server shutting down"),
+            Ending::TooBig => (close_code::SIZE, "frame over 65536 bytes"),
+            Ending::SlowConsumer => (CLOSE_SLOW_CONSUMER, "slow_consumer"),
+            Ending::ClientLeft | Ending::Broken => return None,
+        };
+        Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })
+    }
+}
+
+/// Token bucket for writes.
+struct WriteBudget {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl WriteBudget {
+    fn new(rate: f64, burst: f64) -> Self {
+        WriteBudget {
+            tokens: burst,
+            rate,
+            burst,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Connection {
+    id: ConnectionId,
+    socket: WebSocket,
+    identity: Option<Actor>,
+    manager: StateManager,
+    config: Arc<GatewayConfig>,
+    shutdown: ShutdownSignal,
+    subscriptions: StreamMap<CampaignId, DeliveryStream>,
+    /// Last state-event version delivered, per subscribed campaign.
+    versions: HashMap<CampaignId, u64>,
+    budget: WriteBudget,
+}
+
+enum Input {
+    Frame(Option<Result<Message, axum::Error>>),
+    Delivery(CampaignId, Delivery),
 }
 
 impl Connection {
-    async fn run(mut self) {
-        tracing::debug!("websocket connected");
-        let ending = self.serve().await;
-        let close = match ending {
-            Ending::ServerShutdown => Some((close_code::AWAY, "server shutting down")),
-            Ending::TooBig => Some((close_code::SIZE, "frame over 65536 bytes")),
-            Ending::ClientLeft | Ending::Broken => None,
-        };
-        if let Some((code, reason)) = close {
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            };
-            let _ = self.socket.send(Message::Close(Some(frame))).await;
+    fn new(socket: WebSocket, identity: Option<Actor>, state: &AppState) -> Self {
+        let config = state.gateway_config.clone();
+        Connection {
+            id: ConnectionId::next(),
+            socket,
+            identity,
+            manager: state.manager.clone(),
+            budget: WriteBudget::new(config.write_rate, config.write_burst),
+            config,
+            shutdown: state.shutdown.clone(),
+            subscriptions: StreamMap::new(),
+            versions: HashMap::new(),
         }
-        tracing::debug!(reason = ending.as_str(), "websocket disconnected");
+    }
+
+    async fn run(mut self) -> Ending {
+        tracing::debug!(connection = ?self.id, signed_in = self.identity.is_some(), "websocket connected");
+        let ending = self.serve().await;
+        for campaign in self.versions.keys() {
+            self.manager.leave(campaign, self.id);
+        }
+        if let Some(frame) = ending.close_frame() {
+            // Best effort: a slow consumer may not take even this.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.socket.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+        tracing::debug!(connection = ?self.id, reason = ending.as_str(), "websocket disconnected");
+        ending
     }
 
     async fn serve(&mut self) -> Ending {
         loop {
-            let frame = tokio::select! {
+            let input = tokio::select! {
+                biased;
                 _ = self.shutdown.recv() => return Ending::ServerShutdown,
-                frame = self.socket.recv() => frame,
+                frame = self.socket.recv() => Input::Frame(frame),
+                Some((campaign, delivery)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                    Input::Delivery(campaign, delivery)
+                }
             };
-            let reply = match frame {
-                None | Some(Ok(Message::Close(_))) => return Ending::ClientLeft,
-                Some(Err(err)) => {
+            let mut out = Vec::new();
+            match input {
+                Input::Frame(None | Some(Ok(Message::Close(_)))) => return Ending::ClientLeft,
+                Input::Frame(Some(Err(err))) => {
                     return if is_capacity_error(&err) {
                         Ending::TooBig
                     } else {
-                        tracing::debug!(error = %err, "websocket read failed");
+                        tracing::debug!(connection = ?self.id, error = %err, "websocket read failed");
                         Ending::Broken
                     };
                 }
-                Some(Ok(Message::Text(text))) => answer(&text),
-                Some(Ok(Message::Binary(_))) => reject(RejectedFrame {
+                Input::Frame(Some(Ok(Message::Text(text)))) => self.answer(&text, &mut out).await,
+                Input::Frame(Some(Ok(Message::Binary(_)))) => out.push(reject(RejectedFrame {
                     reply_type: FRAME_FAILED,
                     request_id: None,
                     error: ErrorBody::new(
                         ErrorCode::Invalid,
                         "binary frames are not supported; send JSON text",
                     ),
-                }),
+                })),
                 // Pings are answered by the WebSocket layer itself.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            };
-            if self.socket.send(Message::Text(reply)).await.is_err() {
-                return Ending::Broken;
+                Input::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Input::Delivery(campaign, delivery) => {
+                    self.deliver(campaign, delivery, &mut out).await;
+                    // Take whatever else is ready now, so one flush carries many events.
+                    while out.len() < MAX_WRITE_BATCH {
+                        match self.subscriptions.next().now_or_never() {
+                            Some(Some((campaign, delivery))) => {
+                                self.deliver(campaign, delivery, &mut out).await
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            if let Err(ending) = self.send_all(out).await {
+                return ending;
             }
         }
     }
-}
 
-impl Ending {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Ending::ClientLeft => "client_left",
-            Ending::ServerShutdown => "server_shutdown",
-            Ending::Broken => "broken",
-            Ending::TooBig => "frame_too_big",
+    async fn send_all(&mut self, out: Vec<Utf8Bytes>) -> Result<(), Ending> {
+        if out.is_empty() {
+            return Ok(());
         }
+        let socket = &mut self.socket;
+        let written = tokio::time::timeout(SLOW_CONSUMER_TIMEOUT, async move {
+            for text in out {
+                socket.feed(Message::Text(text)).await?;
+            }
+            socket.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::Broken),
+            Err(_) => {
+                metrics::counter!("rally_slow_consumer_disconnects_total").increment(1);
+                Err(Ending::SlowConsumer)
+            }
+        }
+    }
+
+    /// Bring one subscription's delivery to the socket, keeping versions contiguous.
+    async fn deliver(
+        &mut self,
+        campaign: CampaignId,
+        delivery: Delivery,
+        out: &mut Vec<Utf8Bytes>,
+    ) {
+        let Some(&last) = self.versions.get(&campaign) else {
+            return; // unsubscribed meanwhile
+        };
+        match delivery {
+            Delivery::Frame(Frame {
+                version: None,
+                text,
+            }) => out.push(text),
+            Delivery::Frame(Frame {
+                version: Some(version),
+                text,
+            }) => {
+                if version <= last {
+                    return; // already delivered through a backfill
+                }
+                if version > last + 1 {
+                    self.backfill(&campaign, last, out).await;
+                }
+                let last = self.versions.get(&campaign).copied().unwrap_or(u64::MAX);
+                if version == last + 1 {
+                    out.push(text);
+                    self.versions.insert(campaign, version);
+                }
+            }
+            Delivery::Lagged => {
+                metrics::counter!("rally_subscriber_lagged_total").increment(1);
+                self.backfill(&campaign, last, out).await;
+            }
+            Delivery::Ended => {
+                self.versions.remove(&campaign);
+                let ended = SubscriptionEnded {
+                    campaign_id: campaign,
+                    reason: ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        "the campaign restarted; subscribe again with since_version",
+                    ),
+                };
+                out.push(frames::push(SUBSCRIPTION_ENDED, &ended, clock::now()).text);
+            }
+        }
+    }
+
+    /// Fetch what the subscriber missed after `last`: events from history, or a resync snapshot.
+    async fn backfill(&mut self, campaign: &CampaignId, last: u64, out: &mut Vec<Utf8Bytes>) {
+        let user = self.identity.as_ref().map(|a| a.user_id.clone());
+        match self.manager.backfill(campaign, last, user).await {
+            Ok(Backfill::Events(missed)) => {
+                let mut version = last;
+                for frame in missed {
+                    if let Some(v) = frame.version.filter(|v| *v == version + 1) {
+                        out.push(frame.text);
+                        version = v;
+                    }
+                }
+                self.versions.insert(campaign.clone(), version);
+            }
+            Ok(Backfill::Snapshot(snapshot)) => {
+                let version = snapshot.campaign.version;
+                let resync = Resync {
+                    campaign_id: campaign.clone(),
+                    reason: SnapshotReason::HistoryTruncated,
+                    campaign: snapshot.campaign,
+                    role: snapshot.role,
+                };
+                out.push(frames::push(RESYNC, &resync, clock::now()).text);
+                self.versions.insert(campaign.clone(), version);
+            }
+            Err(error) => {
+                self.subscriptions.remove(campaign);
+                self.versions.remove(campaign);
+                self.manager.leave(campaign, self.id);
+                let ended = SubscriptionEnded {
+                    campaign_id: campaign.clone(),
+                    reason: error,
+                };
+                out.push(frames::push(SUBSCRIPTION_ENDED, &ended, clock::now()).text);
+            }
+        }
+    }
+
+    /// Decode and answer one text frame.
+    async fn answer(&mut self, text: &str, out: &mut Vec<Utf8Bytes>) {
+        let request = match decode_request(text) {
+            Ok(request) => request,
+            Err(rejected) => {
+                tracing::debug!(connection = ?self.id, code = %rejected.error.code, "request rejected at decode");
+                out.push(reject(rejected));
+                return;
+            }
+        };
+        let Request {
+            event_type,
+            request_id,
+            body,
+        } = request;
+        tracing::debug!(connection = ?self.id, r#type = %event_type, "request");
+        if body.is_write() && !self.budget.take() {
+            out.push(failed(
+                &event_type,
+                request_id,
+                ErrorBody::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} writes per second; slow down",
+                        self.config.write_rate
+                    ),
+                ),
+            ));
+            return;
+        }
+        let reads_need_session = !self.config.allow_anonymous && self.identity.is_none();
+        let unauthorized = || {
+            ErrorBody::new(
+                ErrorCode::Unauthorized,
+                "this server requires a session to watch campaigns",
+            )
+        };
+        match body {
+            ClientRequest::Ping(_) => out.push(success(
+                &event_type,
+                request_id,
+                &PingReply {
+                    server_time: clock::now(),
+                },
+            )),
+            ClientRequest::Create(request) => {
+                let Some(actor) = self.identity.clone() else {
+                    out.push(failed(
+                        &event_type,
+                        request_id,
+                        ErrorBody::new(ErrorCode::Forbidden, "sign in to create campaigns"),
+                    ));
+                    return;
+                };
+                let result = self.manager.create(request, actor).await;
+                out.push(respond(&event_type, request_id, result));
+            }
+            ClientRequest::Subscribe(request) => {
+                if reads_need_session {
+                    out.push(failed(&event_type, request_id, unauthorized()));
+                    return;
+                }
+                self.subscribe(
+                    &event_type,
+                    request_id,
+                    request.campaign_id,
+                    request.since_version,
+                    out,
+                )
+                .await;
+            }
+            ClientRequest::Unsubscribe(CampaignRef { campaign_id }) => {
+                if self.versions.remove(&campaign_id).is_some() {
+                    // Dropping the stream drops the receiver: its buffered events are released.
+                    self.subscriptions.remove(&campaign_id);
+                    self.manager.leave(&campaign_id, self.id);
+                }
+                out.push(success(
+                    &event_type,
+                    request_id,
+                    &CampaignRef { campaign_id },
+                ));
+            }
+            ClientRequest::Snapshot(CampaignRef { campaign_id }) => {
+                if reads_need_session {
+                    out.push(failed(&event_type, request_id, unauthorized()));
+                    return;
+                }
+                let user = self.identity.as_ref().map(|a| a.user_id.clone());
+                let result = self.manager.snapshot(&campaign_id, user).await;
+                out.push(respond(&event_type, request_id, result));
+            }
+            ClientRequest::Update(request) => {
+                let id = request.campaign_id.clone();
+                self.write(&event_type, request_id, id, Write::Update(request), out)
+                    .await;
+            }
+            ClientRequest::Feature(request) => {
+                let id = request.campaign_id.clone();
+                self.write(&event_type, request_id, id, Write::Feature(request), out)
+                    .await;
+            }
+            ClientRequest::Config(request) => {
+                let id = request.campaign_id.clone();
+                self.write(&event_type, request_id, id, Write::Config(request), out)
+                    .await;
+            }
+        }
+    }
+
+    async fn write(
+        &mut self,
+        event_type: &EventType,
+        request_id: Option<RequestId>,
+        campaign: CampaignId,
+        write: Write,
+        out: &mut Vec<Utf8Bytes>,
+    ) {
+        let started = Instant::now();
+        let result = self
+            .manager
+            .write(&campaign, write, self.identity.clone())
+            .await;
+        if result.is_ok() {
+            metrics::histogram!("rally_write_ack_seconds").record(started.elapsed().as_secs_f64());
+        }
+        out.push(respond(event_type, request_id, result));
+    }
+
+    async fn subscribe(
+        &mut self,
+        event_type: &EventType,
+        request_id: Option<RequestId>,
+        campaign: CampaignId,
+        since_version: Option<u64>,
+        out: &mut Vec<Utf8Bytes>,
+    ) {
+        let resubscribing = self.versions.contains_key(&campaign);
+        if !resubscribing && self.versions.len() >= self.config.max_subscriptions {
+            out.push(failed(
+                event_type,
+                request_id,
+                ErrorBody::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "a connection may follow at most {} campaigns; unsubscribe from one first",
+                        self.config.max_subscriptions
+                    ),
+                ),
+            ));
+            return;
+        }
+        if resubscribing {
+            // Replace, never duplicate: the old stream (and its buffer) goes first.
+            self.subscriptions.remove(&campaign);
+            self.versions.remove(&campaign);
+        }
+        let subscription = match self
+            .manager
+            .subscribe(&campaign, self.id, self.identity.clone(), since_version)
+            .await
+        {
+            Ok(subscription) => subscription,
+            Err(error) => {
+                if resubscribing {
+                    self.manager.leave(&campaign, self.id);
+                }
+                out.push(failed(event_type, request_id, error));
+                return;
+            }
+        };
+        let version = match &subscription.reply.resume {
+            Resume::Snapshot { campaign, .. } => campaign.version,
+            Resume::Events { to_version, .. } => *to_version,
+        };
+        out.push(success(event_type, request_id, &subscription.reply));
+        out.extend(subscription.backlog.into_iter().map(|frame| frame.text));
+        self.versions.insert(campaign.clone(), version);
+        self.subscriptions
+            .insert(campaign, delivery_stream(subscription.events));
     }
 }
 
@@ -190,44 +688,88 @@ fn is_capacity_error(err: &axum::Error) -> bool {
     )
 }
 
-/// Decode and answer one text frame.
-fn answer(text: &str) -> Utf8Bytes {
-    match decode_request(text) {
-        Ok(request) => dispatch(request),
-        Err(rejected) => reject(rejected),
-    }
+fn success<P: Serialize>(
+    event_type: &EventType,
+    request_id: Option<RequestId>,
+    payload: &P,
+) -> Utf8Bytes {
+    frames::reply(
+        event_type.with_state(EventState::Success),
+        payload,
+        request_id,
+    )
 }
 
-fn dispatch(request: Request) -> Utf8Bytes {
-    let Request {
-        event_type,
+fn failed(event_type: &EventType, request_id: Option<RequestId>, error: ErrorBody) -> Utf8Bytes {
+    frames::reply(
+        event_type.with_state(EventState::Failed),
+        &error,
         request_id,
-        body,
-    } = request;
-    match body {
-        ClientRequest::Ping(_) => encode(
-            Envelope::new(
-                event_type.with_state(EventState::Success),
-                PingReply {
-                    server_time: clock::now(),
-                },
-            )
-            .with_request_id(request_id),
-        ),
+    )
+}
+
+fn respond<P: Serialize>(
+    event_type: &EventType,
+    request_id: Option<RequestId>,
+    result: Result<P, ErrorBody>,
+) -> Utf8Bytes {
+    match result {
+        Ok(payload) => success(event_type, request_id, &payload),
+        Err(error) => failed(event_type, request_id, error),
     }
 }
 
 fn reject(rejected: RejectedFrame) -> Utf8Bytes {
-    encode(Envelope::new(rejected.reply_type, rejected.error).with_request_id(rejected.request_id))
+    frames::reply(rejected.reply_type, &rejected.error, rejected.request_id)
 }
 
-/// Serialize an outgoing envelope, stamping the server's time.
-fn encode<P: Serialize>(envelope: Envelope<P>) -> Utf8Bytes {
-    let envelope = envelope.with_metadata(Metadata {
-        event_id: None,
-        timestamp: Some(clock::now()),
-    });
-    serde_json::to_string(&envelope)
-        .expect("protocol types always serialize")
-        .into()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn origin_rules() {
+        assert!(
+            origin_allowed(&headers(&[("host", "a:3000")]), &[]),
+            "no Origin: not a browser"
+        );
+        assert!(origin_allowed(
+            &headers(&[("host", "a:3000"), ("origin", "http://a:3000")]),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            &headers(&[("host", "a:3000"), ("origin", "http://evil:3000")]),
+            &[]
+        ));
+        let allowed = vec!["http://127.0.0.1:8080".to_string()];
+        assert!(origin_allowed(
+            &headers(&[("host", "a:3000"), ("origin", "http://127.0.0.1:8080")]),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &headers(&[("host", "a:3000"), ("origin", "http://a:3000")]),
+            &allowed
+        ));
+    }
+
+    #[test]
+    fn write_budget_refills_at_its_rate() {
+        let mut budget = WriteBudget::new(10.0, 2.0);
+        assert!(budget.take() && budget.take());
+        assert!(!budget.take());
+        budget.at -= Duration::from_millis(150);
+        assert!(budget.take(), "1.5 tokens refilled");
+        assert!(!budget.take());
+    }
 }

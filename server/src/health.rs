@@ -26,6 +26,8 @@ pub enum Check {
     },
     /// The data directory exists and is writable.
     DataDir(PathBuf),
+    /// The campaign store answers a read.
+    Store(std::sync::Arc<dyn crate::store::Store>),
     /// The configured Redis answers PING.
     Redis(redis::Client),
 }
@@ -62,6 +64,7 @@ impl Check {
         match self {
             Check::WebSocketGateway { .. } => "websocket_gateway",
             Check::DataDir(_) => "data_dir",
+            Check::Store(_) => "store",
             Check::Redis(_) => "redis",
         }
     }
@@ -86,6 +89,10 @@ impl Check {
                     .map_err(|err| format!("{} is not writable: {err}", dir.display()))?;
                 let _ = tokio::fs::remove_file(&probe).await;
                 Ok(format!("{} is writable", dir.display()))
+            }
+            Check::Store(store) => {
+                store.check().await.map_err(|err| err.to_string())?;
+                Ok("answers reads".into())
             }
             Check::Redis(client) => {
                 let mut conn = client

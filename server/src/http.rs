@@ -18,7 +18,9 @@ use rally_app::{shell, App};
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::gateway::{self, GatewayStats};
+use crate::auth::Keys;
+use crate::campaigns::StateManager;
+use crate::gateway::{self, GatewayConfig, GatewayStats};
 use crate::health::{self, Check};
 use crate::shutdown::ShutdownSignal;
 
@@ -28,6 +30,11 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub checks: Arc<[Check]>,
     pub gateway: GatewayStats,
+    pub gateway_config: Arc<GatewayConfig>,
+    pub manager: StateManager,
+    pub keys: Keys,
+    /// Mark cookies `Secure` (the site is served over HTTPS).
+    pub secure_cookies: bool,
     pub shutdown: ShutdownSignal,
     /// Tasks that outlive their HTTP request (upgraded WebSockets); shutdown waits for them.
     pub tasks: TaskTracker,
@@ -59,7 +66,7 @@ impl IntoResponse for ApiError {
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    let api = Router::new().fallback(api_not_found);
+    let api = crate::api::router().fallback(api_not_found);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

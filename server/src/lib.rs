@@ -1,12 +1,17 @@
 //! The Rally server as a library: `main` parses configuration and calls [`run`]; integration tests
 //! call [`run`] on `127.0.0.1:0` with their own shutdown trigger.
 
+pub mod api;
+pub mod auth;
+pub mod campaigns;
 pub mod clock;
 pub mod config;
+pub mod frames;
 pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 
 use std::future::Future;
@@ -17,11 +22,15 @@ use leptos::config::{Env, LeptosOptions};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Keys;
+use crate::campaigns::{ManagerConfig, StateManager};
 use crate::config::Config;
-use crate::gateway::GatewayStats;
+use crate::gateway::{GatewayConfig, GatewayStats};
 use crate::health::Check;
 use crate::http::AppState;
 use crate::shutdown::Shutdown;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::Store;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +47,8 @@ pub enum ServerError {
     },
     #[error("site root {0} has no pkg/ directory; build the site first (`cargo leptos build`) or set --site-root")]
     SiteRoot(std::path::PathBuf),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("invalid Redis URL: {0}")]
     RedisUrl(String),
     #[error("HTTP server failed: {0}")]
@@ -75,73 +86,152 @@ fn leptos_options(config: &Config, addr: std::net::SocketAddr) -> LeptosOptions 
         .build()
 }
 
-/// Serve until `shutdown_requested` resolves, then drain: stop accepting, close WebSockets with
-/// 1001, wait up to the configured grace period for them, and return.
+/// Open and serve in one step; see [`Rally::open`] and [`Rally::serve`].
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown_requested: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let addr = listener.local_addr().map_err(ServerError::Serve)?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    if !config.site_root.join("pkg").is_dir() {
-        return Err(ServerError::SiteRoot(config.site_root.clone()));
+    Rally::open(config)
+        .await?
+        .serve(listener, shutdown_requested)
+        .await
+}
+
+/// A Rally server whose state is open but which does not serve yet.
+pub struct Rally {
+    config: Config,
+    store: Arc<dyn Store>,
+    keys: Keys,
+    manager: StateManager,
+    gateway_config: GatewayConfig,
+}
+
+impl Rally {
+    /// Check the site, open the store and the session keys. Nothing listens yet.
+    pub async fn open(config: Config) -> Result<Rally, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        if !config.site_root.join("pkg").is_dir() {
+            return Err(ServerError::SiteRoot(config.site_root.clone()));
+        }
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&config.data_dir)?);
+        let keys = match &config.session_secret {
+            Some(secret) => Keys::new(secret.as_bytes()),
+            None => Keys::new(
+                &store
+                    .secret("session", || clock::random_bytes::<32>().to_vec())
+                    .await?,
+            ),
+        };
+        let manager = StateManager::new(
+            store.clone(),
+            ManagerConfig {
+                history_len: config.history_len as usize,
+                idle_unload: Duration::from_secs(config.idle_unload_secs),
+            },
+        );
+        let gateway_config = GatewayConfig {
+            max_connections: config.max_connections as usize,
+            max_subscriptions: config.max_subscriptions as usize,
+            write_rate: f64::from(config.write_rate),
+            write_burst: 2.0 * f64::from(config.write_rate),
+            allow_anonymous: config.allow_anonymous,
+            allowed_origins: config.allowed_origins.clone(),
+        };
+        Ok(Rally {
+            config,
+            store,
+            keys,
+            manager,
+            gateway_config,
+        })
     }
 
-    let shutdown = Shutdown::new();
-    let gateway = GatewayStats::new(gateway::DEFAULT_MAX_CONNECTIONS);
-    let mut checks = vec![
-        Check::WebSocketGateway {
-            stats: gateway.clone(),
+    /// The campaign state manager (tests drive it directly).
+    pub fn manager(&self) -> &StateManager {
+        &self.manager
+    }
+
+    /// Serve until `shutdown_requested` resolves, then drain: stop accepting, close WebSockets
+    /// with 1001, wait up to the configured grace period for them, close the store, return.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown_requested: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Rally {
+            config,
+            store,
+            keys,
+            manager,
+            gateway_config,
+        } = self;
+        let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        let shutdown = Shutdown::new();
+        let gateway = GatewayStats::new(gateway_config.max_connections);
+        let mut checks = vec![
+            Check::WebSocketGateway {
+                stats: gateway.clone(),
+                shutdown: shutdown.signal(),
+            },
+            Check::DataDir(config.data_dir.clone()),
+            Check::Store(store.clone()),
+        ];
+        if let Some(url) = &config.redis_url {
+            let client = redis::Client::open(url.as_str())
+                .map_err(|err| ServerError::RedisUrl(err.to_string()))?;
+            checks.push(Check::Redis(client));
+        }
+        let tasks = TaskTracker::new();
+        let shutdown_manager = manager.clone();
+        let state = AppState {
+            leptos_options: leptos_options(&config, addr),
+            checks: Arc::from(checks),
+            gateway,
+            gateway_config: Arc::new(gateway_config),
+            manager,
+            keys,
+            secure_cookies: config.secure_cookies,
             shutdown: shutdown.signal(),
-        },
-        Check::DataDir(config.data_dir.clone()),
-    ];
-    if let Some(url) = &config.redis_url {
-        let client = redis::Client::open(url.as_str())
-            .map_err(|err| ServerError::RedisUrl(err.to_string()))?;
-        checks.push(Check::Redis(client));
+            tasks: tasks.clone(),
+        };
+
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), redis = config.redis_url.is_some(), "rally started");
+
+        let mut stop = shutdown.signal();
+        let serve = axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(async move { stop.recv().await });
+        let serve = tokio::spawn(async move { serve.await });
+
+        shutdown_requested.await;
+        tracing::info!("rally shutting down");
+        shutdown.trigger();
+        tasks.close();
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let drained = tokio::time::timeout(grace, async {
+            let served = serve.await;
+            tasks.wait().await;
+            served
+        })
+        .await;
+        match drained {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => return Err(ServerError::Serve(err)),
+            Ok(Err(join)) => return Err(ServerError::Serve(std::io::Error::other(join))),
+            Err(_) => tracing::warn!(
+                grace_secs = config.shutdown_grace_secs,
+                open = tasks.len(),
+                "connections still open after the grace period; closing them"
+            ),
+        }
+        shutdown_manager.shutdown().await;
+        if let Err(err) = store.close().await {
+            tracing::error!(error = %err, "store did not close cleanly");
+        }
+        tracing::info!("rally stopped");
+        Ok(())
     }
-    let tasks = TaskTracker::new();
-    let state = AppState {
-        leptos_options: leptos_options(&config, addr),
-        checks: Arc::from(checks),
-        gateway,
-        shutdown: shutdown.signal(),
-        tasks: tasks.clone(),
-    };
-
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), redis = config.redis_url.is_some(), "rally started");
-
-    let mut stop = shutdown.signal();
-    let serve = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(async move { stop.recv().await });
-    let serve = tokio::spawn(async move { serve.await });
-
-    shutdown_requested.await;
-    tracing::info!("rally shutting down");
-    shutdown.trigger();
-    tasks.close();
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let drained = tokio::time::timeout(grace, async {
-        let served = serve.await;
-        tasks.wait().await;
-        served
-    })
-    .await;
-    match drained {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => return Err(ServerError::Serve(err)),
-        Ok(Err(join)) => return Err(ServerError::Serve(std::io::Error::other(join))),
-        Err(_) => tracing::warn!(
-            grace_secs = config.shutdown_grace_secs,
-            open = tasks.len(),
-            "connections still open after the grace period; closing them"
-        ),
-    }
-    tracing::info!("rally stopped");
-    Ok(())
 }

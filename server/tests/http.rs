@@ -32,7 +32,7 @@ async fn readyz_lists_each_check() {
     assert_eq!(report["status"], "ready");
     let checks = report["checks"].as_array().unwrap();
     let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["websocket_gateway", "data_dir"]);
+    assert_eq!(names, ["websocket_gateway", "data_dir", "store"]);
     assert!(checks.iter().all(|c| c["status"] == "ok"));
     server.stop().await.unwrap();
 }

@@ -75,6 +75,48 @@ impl<'de> Deserialize<'de> for CampaignId {
     }
 }
 
+/// A user's stable id, assigned by the server when a session is created: `u` and 16 hex digits.
+/// Accepts 1-40 characters of ASCII letters, digits, `_` and `-` so other issuers fit too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("user id must be 1-40 characters of ASCII letters, digits, '_' and '-'")]
+pub struct UserIdError;
+
+impl UserId {
+    pub fn parse(text: &str) -> Result<Self, UserIdError> {
+        let valid = !text.is_empty()
+            && text.len() <= 40
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(UserId(text.to_owned()))
+        } else {
+            Err(UserIdError)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        UserId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Longest request id a client may send; it is echoed on the reply and nowhere else.
 pub const MAX_REQUEST_ID_LEN: usize = 64;
 

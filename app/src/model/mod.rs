@@ -1,10 +1,18 @@
 //! Rally's domain types, shared by the server and the browser.
 
+mod access;
+mod campaign;
 mod ids;
+pub mod limits;
 mod timestamp;
 
+pub use access::{DisplayName, Presence, Role, Viewer};
+pub use campaign::{
+    json_depth, merge_patch, Actor, ApplyError, CampaignEvent, CampaignState, CampaignStatus,
+    Change, ConfigMode, Feature, FieldUpdates, SectionName,
+};
 pub use ids::{
-    CampaignId, CampaignIdError, EventId, EventIdError, RequestId, RequestIdError,
-    MAX_CAMPAIGN_ID_LEN, MAX_REQUEST_ID_LEN,
+    CampaignId, CampaignIdError, EventId, EventIdError, RequestId, RequestIdError, UserId,
+    UserIdError, MAX_CAMPAIGN_ID_LEN, MAX_REQUEST_ID_LEN,
 };
 pub use timestamp::{Timestamp, TimestampError};

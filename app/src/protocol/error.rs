@@ -21,6 +21,8 @@ pub enum ErrorCode {
     Conflict,
     /// The sender exceeded a rate limit; retry later.
     RateLimited,
+    /// A per-connection quota is used up (e.g. the number of subscriptions); free some first.
+    LimitExceeded,
     /// A frame, payload or value is over its documented size limit.
     TooLarge,
     /// The server cannot take writes right now (shutting down, store or bus unavailable); retry.
@@ -38,6 +40,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Conflict => "conflict",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -53,7 +56,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::TooLarge => 413,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::RateLimited | ErrorCode::LimitExceeded => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }
@@ -101,6 +104,7 @@ mod tests {
             ErrorCode::Unauthorized,
             ErrorCode::Conflict,
             ErrorCode::RateLimited,
+            ErrorCode::LimitExceeded,
             ErrorCode::TooLarge,
             ErrorCode::Unavailable,
             ErrorCode::Internal,

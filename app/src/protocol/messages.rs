@@ -7,6 +7,9 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::campaign::{
+    CampaignRef, ConfigChange, CreateCampaign, FeatureChange, Subscribe, UpdateFields,
+};
 use super::{Envelope, ErrorBody, ErrorCode, EventState, EventType};
 use crate::model::{RequestId, Timestamp};
 
@@ -28,6 +31,26 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {
     Ping(PingRequest),
+    Create(CreateCampaign),
+    Subscribe(Subscribe),
+    Unsubscribe(CampaignRef),
+    Snapshot(CampaignRef),
+    Update(UpdateFields),
+    Feature(FeatureChange),
+    Config(ConfigChange),
+}
+
+impl ClientRequest {
+    /// True for requests that change state (and count against the write rate limit).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            ClientRequest::Create(_)
+                | ClientRequest::Update(_)
+                | ClientRequest::Feature(_)
+                | ClientRequest::Config(_)
+        )
+    }
 }
 
 /// `system:ping:v1:requested` payload: empty.
@@ -92,13 +115,33 @@ pub fn decode_request(text: &str) -> Result<Request, RejectedFrame> {
             format!("clients may only send `requested` events, got `{event_type}`"),
         ));
     }
+    let invalid = |message| reject(ErrorCode::Invalid, message);
     let body = match (
         event_type.service(),
         event_type.action(),
         event_type.version(),
     ) {
-        ("system", "ping", 1) => {
-            ClientRequest::Ping(typed_payload(payload).map_err(|m| reject(ErrorCode::Invalid, m))?)
+        ("system", "ping", 1) => ClientRequest::Ping(typed_payload(payload).map_err(invalid)?),
+        ("campaign", "create", 1) => {
+            ClientRequest::Create(typed_payload(payload).map_err(invalid)?)
+        }
+        ("campaign", "subscribe", 1) => {
+            ClientRequest::Subscribe(typed_payload(payload).map_err(invalid)?)
+        }
+        ("campaign", "unsubscribe", 1) => {
+            ClientRequest::Unsubscribe(typed_payload(payload).map_err(invalid)?)
+        }
+        ("campaign", "snapshot", 1) => {
+            ClientRequest::Snapshot(typed_payload(payload).map_err(invalid)?)
+        }
+        ("campaign", "update", 1) => {
+            ClientRequest::Update(typed_payload(payload).map_err(invalid)?)
+        }
+        ("campaign", "feature", 1) => {
+            ClientRequest::Feature(typed_payload(payload).map_err(invalid)?)
+        }
+        ("campaign", "config", 1) => {
+            ClientRequest::Config(typed_payload(payload).map_err(invalid)?)
         }
         _ => {
             return Err(reject(

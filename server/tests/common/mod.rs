@@ -16,17 +16,33 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
+    pub dir: TestDir,
+    pub manager: Option<rally::campaigns::StateManager>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), rally::ServerError>>>,
 }
 
 /// A config for tests: ephemeral port, fresh data dir, and a site root with an empty `pkg/`
 /// (pages render on the server without the WASM being built).
-pub fn test_config(dir: &tempfile::TempDir, extra: &[&str]) -> Config {
-    let site = dir.path().join("site");
+/// A test's directory: owned (deleted at the end) or borrowed from a test that restarts servers.
+pub enum TestDir {
+    Owned(tempfile::TempDir),
+    Borrowed(std::path::PathBuf),
+}
+
+impl TestDir {
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            TestDir::Owned(dir) => dir.path(),
+            TestDir::Borrowed(path) => path,
+        }
+    }
+}
+
+pub fn test_config(dir: &std::path::Path, extra: &[&str]) -> Config {
+    let site = dir.join("site");
     std::fs::create_dir_all(site.join("pkg")).unwrap();
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     let mut args = vec![
         "rally".to_string(),
         "--addr".into(),
@@ -39,7 +55,7 @@ pub fn test_config(dir: &tempfile::TempDir, extra: &[&str]) -> Config {
         "5".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    Config::from_iter(args).expect("test config is valid")
+    Config::from_args_iter(args).expect("test config is valid")
 }
 
 impl TestServer {
@@ -48,17 +64,28 @@ impl TestServer {
     }
 
     pub async fn start_with(extra: &[&str]) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let config = test_config(&dir, extra);
+        Self::start_at(TestDir::Owned(tempfile::tempdir().unwrap()), extra).await
+    }
+
+    /// A server on a directory that outlives it (to restart on the same data).
+    pub async fn start_in(dir: &tempfile::TempDir, extra: &[&str]) -> TestServer {
+        Self::start_at(TestDir::Borrowed(dir.path().to_owned()), extra).await
+    }
+
+    async fn start_at(dir: TestDir, extra: &[&str]) -> TestServer {
+        let config = test_config(dir.path(), extra);
         let listener = rally::bind(&config).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let rally = rally::Rally::open(config).await.expect("server opens");
+        let manager = Some(rally.manager().clone());
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(rally::run(listener, config, async move {
+        let handle = tokio::spawn(rally.serve(listener, async move {
             let _ = stopped.await;
         }));
         TestServer {
             addr,
             dir,
+            manager,
             stop: Some(stop),
             handle: Some(handle),
         }
@@ -69,14 +96,22 @@ impl TestServer {
     }
 
     pub async fn connect(&self) -> WsClient {
-        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr))
-            .await
-            .expect("websocket connects");
-        WsClient { socket }
+        connect(self.addr, None).await
+    }
+
+    /// A WebSocket carrying `token` as `Authorization: Bearer`.
+    pub async fn connect_as(&self, token: &str) -> WsClient {
+        connect(self.addr, Some(token)).await
+    }
+
+    /// Sign in over HTTP; returns (user_id, token).
+    pub async fn sign_in(&self, name: &str) -> (String, String) {
+        sign_in(self.addr, name).await
     }
 
     /// Trigger shutdown and wait for `run` to return.
     pub async fn stop(mut self) -> Result<(), rally::ServerError> {
+        self.manager.take();
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(10), self.handle.take().unwrap())
             .await
@@ -85,8 +120,42 @@ impl TestServer {
     }
 }
 
+pub async fn connect(addr: SocketAddr, token: Option<&str>) -> WsClient {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket connects");
+    WsClient {
+        socket,
+        buffer: Default::default(),
+    }
+}
+
+pub async fn sign_in(addr: SocketAddr, name: &str) -> (String, String) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/session"))
+        .json(&serde_json::json!({ "display_name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    (
+        body["user"]["user_id"].as_str().unwrap().to_owned(),
+        body["token"].as_str().unwrap().to_owned(),
+    )
+}
+
 pub struct WsClient {
     pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Frames read while waiting for a reply, kept for `recv_json` in arrival order.
+    buffer: std::collections::VecDeque<Value>,
 }
 
 impl WsClient {
@@ -106,12 +175,92 @@ impl WsClient {
             .map(|m| m.expect("websocket stream error"))
     }
 
-    /// The next text frame, parsed as JSON.
+    /// The next text frame, parsed as JSON (buffered frames first).
     pub async fn recv_json(&mut self) -> Value {
+        match self.buffer.pop_front() {
+            Some(frame) => frame,
+            None => self.read_frame().await,
+        }
+    }
+
+    async fn read_frame(&mut self) -> Value {
         match self.next_message().await {
             Some(Message::Text(text)) => serde_json::from_str(&text).expect("server sends JSON"),
             other => panic!("expected a text frame, got {other:?}"),
         }
+    }
+
+    /// Frames until one matches `pred` (others are returned too, in order), failing after 5 s.
+    pub async fn recv_until(&mut self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let frame = self.recv_json().await;
+            let done = pred(&frame);
+            seen.push(frame);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// The next `campaign:state:v1:success` event, skipping presence and other pushes.
+    pub async fn next_state_event(&mut self) -> Value {
+        loop {
+            let frame = self.recv_json().await;
+            if frame["type"] == "campaign:state:v1:success" {
+                return frame;
+            }
+        }
+    }
+
+    /// Create a campaign; panics unless it succeeds.
+    pub async fn create_campaign(&mut self, id: &str, title: &str) -> Value {
+        let reply = self
+            .request(
+                "campaign:create:v1:requested",
+                serde_json::json!({"campaign_id": id, "title": title}),
+                &format!("create-{id}"),
+            )
+            .await;
+        assert_eq!(reply["type"], "campaign:create:v1:success", "{reply}");
+        reply
+    }
+
+    /// Send a create request and return the reply, whatever it is.
+    pub async fn create_campaign_raw(&mut self, id: &str) -> Value {
+        self.request(
+            "campaign:create:v1:requested",
+            serde_json::json!({"campaign_id": id, "title": id}),
+            &format!("create-{id}"),
+        )
+        .await
+    }
+
+    /// Subscribe; panics unless it succeeds. Returns the reply.
+    pub async fn subscribe(&mut self, id: &str, since_version: Option<u64>) -> Value {
+        let mut payload = serde_json::json!({"campaign_id": id});
+        if let Some(since) = since_version {
+            payload["since_version"] = since.into();
+        }
+        let reply = self
+            .request(
+                "campaign:subscribe:v1:requested",
+                payload,
+                &format!("sub-{id}"),
+            )
+            .await;
+        assert_eq!(reply["type"], "campaign:subscribe:v1:success", "{reply}");
+        reply
+    }
+
+    /// Update fields; returns the reply (success or failed).
+    pub async fn update(&mut self, id: &str, updates: Value, request_id: &str) -> Value {
+        self.request(
+            "campaign:update:v1:requested",
+            serde_json::json!({"campaign_id": id, "updates": updates}),
+            request_id,
+        )
+        .await
     }
 
     /// Send a request and return the reply carrying the same request id.
@@ -123,10 +272,11 @@ impl WsClient {
         }))
         .await;
         loop {
-            let reply = self.recv_json().await;
-            if reply["request_id"] == request_id {
-                return reply;
+            let frame = self.read_frame().await;
+            if frame["request_id"] == request_id {
+                return frame;
             }
+            self.buffer.push_back(frame);
         }
     }
 }

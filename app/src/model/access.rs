@@ -1,0 +1,104 @@
+//! Who may do what in a campaign, and who is there right now.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::limits::DISPLAY_NAME_MAX_CHARS;
+use super::{CampaignId, UserId};
+
+/// A person's role in one campaign. Owners are the creators; editors were invited by the owner;
+/// everyone else who can open the campaign is a viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Editor,
+    Owner,
+}
+
+impl Role {
+    /// Owners and editors change campaigns; viewers only watch.
+    pub fn can_edit(self) -> bool {
+        matches!(self, Role::Owner | Role::Editor)
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name a person chose to be shown as: 1-40 characters after trimming, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        let chars = trimmed.chars().count();
+        if chars == 0 {
+            return Err("display name is empty".into());
+        }
+        if chars > DISPLAY_NAME_MAX_CHARS {
+            return Err(format!(
+                "display name is {chars} characters; at most {DISPLAY_NAME_MAX_CHARS} are allowed"
+            ));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err("display name contains control characters".into());
+        }
+        Ok(DisplayName(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for DisplayName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DisplayName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        DisplayName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One person watching a campaign (over one or more connections). Anonymous visitors have no
+/// user id and are listed one entry per connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewer {
+    pub user_id: Option<UserId>,
+    pub display_name: String,
+    pub connections: u32,
+}
+
+/// Everyone subscribed to a campaign right now. `campaign:presence:v1:success` carries this, with
+/// the change that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub campaign_id: CampaignId,
+    /// Distinct people: signed-in users, plus one per anonymous connection.
+    pub count: u32,
+    /// Sorted by display name, then user id.
+    pub viewers: Vec<Viewer>,
+}

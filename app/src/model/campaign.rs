@@ -1,0 +1,391 @@
+//! A campaign's live state and the changes that move it from one version to the next.
+//!
+//! [`CampaignState::apply_event`] is the one way state changes, on the server (after validation)
+//! and in the browser (for every broadcast event), so both hold byte-identical state at each
+//! version.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use super::limits::*;
+use super::{CampaignId, EventId, Timestamp, UserId};
+
+/// Where a campaign is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignStatus {
+    #[default]
+    Draft,
+    Active,
+    Paused,
+    Ended,
+}
+
+impl CampaignStatus {
+    pub const ALL: [CampaignStatus; 4] = [
+        CampaignStatus::Draft,
+        CampaignStatus::Active,
+        CampaignStatus::Paused,
+        CampaignStatus::Ended,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CampaignStatus::Draft => "draft",
+            CampaignStatus::Active => "active",
+            CampaignStatus::Paused => "paused",
+            CampaignStatus::Ended => "ended",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for CampaignStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Validated short names: features (`live_chat`, `q-and-a`) and config sections (`ui_content`).
+macro_rules! short_name {
+    ($(#[$doc:meta])* $name:ident, $max:expr, $what:literal, $allowed:literal, $valid:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(text: &str) -> Result<Self, String> {
+                let valid: fn(&str) -> bool = $valid;
+                if !text.is_empty() && text.len() <= $max && valid(text) {
+                    Ok($name(text.to_owned()))
+                } else {
+                    Err(format!(
+                        concat!("invalid ", $what, " {:?}: expected 1-{} characters of ", $allowed),
+                        text, $max
+                    ))
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                $name::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+short_name!(
+    /// A feature flag's name: lowercase letters, digits, `_` and `-`, starting with a letter or digit.
+    Feature,
+    FEATURE_NAME_MAX,
+    "feature name",
+    "a-z, 0-9, '_' and '-', starting with a letter or digit",
+    |s| s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+);
+
+short_name!(
+    /// A config section's name, like `ui_content`: lowercase letters, digits and `_`, starting with a letter.
+    SectionName,
+    SECTION_NAME_MAX,
+    "section name",
+    "a-z, 0-9 and '_', starting with a letter",
+    |s| s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+);
+
+/// Who did something: a stable user id and the display name they had at the time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    pub user_id: UserId,
+    pub display_name: String,
+}
+
+/// Everything a viewer sees of a campaign at one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignState {
+    pub id: CampaignId,
+    pub title: String,
+    pub description: String,
+    pub status: CampaignStatus,
+    pub features: BTreeSet<Feature>,
+    pub config: BTreeMap<SectionName, Map<String, Value>>,
+    /// +1 for every applied change; 1 after creation.
+    pub version: u64,
+    pub created_at: Timestamp,
+    /// The campaign's owner.
+    pub created_by: Actor,
+    pub updated_at: Timestamp,
+    pub updated_by: Actor,
+}
+
+/// The scalar fields an update can set. At least one must be present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldUpdates {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<CampaignStatus>,
+}
+
+impl FieldUpdates {
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none() && self.description.is_none() && self.status.is_none()
+    }
+
+    /// How many fields this update sets (a metric and a sanity bound).
+    pub fn len(&self) -> usize {
+        usize::from(self.title.is_some())
+            + usize::from(self.description.is_some())
+            + usize::from(self.status.is_some())
+    }
+}
+
+/// How a config change combines with the section's current values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigMode {
+    /// JSON Merge Patch (RFC 7396): objects merge recursively, `null` deletes a key, anything else
+    /// replaces.
+    #[default]
+    Merge,
+    /// The section becomes exactly `values`.
+    Replace,
+}
+
+/// One applied change, as broadcast: enough to go from version N-1 to N without a refetch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// The campaign came into being (version 1) with this state.
+    Created { state: Box<CampaignState> },
+    /// Scalar fields set to new values.
+    Fields { updates: FieldUpdates },
+    /// Features added to and removed from the set (each list sorted, disjoint, and effective:
+    /// no feature in `added` was present before, every one in `removed` was).
+    Features {
+        added: Vec<Feature>,
+        removed: Vec<Feature>,
+    },
+    /// A config section changed; `values` is what the client sent, applied with `mode`.
+    Config {
+        section: SectionName,
+        mode: ConfigMode,
+        values: Map<String, Value>,
+    },
+}
+
+impl Change {
+    /// The names of the fields this change touches, for conflict detection: `title`,
+    /// `description`, `status`, `features`, `config.<section>`.
+    pub fn touched_fields(&self) -> Vec<String> {
+        match self {
+            Change::Created { .. } => vec![],
+            Change::Fields { updates } => {
+                let mut fields = Vec::new();
+                if updates.title.is_some() {
+                    fields.push("title".to_owned());
+                }
+                if updates.description.is_some() {
+                    fields.push("description".to_owned());
+                }
+                if updates.status.is_some() {
+                    fields.push("status".to_owned());
+                }
+                fields
+            }
+            Change::Features { .. } => vec!["features".to_owned()],
+            Change::Config { section, .. } => vec![format!("config.{section}")],
+        }
+    }
+
+    /// Short name for metrics and logs (never the content).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Created { .. } => "created",
+            Change::Fields { .. } => "fields",
+            Change::Features { .. } => "features",
+            Change::Config { .. } => "config",
+        }
+    }
+}
+
+/// One entry of a campaign's history: `campaign:state:v1:success` carries exactly this payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignEvent {
+    pub campaign_id: CampaignId,
+    pub version: u64,
+    pub event_id: EventId,
+    pub changed_by: Actor,
+    pub changed_at: Timestamp,
+    pub change: Change,
+}
+
+/// Why an event could not be applied to a state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("event for campaign {event} applied to campaign {state}")]
+    WrongCampaign { state: String, event: String },
+    #[error("event version {event} does not follow state version {state}")]
+    Gap { state: u64, event: u64 },
+    #[error("a creation event can only start a campaign")]
+    UnexpectedCreate,
+}
+
+impl CampaignState {
+    /// Move to the event's version. Fails, changing nothing, unless the event is for this campaign
+    /// and exactly the next version: a client that sees [`ApplyError::Gap`] must resubscribe.
+    pub fn apply_event(&mut self, event: &CampaignEvent) -> Result<(), ApplyError> {
+        if event.campaign_id != self.id {
+            return Err(ApplyError::WrongCampaign {
+                state: self.id.to_string(),
+                event: event.campaign_id.to_string(),
+            });
+        }
+        if event.version != self.version + 1 {
+            return Err(ApplyError::Gap {
+                state: self.version,
+                event: event.version,
+            });
+        }
+        match &event.change {
+            Change::Created { .. } => return Err(ApplyError::UnexpectedCreate),
+            Change::Fields { updates } => {
+                if let Some(title) = &updates.title {
+                    self.title.clone_from(title);
+                }
+                if let Some(description) = &updates.description {
+                    self.description.clone_from(description);
+                }
+                if let Some(status) = updates.status {
+                    self.status = status;
+                }
+            }
+            Change::Features { added, removed } => {
+                for feature in removed {
+                    self.features.remove(feature);
+                }
+                self.features.extend(added.iter().cloned());
+            }
+            Change::Config {
+                section,
+                mode,
+                values,
+            } => {
+                let target = self.config.entry(section.clone()).or_default();
+                match mode {
+                    ConfigMode::Replace => *target = values.clone(),
+                    ConfigMode::Merge => merge_patch(target, values),
+                }
+            }
+        }
+        self.version = event.version;
+        self.updated_at = event.changed_at;
+        self.updated_by = event.changed_by.clone();
+        Ok(())
+    }
+}
+
+/// RFC 7396 JSON Merge Patch of `patch` into the object `target`.
+pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(key);
+            }
+            Value::Object(inner) => {
+                let slot = target
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(existing) = slot {
+                    merge_patch(existing, inner);
+                }
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
+        }
+    }
+}
+
+/// Nesting depth of a JSON value: scalars 0, `{}`/`[]` 1, `{"a": {}}` 2.
+pub fn json_depth(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        // The RFC's own example.
+        let mut target = obj(
+            json!({"title": "Goodbye!", "author": {"givenName": "John", "familyName": "Doe"}, "tags": ["example", "sample"], "content": "x"}),
+        );
+        merge_patch(
+            &mut target,
+            &obj(
+                json!({"title": "Hello!", "phoneNumber": "+01-123-456-7890", "author": {"familyName": null}, "tags": ["example"]}),
+            ),
+        );
+        assert_eq!(
+            Value::Object(target),
+            json!({"title": "Hello!", "author": {"givenName": "John"}, "tags": ["example"], "content": "x", "phoneNumber": "+01-123-456-7890"})
+        );
+    }
+
+    #[test]
+    fn short_names_validate() {
+        assert!(Feature::parse("live_chat").is_ok());
+        assert!(Feature::parse("q-and-a").is_ok());
+        assert!(Feature::parse("2fa").is_ok());
+        assert!(Feature::parse("-x").is_err());
+        assert!(Feature::parse("Chat").is_err());
+        assert!(Feature::parse(&"a".repeat(33)).is_err());
+        assert!(SectionName::parse("ui_content").is_ok());
+        assert!(SectionName::parse("ui-content").is_err());
+        assert!(SectionName::parse("_x").is_err());
+    }
+
+    #[test]
+    fn depth_counts_containers() {
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!({})), 1);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": {}}]})), 4);
+    }
+}

@@ -1,0 +1,21 @@
+//! Every size limit of a campaign, in one place. The server enforces them; the browser uses the same
+//! numbers to warn before sending. docs/protocol.md lists them for third-party clients.
+
+/// Longest title, in characters.
+pub const TITLE_MAX_CHARS: usize = 200;
+/// Longest description, in characters.
+pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
+/// Most features a campaign can have.
+pub const FEATURES_MAX: usize = 64;
+/// Longest feature name, in bytes (features are ASCII).
+pub const FEATURE_NAME_MAX: usize = 32;
+/// Most config sections a campaign can have.
+pub const CONFIG_SECTIONS_MAX: usize = 32;
+/// Longest config section name, in bytes.
+pub const SECTION_NAME_MAX: usize = 32;
+/// Largest config section, serialized as compact JSON, in bytes.
+pub const CONFIG_SECTION_MAX_BYTES: usize = 16 * 1024;
+/// Deepest nesting inside a config section (the section object itself is depth 1).
+pub const CONFIG_MAX_DEPTH: usize = 8;
+/// Longest display name, in characters.
+pub const DISPLAY_NAME_MAX_CHARS: usize = 40;

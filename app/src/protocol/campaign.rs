@@ -1,0 +1,224 @@
+//! Payloads of the `campaign` service: what clients request and what the server answers and pushes.
+//! docs/protocol.md shows each as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{ErrorBody, EventState, EventType};
+use crate::model::{
+    CampaignId, CampaignState, CampaignStatus, ConfigMode, EventId, Feature, FieldUpdates,
+    Presence, Role, SectionName, UserId,
+};
+
+pub const CREATE: EventType = EventType::new("campaign", "create", 1, EventState::Requested);
+pub const SUBSCRIBE: EventType = EventType::new("campaign", "subscribe", 1, EventState::Requested);
+pub const UNSUBSCRIBE: EventType =
+    EventType::new("campaign", "unsubscribe", 1, EventState::Requested);
+pub const SNAPSHOT: EventType = EventType::new("campaign", "snapshot", 1, EventState::Requested);
+pub const UPDATE: EventType = EventType::new("campaign", "update", 1, EventState::Requested);
+pub const FEATURE: EventType = EventType::new("campaign", "feature", 1, EventState::Requested);
+pub const CONFIG: EventType = EventType::new("campaign", "config", 1, EventState::Requested);
+/// Pushed for every applied change; payload [`crate::model::CampaignEvent`].
+pub const STATE_EVENT: EventType = EventType::new("campaign", "state", 1, EventState::Success);
+/// Pushed when someone joins or leaves; payload [`PresenceChanged`].
+pub const PRESENCE_EVENT: EventType =
+    EventType::new("campaign", "presence", 1, EventState::Success);
+/// Pushed when a subscriber fell so far behind that history no longer covers what it missed;
+/// payload [`Resync`]. The client replaces its state with the snapshot.
+pub const RESYNC: EventType = EventType::new("campaign", "resync", 1, EventState::Success);
+/// Pushed when the server ends a subscription the client did not cancel; payload
+/// [`SubscriptionEnded`]. The client resubscribes with `since_version` to continue.
+pub const SUBSCRIPTION_ENDED: EventType =
+    EventType::new("campaign", "subscription", 1, EventState::Completed);
+
+/// `campaign:create:v1:requested`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCampaign {
+    pub campaign_id: CampaignId,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub status: CampaignStatus,
+    #[serde(default)]
+    pub features: Vec<Feature>,
+    #[serde(default)]
+    pub config: BTreeMap<SectionName, Map<String, Value>>,
+}
+
+/// `campaign:subscribe:v1:requested`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscribe {
+    pub campaign_id: CampaignId,
+    /// The last version the client holds; omit for a fresh snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_version: Option<u64>,
+}
+
+/// `campaign:unsubscribe:v1:requested` and `campaign:snapshot:v1:requested`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignRef {
+    pub campaign_id: CampaignId,
+}
+
+/// `campaign:update:v1:requested`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFields {
+    pub campaign_id: CampaignId,
+    pub updates: FieldUpdates,
+    /// The version the client's edit was based on. If any field this update touches changed
+    /// after it, the update is refused with `conflict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureOp {
+    Add,
+    Remove,
+    Set,
+}
+
+/// `campaign:feature:v1:requested`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureChange {
+    pub campaign_id: CampaignId,
+    pub op: FeatureOp,
+    pub features: Vec<Feature>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+}
+
+/// `campaign:config:v1:requested`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigChange {
+    pub campaign_id: CampaignId,
+    pub section: SectionName,
+    pub values: Map<String, Value>,
+    #[serde(default)]
+    pub mode: ConfigMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+}
+
+/// Success payload of create and snapshot: the whole state, and the requester's role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignSnapshot {
+    pub campaign: CampaignState,
+    pub role: Role,
+}
+
+/// Success payload of update, feature and config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteAck {
+    pub campaign_id: CampaignId,
+    /// The campaign's version after this write.
+    pub version: u64,
+    /// The event the write produced; absent when it changed nothing (`unchanged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<EventId>,
+    /// True when the campaign already had the requested values: no new version, no event.
+    pub unchanged: bool,
+}
+
+/// Why a subscription starts from a snapshot instead of replayed events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotReason {
+    /// No `since_version` was given.
+    Initial,
+    /// `since_version` is older than the retained history; events in between are gone.
+    HistoryTruncated,
+    /// `since_version` is newer than the campaign (the client holds state the server does not):
+    /// replace local state with the snapshot.
+    Ahead,
+}
+
+/// How the client gets from what it has to live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resume {
+    /// Replace local state with `campaign`; live events follow from `campaign.version + 1`.
+    Snapshot {
+        reason: SnapshotReason,
+        campaign: Box<CampaignState>,
+    },
+    /// Events `from_version..=to_version` follow this reply as `campaign:state:v1:success`
+    /// frames, in order, then live events. `from_version > to_version` means none were missed.
+    Events { from_version: u64, to_version: u64 },
+}
+
+/// `campaign:subscribe:v1:success`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscribeReply {
+    pub campaign_id: CampaignId,
+    pub role: Role,
+    pub resume: Resume,
+    pub presence: Presence,
+}
+
+/// Who joined or left, in a presence event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresencePerson {
+    pub user_id: Option<UserId>,
+    pub display_name: String,
+}
+
+/// `campaign:presence:v1:success`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceChanged {
+    pub presence: Presence,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<PresencePerson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<PresencePerson>,
+}
+
+/// `campaign:resync:v1:success`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resync {
+    pub campaign_id: CampaignId,
+    pub reason: SnapshotReason,
+    pub campaign: CampaignState,
+    pub role: Role,
+}
+
+/// `campaign:subscription:v1:completed`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionEnded {
+    pub campaign_id: CampaignId,
+    pub reason: ErrorBody,
+}
+
+/// One row of `GET /api/campaigns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignSummary {
+    pub id: CampaignId,
+    pub title: String,
+    pub status: CampaignStatus,
+    pub version: u64,
+    pub updated_at: crate::model::Timestamp,
+    pub owner: String,
+}
+
+impl CampaignSummary {
+    pub fn of(state: &CampaignState) -> Self {
+        CampaignSummary {
+            id: state.id.clone(),
+            title: state.title.clone(),
+            status: state.status,
+            version: state.version,
+            updated_at: state.updated_at,
+            owner: state.created_by.display_name.clone(),
+        }
+    }
+}

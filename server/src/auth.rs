@@ -1,0 +1,329 @@
+//! Sessions, identities and invites.
+//!
+//! A visitor picks a display name and gets a session: a signed token naming a fresh user id and
+//! that name. Browsers carry it in an HttpOnly cookie; other clients send it as
+//! `Authorization: Bearer <token>` (or `?token=` on the WebSocket URL). Tokens are stateless:
+//! `base64url(json claims) "." base64url(HMAC-SHA256(claims))` with a server secret, so any
+//! instance sharing the secret accepts them.
+//!
+//! Invites work the same way: the owner gets a signed, expiring token that grants `editor` on one
+//! campaign to whoever accepts it while signed in.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rally_app::model::{Actor, CampaignId, DisplayName, Role, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::clock;
+
+/// The session cookie's name.
+pub const COOKIE_NAME: &str = "rally_session";
+/// How long a session lasts.
+pub const SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
+/// How long an invite link stays valid.
+pub const INVITE_TTL_SECS: u64 = 7 * 24 * 3600;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Signs and verifies session and invite tokens.
+#[derive(Clone)]
+pub struct Keys {
+    secret: std::sync::Arc<[u8]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SessionClaims {
+    /// "s": distinguishes session tokens from invite tokens signed with the same key.
+    kind: String,
+    uid: UserId,
+    name: String,
+    exp: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InviteClaims {
+    kind: String,
+    cid: CampaignId,
+    role: Role,
+    exp: u64,
+}
+
+/// A verified invite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    pub campaign_id: CampaignId,
+    pub role: Role,
+    pub expires_at: Timestamp,
+}
+
+fn unix_secs(at: Timestamp) -> u64 {
+    at.unix_nanos() / 1_000_000_000
+}
+
+impl Keys {
+    pub fn new(secret: &[u8]) -> Self {
+        Keys {
+            secret: secret.into(),
+        }
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        HmacSha256::new_from_slice(&self.secret).expect("HMAC takes keys of any length")
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> String {
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"));
+        let mut mac = self.mac();
+        mac.update(body.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{body}.{signature}")
+    }
+
+    fn verify<T: for<'de> Deserialize<'de>>(&self, token: &str) -> Result<T, TokenError> {
+        let (body, signature) = token.split_once('.').ok_or(TokenError::Malformed)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TokenError::Malformed)?;
+        let mut mac = self.mac();
+        mac.update(body.as_bytes());
+        mac.verify_slice(&signature)
+            .map_err(|_| TokenError::BadSignature)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| TokenError::Malformed)?;
+        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
+    }
+
+    /// A new session for a new user with this display name.
+    pub fn issue_session(&self, name: &DisplayName, now: Timestamp) -> (Actor, String) {
+        let user_id = UserId::parse(&format!("u{}", hex(&clock::random_bytes::<8>())))
+            .expect("generated user ids are valid");
+        self.reissue_session(&user_id, name, now)
+    }
+
+    /// A session for an existing user (renaming keeps the user id).
+    pub fn reissue_session(
+        &self,
+        user_id: &UserId,
+        name: &DisplayName,
+        now: Timestamp,
+    ) -> (Actor, String) {
+        let claims = SessionClaims {
+            kind: "s".into(),
+            uid: user_id.clone(),
+            name: name.as_str().to_owned(),
+            exp: unix_secs(now) + SESSION_TTL_SECS,
+        };
+        let actor = Actor {
+            user_id: user_id.clone(),
+            display_name: name.as_str().to_owned(),
+        };
+        (actor, self.sign(&claims))
+    }
+
+    pub fn verify_session(&self, token: &str, now: Timestamp) -> Result<Actor, TokenError> {
+        let claims: SessionClaims = self.verify(token)?;
+        if claims.kind != "s" {
+            return Err(TokenError::Malformed);
+        }
+        if claims.exp <= unix_secs(now) {
+            return Err(TokenError::Expired);
+        }
+        Ok(Actor {
+            user_id: claims.uid,
+            display_name: claims.name,
+        })
+    }
+
+    pub fn issue_invite(
+        &self,
+        campaign_id: &CampaignId,
+        role: Role,
+        now: Timestamp,
+    ) -> (String, Invite) {
+        let exp = unix_secs(now) + INVITE_TTL_SECS;
+        let claims = InviteClaims {
+            kind: "i".into(),
+            cid: campaign_id.clone(),
+            role,
+            exp,
+        };
+        let invite = Invite {
+            campaign_id: campaign_id.clone(),
+            role,
+            expires_at: Timestamp::from_unix_nanos(exp * 1_000_000_000),
+        };
+        (self.sign(&claims), invite)
+    }
+
+    pub fn verify_invite(&self, token: &str, now: Timestamp) -> Result<Invite, TokenError> {
+        let claims: InviteClaims = self.verify(token)?;
+        if claims.kind != "i" {
+            return Err(TokenError::Malformed);
+        }
+        if claims.exp <= unix_secs(now) {
+            return Err(TokenError::Expired);
+        }
+        Ok(Invite {
+            campaign_id: claims.cid,
+            role: claims.role,
+            expires_at: Timestamp::from_unix_nanos(claims.exp * 1_000_000_000),
+        })
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a request's credentials come from, in order of precedence.
+pub fn token_from_request<'a>(
+    headers: &'a axum::http::HeaderMap,
+    query: Option<&'a str>,
+) -> Option<(&'a str, Source)> {
+    if let Some(value) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = value.strip_prefix("Bearer ") {
+            return Some((token.trim(), Source::Header));
+        }
+    }
+    if let Some(query) = query {
+        for pair in query.split('&') {
+            if let Some(token) = pair.strip_prefix("token=") {
+                return Some((token, Source::Query));
+            }
+        }
+    }
+    for cookie in headers.get_all(axum::http::header::COOKIE) {
+        let Ok(cookie) = cookie.to_str() else {
+            continue;
+        };
+        for part in cookie.split(';') {
+            if let Some(token) = part
+                .trim()
+                .strip_prefix(COOKIE_NAME)
+                .and_then(|r| r.strip_prefix('='))
+            {
+                return Some((token, Source::Cookie));
+            }
+        }
+    }
+    None
+}
+
+/// Where a token was found. An explicit bad token (header, query) is an error; a stale cookie is
+/// just treated as no session, so an expired cookie never locks a browser out of watching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Header,
+    Query,
+    Cookie,
+}
+
+/// `Set-Cookie` value for a session token (`secure` when served over HTTPS).
+pub fn session_cookie(token: &str, secure: bool) -> String {
+    format!(
+        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_TTL_SECS}{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+pub fn clear_cookie(secure: bool) -> String {
+    format!(
+        "{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_unix_nanos(secs * 1_000_000_000)
+    }
+
+    #[test]
+    fn sessions_verify_and_resist_tampering_and_expire() {
+        let keys = Keys::new(b"test secret");
+        let name = DisplayName::parse("Ada").unwrap();
+        let (actor, token) = keys.issue_session(&name, at(1000));
+        assert_eq!(keys.verify_session(&token, at(1001)).unwrap(), actor);
+        assert!(actor.user_id.as_str().starts_with('u'));
+
+        let other = Keys::new(b"another secret");
+        assert_eq!(
+            other.verify_session(&token, at(1001)),
+            Err(TokenError::BadSignature)
+        );
+        let (body, sig) = token.split_once('.').unwrap();
+        let forged_body =
+            URL_SAFE_NO_PAD.encode(br#"{"kind":"s","uid":"admin","name":"x","exp":99999999999}"#);
+        assert_eq!(
+            keys.verify_session(&format!("{forged_body}.{sig}"), at(1001)),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            keys.verify_session(body, at(1001)),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            keys.verify_session(&token, at(1000 + SESSION_TTL_SECS)),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn invites_are_not_sessions_and_expire() {
+        let keys = Keys::new(b"k");
+        let id = CampaignId::parse("c").unwrap();
+        let (token, invite) = keys.issue_invite(&id, Role::Editor, at(10));
+        assert_eq!(keys.verify_invite(&token, at(11)).unwrap(), invite);
+        assert_eq!(
+            keys.verify_session(&token, at(11)),
+            Err(TokenError::Malformed)
+        );
+        let (_, session) = keys.issue_session(&DisplayName::parse("A").unwrap(), at(10));
+        assert_eq!(
+            keys.verify_invite(&session, at(11)),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            keys.verify_invite(&token, at(10 + INVITE_TTL_SECS)),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn finds_tokens_in_header_query_and_cookie() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("cookie", "a=b; rally_session=CK; c=d".parse().unwrap());
+        assert_eq!(
+            token_from_request(&headers, None),
+            Some(("CK", Source::Cookie))
+        );
+        assert_eq!(
+            token_from_request(&headers, Some("x=1&token=QT")),
+            Some(("QT", Source::Query))
+        );
+        headers.insert("authorization", "Bearer HD".parse().unwrap());
+        assert_eq!(
+            token_from_request(&headers, Some("token=QT")),
+            Some(("HD", Source::Header))
+        );
+    }
+}

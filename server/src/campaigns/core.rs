@@ -1,0 +1,873 @@
+//! The campaign state machine: pure, deterministic, no I/O.
+//!
+//! [`CampaignCore`] holds one campaign's durable record and its recent history. Every write goes
+//! through [`CampaignCore::apply`], which takes the request, the actor, the time and the event id
+//! as arguments and either returns the event to persist and broadcast, or a typed rejection —
+//! leaving the core untouched. The writer task around it (writer.rs) does the I/O.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rally_app::model::limits::*;
+use rally_app::model::{
+    json_depth, merge_patch, Actor, CampaignEvent, CampaignState, Change, ConfigMode, EventId,
+    Feature, FieldUpdates, Role, SectionName, Timestamp, UserId,
+};
+use rally_app::protocol::campaign::{
+    ConfigChange, CreateCampaign, FeatureChange, FeatureOp, SnapshotReason, UpdateFields,
+};
+use rally_app::protocol::{ErrorBody, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Events kept per campaign for resuming subscribers.
+pub const DEFAULT_HISTORY_LEN: usize = 1000;
+
+/// What the store keeps for a campaign: the public state plus what only the server needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignRecord {
+    pub state: CampaignState,
+    /// For each field (`title`, `features`, `config.ui_content`, …) the version that last changed
+    /// it: the basis of `base_version` conflict checks.
+    pub field_versions: BTreeMap<String, u64>,
+    /// Granted roles (editors). The owner is `state.created_by` and is not listed.
+    pub members: BTreeMap<UserId, Role>,
+}
+
+/// A write, already decoded and typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Update(UpdateFields),
+    Feature(FeatureChange),
+    Config(ConfigChange),
+}
+
+impl Write {
+    pub fn base_version(&self) -> Option<u64> {
+        match self {
+            Write::Update(w) => w.base_version,
+            Write::Feature(w) => w.base_version,
+            Write::Config(w) => w.base_version,
+        }
+    }
+
+    /// Fields the update sets (for the update-field-count metric).
+    pub fn field_count(&self) -> usize {
+        match self {
+            Write::Update(w) => w.updates.len(),
+            Write::Feature(_) | Write::Config(_) => 1,
+        }
+    }
+}
+
+/// The outcome of an accepted write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// A new version: persist and broadcast this event.
+    Changed(CampaignEvent),
+    /// The campaign already had the requested values; nothing to persist or broadcast.
+    Unchanged { version: u64 },
+}
+
+/// How to bring a subscriber from `since_version` to live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResumePlan<'a> {
+    Snapshot(SnapshotReason),
+    /// These events, in order (possibly none).
+    Events(Vec<&'a CampaignEvent>),
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
+}
+
+fn check_title(title: &str) -> Result<(), ErrorBody> {
+    let chars = title.chars().count();
+    if title.trim().is_empty() {
+        return Err(err(ErrorCode::Invalid, "title must not be empty"));
+    }
+    if chars > TITLE_MAX_CHARS {
+        return Err(err(
+            ErrorCode::TooLarge,
+            format!("title is {chars} characters; at most {TITLE_MAX_CHARS} are allowed"),
+        ));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(err(
+            ErrorCode::Invalid,
+            "title must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_description(description: &str) -> Result<(), ErrorBody> {
+    let chars = description.chars().count();
+    if chars > DESCRIPTION_MAX_CHARS {
+        return Err(err(
+            ErrorCode::TooLarge,
+            format!(
+                "description is {chars} characters; at most {DESCRIPTION_MAX_CHARS} are allowed"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_feature_count(count: usize) -> Result<(), ErrorBody> {
+    if count > FEATURES_MAX {
+        return Err(err(
+            ErrorCode::TooLarge,
+            format!("{count} features; a campaign can have at most {FEATURES_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_section(section: &SectionName, values: &Map<String, Value>) -> Result<(), ErrorBody> {
+    let depth = 1 + values.values().map(json_depth).max().unwrap_or(0);
+    if depth > CONFIG_MAX_DEPTH {
+        return Err(err(
+            ErrorCode::TooLarge,
+            format!("config section {section} is nested {depth} deep; at most {CONFIG_MAX_DEPTH} levels are allowed"),
+        ));
+    }
+    let bytes = serde_json::to_vec(values)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if bytes > CONFIG_SECTION_MAX_BYTES {
+        return Err(err(
+            ErrorCode::TooLarge,
+            format!("config section {section} is {bytes} bytes; at most {CONFIG_SECTION_MAX_BYTES} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_section_count(count: usize) -> Result<(), ErrorBody> {
+    if count > CONFIG_SECTIONS_MAX {
+        return Err(err(
+            ErrorCode::TooLarge,
+            format!("{count} config sections; a campaign can have at most {CONFIG_SECTIONS_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+/// One campaign's state machine.
+#[derive(Debug, Clone)]
+pub struct CampaignCore {
+    record: CampaignRecord,
+    history: VecDeque<CampaignEvent>,
+    history_len: usize,
+}
+
+impl CampaignCore {
+    /// Validate a creation request and build the new campaign at version 1.
+    pub fn create(
+        request: CreateCampaign,
+        actor: &Actor,
+        now: Timestamp,
+        event_id: EventId,
+        history_len: usize,
+    ) -> Result<(CampaignCore, CampaignEvent), ErrorBody> {
+        check_title(&request.title)?;
+        check_description(&request.description)?;
+        let features: BTreeSet<Feature> = request.features.into_iter().collect();
+        check_feature_count(features.len())?;
+        check_section_count(request.config.len())?;
+        for (section, values) in &request.config {
+            check_section(section, values)?;
+        }
+        let state = CampaignState {
+            id: request.campaign_id.clone(),
+            title: request.title,
+            description: request.description,
+            status: request.status,
+            features,
+            config: request.config,
+            version: 1,
+            created_at: now,
+            created_by: actor.clone(),
+            updated_at: now,
+            updated_by: actor.clone(),
+        };
+        let event = CampaignEvent {
+            campaign_id: request.campaign_id,
+            version: 1,
+            event_id,
+            changed_by: actor.clone(),
+            changed_at: now,
+            change: Change::Created {
+                state: Box::new(state.clone()),
+            },
+        };
+        let mut core = CampaignCore {
+            record: CampaignRecord {
+                state,
+                field_versions: BTreeMap::new(),
+                members: BTreeMap::new(),
+            },
+            history: VecDeque::new(),
+            history_len,
+        };
+        core.remember(event.clone());
+        Ok((core, event))
+    }
+
+    /// Rebuild from what the store holds. Keeps the longest run of `history` (ascending) that
+    /// ends exactly at the record's version, so a damaged or partial history can shorten what
+    /// resuming subscribers get (they fall back to a snapshot), never make it wrong.
+    pub fn restore(
+        record: CampaignRecord,
+        history: Vec<CampaignEvent>,
+        history_len: usize,
+    ) -> Self {
+        let mut expected = record.state.version;
+        let mut tail = Vec::new();
+        for event in history.into_iter().rev() {
+            if event.version > expected {
+                continue;
+            }
+            if event.version != expected || tail.len() == history_len {
+                break;
+            }
+            tail.push(event);
+            expected -= 1;
+        }
+        tail.reverse();
+        CampaignCore {
+            record,
+            history: tail.into(),
+            history_len,
+        }
+    }
+
+    pub fn state(&self) -> &CampaignState {
+        &self.record.state
+    }
+
+    pub fn record(&self) -> &CampaignRecord {
+        &self.record
+    }
+
+    pub fn version(&self) -> u64 {
+        self.record.state.version
+    }
+
+    pub fn history(&self) -> impl Iterator<Item = &CampaignEvent> {
+        self.history.iter()
+    }
+
+    /// The role of a user (None: anonymous) in this campaign.
+    pub fn role_of(&self, user: Option<&UserId>) -> Role {
+        match user {
+            Some(user) if *user == self.record.state.created_by.user_id => Role::Owner,
+            Some(user) => self
+                .record
+                .members
+                .get(user)
+                .copied()
+                .unwrap_or(Role::Viewer),
+            None => Role::Viewer,
+        }
+    }
+
+    /// Grant a role (from an accepted invite). Returns false if nothing changed. Never demotes and
+    /// never touches the owner.
+    pub fn grant(&mut self, user: UserId, role: Role) -> bool {
+        if self.role_of(Some(&user)) >= role {
+            return false;
+        }
+        self.record.members.insert(user, role);
+        true
+    }
+
+    /// Validate, authorize, check for conflicts, and apply one write.
+    ///
+    /// Order matters and is part of the contract: a malformed request is `invalid`/`too_large`
+    /// whoever sends it; a well-formed one from a viewer is `forbidden`; a permitted one based on
+    /// an outdated version of a field it touches is `conflict`.
+    pub fn apply(
+        &mut self,
+        write: &Write,
+        actor: Option<&Actor>,
+        now: Timestamp,
+        event_id: EventId,
+    ) -> Result<Applied, ErrorBody> {
+        let change = self.validate(write)?;
+        let Some(actor) = actor else {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "anonymous visitors can watch but not edit; sign in",
+            ));
+        };
+        let role = self.role_of(Some(&actor.user_id));
+        if !role.can_edit() {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!("a {role} can watch but not edit this campaign"),
+            ));
+        }
+        let Some(change) = change else {
+            return Ok(Applied::Unchanged {
+                version: self.version(),
+            });
+        };
+        if let Some(base) = write.base_version() {
+            self.check_conflict(base, &change)?;
+        }
+        let event = CampaignEvent {
+            campaign_id: self.record.state.id.clone(),
+            version: self.version() + 1,
+            event_id,
+            changed_by: actor.clone(),
+            changed_at: now,
+            change,
+        };
+        self.record
+            .state
+            .apply_event(&event)
+            .expect("a validated change applies to the state it was validated against");
+        for field in event.change.touched_fields() {
+            self.record.field_versions.insert(field, event.version);
+        }
+        self.remember(event.clone());
+        Ok(Applied::Changed(event))
+    }
+
+    /// Check limits and reduce the request to its effective change (None: nothing would change).
+    fn validate(&self, write: &Write) -> Result<Option<Change>, ErrorBody> {
+        let state = &self.record.state;
+        match write {
+            Write::Update(request) => {
+                let u = &request.updates;
+                if u.is_empty() {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        "updates must set at least one of title, description, status",
+                    ));
+                }
+                if let Some(title) = &u.title {
+                    check_title(title)?;
+                }
+                if let Some(description) = &u.description {
+                    check_description(description)?;
+                }
+                let effective = FieldUpdates {
+                    title: u.title.clone().filter(|t| *t != state.title),
+                    description: u.description.clone().filter(|d| *d != state.description),
+                    status: u.status.filter(|s| *s != state.status),
+                };
+                Ok((!effective.is_empty()).then_some(Change::Fields { updates: effective }))
+            }
+            Write::Feature(request) => {
+                let requested: BTreeSet<Feature> = request.features.iter().cloned().collect();
+                check_feature_count(requested.len())?;
+                let target: BTreeSet<Feature> = match request.op {
+                    FeatureOp::Add => state.features.union(&requested).cloned().collect(),
+                    FeatureOp::Remove => state.features.difference(&requested).cloned().collect(),
+                    FeatureOp::Set => requested,
+                };
+                check_feature_count(target.len())?;
+                let added: Vec<Feature> = target.difference(&state.features).cloned().collect();
+                let removed: Vec<Feature> = state.features.difference(&target).cloned().collect();
+                Ok((!added.is_empty() || !removed.is_empty())
+                    .then_some(Change::Features { added, removed }))
+            }
+            Write::Config(request) => {
+                check_section(&request.section, &request.values)?;
+                let current = state.config.get(&request.section);
+                if current.is_none() {
+                    check_section_count(state.config.len() + 1)?;
+                }
+                let mut result = current.cloned().unwrap_or_default();
+                match request.mode {
+                    ConfigMode::Replace => result = request.values.clone(),
+                    ConfigMode::Merge => merge_patch(&mut result, &request.values),
+                }
+                // The merged result must respect the limits too, not only the patch.
+                check_section(&request.section, &result)?;
+                let unchanged = current.is_some_and(|c| *c == result);
+                Ok((!unchanged).then(|| Change::Config {
+                    section: request.section.clone(),
+                    mode: request.mode,
+                    values: request.values.clone(),
+                }))
+            }
+        }
+    }
+
+    fn check_conflict(&self, base: u64, change: &Change) -> Result<(), ErrorBody> {
+        let version = self.version();
+        if base > version {
+            return Err(err(
+                ErrorCode::Invalid,
+                format!("base_version {base} is ahead of the campaign's version {version}"),
+            ));
+        }
+        for field in change.touched_fields() {
+            let changed_at = self.record.field_versions.get(&field).copied().unwrap_or(1);
+            if changed_at > base {
+                return Err(err(
+                    ErrorCode::Conflict,
+                    format!("{field} changed at version {changed_at}, after base_version {base}; current version is {version}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, event: CampaignEvent) {
+        if self.history_len == 0 {
+            return;
+        }
+        while self.history.len() >= self.history_len {
+            self.history.pop_front();
+        }
+        self.history.push_back(event);
+    }
+
+    /// What a subscriber holding `since_version` needs: the missed events when history reaches
+    /// back far enough, otherwise a snapshot with the reason.
+    pub fn resume(&self, since_version: Option<u64>) -> ResumePlan<'_> {
+        let version = self.version();
+        let Some(since) = since_version else {
+            return ResumePlan::Snapshot(SnapshotReason::Initial);
+        };
+        if since > version {
+            return ResumePlan::Snapshot(SnapshotReason::Ahead);
+        }
+        if since == version {
+            return ResumePlan::Events(Vec::new());
+        }
+        match self.history.front() {
+            Some(oldest) if oldest.version <= since + 1 => {
+                let skip = (since + 1 - oldest.version) as usize;
+                ResumePlan::Events(self.history.iter().skip(skip).collect())
+            }
+            _ => ResumePlan::Snapshot(SnapshotReason::HistoryTruncated),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rally_app::model::{CampaignId, CampaignStatus};
+    use serde_json::json;
+
+    fn actor(id: &str) -> Actor {
+        Actor {
+            user_id: UserId::parse(id).unwrap(),
+            display_name: id.to_uppercase(),
+        }
+    }
+
+    fn t(n: u64) -> Timestamp {
+        Timestamp::from_unix_nanos(n)
+    }
+
+    fn eid(n: u32) -> EventId {
+        EventId::new(0, 0, n)
+    }
+
+    fn new_core(history_len: usize) -> CampaignCore {
+        let request = CreateCampaign {
+            campaign_id: CampaignId::parse("launch").unwrap(),
+            title: "Launch".into(),
+            description: String::new(),
+            status: CampaignStatus::Draft,
+            features: vec![],
+            config: BTreeMap::new(),
+        };
+        CampaignCore::create(request, &actor("owner"), t(1), eid(1), history_len)
+            .unwrap()
+            .0
+    }
+
+    fn update(json: serde_json::Value) -> Write {
+        Write::Update(serde_json::from_value(json).unwrap())
+    }
+
+    fn features(op: &str, list: &[&str]) -> Write {
+        Write::Feature(
+            serde_json::from_value(json!({"campaign_id": "launch", "op": op, "features": list}))
+                .unwrap(),
+        )
+    }
+
+    fn config(section: &str, mode: &str, values: serde_json::Value) -> Write {
+        Write::Config(
+            serde_json::from_value(json!({"campaign_id": "launch", "section": section, "mode": mode, "values": values}))
+                .unwrap(),
+        )
+    }
+
+    fn apply(core: &mut CampaignCore, write: &Write) -> Result<Applied, ErrorBody> {
+        let next = core.version() as u32 + 1;
+        core.apply(write, Some(&actor("owner")), t(next as u64), eid(next))
+    }
+
+    fn code(result: Result<Applied, ErrorBody>) -> ErrorCode {
+        result.expect_err("expected a rejection").code
+    }
+
+    #[test]
+    fn validation_table() {
+        let mut core = new_core(10);
+        let long_title = "t".repeat(TITLE_MAX_CHARS + 1);
+        let long_description = "d".repeat(DESCRIPTION_MAX_CHARS + 1);
+        let too_many: Vec<String> = (0..=FEATURES_MAX).map(|i| format!("f{i}")).collect();
+        let too_many: Vec<&str> = too_many.iter().map(String::as_str).collect();
+        let mut deep = json!("leaf");
+        for _ in 0..=CONFIG_MAX_DEPTH {
+            deep = json!({ "x": deep });
+        }
+        let big = json!({ "blob": "x".repeat(CONFIG_SECTION_MAX_BYTES) });
+        let cases: Vec<(&str, Write, ErrorCode)> = vec![
+            (
+                "no fields",
+                update(json!({"campaign_id": "launch", "updates": {}})),
+                ErrorCode::Invalid,
+            ),
+            (
+                "empty title",
+                update(json!({"campaign_id": "launch", "updates": {"title": "  "}})),
+                ErrorCode::Invalid,
+            ),
+            (
+                "control char",
+                update(json!({"campaign_id": "launch", "updates": {"title": "a\u{7}"}})),
+                ErrorCode::Invalid,
+            ),
+            (
+                "long title",
+                update(json!({"campaign_id": "launch", "updates": {"title": long_title}})),
+                ErrorCode::TooLarge,
+            ),
+            (
+                "long description",
+                update(
+                    json!({"campaign_id": "launch", "updates": {"description": long_description}}),
+                ),
+                ErrorCode::TooLarge,
+            ),
+            (
+                "too many features",
+                features("set", &too_many),
+                ErrorCode::TooLarge,
+            ),
+            (
+                "too deep config",
+                config("ui_content", "merge", deep),
+                ErrorCode::TooLarge,
+            ),
+            (
+                "too big config",
+                config("ui_content", "replace", big),
+                ErrorCode::TooLarge,
+            ),
+        ];
+        for (name, write, expected) in cases {
+            assert_eq!(code(apply(&mut core, &write)), expected, "{name}");
+        }
+        assert_eq!(core.version(), 1, "no rejected write changed the version");
+        assert_eq!(core.history().count(), 1);
+    }
+
+    #[test]
+    fn too_many_sections_are_refused() {
+        let mut core = new_core(10);
+        for i in 0..CONFIG_SECTIONS_MAX {
+            apply(
+                &mut core,
+                &config(&format!("s{i}"), "merge", json!({"k": i})),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            code(apply(
+                &mut core,
+                &config("one_more", "merge", json!({"k": 1}))
+            )),
+            ErrorCode::TooLarge
+        );
+        // Changing an existing section is still fine.
+        assert!(apply(&mut core, &config("s0", "merge", json!({"k": "new"}))).is_ok());
+    }
+
+    #[test]
+    fn serde_level_errors_are_caught_before_the_core() {
+        // Wrong types and unknown fields never reach apply(): the protocol types refuse them.
+        let bad = [
+            json!({"campaign_id": "launch", "updates": {"title": 5}}),
+            json!({"campaign_id": "launch", "updates": {"colour": "red"}}),
+            json!({"campaign_id": "launch", "updates": {"status": "archived"}}),
+            json!({"campaign_id": "Bad Id", "updates": {"title": "x"}}),
+        ];
+        for value in bad {
+            assert!(
+                serde_json::from_value::<UpdateFields>(value.clone()).is_err(),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_advance_by_one_per_change_and_events_describe_the_change() {
+        let mut core = new_core(10);
+        let Applied::Changed(event) = apply(
+            &mut core,
+            &update(
+                json!({"campaign_id": "launch", "updates": {"title": "New", "status": "active"}}),
+            ),
+        )
+        .unwrap() else {
+            panic!("expected a change")
+        };
+        assert_eq!((event.version, core.version()), (2, 2));
+        assert_eq!(event.changed_by, actor("owner"));
+        assert_eq!(core.state().title, "New");
+        assert_eq!(core.state().status, CampaignStatus::Active);
+
+        let Applied::Changed(event) =
+            apply(&mut core, &features("add", &["chat", "polls"])).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            event.change,
+            Change::Features {
+                added: vec![
+                    Feature::parse("chat").unwrap(),
+                    Feature::parse("polls").unwrap()
+                ],
+                removed: vec![]
+            }
+        );
+        let Applied::Changed(event) = apply(&mut core, &features("set", &["polls", "qa"])).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            event.change,
+            Change::Features {
+                added: vec![Feature::parse("qa").unwrap()],
+                removed: vec![Feature::parse("chat").unwrap()]
+            }
+        );
+        assert_eq!(core.version(), 4);
+
+        // Writing what is already there is not a change.
+        assert_eq!(
+            apply(&mut core, &features("add", &["qa"])).unwrap(),
+            Applied::Unchanged { version: 4 }
+        );
+        assert_eq!(
+            apply(
+                &mut core,
+                &update(json!({"campaign_id": "launch", "updates": {"title": "New"}}))
+            )
+            .unwrap(),
+            Applied::Unchanged { version: 4 }
+        );
+    }
+
+    #[test]
+    fn replaying_events_on_an_old_state_reproduces_the_new_one() {
+        let mut core = new_core(100);
+        let start = core.state().clone();
+        apply(
+            &mut core,
+            &config(
+                "ui_content",
+                "merge",
+                json!({"hero": {"title": "Hi", "color": "red"}}),
+            ),
+        )
+        .unwrap();
+        apply(
+            &mut core,
+            &config(
+                "ui_content",
+                "merge",
+                json!({"hero": {"color": null}, "footer": "f"}),
+            ),
+        )
+        .unwrap();
+        apply(&mut core, &config("scripts", "replace", json!({"a": 1}))).unwrap();
+        apply(
+            &mut core,
+            &update(json!({"campaign_id": "launch", "updates": {"description": "d"}})),
+        )
+        .unwrap();
+        apply(&mut core, &features("add", &["x"])).unwrap();
+        let mut replayed = start;
+        for event in core.history().skip(1) {
+            replayed.apply_event(event).unwrap();
+        }
+        assert_eq!(&replayed, core.state());
+        assert_eq!(
+            core.state().config[&SectionName::parse("ui_content").unwrap()],
+            *json!({"hero": {"title": "Hi"}, "footer": "f"})
+                .as_object()
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn viewers_and_anonymous_visitors_are_forbidden_editors_allowed() {
+        let mut core = new_core(10);
+        let write = update(json!({"campaign_id": "launch", "updates": {"title": "X"}}));
+        let viewer = actor("viewer");
+        assert_eq!(
+            core.apply(&write, Some(&viewer), t(2), eid(2))
+                .unwrap_err()
+                .code,
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            core.apply(&write, None, t(2), eid(2)).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        // Validation comes first: garbage from a viewer is invalid, not forbidden.
+        let garbage = update(json!({"campaign_id": "launch", "updates": {}}));
+        assert_eq!(
+            core.apply(&garbage, Some(&viewer), t(2), eid(2))
+                .unwrap_err()
+                .code,
+            ErrorCode::Invalid
+        );
+
+        assert!(core.grant(viewer.user_id.clone(), Role::Editor));
+        assert!(
+            !core.grant(viewer.user_id.clone(), Role::Viewer),
+            "never demotes"
+        );
+        assert!(
+            !core.grant(actor("owner").user_id, Role::Editor),
+            "owner stays owner"
+        );
+        assert!(core.apply(&write, Some(&viewer), t(2), eid(2)).is_ok());
+        assert_eq!(core.role_of(Some(&actor("owner").user_id)), Role::Owner);
+    }
+
+    #[test]
+    fn base_version_conflicts_only_on_fields_changed_since() {
+        let mut core = new_core(10);
+        apply(
+            &mut core,
+            &update(json!({"campaign_id": "launch", "updates": {"title": "A"}})),
+        )
+        .unwrap(); // v2 title
+        apply(&mut core, &config("ui_content", "merge", json!({"k": 1}))).unwrap(); // v3 config.ui_content
+
+        // Based on v1: title changed at v2 → conflict; description untouched since → fine.
+        let stale_title =
+            update(json!({"campaign_id": "launch", "updates": {"title": "B"}, "base_version": 1}));
+        let error = apply(&mut core, &stale_title).unwrap_err();
+        assert_eq!(error.code, ErrorCode::Conflict);
+        assert!(
+            error.message.contains("title changed at version 2"),
+            "{}",
+            error.message
+        );
+        let fresh_field = update(
+            json!({"campaign_id": "launch", "updates": {"description": "D"}, "base_version": 1}),
+        );
+        assert!(apply(&mut core, &fresh_field).is_ok()); // v4
+
+        let stale_section = Write::Config(serde_json::from_value(json!({"campaign_id": "launch", "section": "ui_content", "values": {"k": 2}, "base_version": 2})).unwrap());
+        assert_eq!(code(apply(&mut core, &stale_section)), ErrorCode::Conflict);
+        let other_section = Write::Config(serde_json::from_value(json!({"campaign_id": "launch", "section": "scripts", "values": {"k": 2}, "base_version": 2})).unwrap());
+        assert!(apply(&mut core, &other_section).is_ok());
+
+        let future =
+            update(json!({"campaign_id": "launch", "updates": {"title": "Z"}, "base_version": 99}));
+        assert_eq!(code(apply(&mut core, &future)), ErrorCode::Invalid);
+        let current = update(
+            json!({"campaign_id": "launch", "updates": {"title": "Z"}, "base_version": core.version()}),
+        );
+        assert!(apply(&mut core, &current).is_ok());
+    }
+
+    #[test]
+    fn history_window_and_snapshot_fallback() {
+        let mut core = new_core(5);
+        for i in 0..10 {
+            apply(
+                &mut core,
+                &update(json!({"campaign_id": "launch", "updates": {"title": format!("T{i}")}})),
+            )
+            .unwrap();
+        }
+        assert_eq!(core.version(), 11);
+        let versions: Vec<u64> = core.history().map(|e| e.version).collect();
+        assert_eq!(versions, [7, 8, 9, 10, 11]);
+
+        assert_eq!(
+            core.resume(None),
+            ResumePlan::Snapshot(SnapshotReason::Initial)
+        );
+        assert_eq!(
+            core.resume(Some(12)),
+            ResumePlan::Snapshot(SnapshotReason::Ahead)
+        );
+        assert_eq!(core.resume(Some(11)), ResumePlan::Events(vec![]));
+        let ResumePlan::Events(missed) = core.resume(Some(8)) else {
+            panic!()
+        };
+        assert_eq!(
+            missed.iter().map(|e| e.version).collect::<Vec<_>>(),
+            [9, 10, 11]
+        );
+        let ResumePlan::Events(missed) = core.resume(Some(6)) else {
+            panic!()
+        };
+        assert_eq!(
+            missed.iter().map(|e| e.version).collect::<Vec<_>>(),
+            [7, 8, 9, 10, 11]
+        );
+        assert_eq!(
+            core.resume(Some(5)),
+            ResumePlan::Snapshot(SnapshotReason::HistoryTruncated)
+        );
+    }
+
+    #[test]
+    fn restore_keeps_only_a_contiguous_tail_ending_at_the_version() {
+        let mut core = new_core(100);
+        for i in 0..6 {
+            apply(
+                &mut core,
+                &update(json!({"campaign_id": "launch", "updates": {"title": format!("T{i}")}})),
+            )
+            .unwrap();
+        }
+        let all: Vec<CampaignEvent> = core.history().cloned().collect();
+        let restored = CampaignCore::restore(core.record().clone(), all.clone(), 3);
+        assert_eq!(
+            restored.history().map(|e| e.version).collect::<Vec<_>>(),
+            [5, 6, 7]
+        );
+
+        let mut holey = all.clone();
+        holey.remove(4); // version 5 missing
+        let restored = CampaignCore::restore(core.record().clone(), holey, 100);
+        assert_eq!(
+            restored.history().map(|e| e.version).collect::<Vec<_>>(),
+            [6, 7]
+        );
+        assert_eq!(
+            restored.resume(Some(4)),
+            ResumePlan::Snapshot(SnapshotReason::HistoryTruncated)
+        );
+
+        let restored = CampaignCore::restore(core.record().clone(), all[..5].to_vec(), 100);
+        assert_eq!(
+            restored.history().count(),
+            0,
+            "history not reaching the version is unusable"
+        );
+    }
+}

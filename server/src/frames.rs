@@ -1,0 +1,79 @@
+//! Outgoing frames, serialized once. A broadcast event is encoded a single time and the same bytes
+//! (reference-counted) go to every subscriber.
+
+use axum::extract::ws::Utf8Bytes;
+use rally_app::model::{CampaignEvent, RequestId, Timestamp};
+use rally_app::protocol::{Envelope, EventType, Metadata};
+use serde::Serialize;
+
+/// One encoded frame for subscribers; `version` is set for state events (ordering and gap checks).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub version: Option<u64>,
+    pub text: Utf8Bytes,
+}
+
+/// Any envelope, stamped with `timestamp` (and the event id, for state events).
+pub fn encode<P: Serialize>(
+    event_type: EventType,
+    payload: &P,
+    request_id: Option<RequestId>,
+    metadata: Metadata,
+) -> Utf8Bytes {
+    let envelope = Envelope::new(event_type, payload)
+        .with_request_id(request_id)
+        .with_metadata(metadata);
+    serde_json::to_string(&envelope)
+        .expect("protocol types always serialize")
+        .into()
+}
+
+/// A reply to a request, stamped with the server's time.
+pub fn reply<P: Serialize>(
+    event_type: EventType,
+    payload: &P,
+    request_id: Option<RequestId>,
+) -> Utf8Bytes {
+    encode(
+        event_type,
+        payload,
+        request_id,
+        Metadata {
+            event_id: None,
+            timestamp: Some(crate::clock::now()),
+        },
+    )
+}
+
+/// `campaign:state:v1:success` for one applied change.
+pub fn state_event(event: &CampaignEvent) -> Frame {
+    let text = encode(
+        rally_app::protocol::campaign::STATE_EVENT,
+        event,
+        None,
+        Metadata {
+            event_id: Some(event.event_id),
+            timestamp: Some(event.changed_at),
+        },
+    );
+    Frame {
+        version: Some(event.version),
+        text,
+    }
+}
+
+/// An unversioned push (presence, subscription ended).
+pub fn push<P: Serialize>(event_type: EventType, payload: &P, at: Timestamp) -> Frame {
+    Frame {
+        version: None,
+        text: encode(
+            event_type,
+            payload,
+            None,
+            Metadata {
+                event_id: None,
+                timestamp: Some(at),
+            },
+        ),
+    }
+}
