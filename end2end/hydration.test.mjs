@@ -31,12 +31,12 @@ test(`landing page hydrates and validates campaign ids live (${mode} build)`, as
   await input.fill('Spring Launch');
   await page.waitForSelector('.field-status .error');
   assert.match(await page.locator('.field-status').innerText(), /only contain lowercase letters, digits and '-'/);
-  assert.equal(await page.locator('a.button').getAttribute('class'), 'button disabled');
+  assert.match(await page.locator('a.open-button').getAttribute('class'), /\bdisabled\b/);
 
   await input.fill('spring-launch');
   await page.waitForSelector('.field-status .ok');
-  assert.equal(await page.locator('a.button').getAttribute('href'), '/campaigns/spring-launch');
-  assert.equal(await page.locator('a.button').getAttribute('class'), 'button');
+  assert.equal(await page.locator('a.open-button').getAttribute('href'), '/campaigns/spring-launch');
+  assert.doesNotMatch(await page.locator('a.open-button').getAttribute('class'), /\bdisabled\b/);
 
   // The stylesheet built by cargo-leptos is served and applied.
   const css = await page.evaluate(() => getComputedStyle(document.querySelector('.topbar')).borderBottomStyle);

@@ -3,7 +3,8 @@ use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 
-use crate::pages::{Landing, NotFound};
+use crate::data::DataSource;
+use crate::pages::{CampaignPage, ConnectionBadge, InvitePage, Landing, NotFound, UserBadge};
 
 /// The HTML document the server renders around [`App`]. Only the server calls this; the browser
 /// hydrates the `<body>` in place.
@@ -36,6 +37,8 @@ pub fn App() -> impl IntoView {
     // people can tell a hydrated page from server-rendered HTML by `data-hydrated`.
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
+    let source = DataSource::from_context();
+    let session = Resource::new(|| (), move |_| source.session());
 
     view! {
         <Title text="Rally"/>
@@ -44,10 +47,17 @@ pub fn App() -> impl IntoView {
                 <header class="topbar">
                     <a class="brand" href="/">"Rally"</a>
                     <span class="tagline">"live campaign rooms"</span>
+                    <span class="spacer"></span>
+                    <Suspense fallback=|| ()>
+                        {move || Suspend::new(async move { view! { <UserBadge user=session.await/> } })}
+                    </Suspense>
+                    <ConnectionBadge/>
                 </header>
                 <main>
                     <Routes fallback=NotFound>
                         <Route path=path!("/") view=Landing/>
+                        <Route path=path!("/campaigns/:id") view=CampaignPage/>
+                        <Route path=path!("/invite/:token") view=InvitePage/>
                     </Routes>
                 </main>
             </div>

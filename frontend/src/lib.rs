@@ -1,16 +1,32 @@
 //! The browser entry point. Built by cargo-leptos with `hydrate` (take over the server-rendered
 //! page) and by trunk with `csr` (render the whole app client-side, for frontend-only iteration).
+//! Either way the app gets the browser's I/O ([`browser::WebBrowser`]) and one live connection
+//! as context before it renders.
+
+mod browser;
+
+use std::rc::Rc;
+
+use leptos::prelude::*;
+use rally_app::client::{BrowserIo, Connection, SharedIo};
+
+fn app_with_browser() -> impl IntoView {
+    let io: Rc<dyn BrowserIo> = Rc::new(browser::WebBrowser);
+    provide_context::<SharedIo>(send_wrapper::SendWrapper::new(io.clone()));
+    provide_context(Connection::start(io));
+    view! { <rally_app::App/> }
+}
 
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(rally_app::App);
+    leptos::mount::hydrate_body(app_with_browser);
 }
 
 #[cfg(feature = "csr")]
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
-    leptos::mount::mount_to_body(rally_app::App);
+    leptos::mount::mount_to_body(app_with_browser);
 }

@@ -72,10 +72,19 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/ws", get(gateway::upgrade))
         .nest("/api", api)
-        .leptos_routes(&state, routes, {
-            let options = state.leptos_options.clone();
-            move || shell(options.clone())
-        })
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            {
+                let data =
+                    crate::page_data::PageData::shared(state.manager.clone(), state.keys.clone());
+                move || leptos::prelude::provide_context(data.clone())
+            },
+            {
+                let options = state.leptos_options.clone();
+                move || shell(options.clone())
+            },
+        )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! The Rally server as a library: `main` parses configuration and calls [`run`]; integration tests
 //! call [`run`] on `127.0.0.1:0` with their own shutdown trigger.
 
@@ -10,6 +11,7 @@ pub mod frames;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod page_data;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

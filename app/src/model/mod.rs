@@ -2,6 +2,7 @@
 
 mod access;
 mod campaign;
+mod describe;
 mod ids;
 pub mod limits;
 mod timestamp;
@@ -11,6 +12,7 @@ pub use campaign::{
     json_depth, merge_patch, Actor, ApplyError, CampaignEvent, CampaignState, CampaignStatus,
     Change, ConfigMode, Feature, FieldUpdates, SectionName,
 };
+pub use describe::{describe_change, describe_event};
 pub use ids::{
     CampaignId, CampaignIdError, EventId, EventIdError, RequestId, RequestIdError, UserId,
     UserIdError, MAX_CAMPAIGN_ID_LEN, MAX_REQUEST_ID_LEN,

@@ -1,11 +1,132 @@
 use leptos::prelude::*;
+use leptos_router::hooks::use_navigate;
 
+use super::SignIn;
+use crate::client::SharedIo;
+use crate::data::{decode_response, DataSource};
 use crate::model::CampaignId;
+use crate::protocol::campaign::CampaignSnapshot;
 
-/// The start page: what Rally is, and a field to open a campaign by id. The id is checked as you
-/// type with the same [`CampaignId`] rules the server enforces.
+/// The start page: who you are, every campaign, and a form to start a new one. Rendered on the
+/// server with real data; the forms work once hydrated.
 #[component]
 pub fn Landing() -> impl IntoView {
+    let source = DataSource::from_context();
+    let session = {
+        let source = source.clone();
+        Resource::new(|| (), move |_| source.session())
+    };
+    let campaigns = Resource::new(|| (), move |_| source.campaigns());
+
+    view! {
+        <section class="landing">
+            <h1>"Rally"</h1>
+            <p class="lead">
+                "Open a campaign, edit it together and see every change from everyone at once. "
+                "Go live with camera and microphone through Rally's own media relay."
+            </p>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match session.await {
+                        Some(user) => view! {
+                            <p class="signed-in">"Signed in as " <strong>{user.display_name}</strong></p>
+                            <CreateCampaign/>
+                        }.into_any(),
+                        None => view! { <SignIn/> }.into_any(),
+                    }
+                })}
+            </Suspense>
+            <OpenCampaign/>
+            <h2>"Campaigns"</h2>
+            <Suspense fallback=|| view! { <p class="loading">"Loading campaigns…"</p> }>
+                {move || Suspend::new(async move {
+                    match campaigns.await {
+                        Ok(list) if list.is_empty() => view! { <p class="empty">"No campaigns yet. Create the first one."</p> }.into_any(),
+                        Ok(list) => view! {
+                            <ul class="campaign-list">
+                                {list.into_iter().map(|c| view! {
+                                    <li class="campaign-row" data-campaign=c.id.to_string()>
+                                        <a href=format!("/campaigns/{}", c.id)>{c.title}</a>
+                                        <span class=format!("status status-{}", c.status)>{c.status.as_str()}</span>
+                                        <span class="owner">{format!("by {}", c.owner)}</span>
+                                        <span class="version">{format!("v{}", c.version)}</span>
+                                    </li>
+                                }).collect_view()}
+                            </ul>
+                        }.into_any(),
+                        Err(error) => view! { <p class="error">{error.message}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+/// New campaign: an id (checked as you type, with the server's own rules) and a title.
+#[component]
+fn CreateCampaign() -> impl IntoView {
+    let io = use_context::<SharedIo>();
+    let navigate = use_navigate();
+    let id = RwSignal::new(String::new());
+    let title = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let id_error = Memo::new(move |_| {
+        let text = id.get();
+        (!text.is_empty())
+            .then(|| CampaignId::parse(&text).err().map(|e| e.to_string()))
+            .flatten()
+    });
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Ok(campaign_id) = CampaignId::parse(&id.get_untracked()) else {
+            return error.set(Some("enter a valid campaign id".into()));
+        };
+        let Some(io) = io.clone() else { return };
+        let io = (*io).clone();
+        let navigate = navigate.clone();
+        let body = serde_json::json!({"campaign_id": campaign_id, "title": title.get_untracked()})
+            .to_string();
+        leptos::task::spawn_local(async move {
+            match io.http("POST", "/api/campaigns", Some(body)).await {
+                Ok((status, text)) => match decode_response::<CampaignSnapshot>(status, &text) {
+                    Ok(created) => navigate(
+                        &format!("/campaigns/{}", created.campaign.id),
+                        Default::default(),
+                    ),
+                    Err(e) => error.set(Some(e.message)),
+                },
+                Err(err) => error.set(Some(err)),
+            }
+        });
+    };
+    view! {
+        <form class="panel create-campaign" on:submit=submit>
+            <h2>"New campaign"</h2>
+            <label for="new-campaign-id">"Id"</label>
+            <input
+                id="new-campaign-id"
+                placeholder="spring-launch"
+                autocomplete="off"
+                prop:value=move || id.get()
+                on:input=move |ev| id.set(event_target_value(&ev))
+            />
+            <label for="new-campaign-title">"Title"</label>
+            <input
+                id="new-campaign-title"
+                placeholder="Spring launch"
+                prop:value=move || title.get()
+                on:input=move |ev| title.set(event_target_value(&ev))
+            />
+            <button class="button" type="submit">"Create"</button>
+            {move || id_error.get().map(|e| view! { <p class="error">{e}</p> })}
+            {move || error.get().map(|e| view! { <p class="error create-error">{e}</p> })}
+        </form>
+    }
+}
+
+/// Open a campaign by id; the id is checked as you type with the same rules the server enforces.
+#[component]
+fn OpenCampaign() -> impl IntoView {
     let input = RwSignal::new(String::new());
     let verdict = Memo::new(move |_| {
         let text = input.get();
@@ -19,39 +140,31 @@ pub fn Landing() -> impl IntoView {
         Some(Ok(id)) => format!("/campaigns/{id}"),
         _ => String::new(),
     };
-
     view! {
-        <section class="landing">
-            <h1>"Rally"</h1>
-            <p class="lead">
-                "Open a campaign, edit it together and see every change from everyone at once. "
-                "Go live with camera and microphone through Rally's own media relay."
+        <form class="open-campaign" on:submit=|ev| ev.prevent_default()>
+            <label for="campaign-id">"Campaign id"</label>
+            <input
+                id="campaign-id"
+                name="campaign-id"
+                placeholder="spring-launch"
+                autocomplete="off"
+                prop:value=move || input.get()
+                on:input=move |ev| input.set(event_target_value(&ev))
+            />
+            <a
+                class="button open-button"
+                class:disabled=move || !matches!(verdict.get(), Some(Ok(_)))
+                href=target
+            >
+                "Open"
+            </a>
+            <p class="field-status" aria-live="polite">
+                {move || match verdict.get() {
+                    None => view! { <span class="hint">"lowercase letters, digits and '-', up to 63"</span> }.into_any(),
+                    Some(Ok(_)) => view! { <span class="ok">"looks good"</span> }.into_any(),
+                    Some(Err(message)) => view! { <span class="error">{message}</span> }.into_any(),
+                }}
             </p>
-            <form class="open-campaign" on:submit=|ev| ev.prevent_default()>
-                <label for="campaign-id">"Campaign id"</label>
-                <input
-                    id="campaign-id"
-                    name="campaign-id"
-                    placeholder="spring-launch"
-                    autocomplete="off"
-                    prop:value=move || input.get()
-                    on:input=move |ev| input.set(event_target_value(&ev))
-                />
-                <a
-                    class="button"
-                    class:disabled=move || !matches!(verdict.get(), Some(Ok(_)))
-                    href=target
-                >
-                    "Open"
-                </a>
-                <p class="field-status" aria-live="polite">
-                    {move || match verdict.get() {
-                        None => view! { <span class="hint">"lowercase letters, digits and '-', up to 63"</span> }.into_any(),
-                        Some(Ok(_)) => view! { <span class="ok">"looks good"</span> }.into_any(),
-                        Some(Err(message)) => view! { <span class="error">{message}</span> }.into_any(),
-                    }}
-                </p>
-            </form>
-        </section>
+        </form>
     }
 }

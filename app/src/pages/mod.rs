@@ -1,7 +1,13 @@
-//! One component per routed page.
+//! One component per routed page, plus the pieces pages share.
 
+mod campaign;
+mod invite;
 mod landing;
 mod not_found;
+mod session;
 
+pub use campaign::CampaignPage;
+pub use invite::InvitePage;
 pub use landing::Landing;
 pub use not_found::NotFound;
+pub use session::{ConnectionBadge, SignIn, UserBadge};

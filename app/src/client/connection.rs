@@ -1,0 +1,215 @@
+//! The live connection as the pages see it: a thin shell that runs [`LiveClient`]'s outputs
+//! against the browser ([`BrowserIo`]) and exposes Leptos signals.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+
+use leptos::prelude::*;
+use send_wrapper::SendWrapper;
+use serde_json::Value;
+
+use super::io::{BrowserIo, SocketEvents, SocketHandle};
+use super::live::{ConnectionStatus, LiveClient, Output};
+use crate::model::CampaignId;
+use crate::protocol::{ErrorBody, EventType};
+
+type ReplyFn = Box<dyn FnOnce(Result<Value, ErrorBody>)>;
+/// Receives a subscribed campaign's outputs (subscribed, state, presence, resync, failure).
+pub type CampaignListener = Rc<dyn Fn(&Output)>;
+
+struct Inner {
+    io: Rc<dyn BrowserIo>,
+    client: RefCell<LiveClient>,
+    socket: RefCell<Option<Rc<dyn SocketHandle>>>,
+    replies: RefCell<HashMap<String, ReplyFn>>,
+    listeners: RefCell<HashMap<CampaignId, CampaignListener>>,
+    status: RwSignal<ConnectionStatus>,
+    queued: RwSignal<usize>,
+}
+
+/// The page's one WebSocket connection. Cheap to clone; provided as context in the browser.
+#[derive(Clone)]
+pub struct Connection {
+    inner: SendWrapper<Rc<Inner>>,
+    /// What the connection indicator shows.
+    pub status: RwSignal<ConnectionStatus>,
+    /// Requests waiting for the connection to come back.
+    pub queued: RwSignal<usize>,
+}
+
+/// The connection, in the browser; `None` while rendering on the server.
+pub fn use_connection() -> Option<Connection> {
+    use_context::<Connection>()
+}
+
+struct Events(Weak<Inner>);
+
+impl SocketEvents for Events {
+    fn opened(&self) {
+        if let Some(inner) = self.0.upgrade() {
+            let out = inner.client.borrow_mut().opened();
+            run(&inner, out);
+        }
+    }
+
+    fn message(&self, text: String) {
+        if let Some(inner) = self.0.upgrade() {
+            let out = inner.client.borrow_mut().received(&text);
+            run(&inner, out);
+        }
+    }
+
+    fn closed(&self, _code: u16, _reason: String) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.socket.borrow_mut().take();
+            let random = inner.io.random();
+            let out = inner.client.borrow_mut().closed(random);
+            run(&inner, out);
+        }
+    }
+}
+
+fn campaign_of(output: &Output) -> Option<CampaignId> {
+    match output {
+        Output::Subscribed(reply) => Some(reply.campaign_id.clone()),
+        Output::State(event) => Some(event.campaign_id.clone()),
+        Output::Presence(presence) => Some(presence.presence.campaign_id.clone()),
+        Output::Resync(resync) => Some(resync.campaign_id.clone()),
+        Output::SubscribeFailed { campaign_id, .. } => Some(campaign_id.clone()),
+        _ => None,
+    }
+}
+
+/// Carry out what the state machine asked for. Never holds a borrow of the client while calling
+/// out, so callbacks may call back in.
+fn run(inner: &Rc<Inner>, outputs: Vec<Output>) {
+    for output in outputs {
+        match output {
+            Output::Send(text) => {
+                let socket = inner.socket.borrow().clone();
+                if let Some(socket) = socket {
+                    socket.send(&text);
+                }
+            }
+            Output::OpenSocket => {
+                let events: Rc<dyn SocketEvents> = Rc::new(Events(Rc::downgrade(inner)));
+                match inner.io.open_socket("/ws", events) {
+                    Ok(socket) => *inner.socket.borrow_mut() = Some(socket),
+                    Err(_) => {
+                        let random = inner.io.random();
+                        let out = inner.client.borrow_mut().closed(random);
+                        run(inner, out);
+                    }
+                }
+            }
+            Output::RetryIn(ms) => {
+                let weak = Rc::downgrade(inner);
+                inner.io.set_timeout(
+                    ms,
+                    Box::new(move || {
+                        if let Some(inner) = weak.upgrade() {
+                            let out = inner.client.borrow_mut().retry();
+                            run(&inner, out);
+                        }
+                    }),
+                );
+            }
+            Output::Status(status) => inner.status.set(status),
+            Output::Reply { request_id, result } => {
+                let callback = inner.replies.borrow_mut().remove(&request_id);
+                if let Some(callback) = callback {
+                    callback(result);
+                }
+            }
+            other => {
+                let Some(campaign) = campaign_of(&other) else {
+                    continue;
+                };
+                let listener = inner.listeners.borrow().get(&campaign).cloned();
+                if let Some(listener) = listener {
+                    listener(&other);
+                }
+            }
+        }
+    }
+    let queued = inner.client.borrow().queued();
+    if inner.queued.get_untracked() != queued {
+        inner.queued.set(queued);
+    }
+}
+
+impl Connection {
+    /// Create and start connecting.
+    pub fn start(io: Rc<dyn BrowserIo>) -> Self {
+        let status = RwSignal::new(ConnectionStatus::Connecting);
+        let queued = RwSignal::new(0);
+        let inner = Rc::new(Inner {
+            io: io.clone(),
+            client: RefCell::new(LiveClient::default()),
+            socket: RefCell::new(None),
+            replies: RefCell::new(HashMap::new()),
+            listeners: RefCell::new(HashMap::new()),
+            status,
+            queued,
+        });
+        let weak = Rc::downgrade(&inner);
+        io.on_network_change(Rc::new(move |offline| {
+            if let Some(inner) = weak.upgrade() {
+                let out = inner.client.borrow_mut().set_offline(offline);
+                run(&inner, out);
+            }
+        }));
+        let out = inner.client.borrow_mut().start();
+        run(&inner, out);
+        Connection {
+            inner: SendWrapper::new(inner),
+            status,
+            queued,
+        }
+    }
+
+    /// Send a request (queued while disconnected); `on_reply` gets its answer.
+    pub fn request(
+        &self,
+        event_type: EventType,
+        payload: Value,
+        on_reply: impl FnOnce(Result<Value, ErrorBody>) + 'static,
+    ) -> String {
+        let inner: &Rc<Inner> = &self.inner;
+        let (id, out) = inner.client.borrow_mut().request(event_type, payload);
+        inner
+            .replies
+            .borrow_mut()
+            .insert(id.clone(), Box::new(on_reply));
+        run(inner, out);
+        id
+    }
+
+    /// Follow a campaign; `listener` receives its outputs until [`Connection::unsubscribe`].
+    pub fn subscribe(
+        &self,
+        campaign: CampaignId,
+        since_version: Option<u64>,
+        listener: CampaignListener,
+    ) {
+        let inner: &Rc<Inner> = &self.inner;
+        inner
+            .listeners
+            .borrow_mut()
+            .insert(campaign.clone(), listener);
+        let out = inner.client.borrow_mut().subscribe(campaign, since_version);
+        run(inner, out);
+    }
+
+    pub fn unsubscribe(&self, campaign: &CampaignId) {
+        let inner: &Rc<Inner> = &self.inner;
+        inner.listeners.borrow_mut().remove(campaign);
+        let out = inner.client.borrow_mut().unsubscribe(campaign);
+        run(inner, out);
+    }
+
+    pub fn io(&self) -> Rc<dyn BrowserIo> {
+        self.inner.io.clone()
+    }
+}

@@ -1,0 +1,650 @@
+//! The browser's connection logic as a pure state machine: no sockets, no timers, no clock.
+//!
+//! [`LiveClient`] takes inputs (socket opened, frame received, socket closed, retry timer fired,
+//! the user wants to send something) and returns [`Output`]s for a thin shell to carry out (send
+//! this text, open a socket, wake me in N ms, show this status, deliver this event). That keeps the
+//! rules testable natively and deterministically:
+//!
+//! - reconnect with exponential backoff and jitter, forever, resetting after a successful open;
+//! - queue requests while disconnected and send them, in order, after reconnecting; requests that
+//!   were in flight when the socket dropped are sent again (every Rally write is idempotent: it
+//!   sets values, so applying it twice equals applying it once);
+//! - resubscribe to every campaign with `since_version` = the last version delivered, so the
+//!   server replays exactly what was missed;
+//! - deliver state events strictly in version order: duplicates are dropped, and a gap triggers a
+//!   resubscribe instead of a wrong state.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde_json::Value;
+
+use crate::model::{CampaignEvent, CampaignId};
+use crate::protocol::campaign::{
+    PresenceChanged, Resume, Resync, SubscribeReply, SubscriptionEnded, PRESENCE_EVENT, RESYNC,
+    STATE_EVENT, SUBSCRIBE, SUBSCRIPTION_ENDED,
+};
+use crate::protocol::{Envelope, ErrorBody, ErrorCode, EventState, EventType};
+
+/// What the connection indicator shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    Connecting,
+    Connected,
+    /// Waiting to retry; `attempt` counts failures since the last successful open.
+    Reconnecting {
+        attempt: u32,
+        retry_in_ms: u64,
+    },
+    /// The browser says it has no network; retrying resumes when it comes back.
+    Offline,
+}
+
+/// Exponential backoff with "equal jitter": half the delay is fixed, half random, so a crowd of
+/// clients that lost the same server does not come back in lockstep.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base_ms: 250,
+            max_ms: 15_000,
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before retry number `attempt` (1-based), given a random number in [0, 1).
+    pub fn delay_ms(&self, attempt: u32, random: f64) -> u64 {
+        let exp = self
+            .base_ms
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
+            .min(self.max_ms);
+        let half = exp / 2;
+        half + (random.clamp(0.0, 1.0) * (exp - half) as f64) as u64
+    }
+}
+
+/// Something the shell must do or show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this text frame on the open socket.
+    Send(String),
+    /// Open a new socket (none is open).
+    OpenSocket,
+    /// Call [`LiveClient::retry`] after this many milliseconds.
+    RetryIn(u64),
+    Status(ConnectionStatus),
+    /// The answer to a request made with [`LiveClient::request`].
+    Reply {
+        request_id: String,
+        result: Result<Value, ErrorBody>,
+    },
+    /// A subscription (re)started: replace or confirm local state per `resume`.
+    Subscribed(Box<SubscribeReply>),
+    /// The next state event of a subscribed campaign, in version order.
+    State(Box<CampaignEvent>),
+    Presence(Box<PresenceChanged>),
+    /// History did not reach back: replace local state.
+    Resync(Box<Resync>),
+    /// Subscribing failed (e.g. the campaign does not exist).
+    SubscribeFailed {
+        campaign_id: CampaignId,
+        error: ErrorBody,
+    },
+}
+
+struct Pending {
+    event_type: EventType,
+    payload: Value,
+}
+
+/// See the module documentation.
+pub struct LiveClient {
+    backoff: Backoff,
+    status: ConnectionStatus,
+    open: bool,
+    offline: bool,
+    attempt: u32,
+    next_request: u64,
+    /// Campaign → last version delivered (None until the first subscribe reply).
+    subscriptions: BTreeMap<CampaignId, Option<u64>>,
+    /// Requests not yet sent, in order.
+    outbox: VecDeque<(String, Pending)>,
+    /// Sent, awaiting their reply.
+    in_flight: HashMap<String, Pending>,
+    /// Order in which in-flight requests were sent (to re-send in the same order).
+    in_flight_order: Vec<String>,
+}
+
+impl Default for LiveClient {
+    fn default() -> Self {
+        Self::new(Backoff::default())
+    }
+}
+
+fn frame(event_type: &EventType, payload: &Value, request_id: &str) -> String {
+    serde_json::json!({
+        "type": event_type.to_string(),
+        "payload": payload,
+        "request_id": request_id,
+    })
+    .to_string()
+}
+
+impl LiveClient {
+    pub fn new(backoff: Backoff) -> Self {
+        LiveClient {
+            backoff,
+            status: ConnectionStatus::Connecting,
+            open: false,
+            offline: false,
+            attempt: 0,
+            next_request: 1,
+            subscriptions: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            in_flight: HashMap::new(),
+            in_flight_order: Vec::new(),
+        }
+    }
+
+    pub fn status(&self) -> ConnectionStatus {
+        self.status
+    }
+
+    /// Begin: open the first socket.
+    pub fn start(&mut self) -> Vec<Output> {
+        self.status = ConnectionStatus::Connecting;
+        vec![Output::Status(self.status), Output::OpenSocket]
+    }
+
+    /// The socket is open: resubscribe, then send what queued up.
+    pub fn opened(&mut self) -> Vec<Output> {
+        self.open = true;
+        self.attempt = 0;
+        self.status = ConnectionStatus::Connected;
+        let mut out = vec![Output::Status(self.status)];
+        let campaigns: Vec<(CampaignId, Option<u64>)> = self
+            .subscriptions
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for (campaign, since) in campaigns {
+            out.push(self.subscribe_frame(&campaign, since));
+        }
+        while let Some((id, pending)) = self.outbox.pop_front() {
+            out.push(Output::Send(frame(
+                &pending.event_type,
+                &pending.payload,
+                &id,
+            )));
+            self.in_flight_order.push(id.clone());
+            self.in_flight.insert(id, pending);
+        }
+        out
+    }
+
+    /// The socket closed (or failed to open). `random` in [0, 1) jitters the retry delay.
+    pub fn closed(&mut self, random: f64) -> Vec<Output> {
+        self.open = false;
+        // In-flight requests go back to the front of the queue, in their original order.
+        let order = std::mem::take(&mut self.in_flight_order);
+        for id in order.into_iter().rev() {
+            if let Some(pending) = self.in_flight.remove(&id) {
+                if pending.event_type.same_operation(&SUBSCRIBE) {
+                    continue; // subscriptions are re-made from `subscriptions` on open
+                }
+                self.outbox.push_front((id, pending));
+            }
+        }
+        self.in_flight.clear();
+        if self.offline {
+            self.status = ConnectionStatus::Offline;
+            return vec![Output::Status(self.status)];
+        }
+        self.attempt += 1;
+        let delay = self.backoff.delay_ms(self.attempt, random);
+        self.status = ConnectionStatus::Reconnecting {
+            attempt: self.attempt,
+            retry_in_ms: delay,
+        };
+        vec![Output::Status(self.status), Output::RetryIn(delay)]
+    }
+
+    /// The retry timer fired.
+    pub fn retry(&mut self) -> Vec<Output> {
+        if self.open || self.offline {
+            return Vec::new();
+        }
+        self.status = ConnectionStatus::Connecting;
+        vec![Output::Status(self.status), Output::OpenSocket]
+    }
+
+    /// The browser went offline or came back online.
+    pub fn set_offline(&mut self, offline: bool) -> Vec<Output> {
+        self.offline = offline;
+        if offline && !self.open {
+            self.status = ConnectionStatus::Offline;
+            return vec![Output::Status(self.status)];
+        }
+        if !offline && !self.open {
+            self.attempt = 0;
+            return self.retry();
+        }
+        Vec::new()
+    }
+
+    /// Follow a campaign from `since_version` (None: fresh snapshot).
+    pub fn subscribe(&mut self, campaign: CampaignId, since_version: Option<u64>) -> Vec<Output> {
+        self.subscriptions.insert(campaign.clone(), since_version);
+        if self.open {
+            vec![self.subscribe_frame(&campaign, since_version)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    pub fn unsubscribe(&mut self, campaign: &CampaignId) -> Vec<Output> {
+        if self.subscriptions.remove(campaign).is_none() {
+            return Vec::new();
+        }
+        let payload = serde_json::json!({ "campaign_id": campaign });
+        let (_, out) = self.request(
+            EventType::new("campaign", "unsubscribe", 1, EventState::Requested),
+            payload,
+        );
+        out
+    }
+
+    fn subscribe_frame(&mut self, campaign: &CampaignId, since: Option<u64>) -> Output {
+        let id = format!("sub-{}-{}", campaign, self.next_request);
+        self.next_request += 1;
+        let mut payload = serde_json::json!({ "campaign_id": campaign });
+        if let Some(since) = since {
+            payload["since_version"] = since.into();
+        }
+        let text = frame(&SUBSCRIBE, &payload, &id);
+        self.in_flight_order.push(id.clone());
+        self.in_flight.insert(
+            id,
+            Pending {
+                event_type: SUBSCRIBE,
+                payload,
+            },
+        );
+        Output::Send(text)
+    }
+
+    /// Send a request now, or queue it until connected. Returns its request id.
+    pub fn request(&mut self, event_type: EventType, payload: Value) -> (String, Vec<Output>) {
+        let id = format!("r{}", self.next_request);
+        self.next_request += 1;
+        let pending = Pending {
+            event_type,
+            payload,
+        };
+        if self.open {
+            let text = frame(&pending.event_type, &pending.payload, &id);
+            self.in_flight_order.push(id.clone());
+            self.in_flight.insert(id.clone(), pending);
+            (id, vec![Output::Send(text)])
+        } else {
+            self.outbox.push_back((id.clone(), pending));
+            (id, Vec::new())
+        }
+    }
+
+    /// Requests waiting for a connection.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// A text frame from the server.
+    pub fn received(&mut self, text: &str) -> Vec<Output> {
+        let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {
+            return Vec::new(); // not ours to judge; the server only sends envelopes
+        };
+        let Envelope {
+            event_type,
+            payload,
+            request_id,
+            ..
+        } = envelope;
+        if let Some(request_id) = request_id {
+            if let Some(pending) = self.in_flight.remove(request_id.as_str()) {
+                self.in_flight_order.retain(|id| id != request_id.as_str());
+                return self.reply(request_id.as_str(), pending, &event_type, payload);
+            }
+            return Vec::new(); // a reply to something we no longer wait for
+        }
+        if event_type == STATE_EVENT {
+            let Ok(event) = serde_json::from_value::<CampaignEvent>(payload) else {
+                return Vec::new();
+            };
+            return self.state_event(event);
+        }
+        if event_type == PRESENCE_EVENT {
+            return serde_json::from_value::<PresenceChanged>(payload)
+                .map(|p| vec![Output::Presence(Box::new(p))])
+                .unwrap_or_default();
+        }
+        if event_type == RESYNC {
+            let Ok(resync) = serde_json::from_value::<Resync>(payload) else {
+                return Vec::new();
+            };
+            if let Some(last) = self.subscriptions.get_mut(&resync.campaign_id) {
+                *last = Some(resync.campaign.version);
+                return vec![Output::Resync(Box::new(resync))];
+            }
+            return Vec::new();
+        }
+        if event_type == SUBSCRIPTION_ENDED {
+            let Ok(ended) = serde_json::from_value::<SubscriptionEnded>(payload) else {
+                return Vec::new();
+            };
+            if let Some(last) = self.subscriptions.get(&ended.campaign_id).copied() {
+                if self.open {
+                    return vec![self.subscribe_frame(&ended.campaign_id, last)];
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    fn reply(
+        &mut self,
+        request_id: &str,
+        pending: Pending,
+        event_type: &EventType,
+        payload: Value,
+    ) -> Vec<Output> {
+        let result = match event_type.state() {
+            EventState::Failed => Err(serde_json::from_value::<ErrorBody>(payload)
+                .unwrap_or_else(|_| ErrorBody::new(ErrorCode::Internal, "unreadable error"))),
+            _ => Ok(payload),
+        };
+        if !pending.event_type.same_operation(&SUBSCRIBE) {
+            return vec![Output::Reply {
+                request_id: request_id.to_owned(),
+                result,
+            }];
+        }
+        let campaign = pending
+            .payload
+            .get("campaign_id")
+            .and_then(|v| v.as_str())
+            .and_then(|s| CampaignId::parse(s).ok());
+        let Some(campaign) = campaign else {
+            return Vec::new();
+        };
+        match result {
+            Ok(payload) => {
+                let Ok(reply) = serde_json::from_value::<SubscribeReply>(payload) else {
+                    return Vec::new();
+                };
+                let version = match &reply.resume {
+                    Resume::Snapshot { campaign, .. } => campaign.version,
+                    Resume::Events { to_version, .. } => *to_version,
+                };
+                let Some(last) = self.subscriptions.get_mut(&campaign) else {
+                    return Vec::new(); // unsubscribed meanwhile
+                };
+                // Replayed events follow this reply; they advance `last` one by one. Only a
+                // snapshot jumps there directly.
+                if matches!(reply.resume, Resume::Snapshot { .. }) || last.is_none() {
+                    *last = Some(version);
+                }
+                vec![Output::Subscribed(Box::new(reply))]
+            }
+            Err(error) => {
+                self.subscriptions.remove(&campaign);
+                vec![Output::SubscribeFailed {
+                    campaign_id: campaign,
+                    error,
+                }]
+            }
+        }
+    }
+
+    fn state_event(&mut self, event: CampaignEvent) -> Vec<Output> {
+        let Some(last) = self.subscriptions.get(&event.campaign_id).copied() else {
+            return Vec::new();
+        };
+        let Some(last) = last else {
+            return Vec::new(); // no baseline yet; the subscribe reply will bring one
+        };
+        if event.version <= last {
+            return Vec::new(); // duplicate
+        }
+        if event.version > last + 1 {
+            // A gap: never apply out of order; ask for exactly what is missing.
+            let campaign = event.campaign_id.clone();
+            return vec![self.subscribe_frame(&campaign, Some(last))];
+        }
+        self.subscriptions
+            .insert(event.campaign_id.clone(), Some(event.version));
+        vec![Output::State(Box::new(event))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Actor, Change, EventId, FieldUpdates, Timestamp, UserId};
+    use serde_json::json;
+
+    fn id(s: &str) -> CampaignId {
+        CampaignId::parse(s).unwrap()
+    }
+
+    fn sent(out: &[Output]) -> Vec<Value> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send(text) => Some(serde_json::from_str(text).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn event(version: u64) -> String {
+        let event = CampaignEvent {
+            campaign_id: id("c"),
+            version,
+            event_id: EventId::new(version, 1, 1),
+            changed_by: Actor {
+                user_id: UserId::parse("u1").unwrap(),
+                display_name: "U".into(),
+            },
+            changed_at: Timestamp::from_unix_nanos(version),
+            change: Change::Fields {
+                updates: FieldUpdates {
+                    title: Some(format!("t{version}")),
+                    ..Default::default()
+                },
+            },
+        };
+        json!({"type": "campaign:state:v1:success", "payload": event, "metadata": {}}).to_string()
+    }
+
+    fn subscribe_reply(request_id: &str, from: u64, to: u64) -> String {
+        json!({
+            "type": "campaign:subscribe:v1:success",
+            "request_id": request_id,
+            "metadata": {},
+            "payload": {
+                "campaign_id": "c",
+                "role": "editor",
+                "resume": {"kind": "events", "from_version": from, "to_version": to},
+                "presence": {"campaign_id": "c", "count": 1, "viewers": []}
+            }
+        })
+        .to_string()
+    }
+
+    fn versions(out: &[Output]) -> Vec<u64> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::State(e) => Some(e.version),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_bounded_jitter() {
+        let backoff = Backoff::default();
+        assert_eq!(backoff.delay_ms(1, 0.0), 125);
+        assert_eq!(backoff.delay_ms(1, 0.999), 249);
+        assert_eq!(backoff.delay_ms(3, 0.0), 500);
+        assert_eq!(backoff.delay_ms(30, 0.0), 7_500);
+        assert!(backoff.delay_ms(30, 0.999) <= 15_000);
+    }
+
+    #[test]
+    fn queues_while_disconnected_and_sends_in_order_after_open() {
+        let mut client = LiveClient::default();
+        assert_eq!(
+            client.start(),
+            vec![
+                Output::Status(ConnectionStatus::Connecting),
+                Output::OpenSocket
+            ]
+        );
+        let (a, out) = client.request(crate::protocol::campaign::UPDATE, json!({"n": 1}));
+        assert!(out.is_empty());
+        let (b, _) = client.request(crate::protocol::campaign::UPDATE, json!({"n": 2}));
+        assert_eq!(client.queued(), 2);
+        let out = client.opened();
+        let frames = sent(&out);
+        assert_eq!(
+            frames
+                .iter()
+                .map(|f| f["request_id"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            [a.as_str(), b.as_str()]
+        );
+        assert_eq!(client.queued(), 0);
+    }
+
+    #[test]
+    fn in_flight_writes_are_resent_after_a_reconnect_and_replies_resolve_them() {
+        let mut client = LiveClient::default();
+        client.start();
+        client.opened();
+        let (a, _) = client.request(crate::protocol::campaign::UPDATE, json!({"n": 1}));
+        let (b, _) = client.request(crate::protocol::campaign::UPDATE, json!({"n": 2}));
+        let out = client.closed(0.5);
+        assert!(matches!(
+            out[0],
+            Output::Status(ConnectionStatus::Reconnecting { attempt: 1, .. })
+        ));
+        assert!(matches!(out[1], Output::RetryIn(_)));
+        assert_eq!(
+            client.retry(),
+            vec![
+                Output::Status(ConnectionStatus::Connecting),
+                Output::OpenSocket
+            ]
+        );
+        let frames = sent(&client.opened());
+        assert_eq!(
+            frames
+                .iter()
+                .map(|f| f["request_id"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            [a.as_str(), b.as_str()]
+        );
+        let reply = json!({"type": "campaign:update:v1:failed", "request_id": a, "metadata": {}, "payload": {"code": "conflict", "message": "m"}}).to_string();
+        assert_eq!(
+            client.received(&reply),
+            vec![Output::Reply {
+                request_id: a.clone(),
+                result: Err(ErrorBody::new(ErrorCode::Conflict, "m"))
+            }]
+        );
+        assert!(client.received(&reply).is_empty(), "a reply resolves once");
+    }
+
+    #[test]
+    fn failures_back_off_further_and_a_successful_open_resets() {
+        let mut client = LiveClient::default();
+        client.start();
+        let delays: Vec<u64> = (0..4)
+            .map(|_| {
+                let out = client.closed(0.0);
+                client.retry();
+                match out[1] {
+                    Output::RetryIn(ms) => ms,
+                    _ => panic!(),
+                }
+            })
+            .collect();
+        assert_eq!(delays, [125, 250, 500, 1000]);
+        client.opened();
+        assert!(matches!(client.closed(0.0)[1], Output::RetryIn(125)));
+    }
+
+    #[test]
+    fn resubscribes_from_the_last_delivered_version_and_keeps_order() {
+        let mut client = LiveClient::default();
+        client.start();
+        client.opened();
+        let out = client.subscribe(id("c"), None);
+        let sub = &sent(&out)[0];
+        let rid = sub["request_id"].as_str().unwrap().to_owned();
+        assert!(sub["payload"].get("since_version").is_none());
+        let out = client.received(&subscribe_reply(&rid, 5, 4));
+        assert!(matches!(out[0], Output::Subscribed(_)));
+        assert_eq!(versions(&client.received(&event(5))), [5]);
+        assert!(
+            versions(&client.received(&event(5))).is_empty(),
+            "duplicate dropped"
+        );
+        assert_eq!(versions(&client.received(&event(6))), [6]);
+
+        // A gap is never applied: the client asks for what it missed.
+        let out = client.received(&event(9));
+        assert!(versions(&out).is_empty());
+        assert_eq!(
+            sent(&out)[0]["payload"],
+            json!({"campaign_id": "c", "since_version": 6})
+        );
+
+        // After a reconnect it resumes from 6 as well.
+        client.closed(0.1);
+        client.retry();
+        let frames = sent(&client.opened());
+        assert_eq!(frames[0]["type"], "campaign:subscribe:v1:requested");
+        assert_eq!(frames[0]["payload"]["since_version"], 6);
+        let rid = frames[0]["request_id"].as_str().unwrap().to_owned();
+        client.received(&subscribe_reply(&rid, 7, 9));
+        let mut delivered = Vec::new();
+        for v in 7..=9 {
+            delivered.extend(versions(&client.received(&event(v))));
+        }
+        assert_eq!(delivered, [7, 8, 9]);
+    }
+
+    #[test]
+    fn offline_waits_for_online_instead_of_retrying() {
+        let mut client = LiveClient::default();
+        client.start();
+        client.opened();
+        client.set_offline(true);
+        assert_eq!(
+            client.closed(0.3),
+            vec![Output::Status(ConnectionStatus::Offline)]
+        );
+        assert!(client.retry().is_empty());
+        assert_eq!(
+            client.set_offline(false),
+            vec![
+                Output::Status(ConnectionStatus::Connecting),
+                Output::OpenSocket
+            ]
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! Short human descriptions of changes, for the event timeline.
+
+use super::{CampaignEvent, Change, ConfigMode};
+
+/// One line for the timeline: "set title to “Spring”", "added chat, polls".
+pub fn describe_change(change: &Change) -> String {
+    match change {
+        Change::Created { .. } => "created the campaign".into(),
+        Change::Fields { updates } => {
+            let mut parts = Vec::new();
+            if let Some(title) = &updates.title {
+                parts.push(format!("set title to “{}”", ellipsize(title, 60)));
+            }
+            if updates.description.is_some() {
+                parts.push("edited the description".into());
+            }
+            if let Some(status) = updates.status {
+                parts.push(format!("set status to {status}"));
+            }
+            parts.join(", ")
+        }
+        Change::Features { added, removed } => {
+            let list =
+                |v: &[super::Feature]| v.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ");
+            match (added.is_empty(), removed.is_empty()) {
+                (false, true) => format!("added {}", list(added)),
+                (true, false) => format!("removed {}", list(removed)),
+                _ => format!("added {}; removed {}", list(added), list(removed)),
+            }
+        }
+        Change::Config { section, mode, .. } => match mode {
+            ConfigMode::Merge => format!("updated config {section}"),
+            ConfigMode::Replace => format!("replaced config {section}"),
+        },
+    }
+}
+
+/// "Ada set title to “Spring”"
+pub fn describe_event(event: &CampaignEvent) -> String {
+    format!(
+        "{} {}",
+        event.changed_by.display_name,
+        describe_change(&event.change)
+    )
+}
+
+fn ellipsize(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let cut: String = text.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}

@@ -1,0 +1,359 @@
+//! The campaign page's live model: the confirmed state from the server, the user's edits laid
+//! over it until confirmed (optimistic), and what the page shows about both.
+
+use leptos::prelude::*;
+use serde_json::{json, Map, Value};
+
+use crate::client::{Connection, Output};
+use crate::model::{
+    describe_change, describe_event, merge_patch, CampaignId, CampaignState, ConfigMode, Feature,
+    FieldUpdates, Presence, Role, SectionName,
+};
+use crate::protocol::campaign::{FeatureOp, Resume, WriteAck, CONFIG, FEATURE, UPDATE};
+use crate::protocol::{ErrorBody, EventType};
+
+/// An edit the user made, as sent to the server and as laid over the confirmed state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Edit {
+    Fields(FieldUpdates),
+    Features {
+        op: FeatureOp,
+        features: Vec<Feature>,
+    },
+    Config {
+        section: SectionName,
+        values: Map<String, Value>,
+        mode: ConfigMode,
+    },
+}
+
+impl Edit {
+    fn event_type(&self) -> EventType {
+        match self {
+            Edit::Fields(_) => UPDATE,
+            Edit::Features { .. } => FEATURE,
+            Edit::Config { .. } => CONFIG,
+        }
+    }
+
+    fn payload(&self, campaign: &CampaignId, base_version: u64) -> Value {
+        match self {
+            Edit::Fields(updates) => {
+                json!({"campaign_id": campaign, "updates": updates, "base_version": base_version})
+            }
+            Edit::Features { op, features } => {
+                json!({"campaign_id": campaign, "op": op, "features": features, "base_version": base_version})
+            }
+            Edit::Config {
+                section,
+                values,
+                mode,
+            } => json!({
+                "campaign_id": campaign, "section": section, "values": values, "mode": mode,
+                "base_version": base_version,
+            }),
+        }
+    }
+
+    /// Show the edit before the server confirmed it.
+    pub fn overlay(&self, state: &mut CampaignState) {
+        match self {
+            Edit::Fields(u) => {
+                if let Some(title) = &u.title {
+                    state.title.clone_from(title);
+                }
+                if let Some(description) = &u.description {
+                    state.description.clone_from(description);
+                }
+                if let Some(status) = u.status {
+                    state.status = status;
+                }
+            }
+            Edit::Features { op, features } => match op {
+                FeatureOp::Add => state.features.extend(features.iter().cloned()),
+                FeatureOp::Remove => {
+                    for f in features {
+                        state.features.remove(f);
+                    }
+                }
+                FeatureOp::Set => state.features = features.iter().cloned().collect(),
+            },
+            Edit::Config {
+                section,
+                values,
+                mode,
+            } => {
+                let target = state.config.entry(section.clone()).or_default();
+                match mode {
+                    ConfigMode::Replace => *target = values.clone(),
+                    ConfigMode::Merge => merge_patch(target, values),
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Edit::Fields(u) => {
+                let mut fields = Vec::new();
+                if u.title.is_some() {
+                    fields.push("title");
+                }
+                if u.description.is_some() {
+                    fields.push("description");
+                }
+                if u.status.is_some() {
+                    fields.push("status");
+                }
+                format!("Your change to {}", fields.join(" and "))
+            }
+            Edit::Features { .. } => "Your feature change".into(),
+            Edit::Config { section, .. } => format!("Your change to config {section}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEdit {
+    pub local_id: u64,
+    pub edit: Edit,
+    /// Set when the server acknowledged it: the version that includes it.
+    pub confirmed_at: Option<u64>,
+}
+
+/// One line of the event timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEntry {
+    pub key: String,
+    /// `HH:MM:SS` (UTC).
+    pub time: String,
+    pub text: String,
+    pub version: Option<u64>,
+}
+
+/// A visible message about something the server refused or changed under the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub key: u64,
+    pub text: String,
+}
+
+/// Everything the campaign page shows, as signals.
+#[derive(Clone, Copy)]
+pub struct CampaignModel {
+    pub id: StoredValue<CampaignId>,
+    pub confirmed: RwSignal<CampaignState>,
+    pub role: RwSignal<Role>,
+    pub presence: RwSignal<Option<Presence>>,
+    pub timeline: RwSignal<Vec<TimelineEntry>>,
+    pub pending: RwSignal<Vec<PendingEdit>>,
+    pub notices: RwSignal<Vec<Notice>>,
+    /// Subscribed and receiving live events.
+    pub live: RwSignal<bool>,
+    next_key: StoredValue<u64>,
+    /// What is shown: confirmed state with pending edits laid over it.
+    pub shown: Memo<CampaignState>,
+}
+
+const TIMELINE_LEN: usize = 50;
+
+fn clock_time(ts: crate::model::Timestamp) -> String {
+    ts.to_string().get(11..19).unwrap_or_default().to_owned()
+}
+
+impl CampaignModel {
+    pub fn new(state: CampaignState, role: Role) -> Self {
+        let confirmed = RwSignal::new(state.clone());
+        let pending: RwSignal<Vec<PendingEdit>> = RwSignal::new(Vec::new());
+        let shown = Memo::new(move |_| {
+            let mut state = confirmed.get();
+            pending.with(|edits| {
+                for p in edits {
+                    p.edit.overlay(&mut state);
+                }
+            });
+            state
+        });
+        CampaignModel {
+            id: StoredValue::new(state.id.clone()),
+            confirmed,
+            role: RwSignal::new(role),
+            presence: RwSignal::new(None),
+            timeline: RwSignal::new(Vec::new()),
+            pending,
+            notices: RwSignal::new(Vec::new()),
+            live: RwSignal::new(false),
+            next_key: StoredValue::new(1),
+            shown,
+        }
+    }
+
+    fn key(&self) -> u64 {
+        let key = self.next_key.get_value();
+        self.next_key.set_value(key + 1);
+        key
+    }
+
+    pub fn notice(&self, text: String) {
+        let key = self.key();
+        self.notices.update(|n| {
+            n.push(Notice { key, text });
+            if n.len() > 5 {
+                n.remove(0);
+            }
+        });
+    }
+
+    fn log(&self, time: String, text: String, version: Option<u64>) {
+        let key = format!("{}-{}", version.unwrap_or(0), self.key());
+        self.timeline.update(|t| {
+            t.insert(
+                0,
+                TimelineEntry {
+                    key,
+                    time,
+                    text,
+                    version,
+                },
+            );
+            t.truncate(TIMELINE_LEN);
+        });
+    }
+
+    /// Drop pending edits the confirmed state now includes.
+    fn settle(&self) {
+        let version = self.confirmed.with_untracked(|s| s.version);
+        self.pending
+            .update(|p| p.retain(|e| e.confirmed_at.is_none_or(|v| v > version)));
+    }
+
+    /// Apply one output of the live connection for this campaign.
+    pub fn handle(&self, output: &Output) {
+        match output {
+            Output::Subscribed(reply) => {
+                self.role.set(reply.role);
+                self.presence.set(Some(reply.presence.clone()));
+                if let Resume::Snapshot { campaign, .. } = &reply.resume {
+                    if self.confirmed.with_untracked(|s| s.version) != campaign.version {
+                        self.confirmed.set((**campaign).clone());
+                    }
+                }
+                self.live.set(true);
+                self.settle();
+            }
+            Output::State(event) => {
+                let applied = self
+                    .confirmed
+                    .try_update(|s| s.apply_event(event).is_ok())
+                    .unwrap_or(false);
+                if applied {
+                    self.log(
+                        clock_time(event.changed_at),
+                        describe_event(event),
+                        Some(event.version),
+                    );
+                    self.settle();
+                }
+            }
+            Output::Presence(change) => {
+                self.presence.set(Some(change.presence.clone()));
+                if let Some(person) = &change.joined {
+                    self.log(
+                        String::new(),
+                        format!("{} joined", person.display_name),
+                        None,
+                    );
+                }
+                if let Some(person) = &change.left {
+                    self.log(String::new(), format!("{} left", person.display_name), None);
+                }
+            }
+            Output::Resync(resync) => {
+                self.confirmed.set(resync.campaign.clone());
+                self.role.set(resync.role);
+                self.notice(
+                    "This page fell too far behind and was reloaded with the current state.".into(),
+                );
+                self.settle();
+            }
+            Output::SubscribeFailed { error, .. } => {
+                self.live.set(false);
+                self.notice(format!("Cannot follow this campaign: {}", error.message));
+            }
+            _ => {}
+        }
+    }
+
+    /// Show `edit` at once and send it; roll it back visibly if the server refuses.
+    pub fn submit(&self, connection: &Connection, edit: Edit) {
+        let model = *self;
+        let local_id = self.key();
+        let base = self.confirmed.with_untracked(|s| s.version);
+        let payload = edit.payload(&self.id.get_value(), base);
+        let event_type = edit.event_type();
+        let described = edit.describe();
+        self.pending.update(|p| {
+            p.push(PendingEdit {
+                local_id,
+                edit,
+                confirmed_at: None,
+            })
+        });
+        connection.request(
+            event_type,
+            payload,
+            move |result: Result<Value, ErrorBody>| match result.and_then(|v| {
+                serde_json::from_value::<WriteAck>(v).map_err(|e| {
+                    ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
+                })
+            }) {
+                Ok(ack) if ack.unchanged => {
+                    model
+                        .pending
+                        .update(|p| p.retain(|e| e.local_id != local_id));
+                }
+                Ok(ack) => {
+                    model.pending.update(|p| {
+                        if let Some(e) = p.iter_mut().find(|e| e.local_id == local_id) {
+                            e.confirmed_at = Some(ack.version);
+                        }
+                    });
+                    model.settle();
+                }
+                Err(error) => {
+                    model
+                        .pending
+                        .update(|p| p.retain(|e| e.local_id != local_id));
+                    model.notice(format!(
+                        "{described} was undone: {} ({})",
+                        error.message, error.code
+                    ));
+                }
+            },
+        );
+    }
+
+    pub fn can_edit(&self) -> bool {
+        self.role.get().can_edit()
+    }
+}
+
+/// Timeline text for a change, exposed for the page's initial entries.
+pub fn initial_entry(state: &CampaignState) -> TimelineEntry {
+    TimelineEntry {
+        key: format!("{}-0", state.version),
+        time: clock_time(state.updated_at),
+        text: format!(
+            "{} — version {}",
+            if state.version == 1 {
+                describe_change(&crate::model::Change::Created {
+                    state: Box::new(state.clone()),
+                })
+            } else {
+                format!("last changed by {}", state.updated_by.display_name)
+            },
+            state.version
+        ),
+        version: Some(state.version),
+    }
+}

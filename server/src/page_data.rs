@@ -1,0 +1,45 @@
+//! The server's answer to [`rally_app::data::ServerData`]: pages rendered on the server read
+//! campaign state straight from the state manager, as the request's user.
+
+use std::sync::Arc;
+
+use rally_app::data::{DataFuture, ServerData};
+use rally_app::model::{Actor, CampaignId};
+use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
+use rally_app::protocol::ErrorBody;
+
+use crate::auth::{self, Keys};
+use crate::campaigns::StateManager;
+use crate::clock;
+
+pub struct PageData {
+    pub manager: StateManager,
+    pub keys: Keys,
+}
+
+impl PageData {
+    pub fn shared(manager: StateManager, keys: Keys) -> Arc<dyn ServerData> {
+        Arc::new(PageData { manager, keys })
+    }
+}
+
+impl ServerData for PageData {
+    fn current_user(&self, request: &axum::http::request::Parts) -> Option<Actor> {
+        let (token, _) = auth::token_from_request(&request.headers, None)?;
+        self.keys.verify_session(token, clock::now()).ok()
+    }
+
+    fn list(&self) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>> {
+        let manager = self.manager.clone();
+        Box::pin(async move { manager.list().await })
+    }
+
+    fn snapshot(
+        &self,
+        id: CampaignId,
+        user: Option<Actor>,
+    ) -> DataFuture<Result<CampaignSnapshot, ErrorBody>> {
+        let manager = self.manager.clone();
+        Box::pin(async move { manager.snapshot(&id, user.map(|u| u.user_id)).await })
+    }
+}
