@@ -67,8 +67,10 @@ test(`two people edit one campaign live; viewers cannot edit; refusals roll back
   await ada.page.fill('.config-input', '{"hero": {"headline": "Spring is here"}}');
   await ada.page.click('.save-merge');
   await bob.page.waitForFunction(() => document.querySelector('.config-input').value.includes('Spring is here'));
-  await bob.page.waitForSelector('.event:has-text("Ada set status to active")');
-  assert.equal(await version(bob.page), await version(ada.page));
+  await bob.page.waitForSelector('.event:has-text("Ada updated config ui_content")');
+  await ada.page.waitForSelector('.event:has-text("Ada updated config ui_content")');
+  assert.equal(await version(bob.page), 5);
+  assert.equal(await version(ada.page), 5);
 
   // Bob is a viewer: nothing on his page edits.
   assert.equal(await bob.page.$eval('.title-input', (el) => el.readOnly), true);

@@ -128,6 +128,9 @@ pub struct Writer {
     /// The version the store holds (the core may be ahead by the pending writes).
     durable_version: u64,
     broadcast: broadcast::Sender<Frame>,
+    /// The history's events, encoded once: resuming and lagging subscribers get these bytes
+    /// without re-serializing (a burst of laggards must not turn into a burst of JSON work).
+    encoded: std::collections::VecDeque<Frame>,
     subscribers: HashMap<ConnectionId, Option<Actor>>,
 }
 
@@ -157,6 +160,7 @@ impl Writer {
             core: None,
             durable_version: 0,
             broadcast,
+            encoded: std::collections::VecDeque::new(),
             subscribers: HashMap::new(),
         }
     }
@@ -199,11 +203,15 @@ impl Writer {
         let history_len = self.shared.config.history_len;
         if let Some(loaded) = self.shared.store.load(&self.id, history_len).await? {
             self.durable_version = loaded.record.state.version;
+            self.encoded.clear();
             self.core = Some(CampaignCore::restore(
                 loaded.record,
                 loaded.history,
                 history_len,
             ));
+            if let Some(core) = &self.core {
+                self.encoded = core.history().map(frames::state_event).collect();
+            }
         } else {
             self.core = None;
             self.durable_version = 0;
@@ -348,7 +356,9 @@ impl Writer {
                     }));
                     metrics::counter!("rally_changes_applied_total").increment(1);
                     // Err means no subscriber right now, which is fine.
-                    let _ = self.broadcast.send(frames::state_event(&event));
+                    let frame = frames::state_event(&event);
+                    self.remember(frame.clone());
+                    let _ = self.broadcast.send(frame);
                 }
             }
             Err(error) => {
@@ -443,7 +453,7 @@ impl Writer {
                     ResumePlan::Events(missed) => {
                         let from = since_version.unwrap_or(0) + 1;
                         let frames: Vec<Frame> =
-                            missed.into_iter().map(frames::state_event).collect();
+                            missed.into_iter().map(|e| self.encoded_frame(e)).collect();
                         (
                             Resume::Events {
                                 from_version: from,
@@ -494,9 +504,9 @@ impl Writer {
                     return;
                 };
                 let backfill = match core.resume(Some(since_version)) {
-                    ResumePlan::Events(missed) => {
-                        Backfill::Events(missed.into_iter().map(frames::state_event).collect())
-                    }
+                    ResumePlan::Events(missed) => Backfill::Events(
+                        missed.into_iter().map(|e| self.encoded_frame(e)).collect(),
+                    ),
                     ResumePlan::Snapshot(_) => Backfill::Snapshot(Box::new(CampaignSnapshot {
                         campaign: core.state().clone(),
                         role: core.role_of(user.as_ref()),
@@ -553,6 +563,29 @@ impl Writer {
                 let _ = reply.send(Ok(()));
             }
         }
+    }
+
+    /// Keep the encoded form of a newly broadcast event, bounded like the core's history.
+    fn remember(&mut self, frame: Frame) {
+        let limit = self.shared.config.history_len;
+        while self.encoded.len() >= limit.max(1) {
+            self.encoded.pop_front();
+        }
+        self.encoded.push_back(frame);
+    }
+
+    /// The encoded frame of a history event (encoding it only if the cache lacks it).
+    fn encoded_frame(&self, event: &rally_app::model::CampaignEvent) -> Frame {
+        let first = self.encoded.front().and_then(|f| f.version);
+        let cached = first.and_then(|first| {
+            let index = event.version.checked_sub(first)? as usize;
+            self.encoded
+                .get(index)
+                .filter(|f| f.version == Some(event.version))
+        });
+        cached
+            .cloned()
+            .unwrap_or_else(|| frames::state_event(event))
     }
 
     fn leave(&mut self, connection: ConnectionId) {
