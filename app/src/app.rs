@@ -4,7 +4,9 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 
 use crate::data::DataSource;
-use crate::pages::{CampaignPage, ConnectionBadge, InvitePage, Landing, NotFound, UserBadge};
+use crate::pages::{
+    CampaignPage, ConnectionBadge, InvitePage, Landing, NotFound, OpsPage, UserBadge,
+};
 
 /// The HTML document the server renders around [`App`]. Only the server calls this; the browser
 /// hydrates the `<body>` in place.
@@ -58,6 +60,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/") view=Landing/>
                         <Route path=path!("/campaigns/:id") view=CampaignPage/>
                         <Route path=path!("/invite/:token") view=InvitePage/>
+                        <Route path=path!("/ops") view=OpsPage/>
                     </Routes>
                 </main>
             </div>

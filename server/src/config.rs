@@ -49,6 +49,15 @@ pub struct Config {
     #[arg(long, env = "RALLY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Let anyone watch the live ops view (`/ops`); otherwise only `--admins` may.
+    #[arg(long, env = "RALLY_OPS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
+    pub ops_public: bool,
+
+    /// User ids (comma-separated) allowed to watch `/ops`. A signed-in user's id is shown on the
+    /// ops page when access is refused.
+    #[arg(long, env = "RALLY_ADMINS", value_delimiter = ',')]
+    pub admins: Vec<String>,
+
     /// Mark the session cookie `Secure` (set when the site is served over HTTPS).
     #[arg(long, env = "RALLY_SECURE_COOKIES", default_value_t = false, action = clap::ArgAction::Set)]
     pub secure_cookies: bool,

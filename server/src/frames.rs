@@ -11,6 +11,9 @@ use serde::Serialize;
 pub struct Frame {
     pub version: Option<u64>,
     pub text: Utf8Bytes,
+    /// When a live state event became durable (for the delivery-latency metric); None for
+    /// replays and pushes.
+    pub durable_at: Option<std::time::Instant>,
 }
 
 /// Any envelope, stamped with `timestamp` (and the event id, for state events).
@@ -59,6 +62,7 @@ pub fn state_event(event: &CampaignEvent) -> Frame {
     Frame {
         version: Some(event.version),
         text,
+        durable_at: None,
     }
 }
 
@@ -66,6 +70,7 @@ pub fn state_event(event: &CampaignEvent) -> Frame {
 pub fn push<P: Serialize>(event_type: EventType, payload: &P, at: Timestamp) -> Frame {
     Frame {
         version: None,
+        durable_at: None,
         text: encode(
             event_type,
             payload,

@@ -26,6 +26,7 @@ use rally_app::model::{Actor, CampaignId, RequestId};
 use rally_app::protocol::campaign::{
     CampaignRef, Resume, Resync, SnapshotReason, SubscriptionEnded, RESYNC, SUBSCRIPTION_ENDED,
 };
+use rally_app::protocol::ops::OpsHistory;
 use rally_app::protocol::{
     decode_request, ClientRequest, ErrorBody, ErrorCode, EventState, EventType, PingReply,
     RejectedFrame, Request, FRAME_FAILED,
@@ -37,11 +38,12 @@ use tokio_stream::StreamMap;
 
 use crate::auth::{self, Source};
 use crate::campaigns::core::Write;
-use crate::campaigns::writer::Backfill;
-use crate::campaigns::{ConnectionId, StateManager};
+use crate::campaigns::writer::{Backfill, SUBSCRIBER_BUFFER};
+use crate::campaigns::{CampaignGauges, ConnectionId, StateManager};
 use crate::clock;
 use crate::frames::{self, Frame};
 use crate::http::{ApiError, AppState};
+use crate::ops::{OpsCounters, OpsFeed};
 use crate::shutdown::ShutdownSignal;
 
 /// Largest text frame (and message) a client may send. Larger ones close the connection with
@@ -51,6 +53,8 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 pub const SLOW_CONSUMER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Close code sent to a slow consumer (application range 4000-4999).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// A write pending this long marks the subscriber's channel as stuck (readiness reports it).
+pub const STALL_THRESHOLD: Duration = Duration::from_secs(1);
 /// Ready events written to the socket before one flush.
 const MAX_WRITE_BATCH: usize = 64;
 
@@ -69,6 +73,10 @@ pub struct GatewayConfig {
     pub allow_anonymous: bool,
     /// Origins allowed to open WebSockets from a browser; empty means same host only.
     pub allowed_origins: Vec<String>,
+    /// Anyone may watch `/ops`; otherwise only `admins`.
+    pub ops_public: bool,
+    /// User ids allowed to watch `/ops`.
+    pub admins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +88,8 @@ impl Default for GatewayConfig {
             write_burst: 40.0,
             allow_anonymous: true,
             allowed_origins: Vec::new(),
+            ops_public: false,
+            admins: Vec::new(),
         }
     }
 }
@@ -94,6 +104,8 @@ pub struct GatewayStats {
 struct StatsInner {
     open: AtomicUsize,
     limit: usize,
+    /// Connections whose socket has refused a write for over a second right now.
+    stalled: AtomicUsize,
 }
 
 impl GatewayStats {
@@ -102,6 +114,7 @@ impl GatewayStats {
             inner: Arc::new(StatsInner {
                 open: AtomicUsize::new(0),
                 limit,
+                stalled: AtomicUsize::new(0),
             }),
         }
     }
@@ -114,6 +127,12 @@ impl GatewayStats {
         self.inner.limit
     }
 
+    /// Subscriber channels stuck full right now: sockets that have taken no data for over
+    /// [`STALL_THRESHOLD`].
+    pub fn stalled(&self) -> usize {
+        self.inner.stalled.load(Ordering::Relaxed)
+    }
+
     /// Reserve a slot, or `None` at the limit. The slot is released when the guard drops.
     fn try_acquire(&self) -> Option<ConnectionSlot> {
         let acquired = self
@@ -123,6 +142,9 @@ impl GatewayStats {
                 (open < self.inner.limit).then_some(open + 1)
             })
             .is_ok();
+        if acquired {
+            metrics::gauge!("rally_websocket_connections_open").increment(1.0);
+        }
         acquired.then(|| ConnectionSlot(self.clone()))
     }
 }
@@ -132,6 +154,23 @@ struct ConnectionSlot(GatewayStats);
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.inner.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("rally_websocket_connections_open").decrement(1.0);
+    }
+}
+
+/// Counts a connection as stalled while alive.
+struct Stall<'a>(&'a GatewayStats);
+
+impl<'a> Stall<'a> {
+    fn begin(stats: &'a GatewayStats) -> Self {
+        stats.inner.stalled.fetch_add(1, Ordering::Relaxed);
+        Stall(stats)
+    }
+}
+
+impl Drop for Stall<'_> {
+    fn drop(&mut self) {
+        self.0.inner.stalled.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -294,12 +333,24 @@ struct Connection {
     subscriptions: StreamMap<CampaignId, DeliveryStream>,
     /// Last state-event version delivered, per subscribed campaign.
     versions: HashMap<CampaignId, u64>,
+    /// Each followed campaign's live counters (for the buffer-use metric).
+    gauges: HashMap<CampaignId, Arc<CampaignGauges>>,
     budget: WriteBudget,
+    stats: GatewayStats,
+    ops: Arc<OpsCounters>,
+    ops_feed: OpsFeed,
+    /// `/ops` samples, once subscribed.
+    ops_events: Option<BroadcastStream<Frame>>,
+    /// State events in the batch being written, and the first one's (campaign, version, durable
+    /// time) for the latency and buffer samples.
+    batch_states: u64,
+    batch_first: Option<(CampaignId, u64, Option<Instant>)>,
 }
 
 enum Input {
     Frame(Option<Result<Message, axum::Error>>),
     Delivery(CampaignId, Delivery),
+    Ops(Option<Result<Frame, BroadcastStreamRecvError>>),
 }
 
 impl Connection {
@@ -315,7 +366,21 @@ impl Connection {
             shutdown: state.shutdown.clone(),
             subscriptions: StreamMap::new(),
             versions: HashMap::new(),
+            gauges: HashMap::new(),
+            stats: state.gateway.clone(),
+            ops: state.manager.ops().clone(),
+            ops_feed: state.ops_feed.clone(),
+            ops_events: None,
+            batch_states: 0,
+            batch_first: None,
         }
+    }
+
+    /// Stop following a campaign here (the caller tells the manager if needed).
+    fn forget(&mut self, campaign: &CampaignId) -> bool {
+        self.subscriptions.remove(campaign);
+        self.gauges.remove(campaign);
+        self.versions.remove(campaign).is_some()
     }
 
     async fn run(mut self) -> Ending {
@@ -345,6 +410,7 @@ impl Connection {
                 Some((campaign, delivery)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
                     Input::Delivery(campaign, delivery)
                 }
+                sample = next_ops(&mut self.ops_events), if self.ops_events.is_some() => Input::Ops(sample),
             };
             let mut out = Vec::new();
             match input {
@@ -368,6 +434,9 @@ impl Connection {
                 })),
                 // Pings are answered by the WebSocket layer itself.
                 Input::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Input::Ops(Some(Ok(frame))) => out.push(frame.text),
+                Input::Ops(Some(Err(_))) => {} // missed a sample: the next one is complete anyway
+                Input::Ops(None) => self.ops_events = None,
                 Input::Delivery(campaign, delivery) => {
                     self.deliver(campaign, delivery, &mut out).await;
                     // Take whatever else is ready now, so one flush carries many events.
@@ -384,6 +453,9 @@ impl Connection {
             if let Err(ending) = self.send_all(out).await {
                 return ending;
             }
+            let first = self.batch_first.take();
+            let states = std::mem::take(&mut self.batch_states);
+            self.record_delivery(states, first.as_ref().map(|(c, v, t)| (c, *v, *t)));
         }
     }
 
@@ -392,19 +464,58 @@ impl Connection {
             return Ok(());
         }
         let socket = &mut self.socket;
-        let written = tokio::time::timeout(SLOW_CONSUMER_TIMEOUT, async move {
+        let write = async move {
             for text in out {
                 socket.feed(Message::Text(text)).await?;
             }
             socket.flush().await
-        })
-        .await;
+        };
+        tokio::pin!(write);
+        // Most writes finish at once; only a slow one is timed, counted as stalled after
+        // STALL_THRESHOLD and cut at SLOW_CONSUMER_TIMEOUT.
+        let written = match tokio::time::timeout(STALL_THRESHOLD, &mut write).await {
+            Ok(result) => Ok(result),
+            Err(_) => {
+                let _stall = Stall::begin(&self.stats);
+                tokio::time::timeout(SLOW_CONSUMER_TIMEOUT - STALL_THRESHOLD, &mut write).await
+            }
+        };
         match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Ending::Broken),
             Err(_) => {
                 metrics::counter!("rally_slow_consumer_disconnects_total").increment(1);
+                self.ops.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 Err(Ending::SlowConsumer)
+            }
+        }
+    }
+
+    /// After a batch reached the socket: count it, and sample latency and buffer use once.
+    fn record_delivery(
+        &self,
+        state_events: u64,
+        first: Option<(&CampaignId, u64, Option<Instant>)>,
+    ) {
+        if state_events == 0 {
+            return;
+        }
+        self.ops
+            .deliveries
+            .fetch_add(state_events, Ordering::Relaxed);
+        if let Some((campaign, version, durable_at)) = first {
+            if let Some(durable_at) = durable_at {
+                let elapsed = durable_at.elapsed();
+                self.ops.delivery_latency.record(elapsed);
+                metrics::histogram!("rally_delivery_seconds").record(elapsed.as_secs_f64());
+            }
+            if let Some(gauges) = self.gauges.get(campaign) {
+                let behind = gauges
+                    .latest_version
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(version);
+                metrics::histogram!("rally_subscriber_buffer_used")
+                    .record(behind.min(SUBSCRIBER_BUFFER as u64) as f64);
             }
         }
     }
@@ -423,10 +534,12 @@ impl Connection {
             Delivery::Frame(Frame {
                 version: None,
                 text,
+                ..
             }) => out.push(text),
             Delivery::Frame(Frame {
                 version: Some(version),
                 text,
+                durable_at,
             }) => {
                 if version <= last {
                     return; // already delivered through a backfill
@@ -437,6 +550,10 @@ impl Connection {
                 let last = self.versions.get(&campaign).copied().unwrap_or(u64::MAX);
                 if version == last + 1 {
                     out.push(text);
+                    self.batch_states += 1;
+                    if self.batch_first.is_none() {
+                        self.batch_first = Some((campaign.clone(), version, durable_at));
+                    }
                     self.versions.insert(campaign, version);
                 }
             }
@@ -445,6 +562,7 @@ impl Connection {
                 self.backfill(&campaign, last, out).await;
             }
             Delivery::Ended => {
+                self.gauges.remove(&campaign);
                 self.versions.remove(&campaign);
                 let ended = SubscriptionEnded {
                     campaign_id: campaign,
@@ -484,8 +602,7 @@ impl Connection {
                 self.versions.insert(campaign.clone(), version);
             }
             Err(error) => {
-                self.subscriptions.remove(campaign);
-                self.versions.remove(campaign);
+                self.forget(campaign);
                 self.manager.leave(campaign, self.id);
                 let ended = SubscriptionEnded {
                     campaign_id: campaign.clone(),
@@ -553,6 +670,32 @@ impl Connection {
                 let result = self.manager.create(request, actor).await;
                 out.push(respond(&event_type, request_id, result));
             }
+            ClientRequest::OpsSubscribe(_) => {
+                let allowed = self.config.ops_public
+                    || self.identity.as_ref().is_some_and(|a| {
+                        self.config.admins.iter().any(|id| id == a.user_id.as_str())
+                    });
+                if !allowed {
+                    let who = match &self.identity {
+                        Some(actor) => format!("user {}", actor.user_id),
+                        None => "anonymous visitors".to_owned(),
+                    };
+                    out.push(failed(
+                        &event_type,
+                        request_id,
+                        ErrorBody::new(
+                            ErrorCode::Forbidden,
+                            format!("the ops view is for admins (RALLY_ADMINS); {who} is not one"),
+                        ),
+                    ));
+                    return;
+                }
+                self.ops_events = Some(BroadcastStream::new(self.ops_feed.subscribe()));
+                let history = OpsHistory {
+                    samples: self.ops_feed.history(),
+                };
+                out.push(success(&event_type, request_id, &history));
+            }
             ClientRequest::Subscribe(request) => {
                 if reads_need_session {
                     out.push(failed(&event_type, request_id, unauthorized()));
@@ -568,9 +711,8 @@ impl Connection {
                 .await;
             }
             ClientRequest::Unsubscribe(CampaignRef { campaign_id }) => {
-                if self.versions.remove(&campaign_id).is_some() {
-                    // Dropping the stream drops the receiver: its buffered events are released.
-                    self.subscriptions.remove(&campaign_id);
+                // Dropping the stream drops the receiver: its buffered events are released.
+                if self.forget(&campaign_id) {
                     self.manager.leave(&campaign_id, self.id);
                 }
                 out.push(success(
@@ -620,7 +762,9 @@ impl Connection {
             .write(&campaign, write, self.identity.clone())
             .await;
         if result.is_ok() {
-            metrics::histogram!("rally_write_ack_seconds").record(started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed();
+            metrics::histogram!("rally_write_ack_seconds").record(elapsed.as_secs_f64());
+            self.ops.ack_latency.record(elapsed);
         }
         out.push(respond(event_type, request_id, result));
     }
@@ -650,8 +794,7 @@ impl Connection {
         }
         if resubscribing {
             // Replace, never duplicate: the old stream (and its buffer) goes first.
-            self.subscriptions.remove(&campaign);
-            self.versions.remove(&campaign);
+            self.forget(&campaign);
         }
         let subscription = match self
             .manager
@@ -674,8 +817,19 @@ impl Connection {
         out.push(success(event_type, request_id, &subscription.reply));
         out.extend(subscription.backlog.into_iter().map(|frame| frame.text));
         self.versions.insert(campaign.clone(), version);
+        self.gauges.insert(campaign.clone(), subscription.gauges);
         self.subscriptions
             .insert(campaign, delivery_stream(subscription.events));
+    }
+}
+
+/// The next `/ops` sample (only polled while subscribed).
+async fn next_ops(
+    stream: &mut Option<BroadcastStream<Frame>>,
+) -> Option<Result<Frame, BroadcastStreamRecvError>> {
+    match stream {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
     }
 }
 

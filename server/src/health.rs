@@ -13,6 +13,12 @@ use serde::Serialize;
 use crate::gateway::GatewayStats;
 use crate::shutdown::ShutdownSignal;
 
+/// Loaded campaigns compared with the store per readiness check.
+pub const CONSISTENCY_SAMPLE: usize = 50;
+/// Stuck subscriber sockets tolerated before the instance reports not ready: the larger of this
+/// and a tenth of the open connections (one slow client is the client's problem; many are ours).
+pub const STALLED_ALLOWED: usize = 10;
+
 /// How long one readiness check may take before it counts as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -24,6 +30,12 @@ pub enum Check {
         stats: GatewayStats,
         shutdown: ShutdownSignal,
     },
+    /// Loaded campaigns agree with the store (no writer believes in a version the store lacks).
+    StateConsistency(crate::campaigns::StateManager),
+    /// Single-instance mode: events fan out inside this process; nothing to lose contact with.
+    InProcessBus,
+    /// Subscriber channels are draining: few sockets have refused writes for over a second.
+    SubscriberChannels(GatewayStats),
     /// The data directory exists and is writable.
     DataDir(PathBuf),
     /// The campaign store answers a read.
@@ -63,9 +75,11 @@ impl Check {
     fn name(&self) -> &'static str {
         match self {
             Check::WebSocketGateway { .. } => "websocket_gateway",
+            Check::StateConsistency(_) => "state_consistency",
+            Check::InProcessBus | Check::Redis(_) => "event_bus",
+            Check::SubscriberChannels(_) => "subscriber_channels",
             Check::DataDir(_) => "data_dir",
             Check::Store(_) => "store",
-            Check::Redis(_) => "redis",
         }
     }
 
@@ -80,6 +94,20 @@ impl Check {
                     Err(format!("{open} connections open, at the limit of {limit}"))
                 } else {
                     Ok(format!("accepting; {open} of {limit} connections open"))
+                }
+            }
+            Check::StateConsistency(manager) => {
+                let checked = manager.check_consistency(CONSISTENCY_SAMPLE).await?;
+                Ok(format!("{checked} loaded campaigns match the store"))
+            }
+            Check::InProcessBus => Ok("in-process (single instance)".into()),
+            Check::SubscriberChannels(stats) => {
+                let (stalled, open) = (stats.stalled(), stats.open());
+                let limit = STALLED_ALLOWED.max(open / 10);
+                if stalled > limit {
+                    Err(format!("{stalled} of {open} subscriber sockets stuck for over a second (limit {limit})"))
+                } else {
+                    Ok(format!("{stalled} of {open} subscriber sockets stuck"))
                 }
             }
             Check::DataDir(dir) => {
@@ -98,12 +126,12 @@ impl Check {
                 let mut conn = client
                     .get_multiplexed_async_connection()
                     .await
-                    .map_err(|err| format!("cannot connect: {err}"))?;
+                    .map_err(|err| format!("cannot connect to Redis: {err}"))?;
                 let pong: String = redis::cmd("PING")
                     .query_async(&mut conn)
                     .await
-                    .map_err(|err| format!("PING failed: {err}"))?;
-                Ok(format!("PING answered {pong}"))
+                    .map_err(|err| format!("Redis PING failed: {err}"))?;
+                Ok(format!("Redis PING answered {pong}"))
             }
         }
     }

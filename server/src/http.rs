@@ -38,6 +38,8 @@ pub struct AppState {
     pub shutdown: ShutdownSignal,
     /// Tasks that outlive their HTTP request (upgraded WebSockets); shutdown waits for them.
     pub tasks: TaskTracker,
+    /// Live samples for `/ops`.
+    pub ops_feed: crate::ops::OpsFeed,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -70,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/ws", get(gateway::upgrade))
         .nest("/api", api)
         .leptos_routes_with_context(
@@ -102,6 +105,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report)).into_response()
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = crate::metrics::render(&state.manager).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn api_not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {

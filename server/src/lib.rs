@@ -11,6 +11,8 @@ pub mod frames;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod metrics;
+pub mod ops;
 pub mod page_data;
 pub mod shutdown;
 pub mod store;
@@ -142,6 +144,8 @@ impl Rally {
             write_burst: 2.0 * f64::from(config.write_rate),
             allow_anonymous: config.allow_anonymous,
             allowed_origins: config.allowed_origins.clone(),
+            ops_public: config.ops_public,
+            admins: config.admins.clone(),
         };
         Ok(Rally {
             config,
@@ -174,19 +178,41 @@ impl Rally {
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let shutdown = Shutdown::new();
         let gateway = GatewayStats::new(gateway_config.max_connections);
-        let mut checks = vec![
+        let bus = match &config.redis_url {
+            Some(url) => Check::Redis(
+                redis::Client::open(url.as_str())
+                    .map_err(|err| ServerError::RedisUrl(err.to_string()))?,
+            ),
+            None => Check::InProcessBus,
+        };
+        let checks = vec![
             Check::WebSocketGateway {
                 stats: gateway.clone(),
                 shutdown: shutdown.signal(),
             },
+            Check::StateConsistency(manager.clone()),
+            bus,
+            Check::SubscriberChannels(gateway.clone()),
             Check::DataDir(config.data_dir.clone()),
             Check::Store(store.clone()),
         ];
-        if let Some(url) = &config.redis_url {
-            let client = redis::Client::open(url.as_str())
-                .map_err(|err| ServerError::RedisUrl(err.to_string()))?;
-            checks.push(Check::Redis(client));
-        }
+        crate::metrics::handle(); // install the recorder before anything records
+        let ops_feed = crate::ops::OpsFeed::new();
+        let bus_kind = if config.redis_url.is_some() {
+            "redis"
+        } else {
+            "in_process"
+        };
+        tokio::spawn(crate::ops::run_sampler(
+            ops_feed.clone(),
+            manager.clone(),
+            gateway.clone(),
+            move || rally_app::protocol::ops::BusStatus {
+                kind: bus_kind.to_owned(),
+                connected: true,
+            },
+            shutdown.signal(),
+        ));
         let tasks = TaskTracker::new();
         let shutdown_manager = manager.clone();
         let state = AppState {
@@ -199,6 +225,7 @@ impl Rally {
             secure_cookies: config.secure_cookies,
             shutdown: shutdown.signal(),
             tasks: tasks.clone(),
+            ops_feed,
         };
 
         tracing::info!(%addr, data_dir = %config.data_dir.display(), redis = config.redis_url.is_some(), "rally started");

@@ -32,7 +32,17 @@ async fn readyz_lists_each_check() {
     assert_eq!(report["status"], "ready");
     let checks = report["checks"].as_array().unwrap();
     let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["websocket_gateway", "data_dir", "store"]);
+    assert_eq!(
+        names,
+        [
+            "websocket_gateway",
+            "state_consistency",
+            "event_bus",
+            "subscriber_channels",
+            "data_dir",
+            "store"
+        ]
+    );
     assert!(checks.iter().all(|c| c["status"] == "ok"));
     server.stop().await.unwrap();
 }
@@ -75,7 +85,7 @@ async fn readyz_checks_a_configured_redis() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == "redis")
+        .find(|c| c["name"] == "event_bus")
         .unwrap();
     assert_eq!(redis["status"], "failing");
     server.stop().await.unwrap();
@@ -86,7 +96,7 @@ async fn readyz_checks_a_configured_redis() {
     let server = TestServer::start_with(&["--redis-url", &url]).await;
     let (status, body) = get(&server.url("/readyz")).await;
     assert_eq!(status, 200, "needs a Redis at {url}: {body}");
-    assert!(body.contains("PING answered PONG"), "{body}");
+    assert!(body.contains("Redis PING answered PONG"), "{body}");
     server.stop().await.unwrap();
 }
 

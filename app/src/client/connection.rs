@@ -24,6 +24,7 @@ struct Inner {
     socket: RefCell<Option<Rc<dyn SocketHandle>>>,
     replies: RefCell<HashMap<String, ReplyFn>>,
     listeners: RefCell<HashMap<CampaignId, CampaignListener>>,
+    ops_listener: RefCell<Option<CampaignListener>>,
     status: RwSignal<ConnectionStatus>,
     queued: RwSignal<usize>,
 }
@@ -122,6 +123,12 @@ fn run(inner: &Rc<Inner>, outputs: Vec<Output>) {
                     callback(result);
                 }
             }
+            Output::OpsHistory(_) | Output::OpsSample(_) => {
+                let listener = inner.ops_listener.borrow().clone();
+                if let Some(listener) = listener {
+                    listener(&output);
+                }
+            }
             other => {
                 let Some(campaign) = campaign_of(&other) else {
                     continue;
@@ -150,6 +157,7 @@ impl Connection {
             socket: RefCell::new(None),
             replies: RefCell::new(HashMap::new()),
             listeners: RefCell::new(HashMap::new()),
+            ops_listener: RefCell::new(None),
             status,
             queued,
         });
@@ -207,6 +215,20 @@ impl Connection {
         inner.listeners.borrow_mut().remove(campaign);
         let out = inner.client.borrow_mut().unsubscribe(campaign);
         run(inner, out);
+    }
+
+    /// Follow the ops view; `listener` gets [`Output::OpsHistory`] then [`Output::OpsSample`]s.
+    pub fn subscribe_ops(&self, listener: CampaignListener) {
+        let inner: &Rc<Inner> = &self.inner;
+        *inner.ops_listener.borrow_mut() = Some(listener);
+        let out = inner.client.borrow_mut().subscribe_ops();
+        run(inner, out);
+    }
+
+    pub fn unsubscribe_ops(&self) {
+        let inner: &Rc<Inner> = &self.inner;
+        inner.ops_listener.borrow_mut().take();
+        inner.client.borrow_mut().unsubscribe_ops();
     }
 
     pub fn io(&self) -> Rc<dyn BrowserIo> {

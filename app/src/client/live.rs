@@ -23,6 +23,7 @@ use crate::protocol::campaign::{
     PresenceChanged, Resume, Resync, SubscribeReply, SubscriptionEnded, PRESENCE_EVENT, RESYNC,
     STATE_EVENT, SUBSCRIBE, SUBSCRIPTION_ENDED,
 };
+use crate::protocol::ops::{OpsHistory, OpsSample, OPS_SAMPLE, OPS_SUBSCRIBE};
 use crate::protocol::{Envelope, ErrorBody, ErrorCode, EventState, EventType};
 
 /// What the connection indicator shows.
@@ -95,6 +96,10 @@ pub enum Output {
         campaign_id: CampaignId,
         error: ErrorBody,
     },
+    /// The ops view's recent history (or why it was refused).
+    OpsHistory(Result<OpsHistory, ErrorBody>),
+    /// The next ops sample.
+    OpsSample(Box<OpsSample>),
 }
 
 struct Pending {
@@ -118,6 +123,8 @@ pub struct LiveClient {
     in_flight: HashMap<String, Pending>,
     /// Order in which in-flight requests were sent (to re-send in the same order).
     in_flight_order: Vec<String>,
+    /// Following the ops view (re-requested after every reconnect).
+    ops: bool,
 }
 
 impl Default for LiveClient {
@@ -148,6 +155,7 @@ impl LiveClient {
             outbox: VecDeque::new(),
             in_flight: HashMap::new(),
             in_flight_order: Vec::new(),
+            ops: false,
         }
     }
 
@@ -175,6 +183,9 @@ impl LiveClient {
         for (campaign, since) in campaigns {
             out.push(self.subscribe_frame(&campaign, since));
         }
+        if self.ops {
+            out.push(self.ops_frame());
+        }
         while let Some((id, pending)) = self.outbox.pop_front() {
             out.push(Output::Send(frame(
                 &pending.event_type,
@@ -194,8 +205,10 @@ impl LiveClient {
         let order = std::mem::take(&mut self.in_flight_order);
         for id in order.into_iter().rev() {
             if let Some(pending) = self.in_flight.remove(&id) {
-                if pending.event_type.same_operation(&SUBSCRIBE) {
-                    continue; // subscriptions are re-made from `subscriptions` on open
+                if pending.event_type.same_operation(&SUBSCRIBE)
+                    || pending.event_type.same_operation(&OPS_SUBSCRIBE)
+                {
+                    continue; // subscriptions are re-made on open
                 }
                 self.outbox.push_front((id, pending));
             }
@@ -245,6 +258,38 @@ impl LiveClient {
         } else {
             Vec::new()
         }
+    }
+
+    /// Follow the ops view: its history arrives as [`Output::OpsHistory`], then a sample a second.
+    pub fn subscribe_ops(&mut self) -> Vec<Output> {
+        self.ops = true;
+        if self.open {
+            vec![self.ops_frame()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Stop showing ops samples (the server keeps sending until the socket closes; they are
+    /// dropped here).
+    pub fn unsubscribe_ops(&mut self) {
+        self.ops = false;
+    }
+
+    fn ops_frame(&mut self) -> Output {
+        let id = format!("ops-{}", self.next_request);
+        self.next_request += 1;
+        let payload = serde_json::json!({});
+        let text = frame(&OPS_SUBSCRIBE, &payload, &id);
+        self.in_flight_order.push(id.clone());
+        self.in_flight.insert(
+            id,
+            Pending {
+                event_type: OPS_SUBSCRIBE,
+                payload,
+            },
+        );
+        Output::Send(text)
     }
 
     pub fn unsubscribe(&mut self, campaign: &CampaignId) -> Vec<Output> {
@@ -326,6 +371,14 @@ impl LiveClient {
             };
             return self.state_event(event);
         }
+        if event_type == OPS_SAMPLE {
+            if !self.ops {
+                return Vec::new();
+            }
+            return serde_json::from_value::<OpsSample>(payload)
+                .map(|sample| vec![Output::OpsSample(Box::new(sample))])
+                .unwrap_or_default();
+        }
         if event_type == PRESENCE_EVENT {
             return serde_json::from_value::<PresenceChanged>(payload)
                 .map(|p| vec![Output::Presence(Box::new(p))])
@@ -366,6 +419,16 @@ impl LiveClient {
                 .unwrap_or_else(|_| ErrorBody::new(ErrorCode::Internal, "unreadable error"))),
             _ => Ok(payload),
         };
+        if pending.event_type.same_operation(&OPS_SUBSCRIBE) {
+            let history = result.and_then(|payload| {
+                serde_json::from_value::<OpsHistory>(payload)
+                    .map_err(|err| ErrorBody::new(ErrorCode::Internal, err.to_string()))
+            });
+            if history.is_err() {
+                self.ops = false;
+            }
+            return vec![Output::OpsHistory(history)];
+        }
         if !pending.event_type.same_operation(&SUBSCRIBE) {
             return vec![Output::Reply {
                 request_id: request_id.to_owned(),

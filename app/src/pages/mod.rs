@@ -4,10 +4,12 @@ mod campaign;
 mod invite;
 mod landing;
 mod not_found;
+mod ops;
 mod session;
 
 pub use campaign::CampaignPage;
 pub use invite::InvitePage;
 pub use landing::Landing;
 pub use not_found::NotFound;
+pub use ops::OpsPage;
 pub use session::{ConnectionBadge, SignIn, UserBadge};

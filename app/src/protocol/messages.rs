@@ -30,7 +30,7 @@ pub struct Request {
 /// Every operation a client can request, with its typed payload.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {
-    Ping(PingRequest),
+    Ping(Empty),
     Create(CreateCampaign),
     Subscribe(Subscribe),
     Unsubscribe(CampaignRef),
@@ -38,6 +38,7 @@ pub enum ClientRequest {
     Update(UpdateFields),
     Feature(FeatureChange),
     Config(ConfigChange),
+    OpsSubscribe(Empty),
 }
 
 impl ClientRequest {
@@ -53,10 +54,10 @@ impl ClientRequest {
     }
 }
 
-/// `system:ping:v1:requested` payload: empty.
+/// A payload with no fields, `{}` (`system:ping`, `ops:subscribe`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PingRequest {}
+pub struct Empty {}
 
 /// `system:ping:v1:success` payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +144,9 @@ pub fn decode_request(text: &str) -> Result<Request, RejectedFrame> {
         ("campaign", "config", 1) => {
             ClientRequest::Config(typed_payload(payload).map_err(invalid)?)
         }
+        ("ops", "subscribe", 1) => {
+            ClientRequest::OpsSubscribe(typed_payload(payload).map_err(invalid)?)
+        }
         _ => {
             return Err(reject(
                 ErrorCode::Invalid,
@@ -195,7 +199,7 @@ mod tests {
         let request =
             decode_request(r#"{"type":"system:ping:v1:requested","payload":{},"request_id":"a"}"#)
                 .unwrap();
-        assert_eq!(request.body, ClientRequest::Ping(PingRequest {}));
+        assert_eq!(request.body, ClientRequest::Ping(Empty {}));
         assert_eq!(request.request_id.unwrap().as_str(), "a");
     }
 

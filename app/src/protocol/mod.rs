@@ -6,11 +6,12 @@ mod envelope;
 mod error;
 mod event_type;
 mod messages;
+pub mod ops;
 
 pub use envelope::{Envelope, Metadata};
 pub use error::{ErrorBody, ErrorCode};
 pub use event_type::{EventState, EventType, EventTypeError, MAX_EVENT_TYPE_LEN, MAX_NAME_LEN};
 pub use messages::{
-    decode_request, ClientRequest, PingReply, PingRequest, RejectedFrame, Request, FRAME_FAILED,
+    decode_request, ClientRequest, Empty, PingReply, RejectedFrame, Request, FRAME_FAILED,
     PING_REQUESTED,
 };

@@ -10,7 +10,7 @@ pub mod core;
 pub mod writer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +63,17 @@ pub struct WriterHandle {
     pub generation: u64,
     mailbox: mpsc::Sender<Command>,
     leaves: mpsc::UnboundedSender<ConnectionId>,
+    gauges: Arc<CampaignGauges>,
+}
+
+/// What the manager can read about a loaded campaign without asking its task.
+#[derive(Debug, Default)]
+pub struct CampaignGauges {
+    pub subscribers: AtomicUsize,
+    /// The newest version broadcast (how far ahead of a subscriber the campaign is).
+    pub latest_version: AtomicU64,
+    /// The version the writer believes the store holds.
+    pub durable_version: AtomicU64,
 }
 
 /// State every writer shares with the manager.
@@ -74,6 +85,8 @@ pub struct ManagerShared {
     next_generation: AtomicU64,
     /// Every writer task, so shutdown can wait for them.
     tasks: tokio_util::task::TaskTracker,
+    /// Totals for the live ops view.
+    pub ops: Arc<crate::ops::OpsCounters>,
 }
 
 /// The front door to campaign state. Cheap to clone.
@@ -96,6 +109,7 @@ impl StateManager {
                 writers: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(1),
                 tasks: tokio_util::task::TaskTracker::new(),
+                ops: Arc::new(crate::ops::OpsCounters::default()),
             }),
         }
     }
@@ -112,6 +126,58 @@ impl StateManager {
         ids
     }
 
+    /// Subscribers per loaded campaign.
+    pub fn subscriber_counts(&self) -> Vec<(CampaignId, usize)> {
+        let writers = self.shared.writers.lock().expect("registry lock");
+        writers
+            .iter()
+            .map(|(id, h)| (id.clone(), h.gauges.subscribers.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn ops(&self) -> &Arc<crate::ops::OpsCounters> {
+        &self.shared.ops
+    }
+
+    /// Do loaded campaigns agree with the store? Checks up to `limit` of them; an error names
+    /// the first that does not.
+    pub async fn check_consistency(&self, limit: usize) -> Result<usize, String> {
+        let loaded: Vec<(CampaignId, u64)> = {
+            let writers = self.shared.writers.lock().expect("registry lock");
+            writers
+                .iter()
+                .take(limit)
+                .map(|(id, h)| (id.clone(), h.gauges.durable_version.load(Ordering::Acquire)))
+                .collect()
+        };
+        for (id, believed) in &loaded {
+            if *believed == 0 {
+                continue; // still loading, or a campaign being created
+            }
+            let stored = self
+                .shared
+                .store
+                .version(id)
+                .await
+                .map_err(|err| format!("cannot read {id} from the store: {err}"))?;
+            // The store may be ahead by a commit whose acknowledgement is in flight, never behind.
+            match stored {
+                Some(stored) if stored >= *believed => {}
+                Some(stored) => {
+                    return Err(format!(
+                        "campaign {id}: memory has version {believed}, store has {stored}"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "campaign {id} is loaded but missing from the store"
+                    ))
+                }
+            }
+        }
+        Ok(loaded.len())
+    }
+
     /// The writer for `id`, started if none runs.
     fn writer(&self, id: &CampaignId) -> WriterHandle {
         let mut writers = self.shared.writers.lock().expect("registry lock");
@@ -123,15 +189,18 @@ impl StateManager {
         let generation = self.shared.next_generation.fetch_add(1, Ordering::Relaxed);
         let (mailbox, commands) = mpsc::channel(MAILBOX);
         let (leaves, leave_events) = mpsc::unbounded_channel();
+        let gauges = Arc::new(CampaignGauges::default());
         let handle = WriterHandle {
             generation,
             mailbox,
             leaves,
+            gauges: gauges.clone(),
         };
         writers.insert(id.clone(), handle.clone());
         let writer = Writer::new(
             id.clone(),
             generation,
+            gauges,
             commands,
             leave_events,
             self.shared.clone(),

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rally_app::model::{Actor, CampaignId, Presence, Role, UserId, Viewer};
@@ -19,7 +20,7 @@ use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::core::{Applied, CampaignCore, ResumePlan, Write};
-use super::{ConnectionId, ManagerShared};
+use super::{CampaignGauges, ConnectionId, ManagerShared};
 use crate::clock;
 use crate::frames::{self, Frame};
 use crate::store::{Commit, StoreError};
@@ -50,6 +51,8 @@ type Reply<T> = oneshot::Sender<Result<T, WriterError>>;
 /// A live subscription handed to a connection.
 pub struct Subscription {
     pub reply: SubscribeReply,
+    /// The campaign's live counters (how far ahead of this subscriber it is).
+    pub gauges: Arc<CampaignGauges>,
     /// Missed events to deliver, in order, before anything from `events`.
     pub backlog: Vec<Frame>,
     pub events: broadcast::Receiver<Frame>,
@@ -121,6 +124,8 @@ struct Pending {
 pub struct Writer {
     pub id: CampaignId,
     pub generation: u64,
+    /// Counters the manager reads without asking the task (metrics, readiness).
+    pub gauges: Arc<CampaignGauges>,
     pub mailbox: mpsc::Receiver<Command>,
     pub leaves: mpsc::UnboundedReceiver<ConnectionId>,
     pub shared: Arc<ManagerShared>,
@@ -146,6 +151,7 @@ impl Writer {
     pub fn new(
         id: CampaignId,
         generation: u64,
+        gauges: Arc<CampaignGauges>,
         mailbox: mpsc::Receiver<Command>,
         leaves: mpsc::UnboundedReceiver<ConnectionId>,
         shared: Arc<ManagerShared>,
@@ -154,6 +160,7 @@ impl Writer {
         Writer {
             id,
             generation,
+            gauges,
             mailbox,
             leaves,
             shared,
@@ -211,6 +218,12 @@ impl Writer {
             ));
             if let Some(core) = &self.core {
                 self.encoded = core.history().map(frames::state_event).collect();
+                self.gauges
+                    .latest_version
+                    .store(core.version(), Ordering::Relaxed);
+                self.gauges
+                    .durable_version
+                    .store(core.version(), Ordering::Relaxed);
             }
         } else {
             self.core = None;
@@ -347,6 +360,9 @@ impl Writer {
         match self.shared.store.commit(commit).await {
             Ok(()) => {
                 self.durable_version = core.version();
+                self.gauges
+                    .durable_version
+                    .store(core.version(), Ordering::Relaxed);
                 for Pending { event, reply } in pending.drain(..) {
                     let _ = reply.send(Ok(WriteAck {
                         campaign_id: self.id.clone(),
@@ -358,7 +374,14 @@ impl Writer {
                     // Err means no subscriber right now, which is fine.
                     let frame = frames::state_event(&event);
                     self.remember(frame.clone());
-                    let _ = self.broadcast.send(frame);
+                    self.gauges
+                        .latest_version
+                        .store(event.version, Ordering::Relaxed);
+                    self.shared.ops.changes.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.broadcast.send(Frame {
+                        durable_at: Some(std::time::Instant::now()),
+                        ..frame
+                    });
                 }
             }
             Err(error) => {
@@ -415,6 +438,12 @@ impl Writer {
                             role: Role::Owner,
                         };
                         self.durable_version = core.version();
+                        self.gauges
+                            .durable_version
+                            .store(core.version(), Ordering::Relaxed);
+                        self.gauges
+                            .latest_version
+                            .store(core.version(), Ordering::Relaxed);
                         self.core = Some(core);
                         let _ = reply.send(Ok(snapshot));
                     }
@@ -474,8 +503,12 @@ impl Writer {
                     .subscribers
                     .insert(connection, viewer.clone())
                     .is_none();
+                self.gauges
+                    .subscribers
+                    .store(self.subscribers.len(), Ordering::Relaxed);
                 let presence = self.presence();
                 let subscription = Subscription {
+                    gauges: self.gauges.clone(),
                     reply: SubscribeReply {
                         campaign_id: self.id.clone(),
                         role,
@@ -488,6 +521,9 @@ impl Writer {
                 if reply.send(Ok(subscription)).is_err() {
                     // The connection went away while waiting.
                     self.subscribers.remove(&connection);
+                    self.gauges
+                        .subscribers
+                        .store(self.subscribers.len(), Ordering::Relaxed);
                     return;
                 }
                 if joined {
@@ -590,6 +626,9 @@ impl Writer {
 
     fn leave(&mut self, connection: ConnectionId) {
         if let Some(viewer) = self.subscribers.remove(&connection) {
+            self.gauges
+                .subscribers
+                .store(self.subscribers.len(), Ordering::Relaxed);
             let presence = self.presence();
             self.announce(presence, None, Some(person(&viewer)));
         }

@@ -296,6 +296,18 @@ impl Store for EmbeddedStore {
         })
     }
 
+    fn version(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>> {
+        let id = id.clone();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let campaigns = txn.open_table(CAMPAIGNS).map_err(unavailable)?;
+            match campaigns.get(id.as_str()).map_err(unavailable)? {
+                Some(bytes) => stored_version(bytes.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
     fn create(&self, record: CampaignRecord, event: CampaignEvent) -> StoreFuture<'_, ()> {
         self.submit(|reply| WriteOp::Create {
             record,

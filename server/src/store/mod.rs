@@ -62,6 +62,9 @@ pub trait Store: Send + Sync + 'static {
     /// Apply one commit atomically and durably, checking `expected_version`.
     fn commit(&self, commit: Commit) -> StoreFuture<'_, ()>;
 
+    /// The stored version of a campaign, or None if it does not exist.
+    fn version(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>>;
+
     /// Every campaign, for listings, ordered by id.
     fn list(&self) -> StoreFuture<'_, Vec<CampaignSummary>>;
 

@@ -280,3 +280,101 @@ impl WsClient {
         }
     }
 }
+
+/// A `rally` binary running as a child process on a free port (json logs at the default level,
+/// captured line by line).
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ChildServer {
+    /// Start `rally` on `dir` (data in `dir/data`), with extra environment variables.
+    pub fn spawn(dir: &std::path::Path, env: &[(&str, &str)]) -> ChildServer {
+        use std::io::BufRead;
+        let site = dir.join("site");
+        std::fs::create_dir_all(site.join("pkg")).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rally"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("RALLY_") || key.starts_with("LEPTOS_") || key == "RUST_LOG" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("RALLY_DATA_DIR", dir.join("data"))
+            .env("RALLY_SITE_ROOT", site)
+            .env("RALLY_ADDR", "127.0.0.1:0")
+            .env("RALLY_LOG_FORMAT", "json");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let (found, addr) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Ok(record) = serde_json::from_str::<Value>(&line) {
+                    if record["message"] == "rally started" {
+                        if let Some(found) = found.take() {
+                            let _ =
+                                found.send(record["addr"].as_str().unwrap_or_default().to_owned());
+                        }
+                    }
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        match addr.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => ChildServer {
+                child,
+                addr: addr.parse().unwrap(),
+                log,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("rally did not start within 20 s: {:?}", log.lock().unwrap());
+            }
+        }
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Give the reader thread a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}

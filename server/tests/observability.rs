@@ -1,0 +1,313 @@
+//! Metrics, readiness and log discipline of a real `rally` process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::ChildServer;
+use serde_json::{json, Value};
+
+/// The value of one series (exact line prefix match, e.g. `rally_changes_applied_total`).
+fn series(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().ok()).flatten()
+        })
+}
+
+async fn scrape(server: &ChildServer) -> String {
+    let response = reqwest::get(server.url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_a_scripted_session_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::spawn(dir.path(), &[("RALLY_WRITE_RATE", "1000")]);
+    let (_, token) = common::sign_in(server.addr, "Metrics").await;
+    let mut owner = common::connect(server.addr, Some(&token)).await;
+    owner.create_campaign("observed", "Observed").await;
+    let mut viewers = Vec::new();
+    for _ in 0..3 {
+        let mut viewer = common::connect(server.addr, None).await;
+        viewer.subscribe("observed", None).await;
+        viewers.push(viewer);
+    }
+    for n in 0..10 {
+        let updates = if n % 2 == 0 {
+            json!({"title": format!("t{n}")})
+        } else {
+            json!({"title": format!("t{n}"), "status": "active", "description": format!("d{n}")})
+        };
+        let reply = owner.update("observed", updates, &format!("u{n}")).await;
+        assert_eq!(reply["type"], "campaign:update:v1:success");
+    }
+    let refused = owner.update("observed", json!({"title": ""}), "bad").await;
+    assert_eq!(refused["payload"]["code"], "invalid");
+    for viewer in &mut viewers {
+        for _ in 0..10 {
+            viewer.next_state_event().await;
+        }
+    }
+
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        series(&metrics, "rally_websocket_connections_total"),
+        Some(4.0)
+    );
+    assert_eq!(
+        series(&metrics, "rally_websocket_connections_open"),
+        Some(4.0)
+    );
+    assert_eq!(series(&metrics, "rally_changes_applied_total"), Some(10.0));
+    assert_eq!(series(&metrics, "rally_update_fields_count"), Some(10.0));
+    assert_eq!(
+        series(&metrics, "rally_update_fields_sum"),
+        Some(5.0 * 1.0 + 5.0 * 3.0)
+    );
+    assert_eq!(
+        series(&metrics, "rally_write_ack_seconds_count"),
+        Some(10.0)
+    );
+    assert_eq!(
+        series(
+            &metrics,
+            "rally_campaign_subscribers{campaign=\"observed\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(series(&metrics, "rally_campaigns_loaded"), Some(1.0));
+    let delivered = series(&metrics, "rally_delivery_seconds_count").unwrap();
+    assert!(
+        (1.0..=30.0).contains(&delivered),
+        "delivery latency sampled per batch: {delivered}"
+    );
+    assert!(series(&metrics, "rally_subscriber_buffer_used_count").unwrap() >= 1.0);
+    assert!(metrics.contains("# TYPE rally_write_ack_seconds histogram"));
+    assert!(metrics.contains("rally_write_ack_seconds_bucket{le=\"0.005\"}"));
+
+    // Three leave politely (close handshake), one just drops its TCP connection.
+    for mut viewer in viewers {
+        viewer.socket.close(None).await.unwrap();
+    }
+    drop(owner);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        series(
+            &metrics,
+            "rally_websocket_disconnects_total{reason=\"broken\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        series(
+            &metrics,
+            "rally_websocket_disconnects_total{reason=\"client_left\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        series(&metrics, "rally_websocket_connections_open"),
+        Some(0.0)
+    );
+    assert_eq!(
+        series(
+            &metrics,
+            "rally_campaign_subscribers{campaign=\"observed\"}"
+        ),
+        Some(0.0)
+    );
+    println!("--- /metrics after the scripted session (excerpt) ---");
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("rally_") && !l.contains("_bucket"))
+    {
+        println!("{line}");
+    }
+    assert_eq!(server.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_lifecycle_lines_are_logged_during_a_busy_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::spawn(dir.path(), &[("RALLY_WRITE_RATE", "10000")]);
+    let (_, token) = common::sign_in(server.addr, "Chatty").await;
+    let mut owner = common::connect(server.addr, Some(&token)).await;
+    owner.create_campaign("quiet", "Quiet").await;
+    for round in 0..5 {
+        let mut viewers = Vec::new();
+        for _ in 0..4 {
+            let mut viewer = common::connect(server.addr, None).await;
+            viewer.subscribe("quiet", None).await;
+            viewers.push(viewer);
+        }
+        for n in 0..60 {
+            owner
+                .update(
+                    "quiet",
+                    json!({"title": format!("r{round} n{n}")}),
+                    &format!("u{round}-{n}"),
+                )
+                .await;
+        }
+        let reply = viewers[0]
+            .request(
+                "campaign:unsubscribe:v1:requested",
+                json!({"campaign_id": "quiet"}),
+                "un",
+            )
+            .await;
+        assert_eq!(reply["type"], "campaign:unsubscribe:v1:success");
+        owner.update("quiet", json!({"title": ""}), "refused").await; // a refusal is routine too
+        owner.send_text("not json").await; // and so is garbage from a client
+        owner
+            .recv_until(|f| f["type"] == "system:frame:v1:failed")
+            .await;
+        drop(viewers);
+    }
+    let _ = reqwest::get(server.url("/readyz")).await.unwrap();
+    let _ = reqwest::get(server.url("/metrics")).await.unwrap();
+    drop(owner);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.log.clone();
+    assert_eq!(server.terminate(), Some(0));
+    let lines: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let record: Value = serde_json::from_str(l).expect("json log line");
+            format!(
+                "{} {}",
+                record["level"].as_str().unwrap(),
+                record["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(lines, ["INFO rally started", "INFO rally shutting down", "INFO rally stopped"], "300+ updates, 20 connects, subscribes, unsubscribes and refusals must log nothing at the default level");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_redis_bus_down_and_back() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let start_redis = || {
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(redis_dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/setup test)")
+    };
+    let mut redis = start_redis();
+    let url = format!("redis://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::spawn(dir.path(), &[("RALLY_REDIS_URL", &url)]);
+    let ready = |expect: u16| {
+        let url = server.url("/readyz");
+        async move {
+            for _ in 0..50 {
+                let response = reqwest::get(&url).await.unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                if status == expect {
+                    return body;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("/readyz never answered {expect}");
+        }
+    };
+    let body = ready(200).await;
+    let bus = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "event_bus")
+        .unwrap()
+        .clone();
+    assert_eq!(bus["status"], "ok", "{body}");
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let body = ready(503).await;
+    let bus = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "event_bus")
+        .unwrap()
+        .clone();
+    assert_eq!(bus["status"], "failing");
+    assert_eq!(body["status"], "not_ready");
+
+    let mut redis = start_redis();
+    ready(200).await;
+    assert_eq!(server.terminate(), Some(0));
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+}
+
+#[tokio::test]
+async fn the_ops_feed_is_for_admins_and_streams_samples() {
+    let secret = "a-test-secret-that-is-long-enough-for-rally";
+    let first = common::TestServer::start_with(&["--session-secret", secret]).await;
+    let (admin_id, admin_token) = first.sign_in("Admin").await;
+    let (_, other_token) = first.sign_in("Someone").await;
+    first.stop().await.unwrap();
+
+    let server =
+        common::TestServer::start_with(&["--session-secret", secret, "--admins", &admin_id]).await;
+    let mut anonymous = server.connect().await;
+    let reply = anonymous
+        .request("ops:subscribe:v1:requested", json!({}), "o1")
+        .await;
+    assert_eq!(reply["payload"]["code"], "forbidden");
+    let mut other = server.connect_as(&other_token).await;
+    let reply = other
+        .request("ops:subscribe:v1:requested", json!({}), "o2")
+        .await;
+    assert_eq!(reply["payload"]["code"], "forbidden");
+    assert!(reply["payload"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("RALLY_ADMINS"));
+
+    let mut admin = server.connect_as(&admin_token).await;
+    let reply = admin
+        .request("ops:subscribe:v1:requested", json!({}), "o3")
+        .await;
+    assert_eq!(reply["type"], "ops:subscribe:v1:success", "{reply}");
+    assert!(reply["payload"]["samples"].is_array());
+    let sample = admin
+        .recv_until(|f| f["type"] == "ops:sample:v1:success")
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(sample["payload"]["bus"]["kind"], "in_process");
+    assert!(sample["payload"]["connections"].as_u64().unwrap() >= 3);
+    server.stop().await.unwrap();
+}
