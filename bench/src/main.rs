@@ -54,6 +54,13 @@ struct FanoutArgs {
     /// The server binary to start when no --url is given.
     #[arg(long, default_value = "target/release/rally")]
     server_bin: PathBuf,
+    /// Start the server(s) in Redis mode against this Redis.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Start two servers sharing --redis-url: the publisher on one, the subscribers on the
+    /// other, so every delivery crosses Redis.
+    #[arg(long, requires = "redis_url")]
+    cross_instance: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -65,11 +72,15 @@ struct Spawned {
     _dir: tempfile::TempDir,
 }
 
-async fn spawn_server(bin: &PathBuf) -> Result<(Spawned, String)> {
+async fn spawn_server(bin: &PathBuf, redis_url: Option<&str>) -> Result<(Spawned, String)> {
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("site/pkg"))?;
-    let mut child = tokio::process::Command::new(bin)
-        .env_clear()
+    let mut command = tokio::process::Command::new(bin);
+    command.env_clear();
+    if let Some(url) = redis_url {
+        command.env("RALLY_REDIS_URL", url);
+    }
+    let mut child = command
         .env("RALLY_ADDR", "127.0.0.1:0")
         .env("RALLY_DATA_DIR", dir.path().join("data"))
         .env("RALLY_SITE_ROOT", dir.path().join("site"))
@@ -159,11 +170,24 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 async fn fanout(args: FanoutArgs) -> Result<()> {
-    let (_server, base) = match &args.url {
-        Some(url) => (None, url.trim_end_matches('/').to_owned()),
+    let mut servers = Vec::new();
+    let (base, subscriber_base) = match &args.url {
+        Some(url) => (
+            url.trim_end_matches('/').to_owned(),
+            url.trim_end_matches('/').to_owned(),
+        ),
         None => {
-            let (spawned, base) = spawn_server(&args.server_bin).await?;
-            (Some(spawned), base)
+            let (spawned, base) = spawn_server(&args.server_bin, args.redis_url.as_deref()).await?;
+            servers.push(spawned);
+            let subscriber_base = if args.cross_instance {
+                let (spawned, other) =
+                    spawn_server(&args.server_bin, args.redis_url.as_deref()).await?;
+                servers.push(spawned);
+                other
+            } else {
+                base.clone()
+            };
+            (base, subscriber_base)
         }
     };
     let http = reqwest::Client::new();
@@ -196,7 +220,7 @@ async fn fanout(args: FanoutArgs) -> Result<()> {
     let connect_started = Instant::now();
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
-        let mut socket = connect(&base, None).await?;
+        let mut socket = connect(&subscriber_base, None).await?;
         let reply = request(
             &mut socket,
             "campaign:subscribe:v1:requested",
@@ -315,8 +339,13 @@ async fn fanout(args: FanoutArgs) -> Result<()> {
         println!("{summary}");
     } else {
         let ms = |key: &str| summary["latency_us"][key].as_u64().unwrap_or(0) as f64 / 1000.0;
+        let mode = match (&args.redis_url, args.cross_instance) {
+            (Some(_), true) => "Redis mode, publisher and subscribers on different instances",
+            (Some(_), false) => "Redis mode, one instance",
+            (None, _) => "embedded store",
+        };
         println!(
-            "rally-bench fanout: {} subscribers, {} updates/s for {} s",
+            "rally-bench fanout ({mode}): {} subscribers, {} updates/s for {} s",
             args.subscribers, args.rate, args.duration
         );
         println!("  published {seq}, acknowledged {acked}, failed {failed}");

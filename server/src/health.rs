@@ -40,8 +40,8 @@ pub enum Check {
     DataDir(PathBuf),
     /// The campaign store answers a read.
     Store(std::sync::Arc<dyn crate::store::Store>),
-    /// The configured Redis answers PING.
-    Redis(redis::Client),
+    /// Redis mode: the link to Redis is up and answers PING.
+    RedisBus(crate::redis_link::RedisLink),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,7 +76,7 @@ impl Check {
         match self {
             Check::WebSocketGateway { .. } => "websocket_gateway",
             Check::StateConsistency(_) => "state_consistency",
-            Check::InProcessBus | Check::Redis(_) => "event_bus",
+            Check::InProcessBus | Check::RedisBus(_) => "event_bus",
             Check::SubscriberChannels(_) => "subscriber_channels",
             Check::DataDir(_) => "data_dir",
             Check::Store(_) => "store",
@@ -122,14 +122,11 @@ impl Check {
                 store.check().await.map_err(|err| err.to_string())?;
                 Ok("answers reads".into())
             }
-            Check::Redis(client) => {
-                let mut conn = client
-                    .get_multiplexed_async_connection()
+            Check::RedisBus(link) => {
+                let pong: String = link
+                    .run(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
                     .await
-                    .map_err(|err| format!("cannot connect to Redis: {err}"))?;
-                let pong: String = redis::cmd("PING")
-                    .query_async(&mut conn)
-                    .await
+                    .map_err(|err| err.to_string())?
                     .map_err(|err| format!("Redis PING failed: {err}"))?;
                 Ok(format!("Redis PING answered {pong}"))
             }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod campaigns;
 pub mod clock;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod ops;
 pub mod page_data;
+pub mod redis_link;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
@@ -27,13 +29,18 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Keys;
+use crate::bus::redis::RedisBus;
+use crate::bus::{EventBus, InProcessBus, Incoming};
 use crate::campaigns::{ManagerConfig, StateManager};
+use crate::clock::EventIds;
 use crate::config::Config;
 use crate::gateway::{GatewayConfig, GatewayStats};
 use crate::health::Check;
 use crate::http::AppState;
+use crate::redis_link::RedisLink;
 use crate::shutdown::Shutdown;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::redis::RedisStore;
 use crate::store::Store;
 
 /// Why the server could not start or stopped abnormally.
@@ -53,8 +60,8 @@ pub enum ServerError {
     SiteRoot(std::path::PathBuf),
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("invalid Redis URL: {0}")]
-    RedisUrl(String),
+    #[error("{0}")]
+    Redis(#[from] crate::redis_link::LinkError),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -109,6 +116,11 @@ pub struct Rally {
     keys: Keys,
     manager: StateManager,
     gateway_config: GatewayConfig,
+    shutdown: Shutdown,
+    /// Redis mode: the link (for readiness and status) and what other instances send.
+    redis: Option<(RedisLink, tokio::sync::mpsc::UnboundedReceiver<Incoming>)>,
+    /// Single-instance mode: keeps the always-writable signal alive.
+    _writable: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Rally {
@@ -121,7 +133,42 @@ impl Rally {
         if !config.site_root.join("pkg").is_dir() {
             return Err(ServerError::SiteRoot(config.site_root.clone()));
         }
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&config.data_dir)?);
+        let shutdown = Shutdown::new();
+        let event_ids = EventIds::new();
+        // Redis mode: Redis is the source of truth and the bus. Unreachable at start is fatal:
+        // an instance without its source of truth could only answer errors.
+        type Opened = (
+            Arc<dyn Store>,
+            Arc<dyn EventBus>,
+            tokio::sync::watch::Receiver<bool>,
+            Option<(RedisLink, tokio::sync::mpsc::UnboundedReceiver<Incoming>)>,
+            Option<tokio::sync::watch::Sender<bool>>,
+        );
+        let (store, bus, writable, redis, always_writable): Opened = match &config.redis_url {
+            Some(url) => {
+                let link = RedisLink::connect(url.as_str()).await?;
+                let (bus, incoming) =
+                    RedisBus::start(link.clone(), event_ids.instance(), shutdown.signal());
+                let writable = link.watch();
+                (
+                    Arc::new(RedisStore::new(link.clone())),
+                    Arc::new(bus),
+                    writable,
+                    Some((link, incoming)),
+                    None,
+                )
+            }
+            None => {
+                let (sender, writable) = tokio::sync::watch::channel(true);
+                (
+                    Arc::new(EmbeddedStore::open(&config.data_dir)?),
+                    Arc::new(InProcessBus),
+                    writable,
+                    None,
+                    Some(sender),
+                )
+            }
+        };
         let keys = match &config.session_secret {
             Some(secret) => Keys::new(secret.as_bytes()),
             None => Keys::new(
@@ -132,6 +179,9 @@ impl Rally {
         };
         let manager = StateManager::new(
             store.clone(),
+            bus,
+            writable,
+            event_ids,
             ManagerConfig {
                 history_len: config.history_len as usize,
                 idle_unload: Duration::from_secs(config.idle_unload_secs),
@@ -153,6 +203,9 @@ impl Rally {
             keys,
             manager,
             gateway_config,
+            shutdown,
+            redis,
+            _writable: always_writable,
         })
     }
 
@@ -174,15 +227,36 @@ impl Rally {
             keys,
             manager,
             gateway_config,
+            shutdown,
+            redis,
+            _writable,
         } = self;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
-        let shutdown = Shutdown::new();
+        let link = redis.as_ref().map(|(link, _)| link.clone());
+        if let Some((link, mut incoming)) = redis {
+            // Route notes from other instances, and the link's ups and downs, to the campaigns.
+            let manager = manager.clone();
+            let mut up = link.watch();
+            let mut stop = shutdown.signal();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.recv() => return,
+                        Some(note) = incoming.recv() => manager.dispatch(note),
+                        changed = up.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            let writable = *up.borrow_and_update();
+                            manager.set_writable(writable);
+                        }
+                    }
+                }
+            });
+        }
         let gateway = GatewayStats::new(gateway_config.max_connections);
-        let bus = match &config.redis_url {
-            Some(url) => Check::Redis(
-                redis::Client::open(url.as_str())
-                    .map_err(|err| ServerError::RedisUrl(err.to_string()))?,
-            ),
+        let bus = match &link {
+            Some(link) => Check::RedisBus(link.clone()),
             None => Check::InProcessBus,
         };
         let checks = vec![
@@ -198,18 +272,15 @@ impl Rally {
         ];
         crate::metrics::handle(); // install the recorder before anything records
         let ops_feed = crate::ops::OpsFeed::new();
-        let bus_kind = if config.redis_url.is_some() {
-            "redis"
-        } else {
-            "in_process"
-        };
+        let bus_kind = manager.bus().kind();
+        let bus_link = link.clone();
         tokio::spawn(crate::ops::run_sampler(
             ops_feed.clone(),
             manager.clone(),
             gateway.clone(),
             move || rally_app::protocol::ops::BusStatus {
                 kind: bus_kind.to_owned(),
-                connected: true,
+                connected: bus_link.as_ref().is_none_or(|l| l.is_up()),
             },
             shutdown.signal(),
         ));

@@ -71,26 +71,29 @@ async fn readyz_fails_when_the_data_dir_is_gone() {
 }
 
 #[tokio::test]
-async fn readyz_checks_a_configured_redis() {
-    // A port nothing listens on: readiness must say so rather than pretend.
+async fn an_unreachable_redis_stops_the_start_with_a_clear_error() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let server =
-        TestServer::start_with(&["--redis-url", &format!("redis://127.0.0.1:{port}")]).await;
-    let (status, body) = get(&server.url("/readyz")).await;
-    assert_eq!(status, 503, "{body}");
-    let report: Value = serde_json::from_str(&body).unwrap();
-    let redis = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "event_bus")
-        .unwrap();
-    assert_eq!(redis["status"], "failing");
-    server.stop().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::test_config(
+        dir.path(),
+        &["--redis-url", &format!("redis://127.0.0.1:{port}")],
+    );
+    let error = rally::Rally::open(config)
+        .await
+        .err()
+        .expect("no Redis, no start");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("cannot reach Redis at 127.0.0.1:{port}")),
+        "{message}"
+    );
+}
 
-    // And a real one (started by scripts/test when absent) passes.
+#[tokio::test]
+async fn readyz_pings_the_redis_bus() {
+    // A real Redis (scripts/test starts one and exports its URL).
     let url =
         std::env::var("RALLY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let server = TestServer::start_with(&["--redis-url", &url]).await;

@@ -155,3 +155,26 @@ fn sigterm_exits_0_and_only_lifecycle_lines_are_logged() {
         .collect();
     assert_eq!(messages, ["INFO rally shutting down", "INFO rally stopped"]);
 }
+
+#[test]
+fn an_unreachable_redis_is_reported_and_exits_1() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = rally(&dir);
+    cmd.env(
+        "RALLY_REDIS_URL",
+        format!("redis://:secret@127.0.0.1:{port}"),
+    );
+    let (code, stderr) = run_to_end(cmd);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach Redis at 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret"),
+        "the password is never printed: {stderr}"
+    );
+}

@@ -78,6 +78,7 @@ fn campaign_of(output: &Output) -> Option<CampaignId> {
         Output::Presence(presence) => Some(presence.presence.campaign_id.clone()),
         Output::Resync(resync) => Some(resync.campaign_id.clone()),
         Output::SubscribeFailed { campaign_id, .. } => Some(campaign_id.clone()),
+        Output::Writable(writable) => Some(writable.campaign_id.clone()),
         _ => None,
     }
 }

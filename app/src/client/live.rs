@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use crate::model::{CampaignEvent, CampaignId};
 use crate::protocol::campaign::{
-    PresenceChanged, Resume, Resync, SubscribeReply, SubscriptionEnded, PRESENCE_EVENT, RESYNC,
-    STATE_EVENT, SUBSCRIBE, SUBSCRIPTION_ENDED,
+    PresenceChanged, Resume, Resync, SubscribeReply, SubscriptionEnded, Writable, PRESENCE_EVENT,
+    RESYNC, STATE_EVENT, SUBSCRIBE, SUBSCRIPTION_ENDED, WRITABLE,
 };
 use crate::protocol::ops::{OpsHistory, OpsSample, OPS_SAMPLE, OPS_SUBSCRIBE};
 use crate::protocol::{Envelope, ErrorBody, ErrorCode, EventState, EventType};
@@ -96,6 +96,8 @@ pub enum Output {
         campaign_id: CampaignId,
         error: ErrorBody,
     },
+    /// The campaign became read-only or writable again.
+    Writable(Box<Writable>),
     /// The ops view's recent history (or why it was refused).
     OpsHistory(Result<OpsHistory, ErrorBody>),
     /// The next ops sample.
@@ -377,6 +379,13 @@ impl LiveClient {
             }
             return serde_json::from_value::<OpsSample>(payload)
                 .map(|sample| vec![Output::OpsSample(Box::new(sample))])
+                .unwrap_or_default();
+        }
+        if event_type == WRITABLE {
+            return serde_json::from_value::<Writable>(payload)
+                .ok()
+                .filter(|w| self.subscriptions.contains_key(&w.campaign_id))
+                .map(|w| vec![Output::Writable(Box::new(w))])
                 .unwrap_or_default();
         }
         if event_type == PRESENCE_EVENT {

@@ -28,6 +28,9 @@ pub const PRESENCE_EVENT: EventType =
 /// Pushed when a subscriber fell so far behind that history no longer covers what it missed;
 /// payload [`Resync`]. The client replaces its state with the snapshot.
 pub const RESYNC: EventType = EventType::new("campaign", "resync", 1, EventState::Success);
+/// Pushed when the campaign becomes read-only (its store is unreachable) or writable again;
+/// payload [`Writable`].
+pub const WRITABLE: EventType = EventType::new("campaign", "writable", 1, EventState::Success);
 /// Pushed when the server ends a subscription the client did not cancel; payload
 /// [`SubscriptionEnded`]. The client resubscribes with `since_version` to continue.
 pub const SUBSCRIPTION_ENDED: EventType =
@@ -164,6 +167,23 @@ pub struct SubscribeReply {
     pub role: Role,
     pub resume: Resume,
     pub presence: Presence,
+    /// False while the campaign is read-only (its store is unreachable); see [`Writable`].
+    #[serde(default = "yes")]
+    pub writable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `campaign:writable:v1:success`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writable {
+    pub campaign_id: CampaignId,
+    pub writable: bool,
+    /// Why it is read-only, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Who joined or left, in a presence event.

@@ -272,6 +272,23 @@ impl CampaignCore {
         }
     }
 
+    /// Apply an event another instance made durable (read back from the shared store). It must
+    /// be exactly the next version; nothing is re-validated, the store already holds it.
+    pub fn apply_remote(
+        &mut self,
+        event: &CampaignEvent,
+    ) -> Result<(), rally_app::model::ApplyError> {
+        if matches!(event.change, Change::Created { .. }) {
+            return Err(rally_app::model::ApplyError::UnexpectedCreate);
+        }
+        self.record.state.apply_event(event)?;
+        for field in event.change.touched_fields() {
+            self.record.field_versions.insert(field, event.version);
+        }
+        self.remember(event.clone());
+        Ok(())
+    }
+
     /// Grant a role (from an accepted invite). Returns false if nothing changed. Never demotes and
     /// never touches the owner.
     pub fn grant(&mut self, user: UserId, role: Role) -> bool {

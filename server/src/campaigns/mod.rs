@@ -20,7 +20,8 @@ use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
 use self::core::Write;
-use self::writer::{Backfill, Command, Subscription, Writer, WriterError};
+use self::writer::{Backfill, Command, Signal, Subscription, Writer, WriterError};
+use crate::bus::{EventBus, Incoming};
 use crate::clock::EventIds;
 use crate::store::Store;
 
@@ -62,7 +63,7 @@ impl Default for ManagerConfig {
 pub struct WriterHandle {
     pub generation: u64,
     mailbox: mpsc::Sender<Command>,
-    leaves: mpsc::UnboundedSender<ConnectionId>,
+    signals: mpsc::UnboundedSender<Signal>,
     gauges: Arc<CampaignGauges>,
 }
 
@@ -87,6 +88,10 @@ pub struct ManagerShared {
     tasks: tokio_util::task::TaskTracker,
     /// Totals for the live ops view.
     pub ops: Arc<crate::ops::OpsCounters>,
+    /// How changes reach other instances.
+    pub bus: Arc<dyn EventBus>,
+    /// False while the shared store is unreachable (always true with the embedded store).
+    pub writable: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The front door to campaign state. Cheap to clone.
@@ -100,16 +105,24 @@ fn unavailable(message: &str) -> ErrorBody {
 }
 
 impl StateManager {
-    pub fn new(store: Arc<dyn Store>, config: ManagerConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
+        writable: tokio::sync::watch::Receiver<bool>,
+        event_ids: EventIds,
+        config: ManagerConfig,
+    ) -> Self {
         StateManager {
             shared: Arc::new(ManagerShared {
                 store,
                 config,
-                event_ids: EventIds::new(),
+                event_ids,
                 writers: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(1),
                 tasks: tokio_util::task::TaskTracker::new(),
                 ops: Arc::new(crate::ops::OpsCounters::default()),
+                bus,
+                writable,
             }),
         }
     }
@@ -188,12 +201,12 @@ impl StateManager {
         }
         let generation = self.shared.next_generation.fetch_add(1, Ordering::Relaxed);
         let (mailbox, commands) = mpsc::channel(MAILBOX);
-        let (leaves, leave_events) = mpsc::unbounded_channel();
+        let (signals, signal_events) = mpsc::unbounded_channel();
         let gauges = Arc::new(CampaignGauges::default());
         let handle = WriterHandle {
             generation,
             mailbox,
-            leaves,
+            signals,
             gauges: gauges.clone(),
         };
         writers.insert(id.clone(), handle.clone());
@@ -202,7 +215,7 @@ impl StateManager {
             generation,
             gauges,
             commands,
-            leave_events,
+            signal_events,
             self.shared.clone(),
         );
         let task = self.shared.tasks.spawn(writer.run());
@@ -307,7 +320,7 @@ impl StateManager {
     pub fn leave(&self, id: &CampaignId, connection: ConnectionId) {
         let writers = self.shared.writers.lock().expect("registry lock");
         if let Some(handle) = writers.get(id) {
-            let _ = handle.leaves.send(connection);
+            let _ = handle.signals.send(Signal::Leave(connection));
         }
     }
 
@@ -358,6 +371,35 @@ impl StateManager {
                 format!("cannot list campaigns: {err}"),
             )
         })
+    }
+
+    /// Route what arrives from the bus to the loaded campaigns it concerns.
+    pub fn dispatch(&self, incoming: Incoming) {
+        let writers = self.shared.writers.lock().expect("registry lock");
+        match incoming {
+            Incoming::Note(note) => {
+                if let Some(handle) = writers.get(note.campaign()) {
+                    let _ = handle.signals.send(Signal::Bus(note));
+                }
+            }
+            Incoming::Resync => {
+                for handle in writers.values() {
+                    let _ = handle.signals.send(Signal::Resync);
+                }
+            }
+        }
+    }
+
+    /// Tell every loaded campaign the shared store went away or came back.
+    pub fn set_writable(&self, writable: bool) {
+        let writers = self.shared.writers.lock().expect("registry lock");
+        for handle in writers.values() {
+            let _ = handle.signals.send(Signal::Writable(writable));
+        }
+    }
+
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.shared.bus
     }
 
     /// Stop every writer after the commands already queued, and wait for them. Called once the

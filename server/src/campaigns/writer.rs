@@ -1,26 +1,34 @@
 //! The task that owns one loaded campaign: the thin async shell around [`CampaignCore`].
 //!
 //! Every command for the campaign arrives in this task's mailbox, so there is exactly one writer
-//! per campaign and no locks around its state. Consecutive writes are applied to the core, then
-//! committed to the store together (one durable commit), then acknowledged, then broadcast — in
-//! that order, so a success reply always means "durable", and subscribers never see a change that
-//! could still be lost.
+//! per campaign per instance and no locks around its state. Consecutive writes are applied to the
+//! core, then committed to the store together (one durable commit), then acknowledged, then
+//! broadcast — in that order, so a success reply always means "durable", and subscribers never see
+//! a change that could still be lost.
+//!
+//! With a shared store (Redis mode) several instances may hold a writer for the same campaign.
+//! The store's version check serializes them: a writer that lost the race catches up on the other
+//! instance's events (broadcasting them to its own subscribers, in order), re-applies its pending
+//! writes on top — re-validating each, so `base_version` conflicts stay exact — and commits again.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use rally_app::model::{Actor, CampaignId, Presence, Role, UserId, Viewer};
+use rally_app::model::{Actor, CampaignEvent, CampaignId, Presence, Role, UserId, Viewer};
 use rally_app::protocol::campaign::{
     CampaignSnapshot, CreateCampaign, PresenceChanged, PresencePerson, Resume, SubscribeReply,
-    WriteAck, PRESENCE_EVENT,
+    Writable, WriteAck, PRESENCE_EVENT, WRITABLE,
 };
 use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::core::{Applied, CampaignCore, ResumePlan, Write};
 use super::{CampaignGauges, ConnectionId, ManagerShared};
+use crate::bus::redis::PRESENCE_HEARTBEAT;
+use crate::bus::{merge_viewers, BusNote};
 use crate::clock;
 use crate::frames::{self, Frame};
 use crate::store::{Commit, StoreError};
@@ -30,6 +38,13 @@ use crate::store::{Commit, StoreError};
 pub const SUBSCRIBER_BUFFER: usize = 32;
 /// Commands taken from the mailbox in one batch (one durable commit for the writes among them).
 const MAX_BATCH: usize = 64;
+/// How long a batch keeps retrying when other instances keep winning the race for the same
+/// campaign (well inside the 5 s a request waits for its answer).
+const COMMIT_PATIENCE: Duration = Duration::from_secs(3);
+/// Attempts at granting a role under the same contention.
+const MAX_COMMIT_ATTEMPTS: usize = 24;
+/// Events fetched per catch-up read.
+const CATCH_UP_BATCH: usize = 10_000;
 
 /// Why a command was not answered by this writer.
 #[derive(Debug)]
@@ -115,9 +130,24 @@ impl Command {
     }
 }
 
+/// Things that happen to a campaign besides requests; never refused, never lost.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    /// A connection stopped following the campaign.
+    Leave(ConnectionId),
+    /// Another instance changed something.
+    Bus(BusNote),
+    /// Bus notes may have been missed: catch up from the store.
+    Resync,
+    /// The shared store became reachable (true) or unreachable (false).
+    Writable(bool),
+}
+
 /// A write applied to the core but not yet durable.
 struct Pending {
-    event: rally_app::model::CampaignEvent,
+    write: Write,
+    actor: Option<Actor>,
+    event: CampaignEvent,
     reply: Reply<WriteAck>,
 }
 
@@ -127,16 +157,26 @@ pub struct Writer {
     /// Counters the manager reads without asking the task (metrics, readiness).
     pub gauges: Arc<CampaignGauges>,
     pub mailbox: mpsc::Receiver<Command>,
-    pub leaves: mpsc::UnboundedReceiver<ConnectionId>,
+    pub signals: mpsc::UnboundedReceiver<Signal>,
     pub shared: Arc<ManagerShared>,
     core: Option<CampaignCore>,
+    /// The core as it was before the current batch (shared store only): what to go back to when
+    /// a commit loses a race or cannot reach the store.
+    backup: Option<CampaignCore>,
     /// The version the store holds (the core may be ahead by the pending writes).
     durable_version: u64,
     broadcast: broadcast::Sender<Frame>,
     /// The history's events, encoded once: resuming and lagging subscribers get these bytes
     /// without re-serializing (a burst of laggards must not turn into a burst of JSON work).
     encoded: std::collections::VecDeque<Frame>,
+    /// Local subscribers, by connection.
     subscribers: HashMap<ConnectionId, Option<Actor>>,
+    /// Viewers other instances reported (shared store only).
+    remote_viewers: Vec<Viewer>,
+    /// The presence list last announced, to tell who joined or left.
+    announced: Vec<Viewer>,
+    /// False while the shared store is unreachable: the campaign is read-only.
+    writable: bool,
 }
 
 fn unavailable(message: impl Into<String>) -> ErrorBody {
@@ -147,46 +187,63 @@ fn not_found(id: &CampaignId) -> ErrorBody {
     ErrorBody::new(ErrorCode::NotFound, format!("campaign {id} does not exist"))
 }
 
+fn read_only() -> ErrorBody {
+    unavailable("the campaign is temporarily read-only: its store is unreachable; retry shortly")
+}
+
 impl Writer {
     pub fn new(
         id: CampaignId,
         generation: u64,
         gauges: Arc<CampaignGauges>,
         mailbox: mpsc::Receiver<Command>,
-        leaves: mpsc::UnboundedReceiver<ConnectionId>,
+        signals: mpsc::UnboundedReceiver<Signal>,
         shared: Arc<ManagerShared>,
     ) -> Self {
         let (broadcast, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let writable = *shared.writable.borrow();
         Writer {
             id,
             generation,
             gauges,
             mailbox,
-            leaves,
+            signals,
             shared,
             core: None,
+            backup: None,
             durable_version: 0,
             broadcast,
             encoded: std::collections::VecDeque::new(),
             subscribers: HashMap::new(),
+            remote_viewers: Vec::new(),
+            announced: Vec::new(),
+            writable,
         }
     }
 
     pub async fn run(mut self) {
         if let Err(error) = self.load().await {
-            tracing::error!(campaign = %self.id, %error, "cannot load campaign");
+            tracing::debug!(campaign = %self.id, %error, "cannot load campaign");
             self.retire(Some(unavailable(format!("cannot load campaign: {error}"))));
             return;
         }
+        let mut heartbeat = tokio::time::interval(PRESENCE_HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shared_bus = self.shared.bus.shared();
         loop {
             let idle = self.subscribers.is_empty();
             let first = tokio::select! {
                 biased;
-                Some(connection) = self.leaves.recv() => {
-                    self.leave(connection);
+                Some(signal) = self.signals.recv() => {
+                    self.signal(signal).await;
                     continue;
                 }
                 command = self.mailbox.recv() => command,
+                _ = heartbeat.tick(), if shared_bus && !idle => {
+                    self.share_presence().await;
+                    self.refresh_remote_presence().await;
+                    continue;
+                }
                 _ = tokio::time::sleep(self.shared.config.idle_unload), if idle => {
                     if self.mailbox.is_empty() && self.retire(None) {
                         return;
@@ -208,23 +265,18 @@ impl Writer {
 
     async fn load(&mut self) -> Result<(), StoreError> {
         let history_len = self.shared.config.history_len;
+        self.backup = None;
         if let Some(loaded) = self.shared.store.load(&self.id, history_len).await? {
-            self.durable_version = loaded.record.state.version;
-            self.encoded.clear();
-            self.core = Some(CampaignCore::restore(
-                loaded.record,
-                loaded.history,
-                history_len,
-            ));
-            if let Some(core) = &self.core {
-                self.encoded = core.history().map(frames::state_event).collect();
-                self.gauges
-                    .latest_version
-                    .store(core.version(), Ordering::Relaxed);
-                self.gauges
-                    .durable_version
-                    .store(core.version(), Ordering::Relaxed);
-            }
+            let core = CampaignCore::restore(loaded.record, loaded.history, history_len);
+            self.durable_version = core.version();
+            self.encoded = core.history().map(frames::state_event).collect();
+            self.gauges
+                .latest_version
+                .store(core.version(), Ordering::Relaxed);
+            self.gauges
+                .durable_version
+                .store(core.version(), Ordering::Relaxed);
+            self.core = Some(core);
         } else {
             self.core = None;
             self.durable_version = 0;
@@ -255,6 +307,122 @@ impl Writer {
         true
     }
 
+    async fn signal(&mut self, signal: Signal) {
+        match signal {
+            Signal::Leave(connection) => self.leave(connection).await,
+            Signal::Bus(BusNote::Committed { version, .. }) => {
+                if version > self.durable_version {
+                    self.catch_up().await;
+                }
+            }
+            Signal::Bus(BusNote::Record { .. }) => {
+                // Roles changed elsewhere; no events to replay, just the record.
+                if let Err(error) = self.load().await {
+                    tracing::debug!(campaign = %self.id, %error, "cannot reload record");
+                }
+            }
+            Signal::Bus(BusNote::Presence { .. }) => self.refresh_remote_presence().await,
+            Signal::Resync => self.catch_up().await,
+            Signal::Writable(writable) => {
+                if writable == self.writable {
+                    return;
+                }
+                self.writable = writable;
+                let status = Writable {
+                    campaign_id: self.id.clone(),
+                    writable,
+                    reason: (!writable).then(|| {
+                        "the campaign's store is unreachable; changes are paused".to_owned()
+                    }),
+                };
+                let _ = self
+                    .broadcast
+                    .send(frames::push(WRITABLE, &status, clock::now()));
+                if writable {
+                    self.catch_up().await;
+                    self.share_presence().await;
+                    self.refresh_remote_presence().await;
+                }
+            }
+        }
+    }
+
+    /// Take every event the store has after `durable_version` (made by other instances) and
+    /// broadcast them in order. If the store's history no longer reaches back, reload and let
+    /// subscribers resync.
+    async fn catch_up(&mut self) {
+        if self.core.is_none() {
+            let _ = self.load().await;
+            return;
+        }
+        loop {
+            let events = match self
+                .shared
+                .store
+                .events_since(&self.id, self.durable_version, CATCH_UP_BATCH)
+                .await
+            {
+                Ok(Some(events)) => events,
+                Ok(None) => {
+                    tracing::debug!(campaign = %self.id, "history too short to catch up; reloading");
+                    if self.load().await.is_ok() {
+                        // Subscribers see a gap at the newest event and resync through backfill.
+                        if let Some(last) = self.encoded.back().cloned() {
+                            let _ = self.broadcast.send(last);
+                        }
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(campaign = %self.id, %error, "catch-up failed; will retry when the store is back");
+                    return;
+                }
+            };
+            let fetched = events.len();
+            for event in events {
+                let Some(core) = self.core.as_mut() else {
+                    return;
+                };
+                if core.apply_remote(&event).is_err() {
+                    let _ = self.load().await;
+                    return;
+                }
+                self.durable_version = event.version;
+                self.gauges
+                    .durable_version
+                    .store(event.version, Ordering::Relaxed);
+                self.publish_frame(&event);
+            }
+            if fetched < CATCH_UP_BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Remember and broadcast the frame of a durable event.
+    fn publish_frame(&mut self, event: &CampaignEvent) {
+        let frame = frames::state_event(event);
+        self.remember(frame.clone());
+        self.gauges
+            .latest_version
+            .store(event.version, Ordering::Relaxed);
+        self.shared.ops.changes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("rally_changes_applied_total").increment(1);
+        // Err means no subscriber right now, which is fine.
+        let _ = self.broadcast.send(Frame {
+            durable_at: Some(std::time::Instant::now()),
+            ..frame
+        });
+    }
+
+    /// Tell other instances, without waiting (they catch up by version if a note is lost).
+    fn notify(&self, note: BusNote) {
+        if self.shared.bus.shared() {
+            let bus = self.shared.bus.clone();
+            tokio::spawn(async move { bus.publish(note).await });
+        }
+    }
+
     async fn process(&mut self, batch: Vec<Command>) {
         let mut pending: Vec<Pending> = Vec::new();
         for command in batch {
@@ -281,8 +449,18 @@ impl Writer {
         reply: Reply<WriteAck>,
         pending: &mut Vec<Pending>,
     ) {
-        let Some(core) = self.core.as_mut() else {
+        if self.core.is_none() {
             let _ = reply.send(Err(not_found(&self.id).into()));
+            return;
+        }
+        if !self.writable {
+            let _ = reply.send(Err(read_only().into()));
+            return;
+        }
+        if pending.is_empty() && self.shared.bus.shared() {
+            self.backup = self.core.clone();
+        }
+        let Some(core) = self.core.as_mut() else {
             return;
         };
         let now = clock::now();
@@ -293,7 +471,12 @@ impl Writer {
         match outcome {
             Ok(Ok(Applied::Changed(event))) => {
                 metrics::histogram!("rally_update_fields").record(write.field_count() as f64);
-                pending.push(Pending { event, reply });
+                pending.push(Pending {
+                    write,
+                    actor,
+                    event,
+                    reply,
+                });
             }
             Ok(Ok(Applied::Unchanged { version })) => {
                 let _ = reply.send(Ok(WriteAck {
@@ -342,59 +525,145 @@ impl Writer {
         }
     }
 
-    /// Make pending writes durable, then acknowledge and broadcast them.
-    async fn flush(&mut self, pending: &mut Vec<Pending>) {
-        if pending.is_empty() {
-            return;
-        }
-        let Some(core) = self.core.as_ref() else {
-            return;
-        };
-        let commit = Commit {
-            campaign_id: self.id.clone(),
-            expected_version: self.durable_version,
-            record: core.record().clone(),
-            events: pending.iter().map(|p| p.event.clone()).collect(),
-            history_len: self.shared.config.history_len,
-        };
-        match self.shared.store.commit(commit).await {
-            Ok(()) => {
-                self.durable_version = core.version();
-                self.gauges
-                    .durable_version
-                    .store(core.version(), Ordering::Relaxed);
-                for Pending { event, reply } in pending.drain(..) {
-                    let _ = reply.send(Ok(WriteAck {
-                        campaign_id: self.id.clone(),
-                        version: event.version,
-                        event_id: Some(event.event_id),
-                        unchanged: false,
-                    }));
-                    metrics::counter!("rally_changes_applied_total").increment(1);
-                    // Err means no subscriber right now, which is fine.
-                    let frame = frames::state_event(&event);
-                    self.remember(frame.clone());
-                    self.gauges
-                        .latest_version
-                        .store(event.version, Ordering::Relaxed);
-                    self.shared.ops.changes.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.broadcast.send(Frame {
-                        durable_at: Some(std::time::Instant::now()),
-                        ..frame
-                    });
-                }
-            }
-            Err(error) => {
-                tracing::error!(campaign = %self.id, %error, "commit failed; reloading campaign");
-                for p in pending.drain(..) {
-                    let _ = p.reply.send(Err(unavailable(format!(
-                        "could not store the change: {error}"
-                    ))
-                    .into()));
-                }
+    /// Go back to the state before this batch: the backup (shared store) or the store itself.
+    async fn roll_back(&mut self) {
+        match self.backup.take() {
+            Some(backup) => self.core = Some(backup),
+            None => {
                 if let Err(error) = self.load().await {
                     tracing::error!(campaign = %self.id, %error, "cannot reload campaign");
                     self.core = None;
+                }
+            }
+        }
+    }
+
+    /// Apply pending writes again on the current core (after catching up): each is re-validated,
+    /// so one that now conflicts is answered with the conflict.
+    fn reapply(&mut self, pending: &mut Vec<Pending>) {
+        self.backup = self.core.clone();
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        let mut kept = Vec::with_capacity(pending.len());
+        for Pending {
+            write,
+            actor,
+            reply,
+            ..
+        } in pending.drain(..)
+        {
+            let now = clock::now();
+            let event_id = self.shared.event_ids.next(now);
+            match core.apply(&write, actor.as_ref(), now, event_id) {
+                Ok(Applied::Changed(event)) => kept.push(Pending {
+                    write,
+                    actor,
+                    event,
+                    reply,
+                }),
+                Ok(Applied::Unchanged { version }) => {
+                    let _ = reply.send(Ok(WriteAck {
+                        campaign_id: self.id.clone(),
+                        version,
+                        event_id: None,
+                        unchanged: true,
+                    }));
+                }
+                Err(rejection) => {
+                    let _ = reply.send(Err(rejection.into()));
+                }
+            }
+        }
+        *pending = kept;
+    }
+
+    /// Make pending writes durable, then acknowledge and broadcast them.
+    ///
+    /// With a shared store the commit can lose the version race to another instance: then roll
+    /// back, catch up on the winner's events, re-apply (re-validating) and try again. An instance
+    /// that loses twice in a row claims the campaign's turn, so busy neighbours cannot starve it.
+    async fn flush(&mut self, pending: &mut Vec<Pending>) {
+        let deadline = std::time::Instant::now() + COMMIT_PATIENCE;
+        let mut losses = 0u32;
+        loop {
+            if pending.is_empty() {
+                self.backup = None;
+                return;
+            }
+            let Some(core) = self.core.as_ref() else {
+                return;
+            };
+            let commit = Commit {
+                campaign_id: self.id.clone(),
+                expected_version: self.durable_version,
+                record: core.record().clone(),
+                events: pending.iter().map(|p| p.event.clone()).collect(),
+                history_len: self.shared.config.history_len,
+                instance: self.shared.event_ids.instance(),
+            };
+            let outcome = self.shared.store.commit(commit).await;
+            let lost = matches!(
+                outcome,
+                Err(StoreError::VersionMismatch { .. } | StoreError::NotYourTurn)
+            );
+            match outcome {
+                Ok(()) => {
+                    let version = core.version();
+                    self.backup = None;
+                    self.durable_version = version;
+                    self.gauges
+                        .durable_version
+                        .store(version, Ordering::Relaxed);
+                    for Pending { event, reply, .. } in pending.drain(..) {
+                        let _ = reply.send(Ok(WriteAck {
+                            campaign_id: self.id.clone(),
+                            version: event.version,
+                            event_id: Some(event.event_id),
+                            unchanged: false,
+                        }));
+                        self.publish_frame(&event);
+                    }
+                    self.notify(BusNote::Committed {
+                        campaign: self.id.clone(),
+                        version,
+                    });
+                    return;
+                }
+                Err(_) if lost && std::time::Instant::now() < deadline => {
+                    metrics::counter!("rally_commit_retries_total").increment(1);
+                    losses += 1;
+                    self.roll_back().await;
+                    if losses >= 2 {
+                        let _ = self
+                            .shared
+                            .store
+                            .claim_turn(&self.id, self.shared.event_ids.instance())
+                            .await;
+                    }
+                    // Back off a random 0..2^losses ms (capped), so retries do not collide in step.
+                    let cap = (1u64 << losses.min(5)).min(20);
+                    let jitter =
+                        u64::from(u32::from_le_bytes(clock::random_bytes())) % (cap * 1000);
+                    tokio::time::sleep(Duration::from_micros(jitter)).await;
+                    self.catch_up().await;
+                    self.reapply(pending);
+                }
+                Err(error) => {
+                    if self.shared.bus.shared() {
+                        // The link logs an outage once; per-request failures are routine.
+                        tracing::debug!(campaign = %self.id, %error, "commit failed");
+                    } else {
+                        tracing::error!(campaign = %self.id, %error, "commit failed; reloading campaign");
+                    }
+                    for p in pending.drain(..) {
+                        let _ = p.reply.send(Err(unavailable(format!(
+                            "could not store the change: {error}"
+                        ))
+                        .into()));
+                    }
+                    self.roll_back().await;
+                    return;
                 }
             }
         }
@@ -414,6 +683,10 @@ impl Writer {
                         format!("campaign {} already exists", self.id),
                     )
                     .into()));
+                    return;
+                }
+                if !self.writable {
+                    let _ = reply.send(Err(read_only().into()));
                     return;
                 }
                 let now = clock::now();
@@ -499,6 +772,7 @@ impl Writer {
                         Vec::new(),
                     ),
                 };
+                let first_here = self.subscribers.is_empty();
                 let joined = self
                     .subscribers
                     .insert(connection, viewer.clone())
@@ -506,6 +780,10 @@ impl Writer {
                 self.gauges
                     .subscribers
                     .store(self.subscribers.len(), Ordering::Relaxed);
+                if first_here && self.shared.bus.shared() {
+                    // Nobody here was watching: learn who is watching elsewhere first.
+                    self.remote_viewers = self.shared.bus.remote_presence(&self.id).await;
+                }
                 let presence = self.presence();
                 let subscription = Subscription {
                     gauges: self.gauges.clone(),
@@ -514,6 +792,7 @@ impl Writer {
                         role,
                         resume,
                         presence: presence.clone(),
+                        writable: self.writable,
                     },
                     backlog,
                     events,
@@ -528,6 +807,10 @@ impl Writer {
                 }
                 if joined {
                     self.announce(presence, Some(person(&viewer)), None);
+                    self.share_presence().await;
+                    self.notify(BusNote::Presence {
+                        campaign: self.id.clone(),
+                    });
                 }
             }
             Command::Backfill {
@@ -561,33 +844,51 @@ impl Writer {
                 let _ = reply.send(result);
             }
             Command::Grant { user, role, reply } => {
-                let Some(core) = self.core.as_mut() else {
-                    let _ = reply.send(Err(not_found(&self.id).into()));
-                    return;
-                };
-                if !core.grant(user.clone(), role) {
-                    let _ = reply.send(Ok(core.role_of(Some(&user))));
+                if !self.writable {
+                    let _ = reply.send(Err(read_only().into()));
                     return;
                 }
-                let commit = Commit {
-                    campaign_id: self.id.clone(),
-                    expected_version: self.durable_version,
-                    record: core.record().clone(),
-                    events: Vec::new(),
-                    history_len: self.shared.config.history_len,
-                };
-                match self.shared.store.commit(commit).await {
-                    Ok(()) => {
-                        let _ = reply.send(Ok(role));
+                for _ in 0..MAX_COMMIT_ATTEMPTS {
+                    let Some(core) = self.core.as_mut() else {
+                        let _ = reply.send(Err(not_found(&self.id).into()));
+                        return;
+                    };
+                    if !core.grant(user.clone(), role) {
+                        let _ = reply.send(Ok(core.role_of(Some(&user))));
+                        return;
                     }
-                    Err(error) => {
-                        let _ = self.load().await;
-                        let _ = reply.send(Err(unavailable(format!(
-                            "could not store the role: {error}"
-                        ))
-                        .into()));
+                    let commit = Commit {
+                        campaign_id: self.id.clone(),
+                        expected_version: self.durable_version,
+                        record: core.record().clone(),
+                        events: Vec::new(),
+                        history_len: self.shared.config.history_len,
+                        instance: self.shared.event_ids.instance(),
+                    };
+                    match self.shared.store.commit(commit).await {
+                        Ok(()) => {
+                            self.notify(BusNote::Record {
+                                campaign: self.id.clone(),
+                            });
+                            let _ = reply.send(Ok(role));
+                            return;
+                        }
+                        Err(StoreError::VersionMismatch { .. } | StoreError::NotYourTurn) => {
+                            // Reload (the grant is redone on the fresh record next round).
+                            let _ = self.load().await;
+                            self.catch_up().await;
+                        }
+                        Err(error) => {
+                            let _ = self.load().await;
+                            let _ = reply.send(Err(unavailable(format!(
+                                "could not store the role: {error}"
+                            ))
+                            .into()));
+                            return;
+                        }
                     }
                 }
+                let _ = reply.send(Err(unavailable("the campaign is too busy; retry").into()));
             }
             #[cfg(feature = "fault-injection")]
             Command::Panic { reply } => {
@@ -611,7 +912,7 @@ impl Writer {
     }
 
     /// The encoded frame of a history event (encoding it only if the cache lacks it).
-    fn encoded_frame(&self, event: &rally_app::model::CampaignEvent) -> Frame {
+    fn encoded_frame(&self, event: &CampaignEvent) -> Frame {
         let first = self.encoded.front().and_then(|f| f.version);
         let cached = first.and_then(|first| {
             let index = event.version.checked_sub(first)? as usize;
@@ -624,22 +925,59 @@ impl Writer {
             .unwrap_or_else(|| frames::state_event(event))
     }
 
-    fn leave(&mut self, connection: ConnectionId) {
+    async fn leave(&mut self, connection: ConnectionId) {
         if let Some(viewer) = self.subscribers.remove(&connection) {
             self.gauges
                 .subscribers
                 .store(self.subscribers.len(), Ordering::Relaxed);
             let presence = self.presence();
             self.announce(presence, None, Some(person(&viewer)));
+            self.share_presence().await;
+            self.notify(BusNote::Presence {
+                campaign: self.id.clone(),
+            });
         }
     }
 
+    /// Record this instance's viewers in the shared presence (shared store only).
+    async fn share_presence(&self) {
+        if self.shared.bus.shared() {
+            self.shared
+                .bus
+                .share_presence(&self.id, self.local_viewers())
+                .await;
+        }
+    }
+
+    /// Re-read other instances' viewers and announce any difference.
+    async fn refresh_remote_presence(&mut self) {
+        if !self.shared.bus.shared() || self.subscribers.is_empty() {
+            return;
+        }
+        self.remote_viewers = self.shared.bus.remote_presence(&self.id).await;
+        let presence = self.presence();
+        if presence.viewers == self.announced {
+            return;
+        }
+        let key = |v: &Viewer| (v.user_id.clone(), v.display_name.clone());
+        let before: Vec<_> = self.announced.iter().map(key).collect();
+        let after: Vec<_> = presence.viewers.iter().map(key).collect();
+        let as_person = |(user_id, display_name): &(Option<UserId>, String)| PresencePerson {
+            user_id: user_id.clone(),
+            display_name: display_name.clone(),
+        };
+        let joined = after.iter().find(|p| !before.contains(p)).map(as_person);
+        let left = before.iter().find(|p| !after.contains(p)).map(as_person);
+        self.announce(presence, joined, left);
+    }
+
     fn announce(
-        &self,
+        &mut self,
         presence: Presence,
         joined: Option<PresencePerson>,
         left: Option<PresencePerson>,
     ) {
+        self.announced = presence.viewers.clone();
         let payload = PresenceChanged {
             presence,
             joined,
@@ -650,37 +988,29 @@ impl Writer {
             .send(frames::push(PRESENCE_EVENT, &payload, clock::now()));
     }
 
+    /// This instance's subscribers, one entry per signed-in user, one per anonymous connection.
+    fn local_viewers(&self) -> Vec<Viewer> {
+        merge_viewers(self.subscribers.values().map(|viewer| match viewer {
+            Some(actor) => Viewer {
+                user_id: Some(actor.user_id.clone()),
+                display_name: actor.display_name.clone(),
+                connections: 1,
+            },
+            None => Viewer {
+                user_id: None,
+                display_name: "Anonymous".into(),
+                connections: 1,
+            },
+        }))
+    }
+
+    /// Everyone watching, on every instance.
     fn presence(&self) -> Presence {
-        let mut by_user: HashMap<&UserId, Viewer> = HashMap::new();
-        let mut anonymous = 0u32;
-        for viewer in self.subscribers.values() {
-            match viewer {
-                Some(actor) => {
-                    by_user
-                        .entry(&actor.user_id)
-                        .or_insert_with(|| Viewer {
-                            user_id: Some(actor.user_id.clone()),
-                            display_name: actor.display_name.clone(),
-                            connections: 0,
-                        })
-                        .connections += 1;
-                }
-                None => anonymous += 1,
-            }
-        }
-        let mut viewers: Vec<Viewer> = by_user.into_values().collect();
-        viewers.extend((0..anonymous).map(|_| Viewer {
-            user_id: None,
-            display_name: "Anonymous".into(),
-            connections: 1,
-        }));
-        viewers.sort_by(|a, b| {
-            (a.user_id.is_none(), &a.display_name, &a.user_id).cmp(&(
-                b.user_id.is_none(),
-                &b.display_name,
-                &b.user_id,
-            ))
-        });
+        let viewers = merge_viewers(
+            self.local_viewers()
+                .into_iter()
+                .chain(self.remote_viewers.iter().cloned()),
+        );
         Presence {
             campaign_id: self.id.clone(),
             count: viewers.len() as u32,

@@ -296,6 +296,39 @@ impl Store for EmbeddedStore {
         })
     }
 
+    fn claim_turn(&self, _id: &CampaignId, _instance: u32) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn events_since(
+        &self,
+        id: &CampaignId,
+        after_version: u64,
+        max: usize,
+    ) -> StoreFuture<'_, Option<Vec<CampaignEvent>>> {
+        let id = id.clone();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let events = txn.open_table(EVENTS).map_err(unavailable)?;
+            let mut found = Vec::new();
+            let rows = events
+                .range((id.as_str(), after_version + 1)..=(id.as_str(), u64::MAX))
+                .map_err(unavailable)?;
+            for row in rows.take(max) {
+                let (_, value) = row.map_err(unavailable)?;
+                found
+                    .push(serde_json::from_slice::<CampaignEvent>(value.value()).map_err(corrupt)?);
+            }
+            if found
+                .first()
+                .is_some_and(|e| e.version != after_version + 1)
+            {
+                return Ok(None);
+            }
+            Ok(Some(found))
+        })
+    }
+
     fn version(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>> {
         let id = id.clone();
         self.read(move |db| {
@@ -421,6 +454,7 @@ mod tests {
                 record: core.record().clone(),
                 events: vec![event],
                 history_len: 3,
+                instance: 1,
             })
             .await
             .unwrap();
@@ -449,6 +483,7 @@ mod tests {
                 record: core.record().clone(),
                 events: vec![],
                 history_len: 3,
+                instance: 1,
             };
             assert!(matches!(
                 store.commit(stale).await,

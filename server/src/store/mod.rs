@@ -5,6 +5,7 @@
 //! the writer replies success only after it.
 
 pub mod embedded;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +26,9 @@ pub enum StoreError {
     /// Someone else changed the campaign since it was loaded (another instance, in Redis mode).
     #[error("stored version is {stored}, expected {expected}")]
     VersionMismatch { expected: u64, stored: u64 },
+    /// Another instance that kept losing the race holds the turn: wait, catch up, retry.
+    #[error("another instance has the turn to commit")]
+    NotYourTurn,
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     #[error("stored data is corrupt: {0}")]
@@ -50,6 +54,8 @@ pub struct Commit {
     pub events: Vec<CampaignEvent>,
     /// Keep at most this many events for the campaign.
     pub history_len: usize,
+    /// The committing instance (for turn-taking under contention).
+    pub instance: u32,
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -61,6 +67,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Apply one commit atomically and durably, checking `expected_version`.
     fn commit(&self, commit: Commit) -> StoreFuture<'_, ()>;
+
+    /// Claim the next commit of a campaign for `instance` for a moment: an instance that keeps
+    /// losing the version race to busier ones claims the turn, so it cannot starve. Other
+    /// instances' commits answer [`StoreError::NotYourTurn`] until it commits (or the claim
+    /// expires). A single-instance store has no races and ignores this.
+    fn claim_turn(&self, id: &CampaignId, instance: u32) -> StoreFuture<'_, ()>;
+
+    /// The events after `after_version`, ascending, at most `max`; `None` when the kept history
+    /// no longer reaches back to `after_version + 1` (the caller must reload instead).
+    fn events_since(
+        &self,
+        id: &CampaignId,
+        after_version: u64,
+        max: usize,
+    ) -> StoreFuture<'_, Option<Vec<CampaignEvent>>>;
 
     /// The stored version of a campaign, or None if it does not exist.
     fn version(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>>;

@@ -150,6 +150,8 @@ pub struct CampaignModel {
     pub notices: RwSignal<Vec<Notice>>,
     /// Subscribed and receiving live events.
     pub live: RwSignal<bool>,
+    /// None while writable; otherwise why the campaign is read-only right now.
+    pub read_only: RwSignal<Option<String>>,
     next_key: StoredValue<u64>,
     /// What is shown: confirmed state with pending edits laid over it.
     pub shown: Memo<CampaignState>,
@@ -183,6 +185,7 @@ impl CampaignModel {
             pending,
             notices: RwSignal::new(Vec::new()),
             live: RwSignal::new(false),
+            read_only: RwSignal::new(None),
             next_key: StoredValue::new(1),
             shown,
         }
@@ -233,6 +236,11 @@ impl CampaignModel {
             Output::Subscribed(reply) => {
                 self.role.set(reply.role);
                 self.presence.set(Some(reply.presence.clone()));
+                self.read_only.set(
+                    (!reply.writable).then(|| {
+                        "the campaign's store is unreachable; changes are paused".to_owned()
+                    }),
+                );
                 if let Resume::Snapshot { campaign, .. } = &reply.resume {
                     if self.confirmed.with_untracked(|s| s.version) != campaign.version {
                         self.confirmed.set((**campaign).clone());
@@ -275,6 +283,18 @@ impl CampaignModel {
                     "This page fell too far behind and was reloaded with the current state.".into(),
                 );
                 self.settle();
+            }
+            Output::Writable(status) => {
+                self.read_only.set(if status.writable {
+                    None
+                } else {
+                    Some(
+                        status
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "changes are paused".into()),
+                    )
+                });
             }
             Output::SubscribeFailed { error, .. } => {
                 self.live.set(false);
@@ -333,8 +353,9 @@ impl CampaignModel {
         );
     }
 
+    /// The user's role allows editing and the campaign is not read-only right now.
     pub fn can_edit(&self) -> bool {
-        self.role.get().can_edit()
+        self.role.get().can_edit() && self.read_only.with(Option::is_none)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::protocol::campaign::FeatureOp;
 pub fn Notices(model: CampaignModel) -> impl IntoView {
     view! {
         <div class="notices" aria-live="polite">
+            {move || model.read_only.get().map(|reason| view! { <p class="notice read-only">"Read-only for now: " {reason}</p> })}
             <For each=move || model.notices.get() key=|n| n.key let:notice>
                 <p class="notice rollback">
                     {notice.text}

@@ -1,0 +1,187 @@
+//! How a change made on one instance reaches the others.
+//!
+//! Within one instance, a campaign's writer broadcasts each change to that instance's
+//! subscribers itself. The [`EventBus`] carries only what other instances need to know — "campaign
+//! X reached version N", "the viewers of X changed" — and each instance then reads the events
+//! themselves from the shared store (the Redis stream), in version order. A lost notification
+//! therefore cannot lose an event: the next one, or the catch-up after a reconnect, fetches
+//! everything after the version the instance holds.
+//!
+//! Two backends: [`InProcessBus`] (one instance, the default: there is nobody to tell) and
+//! [`redis::RedisBus`] (Redis pub/sub for notifications, a hash per campaign for presence).
+
+pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use rally_app::model::{CampaignId, Viewer};
+use serde::{Deserialize, Serialize};
+
+pub type BusFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A notification between instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum BusNote {
+    /// The campaign reached `version`: its new events are in the store.
+    Committed { campaign: CampaignId, version: u64 },
+    /// The campaign's durable record changed without events (a role was granted).
+    Record { campaign: CampaignId },
+    /// Some instance's viewers of the campaign changed.
+    Presence { campaign: CampaignId },
+}
+
+impl BusNote {
+    pub fn campaign(&self) -> &CampaignId {
+        match self {
+            BusNote::Committed { campaign, .. }
+            | BusNote::Record { campaign }
+            | BusNote::Presence { campaign } => campaign,
+        }
+    }
+}
+
+/// A note as it travels: who sent it, and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending instance (its event-id instance number); instances ignore their own notes.
+    pub from: u32,
+    #[serde(flatten)]
+    pub note: BusNote,
+}
+
+/// What arrives from the bus for the manager to dispatch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Note(BusNote),
+    /// Notifications may have been missed (the subscription was re-established): every loaded
+    /// campaign must catch up from the store.
+    Resync,
+}
+
+pub trait EventBus: Send + Sync + 'static {
+    /// `in_process` or `redis`, for status and metrics.
+    fn kind(&self) -> &'static str;
+
+    /// True when other instances may exist (writers then catch up, share presence, heartbeat).
+    fn shared(&self) -> bool;
+
+    /// Tell the other instances. Fire and forget: a failure is counted, and the receivers'
+    /// catch-up covers what a lost note would have said.
+    fn publish(&self, note: BusNote) -> BusFuture<'_, ()>;
+
+    /// Record this instance's viewers of `campaign` (empty: none) for the others to see.
+    fn share_presence(&self, campaign: &CampaignId, viewers: Vec<Viewer>) -> BusFuture<'_, ()>;
+
+    /// The viewers other live instances have shared for `campaign`.
+    fn remote_presence(&self, campaign: &CampaignId) -> BusFuture<'_, Vec<Viewer>>;
+}
+
+/// One instance: nothing to tell anyone.
+pub struct InProcessBus;
+
+impl EventBus for InProcessBus {
+    fn kind(&self) -> &'static str {
+        "in_process"
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn publish(&self, _note: BusNote) -> BusFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn share_presence(&self, _campaign: &CampaignId, _viewers: Vec<Viewer>) -> BusFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn remote_presence(&self, _campaign: &CampaignId) -> BusFuture<'_, Vec<Viewer>> {
+        Box::pin(async { Vec::new() })
+    }
+}
+
+/// Merge viewer lists from several instances: one entry per signed-in user (connections added
+/// up), anonymous connections listed one each. Sorted like local presence.
+pub fn merge_viewers(lists: impl IntoIterator<Item = Viewer>) -> Vec<Viewer> {
+    let mut by_user: std::collections::BTreeMap<String, Viewer> = Default::default();
+    let mut anonymous = Vec::new();
+    for viewer in lists {
+        match &viewer.user_id {
+            Some(id) => {
+                by_user
+                    .entry(id.to_string())
+                    .and_modify(|v| v.connections += viewer.connections)
+                    .or_insert(viewer);
+            }
+            None => anonymous.extend((0..viewer.connections.max(1)).map(|_| Viewer {
+                user_id: None,
+                display_name: viewer.display_name.clone(),
+                connections: 1,
+            })),
+        }
+    }
+    let mut merged: Vec<Viewer> = by_user.into_values().collect();
+    merged.extend(anonymous);
+    merged.sort_by(|a, b| {
+        (a.user_id.is_none(), &a.display_name, &a.user_id).cmp(&(
+            b.user_id.is_none(),
+            &b.display_name,
+            &b.user_id,
+        ))
+    });
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rally_app::model::UserId;
+
+    fn viewer(id: Option<&str>, name: &str, connections: u32) -> Viewer {
+        Viewer {
+            user_id: id.map(|i| UserId::parse(i).unwrap()),
+            display_name: name.into(),
+            connections,
+        }
+    }
+
+    #[test]
+    fn merging_adds_up_connections_per_user_and_keeps_anonymous_separate() {
+        let merged = merge_viewers([
+            viewer(Some("u1"), "Ada", 1),
+            viewer(None, "Anonymous", 1),
+            viewer(Some("u2"), "Bob", 2),
+            viewer(Some("u1"), "Ada", 2),
+            viewer(None, "Anonymous", 1),
+        ]);
+        assert_eq!(
+            merged,
+            [
+                viewer(Some("u1"), "Ada", 3),
+                viewer(Some("u2"), "Bob", 2),
+                viewer(None, "Anonymous", 1),
+                viewer(None, "Anonymous", 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn notes_have_a_compact_wire_form() {
+        let envelope = Envelope {
+            from: 7,
+            note: BusNote::Committed {
+                campaign: CampaignId::parse("c").unwrap(),
+                version: 12,
+            },
+        };
+        let json = serde_json::to_string(&envelope).unwrap();
+        assert_eq!(
+            json,
+            r#"{"from":7,"k":"committed","campaign":"c","version":12}"#
+        );
+        assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), envelope);
+    }
+}

@@ -1,0 +1,238 @@
+//! The Redis bus: notifications over pub/sub (channel `rally:bus`), presence in a hash per
+//! campaign (`rally:{<id>}:presence`, one field per instance with an expiry, so a dead instance's
+//! viewers disappear within [`PRESENCE_TTL`]).
+//!
+//! On Redis Cluster, classic pub/sub is broadcast to every node, so the channel works unchanged;
+//! sharded pub/sub (`SPUBLISH`) would be the next step for very large clusters.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use rally_app::model::{CampaignId, Viewer};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{BusFuture, BusNote, Envelope, EventBus, Incoming};
+use crate::redis_link::RedisLink;
+use crate::shutdown::ShutdownSignal;
+use crate::store::redis::presence_key;
+
+pub const CHANNEL: &str = "rally:bus";
+/// How long an instance's presence entry counts without a refresh.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
+/// How often writers with viewers refresh their entry (well inside the TTL).
+pub const PRESENCE_HEARTBEAT: Duration = Duration::from_secs(10);
+
+#[derive(Serialize, Deserialize)]
+struct PresenceEntry {
+    expires_ms: u64,
+    viewers: Vec<Viewer>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub struct RedisBus {
+    link: RedisLink,
+    instance: u32,
+}
+
+impl RedisBus {
+    /// Start the bus: returns it and the notes other instances send, for the manager.
+    pub fn start(
+        link: RedisLink,
+        instance: u32,
+        shutdown: ShutdownSignal,
+    ) -> (RedisBus, mpsc::UnboundedReceiver<Incoming>) {
+        let (incoming, notes) = mpsc::unbounded_channel();
+        tokio::spawn(listen(link.clone(), instance, incoming, shutdown));
+        (RedisBus { link, instance }, notes)
+    }
+}
+
+/// Keep a pub/sub subscription open for as long as the server runs, reconnecting after losses
+/// (and asking for a resync then, since notes may have been missed meanwhile).
+async fn listen(
+    link: RedisLink,
+    instance: u32,
+    incoming: mpsc::UnboundedSender<Incoming>,
+    mut shutdown: ShutdownSignal,
+) {
+    let mut first = true;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let subscription = async {
+            let mut pubsub = link.client().get_async_pubsub().await?;
+            pubsub.subscribe(CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            _ = shutdown.recv() => return,
+            result = tokio::time::timeout(Duration::from_secs(5), subscription) => result,
+        };
+        match pubsub {
+            Ok(Ok(pubsub)) => {
+                delay = Duration::from_millis(250);
+                if !first {
+                    metrics::counter!("rally_bus_reconnects_total").increment(1);
+                    let _ = incoming.send(Incoming::Resync);
+                }
+                first = false;
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    let message = tokio::select! {
+                        _ = shutdown.recv() => return,
+                        message = messages.next() => message,
+                    };
+                    let Some(message) = message else { break };
+                    let Ok(payload) = message.get_payload::<String>() else {
+                        continue;
+                    };
+                    let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {
+                        metrics::counter!("rally_bus_errors_total").increment(1);
+                        continue;
+                    };
+                    if envelope.from == instance {
+                        continue;
+                    }
+                    metrics::counter!("rally_bus_received_total").increment(1);
+                    tracing::debug!(campaign = %envelope.note.campaign(), "bus note received");
+                    let _ = incoming.send(Incoming::Note(envelope.note));
+                }
+                // The stream ended: the connection is gone.
+                link.trip("pub/sub connection lost".into());
+            }
+            Ok(Err(err)) => link.trip(format!("pub/sub: {err}")),
+            Err(_) => link.trip("pub/sub: no answer within 5 s".into()),
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+impl EventBus for RedisBus {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn publish(&self, note: BusNote) -> BusFuture<'_, ()> {
+        Box::pin(async move {
+            let payload = serde_json::to_string(&Envelope {
+                from: self.instance,
+                note,
+            })
+            .expect("notes serialize");
+            let sent = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("PUBLISH")
+                        .arg(CHANNEL)
+                        .arg(&payload)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                })
+                .await;
+            match sent {
+                Ok(Ok(_)) => {
+                    metrics::counter!("rally_bus_published_total").increment(1);
+                    tracing::debug!("bus note published");
+                }
+                _ => metrics::counter!("rally_bus_errors_total").increment(1),
+            }
+        })
+    }
+
+    fn share_presence(&self, campaign: &CampaignId, viewers: Vec<Viewer>) -> BusFuture<'_, ()> {
+        let key = presence_key(campaign);
+        let field = format!("{:08x}", self.instance);
+        Box::pin(async move {
+            let result = if viewers.is_empty() {
+                self.link
+                    .run(|mut conn| async move {
+                        redis::cmd("HDEL")
+                            .arg(&key)
+                            .arg(&field)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                    })
+                    .await
+                    .map(|r| r.map(|_| ()))
+            } else {
+                let entry = serde_json::to_string(&PresenceEntry {
+                    expires_ms: now_ms() + PRESENCE_TTL.as_millis() as u64,
+                    viewers,
+                })
+                .expect("presence serializes");
+                self.link
+                    .run(|mut conn| async move {
+                        redis::pipe()
+                            .hset(&key, &field, &entry)
+                            .ignore()
+                            .pexpire(&key, 2 * PRESENCE_TTL.as_millis() as i64)
+                            .ignore()
+                            .query_async::<()>(&mut conn)
+                            .await
+                    })
+                    .await
+            };
+            if !matches!(result, Ok(Ok(()))) {
+                metrics::counter!("rally_bus_errors_total").increment(1);
+            }
+        })
+    }
+
+    fn remote_presence(&self, campaign: &CampaignId) -> BusFuture<'_, Vec<Viewer>> {
+        let key = presence_key(campaign);
+        let own = format!("{:08x}", self.instance);
+        Box::pin(async move {
+            let entries: Vec<(String, String)> = match self
+                .link
+                .run(|mut conn| {
+                    let key = key.clone();
+                    async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await }
+                })
+                .await
+            {
+                Ok(Ok(entries)) => entries,
+                _ => return Vec::new(),
+            };
+            let now = now_ms();
+            let mut viewers = Vec::new();
+            let mut expired = Vec::new();
+            for (field, value) in entries {
+                if field == own {
+                    continue;
+                }
+                match serde_json::from_str::<PresenceEntry>(&value) {
+                    Ok(entry) if entry.expires_ms > now => viewers.extend(entry.viewers),
+                    _ => expired.push(field),
+                }
+            }
+            if !expired.is_empty() {
+                // A dead instance's entry: clean it up for everyone.
+                let _ = self
+                    .link
+                    .run(|mut conn| async move {
+                        redis::cmd("HDEL")
+                            .arg(&key)
+                            .arg(&expired)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                    })
+                    .await;
+            }
+            viewers
+        })
+    }
+}

@@ -1,0 +1,204 @@
+//! One instance's link to Redis, behind a circuit breaker.
+//!
+//! Every Redis command of the store and the bus goes through [`RedisLink::run`]. While Redis
+//! answers, commands pass. The first failure opens the circuit: one Error line for the incident,
+//! subscribers are told campaigns are read-only, and from then on commands fail at once with
+//! `unavailable` instead of piling up on a dead socket. A probe task retries with exponential
+//! backoff and jitter (250 ms doubling to 10 s); when a PING succeeds the circuit closes, one Warn
+//! line reports the outage's length, and every loaded campaign catches up from Redis.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::watch;
+
+use crate::store::StoreError;
+
+/// How long one command may take before it counts as a failure.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+const PROBE_BASE: Duration = Duration::from_millis(250);
+const PROBE_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot reach Redis at {target}: {reason}")]
+    Unreachable { target: String, reason: String },
+}
+
+/// Where the link is.
+#[derive(Debug)]
+enum Circuit {
+    Closed,
+    Open { since: Instant },
+}
+
+struct Inner {
+    connection: ConnectionManager,
+    client: redis::Client,
+    circuit: Mutex<Circuit>,
+    /// true while Redis answers; the manager and readiness watch it.
+    up: watch::Sender<bool>,
+    /// Where Redis is, for log lines (never the password).
+    target: String,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct RedisLink {
+    inner: Arc<Inner>,
+}
+
+/// Failures of the connection rather than answers from Redis.
+fn is_outage(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+}
+
+/// `host:port/db` of a Redis URL, without credentials.
+fn describe(client: &redis::Client) -> String {
+    let info = client.get_connection_info();
+    format!("{}", info.addr())
+}
+
+impl RedisLink {
+    /// Connect and check Redis answers. Failing here stops the server with a clear line: an
+    /// instance that starts without its source of truth would only serve errors.
+    pub async fn connect(url: &str) -> Result<RedisLink, LinkError> {
+        let client = redis::Client::open(url).map_err(|err| LinkError::Unreachable {
+            target: "(invalid URL)".into(),
+            reason: err.to_string(),
+        })?;
+        let target = describe(&client);
+        let unreachable = |reason: String| LinkError::Unreachable {
+            target: target.clone(),
+            reason,
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let mut connection = tokio::time::timeout(
+            Duration::from_secs(5),
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| unreachable("no answer within 5 s".into()))?
+        .map_err(|err| unreachable(err.to_string()))?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut connection)
+            .await
+            .map_err(|err| unreachable(err.to_string()))?;
+        let (up, _) = watch::channel(true);
+        Ok(RedisLink {
+            inner: Arc::new(Inner {
+                connection,
+                client,
+                circuit: Mutex::new(Circuit::Closed),
+                up,
+                target,
+            }),
+        })
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.inner.client
+    }
+
+    pub fn is_up(&self) -> bool {
+        *self.inner.up.borrow()
+    }
+
+    /// Changes of [`RedisLink::is_up`].
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.inner.up.subscribe()
+    }
+
+    /// Run one Redis operation, failing fast while the circuit is open. The outer error is an
+    /// outage (circuit open, connection lost, timeout); the inner result is Redis's own answer,
+    /// which may be an error reply (a script refusing a stale version) for the caller to read.
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<redis::RedisResult<T>, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.is_up() {
+            return Err(StoreError::Unavailable(
+                "Redis is unavailable (circuit open); retrying in the background".into(),
+            ));
+        }
+        let outcome =
+            tokio::time::timeout(COMMAND_TIMEOUT, op(self.inner.connection.clone())).await;
+        match outcome {
+            Ok(Err(err)) if is_outage(&err) => {
+                self.trip(err.to_string());
+                Err(StoreError::Unavailable(format!("Redis failed: {err}")))
+            }
+            Ok(answer) => Ok(answer),
+            Err(_) => {
+                self.trip(format!(
+                    "no answer within {} ms",
+                    COMMAND_TIMEOUT.as_millis()
+                ));
+                Err(StoreError::Unavailable(
+                    "Redis did not answer in time".into(),
+                ))
+            }
+        }
+    }
+
+    /// Open the circuit (once per incident) and start probing.
+    pub fn trip(&self, reason: String) {
+        {
+            let mut circuit = self.inner.circuit.lock().expect("circuit lock");
+            if matches!(*circuit, Circuit::Open { .. }) {
+                return;
+            }
+            *circuit = Circuit::Open {
+                since: Instant::now(),
+            };
+        }
+        tracing::error!(redis = %self.inner.target, %reason, "Redis unreachable; campaigns are read-only until it returns");
+        metrics::counter!("rally_bus_errors_total").increment(1);
+        self.inner.up.send_replace(false);
+        tokio::spawn(self.clone().probe());
+    }
+
+    async fn probe(self) {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let exp = PROBE_BASE
+                .saturating_mul(1u32 << attempt.min(16).saturating_sub(1))
+                .min(PROBE_MAX);
+            let jitter: f64 =
+                f64::from(u32::from_le_bytes(crate::clock::random_bytes())) / f64::from(u32::MAX);
+            tokio::time::sleep(exp / 2 + exp.mul_f64(jitter / 2.0)).await;
+            let mut connection = self.inner.connection.clone();
+            let ping = tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                redis::cmd("PING").query_async::<String>(&mut connection),
+            )
+            .await;
+            if matches!(ping, Ok(Ok(_))) {
+                let since = {
+                    let mut circuit = self.inner.circuit.lock().expect("circuit lock");
+                    let since = match *circuit {
+                        Circuit::Open { since } => since,
+                        Circuit::Closed => Instant::now(),
+                    };
+                    *circuit = Circuit::Closed;
+                    since
+                };
+                tracing::warn!(redis = %self.inner.target, down_secs = since.elapsed().as_secs_f64(), attempts = attempt, "Redis reachable again; campaigns catch up");
+                metrics::counter!("rally_bus_reconnects_total").increment(1);
+                self.inner.up.send_replace(true);
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The Redis store: in Redis mode, Redis is the single source of truth shared by all instances.
+//!
+//! Layout (every key of a campaign carries the hash tag `{<id>}`, so one campaign's keys live in
+//! one slot and the scripts work unchanged on Redis Cluster):
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `rally:{<id>}:campaign` | hash | `version` (decimal), `record` (JSON of the durable record) |
+//! | `rally:{<id>}:events` | stream | entry id `<version>-0`, field `e` = JSON event; trimmed to the history length |
+//! | `rally:{<id>}:presence` | hash | one field per instance: its local viewers and an expiry |
+//! | `rally:campaigns` | set | every campaign id (for listings) |
+//! | `rally:secret:<name>` | string | shared secrets (the session key) |
+//!
+//! Commits are one Lua script: check the stored version, write the record, append the events,
+//! trim the stream — atomically. A stale writer gets `VERSION <stored>` back and catches up.
+
+use std::sync::OnceLock;
+
+use rally_app::model::{CampaignEvent, CampaignId};
+use rally_app::protocol::campaign::CampaignSummary;
+use redis::Script;
+
+use super::{Commit, Loaded, Store, StoreError, StoreFuture};
+use crate::campaigns::core::CampaignRecord;
+use crate::redis_link::RedisLink;
+
+pub fn campaign_key(id: &CampaignId) -> String {
+    format!("rally:{{{id}}}:campaign")
+}
+
+pub fn events_key(id: &CampaignId) -> String {
+    format!("rally:{{{id}}}:events")
+}
+
+pub fn turn_key(id: &CampaignId) -> String {
+    format!("rally:{{{id}}}:turn")
+}
+
+/// How long a claimed turn lasts if its claimer never commits (it died).
+const TURN_MS: u64 = 250;
+
+pub fn presence_key(id: &CampaignId) -> String {
+    format!("rally:{{{id}}}:presence")
+}
+
+const CAMPAIGNS: &str = "rally:campaigns";
+
+fn commit_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        Script::new(
+            r"
+            local turn = redis.call('GET', KEYS[3])
+            if turn and turn ~= ARGV[5] then return redis.error_reply('TURN taken') end
+            local current = redis.call('HGET', KEYS[1], 'version')
+            if not current then return redis.error_reply('NOTFOUND campaign') end
+            if current ~= ARGV[1] then return redis.error_reply('VERSION ' .. current) end
+            redis.call('HSET', KEYS[1], 'version', ARGV[2], 'record', ARGV[3])
+            for i = 6, #ARGV, 2 do
+                redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
+            end
+            redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[4])
+            if turn then redis.call('DEL', KEYS[3]) end
+            return 'OK'
+            ",
+        )
+    })
+}
+
+fn create_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        Script::new(
+            r"
+            if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('EXISTS campaign') end
+            redis.call('DEL', KEYS[2])
+            redis.call('HSET', KEYS[1], 'version', ARGV[1], 'record', ARGV[2])
+            redis.call('XADD', KEYS[2], ARGV[1] .. '-0', 'e', ARGV[3])
+            return 'OK'
+            ",
+        )
+    })
+}
+
+fn corrupt(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(err.to_string())
+}
+
+fn refused(err: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("Redis refused: {err}"))
+}
+
+/// Stream entries as `(id, [(field, value)])`.
+type StreamEntries = Vec<(String, Vec<(String, String)>)>;
+
+fn parse_events(entries: StreamEntries) -> Result<Vec<CampaignEvent>, StoreError> {
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            let json = fields
+                .into_iter()
+                .find(|(field, _)| field == "e")
+                .map(|(_, value)| value)
+                .ok_or_else(|| corrupt("stream entry without an event"))?;
+            serde_json::from_str(&json).map_err(corrupt)
+        })
+        .collect()
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    link: RedisLink,
+}
+
+impl RedisStore {
+    pub fn new(link: RedisLink) -> Self {
+        RedisStore { link }
+    }
+}
+
+impl Store for RedisStore {
+    fn load(&self, id: &CampaignId, history_len: usize) -> StoreFuture<'_, Option<Loaded>> {
+        let (campaign, events) = (campaign_key(id), events_key(id));
+        Box::pin(async move {
+            let answer: redis::RedisResult<(Option<String>, StreamEntries)> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::pipe()
+                        .atomic()
+                        .hget(&campaign, "record")
+                        .cmd("XREVRANGE")
+                        .arg(&events)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(history_len.max(1))
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            let (record, mut entries) = answer.map_err(refused)?;
+            let Some(record) = record else {
+                return Ok(None);
+            };
+            let record: CampaignRecord = serde_json::from_str(&record).map_err(corrupt)?;
+            entries.reverse();
+            Ok(Some(Loaded {
+                record,
+                history: parse_events(entries)?,
+            }))
+        })
+    }
+
+    fn create(&self, record: CampaignRecord, event: CampaignEvent) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let id = record.state.id.clone();
+            let record_json = serde_json::to_string(&record).map_err(corrupt)?;
+            let event_json = serde_json::to_string(&event).map_err(corrupt)?;
+            let (campaign, events) = (campaign_key(&id), events_key(&id));
+            let answer: redis::RedisResult<String> = self
+                .link
+                .run(|mut conn| async move {
+                    create_script()
+                        .key(&campaign)
+                        .key(&events)
+                        .arg(event.version)
+                        .arg(&record_json)
+                        .arg(&event_json)
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await?;
+            match answer {
+                Ok(_) => {}
+                Err(err) if err.code() == Some("EXISTS") => return Err(StoreError::AlreadyExists),
+                Err(err) => return Err(refused(err)),
+            }
+            // The listing set lives in another slot, so it cannot join the script on a cluster.
+            // Adding is idempotent; a crash in between leaves a campaign that works but is not
+            // listed until it is next created or repaired by `SADD`.
+            let id_text = id.to_string();
+            self.link
+                .run(|mut conn| async move {
+                    redis::cmd("SADD")
+                        .arg(CAMPAIGNS)
+                        .arg(&id_text)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                })
+                .await?
+                .map_err(refused)?;
+            Ok(())
+        })
+    }
+
+    fn commit(&self, commit: Commit) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let record_json = serde_json::to_string(&commit.record).map_err(corrupt)?;
+            let mut events = Vec::with_capacity(commit.events.len());
+            for event in &commit.events {
+                events.push((
+                    event.version,
+                    serde_json::to_string(event).map_err(corrupt)?,
+                ));
+            }
+            let (campaign, stream, turn) = (
+                campaign_key(&commit.campaign_id),
+                events_key(&commit.campaign_id),
+                turn_key(&commit.campaign_id),
+            );
+            let instance = format!("{:08x}", commit.instance);
+            let expected = commit.expected_version;
+            let version = commit.record.state.version;
+            let history_len = commit.history_len.max(1);
+            let answer: redis::RedisResult<String> = self
+                .link
+                .run(|mut conn| async move {
+                    let mut invocation = commit_script().prepare_invoke();
+                    invocation
+                        .key(&campaign)
+                        .key(&stream)
+                        .key(&turn)
+                        .arg(expected);
+                    invocation
+                        .arg(version)
+                        .arg(&record_json)
+                        .arg(history_len)
+                        .arg(&instance);
+                    for (version, json) in &events {
+                        invocation.arg(*version).arg(json);
+                    }
+                    invocation.invoke_async(&mut conn).await
+                })
+                .await?;
+            match answer {
+                Ok(_) => Ok(()),
+                Err(err) if err.code() == Some("NOTFOUND") => Err(StoreError::NotFound),
+                Err(err) if err.code() == Some("TURN") => Err(StoreError::NotYourTurn),
+                Err(err) if err.code() == Some("VERSION") => {
+                    let stored = err
+                        .detail()
+                        .and_then(|d| d.trim().parse().ok())
+                        .unwrap_or(0);
+                    Err(StoreError::VersionMismatch { expected, stored })
+                }
+                Err(err) => Err(refused(err)),
+            }
+        })
+    }
+
+    fn claim_turn(&self, id: &CampaignId, instance: u32) -> StoreFuture<'_, ()> {
+        let key = turn_key(id);
+        let instance = format!("{instance:08x}");
+        Box::pin(async move {
+            self.link
+                .run(|mut conn| async move {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&instance)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(TURN_MS)
+                        .query_async::<Option<String>>(&mut conn)
+                        .await
+                })
+                .await?
+                .map_err(refused)?;
+            Ok(())
+        })
+    }
+
+    fn events_since(
+        &self,
+        id: &CampaignId,
+        after_version: u64,
+        max: usize,
+    ) -> StoreFuture<'_, Option<Vec<CampaignEvent>>> {
+        let stream = events_key(id);
+        Box::pin(async move {
+            let from = format!("{}-0", after_version + 1);
+            let answer: redis::RedisResult<StreamEntries> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("XRANGE")
+                        .arg(&stream)
+                        .arg(&from)
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(max.max(1))
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            let events = parse_events(answer.map_err(refused)?)?;
+            if events
+                .first()
+                .is_some_and(|e| e.version != after_version + 1)
+            {
+                return Ok(None);
+            }
+            Ok(Some(events))
+        })
+    }
+
+    fn version(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>> {
+        let campaign = campaign_key(id);
+        Box::pin(async move {
+            let answer: redis::RedisResult<Option<u64>> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("HGET")
+                        .arg(&campaign)
+                        .arg("version")
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            answer.map_err(refused)
+        })
+    }
+
+    fn list(&self) -> StoreFuture<'_, Vec<CampaignSummary>> {
+        Box::pin(async move {
+            let ids: Vec<String> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("SMEMBERS")
+                        .arg(CAMPAIGNS)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?
+                .map_err(refused)?;
+            let mut ids: Vec<CampaignId> = ids
+                .iter()
+                .filter_map(|id| CampaignId::parse(id).ok())
+                .collect();
+            ids.sort();
+            let keys: Vec<String> = ids.iter().map(campaign_key).collect();
+            let records: Vec<Option<String>> = if keys.is_empty() {
+                Vec::new()
+            } else {
+                self.link
+                    .run(|mut conn| async move {
+                        let mut pipe = redis::pipe();
+                        for key in &keys {
+                            pipe.hget(key, "record");
+                        }
+                        pipe.query_async(&mut conn).await
+                    })
+                    .await?
+                    .map_err(refused)?
+            };
+            let mut list = Vec::with_capacity(records.len());
+            for record in records.into_iter().flatten() {
+                let record: CampaignRecord = serde_json::from_str(&record).map_err(corrupt)?;
+                list.push(CampaignSummary::of(&record.state));
+            }
+            Ok(list)
+        })
+    }
+
+    fn secret(&self, name: &str, generate: fn() -> Vec<u8>) -> StoreFuture<'_, Vec<u8>> {
+        let key = format!("rally:secret:{name}");
+        Box::pin(async move {
+            let fresh = crate::auth::hex(&generate());
+            let stored: String = self
+                .link
+                .run(|mut conn| async move {
+                    let _: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&fresh)
+                        .arg("NX")
+                        .query_async(&mut conn)
+                        .await?;
+                    redis::cmd("GET").arg(&key).query_async(&mut conn).await
+                })
+                .await?
+                .map_err(refused)?;
+            Ok(stored.into_bytes())
+        })
+    }
+
+    fn check(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let _: String = self
+                .link
+                .run(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
+                .await?
+                .map_err(refused)?;
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        // Every acknowledged write is already in Redis; nothing is buffered here.
+        Box::pin(async { Ok(()) })
+    }
+}

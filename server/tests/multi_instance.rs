@@ -1,0 +1,460 @@
+//! Several Rally instances sharing one real Redis (each test starts its own `redis-server` on a
+//! free port, with an fsync-always append-only file so a restart keeps what it acknowledged).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, WsClient};
+use serde_json::{json, Value};
+
+const SECRET: &str = "multi-instance-test-secret-of-enough-length";
+
+/// A `redis-server` of the test's own.
+struct TestRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl TestRedis {
+    fn start() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = TestRedis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.resume();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)start on the same port and data directory.
+    fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/setup test)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: nothing gets flushed on the way out.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn instance(redis: &TestRedis, extra: &[&str]) -> TestServer {
+    let url = redis.url();
+    let mut args = vec![
+        "--redis-url",
+        &url,
+        "--session-secret",
+        SECRET,
+        "--write-rate",
+        "100000",
+    ];
+    args.extend_from_slice(extra);
+    TestServer::start_with(&args).await
+}
+
+/// Read state events until `version` arrives; returns (version, title, event_id) in order.
+async fn events_until(client: &mut WsClient, version: u64) -> Vec<(u64, String, String)> {
+    let mut seen = Vec::new();
+    loop {
+        let event = client.next_state_event().await;
+        let payload = &event["payload"];
+        let v = payload["version"].as_u64().unwrap();
+        let title = payload["change"]["updates"]["title"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        seen.push((v, title, payload["event_id"].as_str().unwrap().to_owned()));
+        if v >= version {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_edits_in_one_order_and_agree_on_presence() {
+    let redis = TestRedis::start();
+    let a = instance(&redis, &[]).await;
+    let b = instance(&redis, &[]).await;
+    let (_, token) = a.sign_in("Ada").await;
+    let mut on_a = a.connect_as(&token).await;
+    on_a.create_campaign("shared", "Shared").await;
+    let mut on_b = b.connect_as(&token).await; // the same session works on both instances
+    let duplicate = on_b.create_campaign_raw("shared").await;
+    assert_eq!(
+        duplicate["payload"]["code"], "conflict",
+        "ids are unique across instances"
+    );
+
+    let (_, viewer_token) = b.sign_in("Vic").await;
+    let mut watcher_a = a.connect().await;
+    let mut watcher_b = b.connect_as(&viewer_token).await;
+    watcher_a.subscribe("shared", None).await;
+    let reply = watcher_b.subscribe("shared", None).await;
+    assert_eq!(reply["payload"]["writable"], true);
+
+    for n in 0..20 {
+        let client = if n % 2 == 0 { &mut on_a } else { &mut on_b };
+        let reply = client
+            .update(
+                "shared",
+                json!({"title": format!("t{n}")}),
+                &format!("u{n}"),
+            )
+            .await;
+        assert_eq!(reply["type"], "campaign:update:v1:success", "{reply}");
+        assert_eq!(
+            reply["payload"]["version"],
+            n + 2,
+            "versions are global across instances"
+        );
+    }
+    let seen_a = events_until(&mut watcher_a, 21).await;
+    let seen_b = events_until(&mut watcher_b, 21).await;
+    assert_eq!(
+        seen_a, seen_b,
+        "both instances deliver the same events in the same order"
+    );
+    assert_eq!(
+        seen_a.iter().map(|e| e.0).collect::<Vec<_>>(),
+        (2..=21).collect::<Vec<_>>()
+    );
+
+    // Presence: an anonymous watcher on A and Vic on B; both instances agree.
+    on_a.subscribe("shared", None).await; // and Ada on A
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pa = on_a
+            .request(
+                "campaign:subscribe:v1:requested",
+                json!({"campaign_id": "shared"}),
+                "pa",
+            )
+            .await;
+        let pb = watcher_b
+            .request(
+                "campaign:subscribe:v1:requested",
+                json!({"campaign_id": "shared"}),
+                "pb",
+            )
+            .await;
+        let names = |r: &Value| -> Vec<String> {
+            r["payload"]["presence"]["viewers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["display_name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        if names(&pa) == ["Ada", "Vic", "Anonymous"] && names(&pb) == names(&pa) {
+            assert_eq!(pa["payload"]["presence"]["count"], 3);
+            assert_eq!(pb["payload"]["presence"]["count"], 3);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence never agreed: A {:?}, B {:?}",
+            names(&pa),
+            names(&pb)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_both_instances_converge_with_every_version_once() {
+    let redis = TestRedis::start();
+    let a = instance(&redis, &["--history-len", "100000"]).await;
+    let b = instance(&redis, &["--history-len", "100000"]).await;
+    let (_, token) = a.sign_in("Writer").await;
+    let mut setup = a.connect_as(&token).await;
+    setup.create_campaign("busy", "Busy").await;
+    let mut observer_a = a.connect().await;
+    let mut observer_b = b.connect().await;
+    observer_a.subscribe("busy", None).await;
+    observer_b.subscribe("busy", None).await;
+
+    // Four writers, two per instance, each sending 500 randomized writes.
+    let mut tasks = Vec::new();
+    for w in 0..4u64 {
+        let addr = if w % 2 == 0 { a.addr } else { b.addr };
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = common::connect(addr, Some(&token)).await;
+            let mut acked = Vec::new();
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (w + 1);
+            for n in 0..500u64 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let status = ["draft", "active", "paused"][(seed % 3) as usize];
+                let (ty, payload) = match seed % 4 {
+                    0 => ("campaign:update:v1:requested", json!({"campaign_id": "busy", "updates": {"title": format!("w{w} n{n}")}})),
+                    1 => ("campaign:update:v1:requested", json!({"campaign_id": "busy", "updates": {"description": format!("d{w}-{n}"), "status": status}})),
+                    2 => ("campaign:feature:v1:requested", json!({"campaign_id": "busy", "op": if seed.is_multiple_of(2) { "add" } else { "remove" }, "features": [format!("f{}", seed % 5)]})),
+                    _ => ("campaign:config:v1:requested", json!({"campaign_id": "busy", "section": "ui_content", "values": {format!("k{}", seed % 7): n}})),
+                };
+                let reply = client.request(ty, payload, &format!("w{w}-{n}")).await;
+                assert!(reply["type"].as_str().unwrap().ends_with(":success"), "{reply}");
+                if reply["payload"]["unchanged"] == false {
+                    acked.push((
+                        reply["payload"]["version"].as_u64().unwrap(),
+                        reply["payload"]["event_id"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked: BTreeMap<u64, String> = BTreeMap::new();
+    for task in tasks {
+        for (version, event_id) in task.await.unwrap() {
+            assert!(
+                acked.insert(version, event_id).is_none(),
+                "version {version} acknowledged twice"
+            );
+        }
+    }
+    let last = *acked.keys().max().unwrap();
+    let seen_a = events_until(&mut observer_a, last).await;
+    let seen_b = events_until(&mut observer_b, last).await;
+    let versions: Vec<u64> = seen_a.iter().map(|e| e.0).collect();
+    assert_eq!(
+        versions,
+        (2..=last).collect::<Vec<_>>(),
+        "every version exactly once, in order"
+    );
+    assert_eq!(seen_a, seen_b, "both instances delivered identical streams");
+    let by_version: HashMap<u64, &String> = seen_a.iter().map(|e| (e.0, &e.2)).collect();
+    for (version, event_id) in &acked {
+        assert_eq!(
+            by_version.get(version),
+            Some(&event_id),
+            "acknowledged v{version} missing or different"
+        );
+    }
+    let snapshot = json!({"campaign_id": "busy"});
+    let state_a = observer_a
+        .request("campaign:snapshot:v1:requested", snapshot.clone(), "sa")
+        .await["payload"]["campaign"]
+        .clone();
+    let state_b = observer_b
+        .request("campaign:snapshot:v1:requested", snapshot, "sb")
+        .await["payload"]["campaign"]
+        .clone();
+    assert_eq!(state_a, state_b, "identical final state");
+    assert_eq!(state_a["version"], last);
+    eprintln!(
+        "{} writes changed the campaign; final version {last}",
+        acked.len()
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_traffic_loses_nothing_acknowledged() {
+    let mut redis = TestRedis::start();
+    let a = instance(&redis, &["--history-len", "100000"]).await;
+    let b = instance(&redis, &["--history-len", "100000"]).await;
+    let (_, token) = a.sign_in("Writer").await;
+    let mut writer = a.connect_as(&token).await;
+    writer.create_campaign("outage", "Outage").await;
+    let mut observer_b = b.connect().await;
+    observer_b.subscribe("outage", None).await;
+
+    let mut acked: BTreeMap<u64, String> = BTreeMap::new();
+    let mut refused = 0;
+    let mut saw_read_only = false;
+    let mut killed_at = None;
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(8) {
+        if n == 100 {
+            redis.kill();
+            killed_at = Some(Instant::now());
+        }
+        if killed_at.is_some_and(|t| t.elapsed() > Duration::from_millis(1500))
+            && redis.child.is_none()
+        {
+            redis.resume();
+        }
+        let title = format!("n{n}");
+        let reply = writer
+            .update("outage", json!({"title": title}), &format!("u{n}"))
+            .await;
+        match reply["type"].as_str().unwrap() {
+            "campaign:update:v1:success" => {
+                acked.insert(reply["payload"]["version"].as_u64().unwrap(), title);
+            }
+            "campaign:update:v1:failed" => {
+                assert_eq!(reply["payload"]["code"], "unavailable", "{reply}");
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("unexpected reply {other}"),
+        }
+        n += 1;
+    }
+    assert!(refused > 0, "the outage was noticed");
+    assert!(
+        acked.len() > 150,
+        "writes resumed after Redis returned ({} acknowledged)",
+        acked.len()
+    );
+    // The observer on B was told the campaign went read-only, then writable again, and its stream
+    // has every acknowledged write, in order, once.
+    let last = *acked.keys().max().unwrap();
+    let mut versions = Vec::new();
+    let mut writable_states = Vec::new();
+    while versions.last().copied().unwrap_or(0) < last {
+        let frame = observer_b.recv_json().await;
+        match frame["type"].as_str().unwrap() {
+            "campaign:state:v1:success" => {
+                let payload = &frame["payload"];
+                let version = payload["version"].as_u64().unwrap();
+                if let Some(title) = acked.get(&version) {
+                    assert_eq!(payload["change"]["updates"]["title"], *title);
+                }
+                versions.push(version);
+            }
+            "campaign:writable:v1:success" => {
+                saw_read_only |= frame["payload"]["writable"] == false;
+                writable_states.push(frame["payload"]["writable"].as_bool().unwrap());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        versions,
+        (2..=last).collect::<Vec<_>>(),
+        "no lost or duplicated events"
+    );
+    assert!(saw_read_only, "subscribers were told: {writable_states:?}");
+    assert_eq!(writable_states.last(), Some(&true));
+    // Both instances hold the same state afterwards.
+    let mut check_a = a.connect().await;
+    let state_a = check_a
+        .request(
+            "campaign:snapshot:v1:requested",
+            json!({"campaign_id": "outage"}),
+            "s",
+        )
+        .await;
+    let state_b = observer_b
+        .request(
+            "campaign:snapshot:v1:requested",
+            json!({"campaign_id": "outage"}),
+            "s",
+        )
+        .await;
+    assert_eq!(
+        state_a["payload"]["campaign"],
+        state_b["payload"]["campaign"]
+    );
+    eprintln!(
+        "{} acknowledged, {refused} refused while Redis was down",
+        acked.len()
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_instance_resume_on_the_other_without_a_gap() {
+    let redis = TestRedis::start();
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let env = [
+        ("RALLY_REDIS_URL", url.as_str()),
+        ("RALLY_SESSION_SECRET", SECRET),
+        ("RALLY_WRITE_RATE", "100000"),
+    ];
+    let a = common::ChildServer::spawn(dir_a.path(), &env);
+    let b = common::ChildServer::spawn(dir_b.path(), &env);
+    let (_, token) = common::sign_in(b.addr, "Writer").await;
+    let mut writer = common::connect(b.addr, Some(&token)).await;
+    writer.create_campaign("failover", "Failover").await;
+
+    let mut client = common::connect(a.addr, None).await;
+    client.subscribe("failover", None).await;
+    for n in 0..10 {
+        writer
+            .update(
+                "failover",
+                json!({"title": format!("before {n}")}),
+                &format!("b{n}"),
+            )
+            .await;
+    }
+    let seen = events_until(&mut client, 11).await;
+    let last_seen = seen.last().unwrap().0;
+    a.kill(); // SIGKILL: its clients lose their connection without a goodbye
+
+    for n in 0..15 {
+        writer
+            .update(
+                "failover",
+                json!({"title": format!("after {n}")}),
+                &format!("a{n}"),
+            )
+            .await;
+    }
+    // The client reconnects to the surviving instance and resumes from what it had.
+    let mut client = common::connect(b.addr, None).await;
+    let reply = client.subscribe("failover", Some(last_seen)).await;
+    assert_eq!(
+        reply["payload"]["resume"],
+        json!({"kind": "events", "from_version": last_seen + 1, "to_version": 26})
+    );
+    let resumed = events_until(&mut client, 26).await;
+    assert_eq!(
+        resumed.iter().map(|e| e.0).collect::<Vec<_>>(),
+        (last_seen + 1..=26).collect::<Vec<_>>()
+    );
+    assert_eq!(resumed.last().unwrap().1, "after 14");
+    assert_eq!(b.terminate(), Some(0));
+}
