@@ -1,28 +1,34 @@
-//! `rally-bench`: measure Rally from the outside, through its public protocol only.
+//! `rally-bench`: measure Rally from the outside, through its public protocol only, side by side
+//! with two baselines driven by the same clients in the same run: a bare tokio-tungstenite
+//! broadcast server (the stack's ceiling) and Socket.IO (what many teams would pick instead).
 //!
-//! `fanout` opens N subscriber WebSockets on one campaign, publishes updates at a fixed rate from
-//! one more connection, and measures the time from sending each update to each subscriber
-//! receiving its state event (p50/p90/p99/max), plus delivered events per second.
+//! ```text
+//! rally-bench fanout --compare --campaigns 1 --subscribers 1000 --rate 0      # unthrottled
+//! rally-bench fanout --compare --campaigns 1 --subscribers 1000 --rate 50     # latency shape
+//! rally-bench idle --compare --connections 5000                               # memory/connection
+//! ```
 //!
-//! By default it starts the server itself (`--server-bin`, on a free port with a throwaway data
-//! directory) so one command measures a fresh instance; `--url` targets a running one instead.
+//! The tool starts every server itself (`target/release/rally`, itself as `bare-server`, and
+//! `node bench/socketio-server.mjs`), so it can read their memory from /proc.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+mod bare;
+mod target;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use target::{Servers, Session, Target};
+
 #[derive(Parser)]
-#[command(name = "rally-bench", about = "Load tool for Rally")]
+#[command(name = "rally-bench", about = "Load tool for Rally and its baselines")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,138 +36,82 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// One publisher, N subscribers on one campaign: end-to-end delivery latency.
+    /// Publishers update rooms (campaigns); every subscriber of a room receives every update.
     Fanout(FanoutArgs),
+    /// Open idle connections and report the server's memory per connection.
+    Idle(IdleArgs),
+    /// Run the bare broadcast baseline server (used by the tool itself).
+    BareServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: std::net::SocketAddr,
+    },
 }
 
-#[derive(Parser)]
-struct FanoutArgs {
-    /// Subscribers on the campaign.
-    #[arg(long, default_value_t = 100)]
-    subscribers: usize,
-    /// Updates per second from the publisher.
-    #[arg(long, default_value_t = 100)]
-    rate: u32,
-    /// Seconds to measure (after connecting everyone).
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Extra bytes in each update's title (the event frame is ~450 bytes plus this).
-    #[arg(long, default_value_t = 0)]
-    payload_bytes: usize,
-    /// A running server's base URL (`http://127.0.0.1:3000`); otherwise one is started.
+#[derive(Parser, Clone)]
+struct Which {
+    /// The server to measure.
+    #[arg(long, value_enum, default_value = "rally")]
+    target: Target,
+    /// Measure Rally, bare and Socket.IO one after the other, and compare.
     #[arg(long)]
-    url: Option<String>,
-    /// The server binary to start when no --url is given.
-    #[arg(long, default_value = "target/release/rally")]
-    server_bin: PathBuf,
-    /// Start the server(s) in Redis mode against this Redis.
-    #[arg(long)]
-    redis_url: Option<String>,
-    /// Start two servers sharing --redis-url: the publisher on one, the subscribers on the
-    /// other, so every delivery crosses Redis.
-    #[arg(long, requires = "redis_url")]
-    cross_instance: bool,
-    /// Print one JSON object instead of the table.
+    compare: bool,
+    #[command(flatten)]
+    servers: Servers,
+    /// One JSON object per target instead of tables.
     #[arg(long)]
     json: bool,
 }
 
-/// A server this tool started; killed on drop.
-struct Spawned {
-    _child: tokio::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-async fn spawn_server(bin: &PathBuf, redis_url: Option<&str>) -> Result<(Spawned, String)> {
-    let dir = tempfile::tempdir()?;
-    std::fs::create_dir_all(dir.path().join("site/pkg"))?;
-    let mut command = tokio::process::Command::new(bin);
-    command.env_clear();
-    if let Some(url) = redis_url {
-        command.env("RALLY_REDIS_URL", url);
-    }
-    let mut child = command
-        .env("RALLY_ADDR", "127.0.0.1:0")
-        .env("RALLY_DATA_DIR", dir.path().join("data"))
-        .env("RALLY_SITE_ROOT", dir.path().join("site"))
-        .env("RALLY_LOG_FORMAT", "json")
-        .env("RALLY_WRITE_RATE", "1000000")
-        .env("RALLY_MAX_CONNECTIONS", "100000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start {} (build it with `cargo build --release -p rally`)",
-                bin.display()
-            )
-        })?;
-    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let Some(line) = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await??
-        else {
-            bail!("server exited before starting");
-        };
-        let record: Value = serde_json::from_str(&line).unwrap_or_default();
-        if record["message"] == "rally started" {
-            let addr = record["addr"]
-                .as_str()
-                .context("startup line has addr")?
-                .to_owned();
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return Ok((
-                Spawned {
-                    _child: child,
-                    _dir: dir,
-                },
-                format!("http://{addr}"),
-            ));
-        }
-    }
-    bail!("server did not start within 20 s")
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(base: &str, token: Option<&str>) -> Result<Socket> {
-    let url = format!("{}/ws", base.replacen("http", "ws", 1));
-    let mut request = url.into_client_request()?;
-    if let Some(token) = token {
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse()?);
-    }
-    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
-    Ok(socket)
-}
-
-/// Send a request and wait for its reply, skipping pushes.
-async fn request(socket: &mut Socket, event_type: &str, payload: Value, id: &str) -> Result<Value> {
-    socket
-        .send(Message::text(
-            json!({"type": event_type, "payload": payload, "request_id": id}).to_string(),
-        ))
-        .await?;
-    loop {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) => {
-                let frame: Value = serde_json::from_str(&text)?;
-                if frame["request_id"] == id {
-                    return Ok(frame);
-                }
-            }
-            Some(Ok(_)) => {}
-            Some(Err(err)) => return Err(err.into()),
-            None => bail!("connection closed"),
+impl Which {
+    fn targets(&self) -> Vec<Target> {
+        if self.compare {
+            vec![Target::Rally, Target::Bare, Target::Socketio]
+        } else {
+            vec![self.target]
         }
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+#[derive(Parser, Clone)]
+struct FanoutArgs {
+    #[command(flatten)]
+    which: Which,
+    /// Rooms (Rally: campaigns), each with its own publisher.
+    #[arg(long, default_value_t = 1)]
+    campaigns: usize,
+    /// Subscribers per room.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Updates per second per room; 0 = as fast as the target takes them.
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// Seconds to measure after everyone is connected.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Extra bytes in each update (the frame is ~450 bytes plus this).
+    #[arg(long, default_value_t = 0)]
+    payload_bytes: usize,
+    /// Unthrottled Rally: updates each publisher keeps in flight before waiting for replies.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// Connections opened at once while setting up.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Rally in Redis mode only: start a second instance for the subscribers, so every delivery
+    /// crosses Redis.
+    #[arg(long, requires = "redis_url")]
+    cross_instance: bool,
+}
+
+#[derive(Parser, Clone)]
+struct IdleArgs {
+    #[command(flatten)]
+    which: Which,
+    #[arg(long, default_value_t = 5000)]
+    connections: usize,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
     }
@@ -169,213 +119,438 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn fanout(args: FanoutArgs) -> Result<()> {
-    let mut servers = Vec::new();
-    let (base, subscriber_base) = match &args.url {
-        Some(url) => (
-            url.trim_end_matches('/').to_owned(),
-            url.trim_end_matches('/').to_owned(),
-        ),
-        None => {
-            let (spawned, base) = spawn_server(&args.server_bin, args.redis_url.as_deref()).await?;
-            servers.push(spawned);
-            let subscriber_base = if args.cross_instance {
-                let (spawned, other) =
-                    spawn_server(&args.server_bin, args.redis_url.as_deref()).await?;
-                servers.push(spawned);
-                other
-            } else {
-                base.clone()
-            };
-            (base, subscriber_base)
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} {msg:<22} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Open `count` connections with `make`, `concurrency` at a time; returns them and conns/s.
+async fn open_many<F, Fut>(
+    count: usize,
+    concurrency: usize,
+    progress: &ProgressBar,
+    make: F,
+) -> Result<(Vec<target::Socket>, f64)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<target::Socket>>,
+{
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(count);
+    let mut pending =
+        futures_util::stream::iter((0..count).map(&make)).buffer_unordered(concurrency.max(1));
+    while let Some(socket) = pending.next().await {
+        sockets.push(socket?);
+        progress.inc(1);
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok((sockets, rate))
+}
+
+/// Send timestamps per room, indexed by sequence number (nanoseconds since `epoch`, 0 = unsent).
+struct SendTimes {
+    epoch: Instant,
+    rooms: Vec<Vec<AtomicU64>>,
+}
+
+impl SendTimes {
+    fn new(rooms: usize, capacity: usize) -> Self {
+        SendTimes {
+            epoch: Instant::now(),
+            rooms: (0..rooms)
+                .map(|_| (0..capacity).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
         }
+    }
+
+    fn mark(&self, room: usize, seq: u64) {
+        if let Some(slot) = self.rooms[room].get(seq as usize) {
+            slot.store(
+                self.epoch.elapsed().as_nanos() as u64 + 1,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn latency_us(&self, room: usize, seq: u64, at: Instant) -> Option<u32> {
+        let sent = self.rooms[room].get(seq as usize)?.load(Ordering::Relaxed);
+        if sent == 0 {
+            return None;
+        }
+        let received = at.duration_since(self.epoch).as_nanos() as u64 + 1;
+        Some((received.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32)
+    }
+}
+
+async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
+    let running = target::start(target, &args.which.servers).await?;
+    let session = Arc::new(Session::new(&running).await?);
+    // With --cross-instance, subscribers connect to a second Rally sharing the Redis.
+    let second = if args.cross_instance && target == Target::Rally {
+        Some(target::start(target, &args.which.servers).await?)
+    } else {
+        None
     };
-    let http = reqwest::Client::new();
-    let session: Value = http
-        .post(format!("{base}/api/session"))
-        .json(&json!({"display_name": "bench publisher"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = session["token"]
-        .as_str()
-        .context("session token")?
-        .to_owned();
-    let campaign = format!("bench-{}", std::process::id());
-    let mut publisher = connect(&base, Some(&token)).await?;
-    let created = request(
-        &mut publisher,
-        "campaign:create:v1:requested",
-        json!({"campaign_id": campaign, "title": "bench"}),
-        "create",
-    )
+    let subscriber_session = match &second {
+        Some(second) => Arc::new(Session::new(second).await?),
+        None => session.clone(),
+    };
+    let prefix = target.name();
+    let rooms: Vec<String> = (0..args.campaigns)
+        .map(|i| format!("bench-{}-{i}", std::process::id()))
+        .collect();
+    for room in &rooms {
+        session.create_room(room).await?;
+    }
+    let rss_before = running.rss_bytes();
+
+    let total = args.campaigns * args.subscribers;
+    let progress = bar(total as u64, "connecting subscribers");
+    progress.set_prefix(prefix);
+    let (subscribers, connect_rate) = open_many(total, args.connect_concurrency, &progress, |i| {
+        let session = subscriber_session.clone();
+        let room = rooms[i % rooms.len()].clone();
+        async move { session.subscriber(&room).await }
+    })
     .await?;
-    if created["type"] != "campaign:create:v1:success" {
-        bail!("cannot create the campaign: {created}");
-    }
+    progress.finish_and_clear();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_connected = running.rss_bytes();
 
-    // Sequence number → send instant, shared with the subscribers.
-    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
-    let connect_started = Instant::now();
-    let mut subscribers = Vec::with_capacity(args.subscribers);
-    for i in 0..args.subscribers {
-        let mut socket = connect(&subscriber_base, None).await?;
-        let reply = request(
-            &mut socket,
-            "campaign:subscribe:v1:requested",
-            json!({"campaign_id": campaign}),
-            &format!("s{i}"),
-        )
-        .await?;
-        if reply["type"] != "campaign:subscribe:v1:success" {
-            bail!("subscribe failed: {reply}");
-        }
-        subscribers.push(socket);
-    }
-    let connect_secs = connect_started.elapsed().as_secs_f64();
-
-    // Level-triggered: a reader busy when stop is signalled still sees it at its next await.
+    let capacity = if args.rate == 0 {
+        4_000_000 / args.campaigns.max(1)
+    } else {
+        (args.rate as usize * (args.duration as usize + 5)).max(16)
+    };
+    let times = Arc::new(SendTimes::new(rooms.len(), capacity));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
     let mut readers = Vec::new();
-    for mut socket in subscribers {
-        let sent = sent.clone();
+    for (i, mut socket) in subscribers.into_iter().enumerate() {
+        let room = i % rooms.len();
+        let times = times.clone();
         let mut stop = stop_rx.clone();
         readers.push(tokio::spawn(async move {
-            let mut latencies: Vec<u64> = Vec::new();
+            let mut latencies: Vec<u32> = Vec::new();
+            let mut delivered = 0u64;
             loop {
                 let message = tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
                     m = socket.next() => m,
                 };
-                let Some(Ok(Message::Text(text))) = message else {
-                    if message.is_none() {
-                        break;
-                    } else {
-                        continue;
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        let at = Instant::now();
+                        if text.as_str() == "2" {
+                            let _ = socket.send(Message::text("3")).await;
+                            continue;
+                        }
+                        if let Some(seq) = target::sequence_of(&text) {
+                            delivered += 1;
+                            if let Some(us) = times.latency_us(room, seq, at) {
+                                latencies.push(us);
+                            }
+                        }
                     }
-                };
-                let received = Instant::now();
-                // A cheap scan instead of a JSON parse, so the client is not the bottleneck.
-                if !text.starts_with("{\"type\":\"campaign:state:v1:success\"") {
-                    continue;
-                }
-                let seq = text
-                    .find("\"title\":\"")
-                    .map(|i| &text[i + 9..])
-                    .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-                    .and_then(|digits| digits.parse::<u64>().ok());
-                if let Some(at) = seq.and_then(|s| sent.lock().unwrap().get(&s).copied()) {
-                    latencies.push(received.duration_since(at).as_micros() as u64);
+                    Some(Ok(_)) => {}
+                    _ => break,
                 }
             }
-            latencies
+            (delivered, latencies)
         }));
     }
 
-    // Publish at a fixed rate; acknowledgements are read by a separate task.
-    let (mut writer, mut reader) = publisher.split();
-    let acks = tokio::spawn(async move {
-        let mut ok = 0u64;
-        let mut failed = 0u64;
-        while let Some(Ok(message)) = reader.next().await {
-            if let Message::Text(text) = message {
-                if text.contains("campaign:update:v1:success") {
-                    ok += 1;
-                } else if text.contains(":failed") {
-                    failed += 1;
+    let padding = "x".repeat(args.payload_bytes);
+    let published = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut publishers = Vec::new();
+    for (room_index, room) in rooms.iter().enumerate() {
+        let socket = session.publisher(room).await?;
+        let (mut sink, mut stream) = socket.split();
+        let session = session.clone();
+        let times = times.clone();
+        let room = room.clone();
+        let padding = padding.clone();
+        let published = published.clone();
+        let failed = failed.clone();
+        let mut stop = stop_rx.clone();
+        let (rate, window) = (args.rate, args.window);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(window.max(1)));
+        // Reads the publisher's own socket: Rally's replies release the window; the baselines'
+        // echoes are drained so the publisher never blocks on them.
+        let acks = {
+            let in_flight = in_flight.clone();
+            let session = session.clone();
+            let failed = failed.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(message)) = stream.next().await {
+                    if let Message::Text(text) = message {
+                        if session.is_ack(&text) {
+                            if text.contains(":failed") {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            in_flight.add_permits(1);
+                        }
+                    }
+                }
+            })
+        };
+        publishers.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut ticker = (rate > 0).then(|| {
+                let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
+            loop {
+                if *stop.borrow() {
+                    break;
+                }
+                match ticker.as_mut() {
+                    Some(ticker) => {
+                        tokio::select! {
+                            _ = ticker.tick() => {}
+                            _ = stop.wait_for(|s| *s) => break,
+                        }
+                    }
+                    None if session.target == Target::Rally => {
+                        tokio::select! {
+                            permit = in_flight.acquire() => permit.expect("open").forget(),
+                            _ = stop.wait_for(|s| *s) => break,
+                        }
+                    }
+                    None => {}
+                }
+                times.mark(room_index, seq);
+                let frame = session.publish_frame(&room, seq, &padding);
+                if sink.send(Message::text(frame)).await.is_err() {
+                    break;
+                }
+                published.fetch_add(1, Ordering::Relaxed);
+                seq += 1;
+                if ticker.is_none() && seq.is_multiple_of(64) {
+                    tokio::task::yield_now().await;
                 }
             }
-        }
-        (ok, failed)
-    });
-    let padding = "x".repeat(args.payload_bytes);
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            acks.abort();
+        }));
+    }
+
+    let progress = bar(args.duration, "publishing");
+    progress.set_prefix(prefix);
     let started = Instant::now();
-    let mut seq = 0u64;
-    while started.elapsed() < Duration::from_secs(args.duration) {
-        ticker.tick().await;
-        let title = format!("{seq} {padding}");
-        sent.lock().unwrap().insert(seq, Instant::now());
-        let frame = json!({"type": "campaign:update:v1:requested",
-            "payload": {"campaign_id": campaign, "updates": {"title": title}},
-            "request_id": format!("u{seq}")});
-        writer.send(Message::text(frame.to_string())).await?;
-        seq += 1;
+    for _ in 0..args.duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        progress.inc(1);
     }
     let publish_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await; // let the tail arrive
     let _ = stop_tx.send(true);
-    let _ = writer.close().await;
-    let mut all = Vec::new();
-    for reader in readers {
-        all.extend(reader.await?);
+    // Publishers stop; give in-flight deliveries a moment before counting.
+    for publisher in publishers {
+        let _ = publisher.await;
     }
-    let (acked, failed) = tokio::time::timeout(Duration::from_secs(2), acks)
-        .await
-        .unwrap_or(Ok((0, 0)))?;
-    all.sort_unstable();
-    let expected = seq * args.subscribers as u64;
-    let summary = json!({
-        "subscribers": args.subscribers,
-        "rate_per_sec": args.rate,
-        "published": seq,
-        "acknowledged": acked,
-        "failed": failed,
-        "delivered": all.len(),
-        "expected_deliveries": expected,
-        "delivered_per_sec": all.len() as f64 / publish_secs,
-        "connect_secs": connect_secs,
-        "latency_us": {
-            "p50": percentile(&all, 50.0),
-            "p90": percentile(&all, 90.0),
-            "p99": percentile(&all, 99.0),
-            "max": all.last().copied().unwrap_or(0),
-        }
-    });
-    if args.json {
-        println!("{summary}");
-    } else {
-        let ms = |key: &str| summary["latency_us"][key].as_u64().unwrap_or(0) as f64 / 1000.0;
-        let mode = match (&args.redis_url, args.cross_instance) {
-            (Some(_), true) => "Redis mode, publisher and subscribers on different instances",
-            (Some(_), false) => "Redis mode, one instance",
-            (None, _) => "embedded store",
+    progress.finish_and_clear();
+    let rss_loaded = running.rss_bytes();
+    let mut latencies = Vec::new();
+    let mut delivered = 0u64;
+    for reader in readers {
+        let (count, mut samples) = reader.await?;
+        delivered += count;
+        latencies.append(&mut samples);
+    }
+    latencies.sort_unstable();
+    let published = published.load(Ordering::Relaxed);
+    let expected = published * args.subscribers as u64;
+    let ms = |us: u32| f64::from(us) / 1000.0;
+    Ok(json!({
+        "target": target.name(),
+        "campaigns": args.campaigns,
+        "subscribers_per_campaign": args.subscribers,
+        "rate_per_campaign": args.rate,
+        "published": published,
+        "failed": failed.load(Ordering::Relaxed),
+        "delivered": delivered,
+        "expected": expected,
+        "delivered_per_sec": delivered as f64 / publish_secs,
+        "latency_ms": {
+            "p50": ms(percentile(&latencies, 50.0)),
+            "p90": ms(percentile(&latencies, 90.0)),
+            "p99": ms(percentile(&latencies, 99.0)),
+            "max": ms(latencies.last().copied().unwrap_or(0)),
+        },
+        "connects_per_sec": connect_rate,
+        "rss_bytes": {"before": rss_before, "connected": rss_connected, "loaded": rss_loaded},
+        "rss_per_connection_bytes": (rss_connected.saturating_sub(rss_before)) as f64 / total.max(1) as f64,
+    }))
+}
+
+fn print_fanout_table(results: &[Value]) {
+    println!(
+        "{:<10} {:>12} {:>14} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "target",
+        "published",
+        "delivered/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "conns/s",
+        "KiB/conn"
+    );
+    for r in results {
+        let latency = &r["latency_ms"];
+        println!(
+            "{:<10} {:>12} {:>14.0} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>10.0} {:>9.1}",
+            r["target"].as_str().unwrap_or("?"),
+            r["published"],
+            r["delivered_per_sec"].as_f64().unwrap_or(0.0),
+            latency["p50"].as_f64().unwrap_or(0.0),
+            latency["p90"].as_f64().unwrap_or(0.0),
+            latency["p99"].as_f64().unwrap_or(0.0),
+            latency["max"].as_f64().unwrap_or(0.0),
+            r["connects_per_sec"].as_f64().unwrap_or(0.0),
+            r["rss_per_connection_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+        );
+    }
+    let get = |name: &str| results.iter().find(|r| r["target"] == name);
+    if let (Some(rally), Some(bare)) = (get("rally"), get("bare")) {
+        let ratio = |key: &str| {
+            rally[key].as_f64().unwrap_or(0.0) / bare[key].as_f64().unwrap_or(1.0).max(1e-9)
         };
         println!(
-            "rally-bench fanout ({mode}): {} subscribers, {} updates/s for {} s",
-            args.subscribers, args.rate, args.duration
-        );
-        println!("  published {seq}, acknowledged {acked}, failed {failed}");
-        println!(
-            "  delivered {} of {} ({:.0} events/s)",
-            all.len(),
-            expected,
-            summary["delivered_per_sec"].as_f64().unwrap_or(0.0)
-        );
-        println!(
-            "  latency send→receive: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-            ms("p50"),
-            ms("p90"),
-            ms("p99"),
-            ms("max")
-        );
-        println!(
-            "  connected {} subscribers in {:.2} s",
-            args.subscribers, connect_secs
+            "rally / bare: delivered/s {:.2}×, p99 {:.2}×",
+            ratio("delivered_per_sec"),
+            rally["latency_ms"]["p99"].as_f64().unwrap_or(0.0)
+                / bare["latency_ms"]["p99"].as_f64().unwrap_or(1.0).max(1e-9)
         );
     }
-    if all.len() as u64 != expected {
-        bail!("{} deliveries missing", expected - all.len() as u64);
+    if let (Some(rally), Some(socketio)) = (get("rally"), get("socket.io")) {
+        println!(
+            "rally / socket.io: delivered/s {:.2}×, p99 {:.2}×",
+            rally["delivered_per_sec"].as_f64().unwrap_or(0.0)
+                / socketio["delivered_per_sec"]
+                    .as_f64()
+                    .unwrap_or(1.0)
+                    .max(1e-9),
+            rally["latency_ms"]["p99"].as_f64().unwrap_or(0.0)
+                / socketio["latency_ms"]["p99"]
+                    .as_f64()
+                    .unwrap_or(1.0)
+                    .max(1e-9),
+        );
+    }
+}
+
+async fn fanout(args: FanoutArgs) -> Result<()> {
+    let mut results = Vec::new();
+    for target in args.which.targets() {
+        let result = fanout_one(target, &args).await?;
+        if args.which.json {
+            println!("{result}");
+        }
+        results.push(result);
+    }
+    if !args.which.json {
+        println!(
+            "fanout: {} campaign(s) × {} subscribers, {} updates/s per campaign, {} s, 2 cores shared with the tool",
+            args.campaigns,
+            args.subscribers,
+            if args.rate == 0 { "unthrottled".to_owned() } else { args.rate.to_string() },
+            args.duration
+        );
+        print_fanout_table(&results);
+    }
+    if args.rate > 0 {
+        for r in &results {
+            if r["target"] == "rally" && r["delivered"] != r["expected"] {
+                bail!(
+                    "rally lost deliveries: {} of {}",
+                    r["delivered"],
+                    r["expected"]
+                );
+            }
+        }
     }
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Fanout(args) => fanout(args).await,
+async fn idle_one(target: Target, args: &IdleArgs) -> Result<Value> {
+    let running = target::start(target, &args.which.servers).await?;
+    let session = Arc::new(Session::new(&running).await?);
+    let room = format!("idle-{}", std::process::id());
+    session.create_room(&room).await?;
+    // Let the server settle (allocator, lazy statics) before the baseline reading.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = running.rss_bytes();
+    let progress = bar(args.connections as u64, "opening idle connections");
+    progress.set_prefix(target.name());
+    let (sockets, rate) = open_many(args.connections, 64, &progress, |_| {
+        let session = session.clone();
+        let room = room.clone();
+        async move { session.subscriber(&room).await }
+    })
+    .await?;
+    progress.finish_and_clear();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = running.rss_bytes();
+    drop(sockets);
+    Ok(json!({
+        "target": target.name(),
+        "connections": args.connections,
+        "rss_before_bytes": before,
+        "rss_after_bytes": after,
+        "bytes_per_connection": after.saturating_sub(before) as f64 / args.connections as f64,
+        "connects_per_sec": rate,
+    }))
+}
+
+async fn idle(args: IdleArgs) -> Result<()> {
+    let mut results = Vec::new();
+    for target in args.which.targets() {
+        let result = idle_one(target, &args).await?;
+        if args.which.json {
+            println!("{result}");
+        }
+        results.push(result);
     }
+    if !args.which.json {
+        println!(
+            "idle: {} connections (each subscribed/joined to one room)",
+            args.connections
+        );
+        println!(
+            "{:<10} {:>12} {:>12} {:>12} {:>10}",
+            "target", "RSS before", "RSS after", "KiB/conn", "conns/s"
+        );
+        for r in &results {
+            println!(
+                "{:<10} {:>10.1}MB {:>10.1}MB {:>12.2} {:>10.0}",
+                r["target"].as_str().unwrap_or("?"),
+                r["rss_before_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+                r["rss_after_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+                r["bytes_per_connection"].as_f64().unwrap_or(0.0) / 1024.0,
+                r["connects_per_sec"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match Cli::parse().command {
+            Command::Fanout(args) => fanout(args).await,
+            Command::Idle(args) => idle(args).await,
+            Command::BareServer { addr } => bare::serve(addr).await,
+        }
+    })
 }
