@@ -11,7 +11,6 @@
 //! whose socket does not accept a write for [`SLOW_CONSUMER_TIMEOUT`] is disconnected with close
 //! code [`CLOSE_SLOW_CONSUMER`]; nobody else waits for it.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, W
 use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use rally_app::model::{Actor, CampaignId, RequestId};
 use rally_app::protocol::campaign::{
@@ -49,12 +49,16 @@ use crate::shutdown::ShutdownSignal;
 /// Largest text frame (and message) a client may send. Larger ones close the connection with
 /// 1009 (message too big): the frame cannot be read, so there is no request to answer.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Initial WebSocket read buffer per connection.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// A socket that accepts no write for this long belongs to a slow consumer.
 pub const SLOW_CONSUMER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Close code sent to a slow consumer (application range 4000-4999).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// A write pending this long marks the subscriber's channel as stuck (readiness reports it).
 pub const STALL_THRESHOLD: Duration = Duration::from_secs(1);
+/// Requests a connection may have in flight before it stops reading more.
+pub const MAX_PIPELINE: usize = 64;
 /// Ready events written to the socket before one flush.
 const MAX_WRITE_BATCH: usize = 64;
 
@@ -226,6 +230,9 @@ pub async fn upgrade(
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        // tungstenite reserves its whole read buffer up front (128 KiB by default): most of an
+        // idle connection's memory. Frames are small; the buffer grows when one is not.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
                 let _slot = slot;
@@ -323,6 +330,29 @@ impl WriteBudget {
     }
 }
 
+/// One campaign a connection follows.
+struct Follow {
+    campaign: CampaignId,
+    /// Last state-event version delivered.
+    last: u64,
+    /// The campaign's live counters (for the buffer-use metric).
+    gauges: Arc<CampaignGauges>,
+}
+
+/// Metric handles used per delivery batch, resolved once instead of looked up by name each time.
+struct HotMetrics {
+    delivery_seconds: metrics::Histogram,
+    buffer_used: metrics::Histogram,
+}
+
+fn hot_metrics() -> &'static HotMetrics {
+    static HOT: std::sync::OnceLock<HotMetrics> = std::sync::OnceLock::new();
+    HOT.get_or_init(|| HotMetrics {
+        delivery_seconds: metrics::histogram!("rally_delivery_seconds"),
+        buffer_used: metrics::histogram!("rally_subscriber_buffer_used"),
+    })
+}
+
 struct Connection {
     id: ConnectionId,
     socket: WebSocket,
@@ -330,11 +360,11 @@ struct Connection {
     manager: StateManager,
     config: Arc<GatewayConfig>,
     shutdown: ShutdownSignal,
-    subscriptions: StreamMap<CampaignId, DeliveryStream>,
-    /// Last state-event version delivered, per subscribed campaign.
-    versions: HashMap<CampaignId, u64>,
-    /// Each followed campaign's live counters (for the buffer-use metric).
-    gauges: HashMap<CampaignId, Arc<CampaignGauges>>,
+    /// Deliveries of every followed campaign, keyed by slot (a small number, so the hot path
+    /// neither hashes nor clones campaign ids).
+    subscriptions: StreamMap<usize, DeliveryStream>,
+    /// What each slot follows (`None`: free).
+    follows: Vec<Option<Follow>>,
     budget: WriteBudget,
     stats: GatewayStats,
     ops: Arc<OpsCounters>,
@@ -344,12 +374,20 @@ struct Connection {
     /// State events in the batch being written, and the first one's (campaign, version, durable
     /// time) for the latency and buffer samples.
     batch_states: u64,
-    batch_first: Option<(CampaignId, u64, Option<Instant>)>,
+    batch_first: Option<(usize, u64, Option<Instant>)>,
+    /// Replies to requests still being answered, in request order. Writes are pipelined: the
+    /// connection keeps reading while earlier writes wait for their commit, so one client's
+    /// burst shares commits instead of paying one each.
+    pipeline: FuturesOrdered<PendingReply>,
 }
+
+/// A reply that will be ready later (a write waiting for its commit).
+type PendingReply = Pin<Box<dyn std::future::Future<Output = Utf8Bytes> + Send>>;
 
 enum Input {
     Frame(Option<Result<Message, axum::Error>>),
-    Delivery(CampaignId, Delivery),
+    Reply(Utf8Bytes),
+    Delivery(usize, Delivery),
     Ops(Option<Result<Frame, BroadcastStreamRecvError>>),
 }
 
@@ -365,28 +403,54 @@ impl Connection {
             config,
             shutdown: state.shutdown.clone(),
             subscriptions: StreamMap::new(),
-            versions: HashMap::new(),
-            gauges: HashMap::new(),
+            follows: Vec::new(),
             stats: state.gateway.clone(),
             ops: state.manager.ops().clone(),
             ops_feed: state.ops_feed.clone(),
             ops_events: None,
             batch_states: 0,
             batch_first: None,
+            pipeline: FuturesOrdered::new(),
         }
+    }
+
+    /// Queue a reply behind the ones still pending, so replies keep request order.
+    fn enqueue(&mut self, reply: impl std::future::Future<Output = Utf8Bytes> + Send + 'static) {
+        self.pipeline.push_back(Box::pin(reply));
+    }
+
+    /// Wait for every pending reply (before a request that changes this connection's state).
+    async fn drain_pipeline(&mut self, out: &mut Vec<Utf8Bytes>) {
+        while let Some(reply) = self.pipeline.next().await {
+            out.push(reply);
+        }
+    }
+
+    /// The slot following `campaign`, if any.
+    fn slot_of(&self, campaign: &CampaignId) -> Option<usize> {
+        self.follows
+            .iter()
+            .position(|f| f.as_ref().is_some_and(|f| f.campaign == *campaign))
     }
 
     /// Stop following a campaign here (the caller tells the manager if needed).
     fn forget(&mut self, campaign: &CampaignId) -> bool {
-        self.subscriptions.remove(campaign);
-        self.gauges.remove(campaign);
-        self.versions.remove(campaign).is_some()
+        let Some(slot) = self.slot_of(campaign) else {
+            return false;
+        };
+        self.subscriptions.remove(&slot);
+        self.follows[slot] = None;
+        true
+    }
+
+    fn followed(&self) -> impl Iterator<Item = &CampaignId> {
+        self.follows.iter().flatten().map(|f| &f.campaign)
     }
 
     async fn run(mut self) -> Ending {
         tracing::debug!(connection = ?self.id, signed_in = self.identity.is_some(), "websocket connected");
         let ending = self.serve().await;
-        for campaign in self.versions.keys() {
+        for campaign in self.followed() {
             self.manager.leave(campaign, self.id);
         }
         if let Some(frame) = ending.close_frame() {
@@ -406,9 +470,10 @@ impl Connection {
             let input = tokio::select! {
                 biased;
                 _ = self.shutdown.recv() => return Ending::ServerShutdown,
-                frame = self.socket.recv() => Input::Frame(frame),
-                Some((campaign, delivery)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
-                    Input::Delivery(campaign, delivery)
+                Some(reply) = self.pipeline.next(), if !self.pipeline.is_empty() => Input::Reply(reply),
+                frame = self.socket.recv(), if self.pipeline.len() < MAX_PIPELINE => Input::Frame(frame),
+                Some((slot, delivery)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                    Input::Delivery(slot, delivery)
                 }
                 sample = next_ops(&mut self.ops_events), if self.ops_events.is_some() => Input::Ops(sample),
             };
@@ -423,7 +488,14 @@ impl Connection {
                         Ending::Broken
                     };
                 }
-                Input::Frame(Some(Ok(Message::Text(text)))) => self.answer(&text, &mut out).await,
+                Input::Frame(Some(Ok(Message::Text(text)))) => {
+                    self.answer(&text, &mut out).await;
+                    self.take_ready_replies(&mut out);
+                }
+                Input::Reply(reply) => {
+                    out.push(reply);
+                    self.take_ready_replies(&mut out);
+                }
                 Input::Frame(Some(Ok(Message::Binary(_)))) => out.push(reject(RejectedFrame {
                     reply_type: FRAME_FAILED,
                     request_id: None,
@@ -437,13 +509,13 @@ impl Connection {
                 Input::Ops(Some(Ok(frame))) => out.push(frame.text),
                 Input::Ops(Some(Err(_))) => {} // missed a sample: the next one is complete anyway
                 Input::Ops(None) => self.ops_events = None,
-                Input::Delivery(campaign, delivery) => {
-                    self.deliver(campaign, delivery, &mut out).await;
+                Input::Delivery(slot, delivery) => {
+                    self.deliver(slot, delivery, &mut out).await;
                     // Take whatever else is ready now, so one flush carries many events.
                     while out.len() < MAX_WRITE_BATCH {
                         match self.subscriptions.next().now_or_never() {
-                            Some(Some((campaign, delivery))) => {
-                                self.deliver(campaign, delivery, &mut out).await
+                            Some(Some((slot, delivery))) => {
+                                self.deliver(slot, delivery, &mut out).await
                             }
                             _ => break,
                         }
@@ -455,7 +527,17 @@ impl Connection {
             }
             let first = self.batch_first.take();
             let states = std::mem::take(&mut self.batch_states);
-            self.record_delivery(states, first.as_ref().map(|(c, v, t)| (c, *v, *t)));
+            self.record_delivery(states, first);
+        }
+    }
+
+    /// Replies already answered, in order (stops at the first still pending).
+    fn take_ready_replies(&mut self, out: &mut Vec<Utf8Bytes>) {
+        while !self.pipeline.is_empty() {
+            match self.pipeline.next().now_or_never() {
+                Some(Some(reply)) => out.push(reply),
+                _ => break,
+            }
         }
     }
 
@@ -471,14 +553,17 @@ impl Connection {
             socket.flush().await
         };
         tokio::pin!(write);
-        // Most writes finish at once; only a slow one is timed, counted as stalled after
-        // STALL_THRESHOLD and cut at SLOW_CONSUMER_TIMEOUT.
-        let written = match tokio::time::timeout(STALL_THRESHOLD, &mut write).await {
-            Ok(result) => Ok(result),
-            Err(_) => {
-                let _stall = Stall::begin(&self.stats);
-                tokio::time::timeout(SLOW_CONSUMER_TIMEOUT - STALL_THRESHOLD, &mut write).await
-            }
+        // Most writes finish at once and never touch a timer; only a slow one is timed,
+        // counted as stalled after STALL_THRESHOLD and cut at SLOW_CONSUMER_TIMEOUT.
+        let written = match write.as_mut().now_or_never() {
+            Some(result) => Ok(result),
+            None => match tokio::time::timeout(STALL_THRESHOLD, &mut write).await {
+                Ok(result) => Ok(result),
+                Err(_) => {
+                    let _stall = Stall::begin(&self.stats);
+                    tokio::time::timeout(SLOW_CONSUMER_TIMEOUT - STALL_THRESHOLD, &mut write).await
+                }
+            },
         };
         match written {
             Ok(Ok(())) => Ok(()),
@@ -492,44 +577,38 @@ impl Connection {
     }
 
     /// After a batch reached the socket: count it, and sample latency and buffer use once.
-    fn record_delivery(
-        &self,
-        state_events: u64,
-        first: Option<(&CampaignId, u64, Option<Instant>)>,
-    ) {
+    fn record_delivery(&self, state_events: u64, first: Option<(usize, u64, Option<Instant>)>) {
         if state_events == 0 {
             return;
         }
         self.ops
             .deliveries
             .fetch_add(state_events, Ordering::Relaxed);
-        if let Some((campaign, version, durable_at)) = first {
+        if let Some((slot, version, durable_at)) = first {
+            let hot = hot_metrics();
             if let Some(durable_at) = durable_at {
                 let elapsed = durable_at.elapsed();
                 self.ops.delivery_latency.record(elapsed);
-                metrics::histogram!("rally_delivery_seconds").record(elapsed.as_secs_f64());
+                hot.delivery_seconds.record(elapsed.as_secs_f64());
             }
-            if let Some(gauges) = self.gauges.get(campaign) {
-                let behind = gauges
+            if let Some(Some(follow)) = self.follows.get(slot) {
+                let behind = follow
+                    .gauges
                     .latest_version
                     .load(Ordering::Relaxed)
                     .saturating_sub(version);
-                metrics::histogram!("rally_subscriber_buffer_used")
+                hot.buffer_used
                     .record(behind.min(SUBSCRIBER_BUFFER as u64) as f64);
             }
         }
     }
 
     /// Bring one subscription's delivery to the socket, keeping versions contiguous.
-    async fn deliver(
-        &mut self,
-        campaign: CampaignId,
-        delivery: Delivery,
-        out: &mut Vec<Utf8Bytes>,
-    ) {
-        let Some(&last) = self.versions.get(&campaign) else {
+    async fn deliver(&mut self, slot: usize, delivery: Delivery, out: &mut Vec<Utf8Bytes>) {
+        let Some(Some(follow)) = self.follows.get(slot) else {
             return; // unsubscribed meanwhile
         };
+        let last = follow.last;
         match delivery {
             Delivery::Frame(Frame {
                 version: None,
@@ -545,27 +624,30 @@ impl Connection {
                     return; // already delivered through a backfill
                 }
                 if version > last + 1 {
-                    self.backfill(&campaign, last, out).await;
+                    self.backfill(slot, last, out).await;
                 }
-                let last = self.versions.get(&campaign).copied().unwrap_or(u64::MAX);
-                if version == last + 1 {
+                let Some(Some(follow)) = self.follows.get_mut(slot) else {
+                    return;
+                };
+                if version == follow.last + 1 {
+                    follow.last = version;
                     out.push(text);
                     self.batch_states += 1;
                     if self.batch_first.is_none() {
-                        self.batch_first = Some((campaign.clone(), version, durable_at));
+                        self.batch_first = Some((slot, version, durable_at));
                     }
-                    self.versions.insert(campaign, version);
                 }
             }
             Delivery::Lagged => {
                 metrics::counter!("rally_subscriber_lagged_total").increment(1);
-                self.backfill(&campaign, last, out).await;
+                self.backfill(slot, last, out).await;
             }
             Delivery::Ended => {
-                self.gauges.remove(&campaign);
-                self.versions.remove(&campaign);
+                let Some(follow) = self.follows[slot].take() else {
+                    return;
+                };
                 let ended = SubscriptionEnded {
-                    campaign_id: campaign,
+                    campaign_id: follow.campaign,
                     reason: ErrorBody::new(
                         ErrorCode::Unavailable,
                         "the campaign restarted; subscribe again with since_version",
@@ -577,9 +659,17 @@ impl Connection {
     }
 
     /// Fetch what the subscriber missed after `last`: events from history, or a resync snapshot.
-    async fn backfill(&mut self, campaign: &CampaignId, last: u64, out: &mut Vec<Utf8Bytes>) {
+    async fn backfill(&mut self, slot: usize, last: u64, out: &mut Vec<Utf8Bytes>) {
+        let Some(Some(follow)) = self.follows.get(slot) else {
+            return;
+        };
+        let campaign = follow.campaign.clone();
         let user = self.identity.as_ref().map(|a| a.user_id.clone());
-        match self.manager.backfill(campaign, last, user).await {
+        let result = self.manager.backfill(&campaign, last, user).await;
+        let Some(Some(follow)) = self.follows.get_mut(slot) else {
+            return;
+        };
+        match result {
             Ok(Backfill::Events(missed)) => {
                 let mut version = last;
                 for frame in missed {
@@ -588,24 +678,23 @@ impl Connection {
                         version = v;
                     }
                 }
-                self.versions.insert(campaign.clone(), version);
+                follow.last = version;
             }
             Ok(Backfill::Snapshot(snapshot)) => {
-                let version = snapshot.campaign.version;
+                follow.last = snapshot.campaign.version;
                 let resync = Resync {
-                    campaign_id: campaign.clone(),
+                    campaign_id: campaign,
                     reason: SnapshotReason::HistoryTruncated,
                     campaign: snapshot.campaign,
                     role: snapshot.role,
                 };
                 out.push(frames::push(RESYNC, &resync, clock::now()).text);
-                self.versions.insert(campaign.clone(), version);
             }
             Err(error) => {
-                self.forget(campaign);
-                self.manager.leave(campaign, self.id);
+                self.forget(&campaign);
+                self.manager.leave(&campaign, self.id);
                 let ended = SubscriptionEnded {
-                    campaign_id: campaign.clone(),
+                    campaign_id: campaign,
                     reason: error,
                 };
                 out.push(frames::push(SUBSCRIPTION_ENDED, &ended, clock::now()).text);
@@ -619,7 +708,8 @@ impl Connection {
             Ok(request) => request,
             Err(rejected) => {
                 tracing::debug!(connection = ?self.id, code = %rejected.error.code, "request rejected at decode");
-                out.push(reject(rejected));
+                let reply = reject(rejected);
+                self.enqueue(async move { reply });
                 return;
             }
         };
@@ -630,7 +720,7 @@ impl Connection {
         } = request;
         tracing::debug!(connection = ?self.id, r#type = %event_type, "request");
         if body.is_write() && !self.budget.take() {
-            out.push(failed(
+            let reply = failed(
                 &event_type,
                 request_id,
                 ErrorBody::new(
@@ -640,7 +730,8 @@ impl Connection {
                         self.config.write_rate
                     ),
                 ),
-            ));
+            );
+            self.enqueue(async move { reply });
             return;
         }
         let reads_need_session = !self.config.allow_anonymous && self.identity.is_none();
@@ -651,26 +742,34 @@ impl Connection {
             )
         };
         match body {
-            ClientRequest::Ping(_) => out.push(success(
-                &event_type,
-                request_id,
-                &PingReply {
-                    server_time: clock::now(),
-                },
-            )),
+            ClientRequest::Ping(_) => {
+                let reply = success(
+                    &event_type,
+                    request_id,
+                    &PingReply {
+                        server_time: clock::now(),
+                    },
+                );
+                self.enqueue(async move { reply });
+            }
             ClientRequest::Create(request) => {
                 let Some(actor) = self.identity.clone() else {
-                    out.push(failed(
+                    let reply = failed(
                         &event_type,
                         request_id,
                         ErrorBody::new(ErrorCode::Forbidden, "sign in to create campaigns"),
-                    ));
+                    );
+                    self.enqueue(async move { reply });
                     return;
                 };
-                let result = self.manager.create(request, actor).await;
-                out.push(respond(&event_type, request_id, result));
+                let manager = self.manager.clone();
+                self.enqueue(async move {
+                    let result = manager.create(request, actor).await;
+                    respond(&event_type, request_id, result)
+                });
             }
             ClientRequest::OpsSubscribe(_) => {
+                self.drain_pipeline(out).await;
                 let allowed = self.config.ops_public
                     || self.identity.as_ref().is_some_and(|a| {
                         self.config.admins.iter().any(|id| id == a.user_id.as_str())
@@ -697,6 +796,7 @@ impl Connection {
                 out.push(success(&event_type, request_id, &history));
             }
             ClientRequest::Subscribe(request) => {
+                self.drain_pipeline(out).await;
                 if reads_need_session {
                     out.push(failed(&event_type, request_id, unauthorized()));
                     return;
@@ -711,6 +811,7 @@ impl Connection {
                 .await;
             }
             ClientRequest::Unsubscribe(CampaignRef { campaign_id }) => {
+                self.drain_pipeline(out).await;
                 // Dropping the stream drops the receiver: its buffered events are released.
                 if self.forget(&campaign_id) {
                     self.manager.leave(&campaign_id, self.id);
@@ -723,50 +824,53 @@ impl Connection {
             }
             ClientRequest::Snapshot(CampaignRef { campaign_id }) => {
                 if reads_need_session {
-                    out.push(failed(&event_type, request_id, unauthorized()));
+                    let reply = failed(&event_type, request_id, unauthorized());
+                    self.enqueue(async move { reply });
                     return;
                 }
                 let user = self.identity.as_ref().map(|a| a.user_id.clone());
-                let result = self.manager.snapshot(&campaign_id, user).await;
-                out.push(respond(&event_type, request_id, result));
+                let manager = self.manager.clone();
+                self.enqueue(async move {
+                    let result = manager.snapshot(&campaign_id, user).await;
+                    respond(&event_type, request_id, result)
+                });
             }
             ClientRequest::Update(request) => {
                 let id = request.campaign_id.clone();
-                self.write(&event_type, request_id, id, Write::Update(request), out)
-                    .await;
+                self.write(event_type, request_id, id, Write::Update(request));
             }
             ClientRequest::Feature(request) => {
                 let id = request.campaign_id.clone();
-                self.write(&event_type, request_id, id, Write::Feature(request), out)
-                    .await;
+                self.write(event_type, request_id, id, Write::Feature(request));
             }
             ClientRequest::Config(request) => {
                 let id = request.campaign_id.clone();
-                self.write(&event_type, request_id, id, Write::Config(request), out)
-                    .await;
+                self.write(event_type, request_id, id, Write::Config(request));
             }
         }
     }
 
-    async fn write(
+    /// Send a write to its campaign without waiting: the reply joins the pipeline.
+    fn write(
         &mut self,
-        event_type: &EventType,
+        event_type: EventType,
         request_id: Option<RequestId>,
         campaign: CampaignId,
         write: Write,
-        out: &mut Vec<Utf8Bytes>,
     ) {
         let started = Instant::now();
-        let result = self
-            .manager
-            .write(&campaign, write, self.identity.clone())
-            .await;
-        if result.is_ok() {
-            let elapsed = started.elapsed();
-            metrics::histogram!("rally_write_ack_seconds").record(elapsed.as_secs_f64());
-            self.ops.ack_latency.record(elapsed);
-        }
-        out.push(respond(event_type, request_id, result));
+        let manager = self.manager.clone();
+        let identity = self.identity.clone();
+        let ops = self.ops.clone();
+        self.enqueue(async move {
+            let result = manager.write(&campaign, write, identity).await;
+            if result.is_ok() {
+                let elapsed = started.elapsed();
+                metrics::histogram!("rally_write_ack_seconds").record(elapsed.as_secs_f64());
+                ops.ack_latency.record(elapsed);
+            }
+            respond(&event_type, request_id, result)
+        });
     }
 
     async fn subscribe(
@@ -777,8 +881,8 @@ impl Connection {
         since_version: Option<u64>,
         out: &mut Vec<Utf8Bytes>,
     ) {
-        let resubscribing = self.versions.contains_key(&campaign);
-        if !resubscribing && self.versions.len() >= self.config.max_subscriptions {
+        let resubscribing = self.slot_of(&campaign).is_some();
+        if !resubscribing && self.followed().count() >= self.config.max_subscriptions {
             out.push(failed(
                 event_type,
                 request_id,
@@ -816,10 +920,23 @@ impl Connection {
         };
         out.push(success(event_type, request_id, &subscription.reply));
         out.extend(subscription.backlog.into_iter().map(|frame| frame.text));
-        self.versions.insert(campaign.clone(), version);
-        self.gauges.insert(campaign.clone(), subscription.gauges);
+        let follow = Follow {
+            campaign,
+            last: version,
+            gauges: subscription.gauges,
+        };
+        let slot = match self.follows.iter().position(Option::is_none) {
+            Some(free) => {
+                self.follows[free] = Some(follow);
+                free
+            }
+            None => {
+                self.follows.push(Some(follow));
+                self.follows.len() - 1
+            }
+        };
         self.subscriptions
-            .insert(campaign, delivery_stream(subscription.events));
+            .insert(slot, delivery_stream(subscription.events));
     }
 }
 

@@ -226,8 +226,12 @@ async fn a_stalled_subscriber_is_cut_after_5_s_while_others_keep_their_latency()
     // The server gave up on the stalled client: it no longer counts in presence (healthy + probe).
     let mut probe = server.connect().await;
     let reply = probe.subscribe("stall", None).await;
-    let viewers = reply["payload"]["presence"]["viewers"].as_array().unwrap();
-    assert_eq!(viewers.len(), 2, "{viewers:?}");
+    let presence = &reply["payload"]["presence"];
+    assert_eq!(presence["count"], 2, "{presence}");
+    assert_eq!(
+        presence["viewers"][0]["connections"], 2,
+        "anonymous viewers share one entry"
+    );
 
     // When the stalled client finally reads, it gets the events that fit, in order, and then the
     // slow-consumer close (or a reset, if even the close frame did not fit).
@@ -286,11 +290,11 @@ async fn presence_lists_who_is_here_and_announces_joins_and_leaves() {
     let frames = owner
         .recv_until(|f| {
             f["type"] == "campaign:presence:v1:success"
-                && f["payload"]["joined"]["display_name"] == "Grace"
+                && f["payload"]["joined"][0]["display_name"] == "Grace"
         })
         .await;
     let joined = frames.last().unwrap();
-    assert_eq!(joined["payload"]["joined"]["display_name"], "Grace");
+    assert_eq!(joined["payload"]["joined"][0]["display_name"], "Grace");
     assert_eq!(joined["payload"]["presence"]["count"], 2);
 
     // A second tab of the same person is one viewer with two connections.
@@ -300,15 +304,22 @@ async fn presence_lists_who_is_here_and_announces_joins_and_leaves() {
 
     drop(grace);
     drop(grace2);
+    // Both tabs leaving may be announced in one coalesced push or two; either way Grace is
+    // named as having left and the count ends at 1.
     let mut left = 0;
-    while left < 2 {
+    loop {
         let frame = owner.recv_json().await;
-        if frame["type"] == "campaign:presence:v1:success"
-            && frame["payload"]["left"]["display_name"] == "Grace"
-        {
-            left += 1;
+        if frame["type"] != "campaign:presence:v1:success" {
+            continue;
+        }
+        left += frame["payload"]["left"].as_array().map_or(0, |l| {
+            l.iter().filter(|p| p["display_name"] == "Grace").count()
+        });
+        if frame["payload"]["presence"]["count"] == 1 {
+            break;
         }
     }
+    assert!(left >= 1, "Grace's leaving was announced");
     let snapshot = owner.subscribe("room", None).await;
     assert_eq!(
         snapshot["payload"]["presence"]["count"], 1,

@@ -83,14 +83,17 @@ impl<'de> Deserialize<'de> for DisplayName {
     }
 }
 
-/// One person watching a campaign (over one or more connections). Anonymous visitors have no
-/// user id and are listed one entry per connection.
+/// One person watching a campaign (over one or more connections). Anonymous visitors share one
+/// entry (no user id) whose `connections` counts them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Viewer {
     pub user_id: Option<UserId>,
     pub display_name: String,
     pub connections: u32,
 }
+
+/// Most signed-in viewers listed by name in a [`Presence`]; `count` still counts everyone.
+pub const PRESENCE_LIST_MAX: usize = 100;
 
 /// Everyone subscribed to a campaign right now. `campaign:presence:v1:success` carries this, with
 /// the change that caused it.
@@ -99,6 +102,7 @@ pub struct Presence {
     pub campaign_id: CampaignId,
     /// Distinct people: signed-in users, plus one per anonymous connection.
     pub count: u32,
-    /// Sorted by display name, then user id.
+    /// Signed-in viewers sorted by display name (at most [`PRESENCE_LIST_MAX`]), then one
+    /// "Anonymous" entry for all anonymous connections, if any.
     pub viewers: Vec<Viewer>,
 }

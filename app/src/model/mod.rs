@@ -7,7 +7,7 @@ mod ids;
 pub mod limits;
 mod timestamp;
 
-pub use access::{DisplayName, Presence, Role, Viewer};
+pub use access::{DisplayName, Presence, Role, Viewer, PRESENCE_LIST_MAX};
 pub use campaign::{
     json_depth, merge_patch, Actor, ApplyError, CampaignEvent, CampaignState, CampaignStatus,
     Change, ConfigMode, Feature, FieldUpdates, SectionName,

@@ -193,14 +193,16 @@ pub struct PresencePerson {
     pub display_name: String,
 }
 
-/// `campaign:presence:v1:success`
+/// `campaign:presence:v1:success`. Changes are coalesced: one push covers everyone who joined
+/// or left within a fraction of a second (the lists name at most 20 each; `presence` is always
+/// complete).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PresenceChanged {
     pub presence: Presence,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub joined: Option<PresencePerson>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub left: Option<PresencePerson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<PresencePerson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<PresencePerson>,
 }
 
 /// `campaign:resync:v1:success`

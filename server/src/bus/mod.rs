@@ -15,7 +15,7 @@ pub mod redis;
 use std::future::Future;
 use std::pin::Pin;
 
-use rally_app::model::{CampaignId, Viewer};
+use rally_app::model::{CampaignId, Viewer, PRESENCE_LIST_MAX};
 use serde::{Deserialize, Serialize};
 
 pub type BusFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -71,11 +71,17 @@ pub trait EventBus: Send + Sync + 'static {
     /// catch-up covers what a lost note would have said.
     fn publish(&self, note: BusNote) -> BusFuture<'_, ()>;
 
-    /// Record this instance's viewers of `campaign` (empty: none) for the others to see.
-    fn share_presence(&self, campaign: &CampaignId, viewers: Vec<Viewer>) -> BusFuture<'_, ()>;
+    /// Record this instance's viewers of `campaign` (a capped list) and how many people they
+    /// are (0: none) for the others to see.
+    fn share_presence(
+        &self,
+        campaign: &CampaignId,
+        viewers: Vec<Viewer>,
+        people: u32,
+    ) -> BusFuture<'_, ()>;
 
-    /// The viewers other live instances have shared for `campaign`.
-    fn remote_presence(&self, campaign: &CampaignId) -> BusFuture<'_, Vec<Viewer>>;
+    /// The viewers other live instances have shared for `campaign`, and how many people.
+    fn remote_presence(&self, campaign: &CampaignId) -> BusFuture<'_, (Vec<Viewer>, u32)>;
 }
 
 /// One instance: nothing to tell anyone.
@@ -94,20 +100,26 @@ impl EventBus for InProcessBus {
         Box::pin(async {})
     }
 
-    fn share_presence(&self, _campaign: &CampaignId, _viewers: Vec<Viewer>) -> BusFuture<'_, ()> {
+    fn share_presence(
+        &self,
+        _campaign: &CampaignId,
+        _viewers: Vec<Viewer>,
+        _people: u32,
+    ) -> BusFuture<'_, ()> {
         Box::pin(async {})
     }
 
-    fn remote_presence(&self, _campaign: &CampaignId) -> BusFuture<'_, Vec<Viewer>> {
-        Box::pin(async { Vec::new() })
+    fn remote_presence(&self, _campaign: &CampaignId) -> BusFuture<'_, (Vec<Viewer>, u32)> {
+        Box::pin(async { (Vec::new(), 0) })
     }
 }
 
 /// Merge viewer lists from several instances: one entry per signed-in user (connections added
-/// up), anonymous connections listed one each. Sorted like local presence.
+/// up) sorted by name, at most [`PRESENCE_LIST_MAX`], then one "Anonymous" entry for all
+/// anonymous connections.
 pub fn merge_viewers(lists: impl IntoIterator<Item = Viewer>) -> Vec<Viewer> {
-    let mut by_user: std::collections::BTreeMap<String, Viewer> = Default::default();
-    let mut anonymous = Vec::new();
+    let mut by_user: std::collections::HashMap<String, Viewer> = Default::default();
+    let mut anonymous = 0u32;
     for viewer in lists {
         match &viewer.user_id {
             Some(id) => {
@@ -116,22 +128,19 @@ pub fn merge_viewers(lists: impl IntoIterator<Item = Viewer>) -> Vec<Viewer> {
                     .and_modify(|v| v.connections += viewer.connections)
                     .or_insert(viewer);
             }
-            None => anonymous.extend((0..viewer.connections.max(1)).map(|_| Viewer {
-                user_id: None,
-                display_name: viewer.display_name.clone(),
-                connections: 1,
-            })),
+            None => anonymous += viewer.connections,
         }
     }
     let mut merged: Vec<Viewer> = by_user.into_values().collect();
-    merged.extend(anonymous);
-    merged.sort_by(|a, b| {
-        (a.user_id.is_none(), &a.display_name, &a.user_id).cmp(&(
-            b.user_id.is_none(),
-            &b.display_name,
-            &b.user_id,
-        ))
-    });
+    merged.sort_by(|a, b| (&a.display_name, &a.user_id).cmp(&(&b.display_name, &b.user_id)));
+    merged.truncate(PRESENCE_LIST_MAX);
+    if anonymous > 0 {
+        merged.push(Viewer {
+            user_id: None,
+            display_name: "Anonymous".into(),
+            connections: anonymous,
+        });
+    }
     merged
 }
 
@@ -149,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn merging_adds_up_connections_per_user_and_keeps_anonymous_separate() {
+    fn merging_adds_up_connections_per_user_and_counts_anonymous_together() {
         let merged = merge_viewers([
             viewer(Some("u1"), "Ada", 1),
             viewer(None, "Anonymous", 1),
@@ -162,10 +171,13 @@ mod tests {
             [
                 viewer(Some("u1"), "Ada", 3),
                 viewer(Some("u2"), "Bob", 2),
-                viewer(None, "Anonymous", 1),
-                viewer(None, "Anonymous", 1)
+                viewer(None, "Anonymous", 2)
             ]
         );
+        let crowd = merge_viewers(
+            (0..150).map(|i| viewer(Some(&format!("u{i:03}")), &format!("N{i:03}"), 1)),
+        );
+        assert_eq!(crowd.len(), PRESENCE_LIST_MAX, "the list is capped");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub const PRESENCE_HEARTBEAT: Duration = Duration::from_secs(10);
 struct PresenceEntry {
     expires_ms: u64,
     viewers: Vec<Viewer>,
+    people: u32,
 }
 
 fn now_ms() -> u64 {
@@ -153,11 +154,16 @@ impl EventBus for RedisBus {
         })
     }
 
-    fn share_presence(&self, campaign: &CampaignId, viewers: Vec<Viewer>) -> BusFuture<'_, ()> {
+    fn share_presence(
+        &self,
+        campaign: &CampaignId,
+        viewers: Vec<Viewer>,
+        people: u32,
+    ) -> BusFuture<'_, ()> {
         let key = presence_key(campaign);
         let field = format!("{:08x}", self.instance);
         Box::pin(async move {
-            let result = if viewers.is_empty() {
+            let result = if people == 0 {
                 self.link
                     .run(|mut conn| async move {
                         redis::cmd("HDEL")
@@ -172,6 +178,7 @@ impl EventBus for RedisBus {
                 let entry = serde_json::to_string(&PresenceEntry {
                     expires_ms: now_ms() + PRESENCE_TTL.as_millis() as u64,
                     viewers,
+                    people,
                 })
                 .expect("presence serializes");
                 self.link
@@ -192,7 +199,7 @@ impl EventBus for RedisBus {
         })
     }
 
-    fn remote_presence(&self, campaign: &CampaignId) -> BusFuture<'_, Vec<Viewer>> {
+    fn remote_presence(&self, campaign: &CampaignId) -> BusFuture<'_, (Vec<Viewer>, u32)> {
         let key = presence_key(campaign);
         let own = format!("{:08x}", self.instance);
         Box::pin(async move {
@@ -205,17 +212,21 @@ impl EventBus for RedisBus {
                 .await
             {
                 Ok(Ok(entries)) => entries,
-                _ => return Vec::new(),
+                _ => return (Vec::new(), 0),
             };
             let now = now_ms();
             let mut viewers = Vec::new();
+            let mut people = 0u32;
             let mut expired = Vec::new();
             for (field, value) in entries {
                 if field == own {
                     continue;
                 }
                 match serde_json::from_str::<PresenceEntry>(&value) {
-                    Ok(entry) if entry.expires_ms > now => viewers.extend(entry.viewers),
+                    Ok(entry) if entry.expires_ms > now => {
+                        viewers.extend(entry.viewers);
+                        people += entry.people;
+                    }
                     _ => expired.push(field),
                 }
             }
@@ -232,7 +243,7 @@ impl EventBus for RedisBus {
                     })
                     .await;
             }
-            viewers
+            (viewers, people)
         })
     }
 }

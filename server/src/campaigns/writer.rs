@@ -17,7 +17,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rally_app::model::{Actor, CampaignEvent, CampaignId, Presence, Role, UserId, Viewer};
+use rally_app::model::{
+    Actor, CampaignEvent, CampaignId, Presence, Role, UserId, Viewer, PRESENCE_LIST_MAX,
+};
 use rally_app::protocol::campaign::{
     CampaignSnapshot, CreateCampaign, PresenceChanged, PresencePerson, Resume, SubscribeReply,
     Writable, WriteAck, PRESENCE_EVENT, WRITABLE,
@@ -171,10 +173,17 @@ pub struct Writer {
     encoded: std::collections::VecDeque<Frame>,
     /// Local subscribers, by connection.
     subscribers: HashMap<ConnectionId, Option<Actor>>,
-    /// Viewers other instances reported (shared store only).
+    /// The same, counted per person and kept sorted, so presence costs O(list) not O(viewers).
+    local: LocalViewers,
+    /// Viewers other instances reported (shared store only), and how many people they have.
     remote_viewers: Vec<Viewer>,
+    remote_people: u32,
     /// The presence list last announced, to tell who joined or left.
     announced: Vec<Viewer>,
+    /// Presence changes not announced yet: they are coalesced into one push per
+    /// [`PRESENCE_DEBOUNCE`], so a crowd arriving costs a few pushes, not one per person.
+    pending_presence: Option<PendingPresence>,
+    last_presence: std::time::Instant,
     /// False while the shared store is unreachable: the campaign is read-only.
     writable: bool,
 }
@@ -215,8 +224,12 @@ impl Writer {
             broadcast,
             encoded: std::collections::VecDeque::new(),
             subscribers: HashMap::new(),
+            local: LocalViewers::default(),
             remote_viewers: Vec::new(),
+            remote_people: 0,
             announced: Vec::new(),
+            pending_presence: None,
+            last_presence: std::time::Instant::now() - PRESENCE_DEBOUNCE,
             writable,
         }
     }
@@ -232,6 +245,8 @@ impl Writer {
         let shared_bus = self.shared.bus.shared();
         loop {
             let idle = self.subscribers.is_empty();
+            let presence_due = self.presence_due();
+            let presence_pending = self.pending_presence.is_some();
             let first = tokio::select! {
                 biased;
                 Some(signal) = self.signals.recv() => {
@@ -239,6 +254,10 @@ impl Writer {
                     continue;
                 }
                 command = self.mailbox.recv() => command,
+                _ = tokio::time::sleep_until(presence_due), if presence_pending => {
+                    self.announce_pending().await;
+                    continue;
+                }
                 _ = heartbeat.tick(), if shared_bus && !idle => {
                     self.share_presence().await;
                     self.refresh_remote_presence().await;
@@ -773,16 +792,20 @@ impl Writer {
                     ),
                 };
                 let first_here = self.subscribers.is_empty();
-                let joined = self
-                    .subscribers
-                    .insert(connection, viewer.clone())
-                    .is_none();
+                let previous = self.subscribers.insert(connection, viewer.clone());
+                let joined = previous.is_none();
+                if let Some(previous) = &previous {
+                    self.local.remove(previous);
+                }
+                self.local.add(&viewer);
                 self.gauges
                     .subscribers
                     .store(self.subscribers.len(), Ordering::Relaxed);
                 if first_here && self.shared.bus.shared() {
                     // Nobody here was watching: learn who is watching elsewhere first.
-                    self.remote_viewers = self.shared.bus.remote_presence(&self.id).await;
+                    let (viewers, people) = self.shared.bus.remote_presence(&self.id).await;
+                    self.remote_viewers = viewers;
+                    self.remote_people = people;
                 }
                 let presence = self.presence();
                 let subscription = Subscription {
@@ -799,18 +822,16 @@ impl Writer {
                 };
                 if reply.send(Ok(subscription)).is_err() {
                     // The connection went away while waiting.
-                    self.subscribers.remove(&connection);
+                    if let Some(viewer) = self.subscribers.remove(&connection) {
+                        self.local.remove(&viewer);
+                    }
                     self.gauges
                         .subscribers
                         .store(self.subscribers.len(), Ordering::Relaxed);
                     return;
                 }
                 if joined {
-                    self.announce(presence, Some(person(&viewer)), None);
-                    self.share_presence().await;
-                    self.notify(BusNote::Presence {
-                        campaign: self.id.clone(),
-                    });
+                    self.presence_changed(Some(person(&viewer)), None);
                 }
             }
             Command::Backfill {
@@ -927,15 +948,11 @@ impl Writer {
 
     async fn leave(&mut self, connection: ConnectionId) {
         if let Some(viewer) = self.subscribers.remove(&connection) {
+            self.local.remove(&viewer);
             self.gauges
                 .subscribers
                 .store(self.subscribers.len(), Ordering::Relaxed);
-            let presence = self.presence();
-            self.announce(presence, None, Some(person(&viewer)));
-            self.share_presence().await;
-            self.notify(BusNote::Presence {
-                campaign: self.id.clone(),
-            });
+            self.presence_changed(None, Some(person(&viewer)));
         }
     }
 
@@ -944,7 +961,7 @@ impl Writer {
         if self.shared.bus.shared() {
             self.shared
                 .bus
-                .share_presence(&self.id, self.local_viewers())
+                .share_presence(&self.id, self.local_viewers(), self.local.people())
                 .await;
         }
     }
@@ -954,30 +971,83 @@ impl Writer {
         if !self.shared.bus.shared() || self.subscribers.is_empty() {
             return;
         }
-        self.remote_viewers = self.shared.bus.remote_presence(&self.id).await;
+        let (viewers, people) = self.shared.bus.remote_presence(&self.id).await;
+        self.remote_viewers = viewers;
+        self.remote_people = people;
         let presence = self.presence();
         if presence.viewers == self.announced {
             return;
         }
-        let key = |v: &Viewer| (v.user_id.clone(), v.display_name.clone());
-        let before: Vec<_> = self.announced.iter().map(key).collect();
-        let after: Vec<_> = presence.viewers.iter().map(key).collect();
+        let named = |list: &[Viewer]| -> Vec<(Option<UserId>, String)> {
+            list.iter()
+                .filter(|v| v.user_id.is_some())
+                .map(|v| (v.user_id.clone(), v.display_name.clone()))
+                .collect()
+        };
+        let before = named(&self.announced);
+        let after = named(&presence.viewers);
         let as_person = |(user_id, display_name): &(Option<UserId>, String)| PresencePerson {
             user_id: user_id.clone(),
             display_name: display_name.clone(),
         };
-        let joined = after.iter().find(|p| !before.contains(p)).map(as_person);
-        let left = before.iter().find(|p| !after.contains(p)).map(as_person);
-        self.announce(presence, joined, left);
+        let joined = after
+            .iter()
+            .filter(|p| !before.contains(p))
+            .map(as_person)
+            .collect();
+        let left = before
+            .iter()
+            .filter(|p| !after.contains(p))
+            .map(as_person)
+            .collect();
+        self.broadcast_presence(presence, joined, left);
     }
 
-    fn announce(
+    /// Someone joined or left here: announce it soon, together with whatever else changes.
+    fn presence_changed(&mut self, joined: Option<PresencePerson>, left: Option<PresencePerson>) {
+        let pending = self
+            .pending_presence
+            .get_or_insert_with(PendingPresence::default);
+        if let Some(person) = joined {
+            if pending.joined.len() < PRESENCE_NAMED {
+                pending.joined.push(person);
+            }
+        }
+        if let Some(person) = left {
+            if pending.left.len() < PRESENCE_NAMED {
+                pending.left.push(person);
+            }
+        }
+    }
+
+    /// When the pending presence change goes out: at once after a quiet spell, otherwise one
+    /// debounce interval after the previous push.
+    fn presence_due(&self) -> tokio::time::Instant {
+        (self.last_presence + PRESENCE_DEBOUNCE)
+            .max(std::time::Instant::now())
+            .into()
+    }
+
+    async fn announce_pending(&mut self) {
+        let Some(pending) = self.pending_presence.take() else {
+            return;
+        };
+        let presence = self.presence();
+        self.broadcast_presence(presence, pending.joined, pending.left);
+        self.share_presence().await;
+        self.notify(BusNote::Presence {
+            campaign: self.id.clone(),
+        });
+    }
+
+    fn broadcast_presence(
         &mut self,
         presence: Presence,
-        joined: Option<PresencePerson>,
-        left: Option<PresencePerson>,
+        joined: Vec<PresencePerson>,
+        left: Vec<PresencePerson>,
     ) {
         self.announced = presence.viewers.clone();
+        self.last_presence = std::time::Instant::now();
         let payload = PresenceChanged {
             presence,
             joined,
@@ -988,34 +1058,98 @@ impl Writer {
             .send(frames::push(PRESENCE_EVENT, &payload, clock::now()));
     }
 
-    /// This instance's subscribers, one entry per signed-in user, one per anonymous connection.
+    /// This instance's viewers as a (capped) list.
     fn local_viewers(&self) -> Vec<Viewer> {
-        merge_viewers(self.subscribers.values().map(|viewer| match viewer {
-            Some(actor) => Viewer {
-                user_id: Some(actor.user_id.clone()),
-                display_name: actor.display_name.clone(),
-                connections: 1,
-            },
-            None => Viewer {
-                user_id: None,
-                display_name: "Anonymous".into(),
-                connections: 1,
-            },
-        }))
+        self.local.listed()
     }
 
     /// Everyone watching, on every instance.
     fn presence(&self) -> Presence {
         let viewers = merge_viewers(
-            self.local_viewers()
+            self.local
+                .listed()
                 .into_iter()
                 .chain(self.remote_viewers.iter().cloned()),
         );
         Presence {
             campaign_id: self.id.clone(),
-            count: viewers.len() as u32,
+            count: self.local.people() + self.remote_people,
             viewers,
         }
+    }
+}
+
+/// Presence changes waiting to be announced.
+#[derive(Default)]
+struct PendingPresence {
+    joined: Vec<PresencePerson>,
+    left: Vec<PresencePerson>,
+}
+
+/// People named in one presence push's joined/left lists.
+const PRESENCE_NAMED: usize = 20;
+/// Least time between two presence pushes for one campaign.
+const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// This instance's viewers of one campaign, counted per person and kept in display order.
+#[derive(Default)]
+struct LocalViewers {
+    users: std::collections::BTreeMap<(String, UserId), u32>,
+    anonymous: u32,
+}
+
+impl LocalViewers {
+    fn add(&mut self, viewer: &Option<Actor>) {
+        match viewer {
+            Some(actor) => {
+                *self
+                    .users
+                    .entry((actor.display_name.clone(), actor.user_id.clone()))
+                    .or_default() += 1
+            }
+            None => self.anonymous += 1,
+        }
+    }
+
+    fn remove(&mut self, viewer: &Option<Actor>) {
+        match viewer {
+            Some(actor) => {
+                let key = (actor.display_name.clone(), actor.user_id.clone());
+                if let Some(count) = self.users.get_mut(&key) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.users.remove(&key);
+                    }
+                }
+            }
+            None => self.anonymous = self.anonymous.saturating_sub(1),
+        }
+    }
+
+    fn people(&self) -> u32 {
+        self.users.len() as u32 + self.anonymous
+    }
+
+    /// At most [`PRESENCE_LIST_MAX`] signed-in viewers, then the anonymous ones as one entry.
+    fn listed(&self) -> Vec<Viewer> {
+        let mut viewers: Vec<Viewer> = self
+            .users
+            .iter()
+            .take(PRESENCE_LIST_MAX)
+            .map(|((name, id), connections)| Viewer {
+                user_id: Some(id.clone()),
+                display_name: name.clone(),
+                connections: *connections,
+            })
+            .collect();
+        if self.anonymous > 0 {
+            viewers.push(Viewer {
+                user_id: None,
+                display_name: "Anonymous".into(),
+                connections: self.anonymous,
+            });
+        }
+        viewers
     }
 }
 

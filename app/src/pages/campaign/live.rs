@@ -265,14 +265,14 @@ impl CampaignModel {
             }
             Output::Presence(change) => {
                 self.presence.set(Some(change.presence.clone()));
-                if let Some(person) = &change.joined {
+                for person in &change.joined {
                     self.log(
                         String::new(),
                         format!("{} joined", person.display_name),
                         None,
                     );
                 }
-                if let Some(person) = &change.left {
+                for person in &change.left {
                     self.log(String::new(), format!("{} left", person.display_name), None);
                 }
             }
