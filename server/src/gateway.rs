@@ -21,7 +21,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use rally_app::model::{Actor, CampaignId, RequestId};
 use rally_app::protocol::campaign::{
     CampaignRef, Resume, Resync, SnapshotReason, SubscriptionEnded, RESYNC, SUBSCRIPTION_ENDED,
@@ -32,13 +32,11 @@ use rally_app::protocol::{
     RejectedFrame, Request, FRAME_FAILED,
 };
 use serde::Serialize;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::StreamMap;
+use tokio::sync::broadcast;
 
 use crate::auth::{self, Source};
 use crate::campaigns::core::Write;
-use crate::campaigns::writer::{Backfill, SUBSCRIBER_BUFFER};
+use crate::campaigns::writer::{Backfill, EncodedHistory, SUBSCRIBER_BUFFER};
 use crate::campaigns::{CampaignGauges, ConnectionId, StateManager};
 use crate::clock;
 use crate::frames::{self, Frame};
@@ -245,22 +243,47 @@ pub async fn upgrade(
         })
 }
 
-/// What a subscription stream yields.
+/// What a followed campaign's channel yields.
 enum Delivery {
     Frame(Frame),
+    /// The subscriber fell more than the buffer behind; catch up from history.
     Lagged,
     /// The campaign's task went away (it failed, or the server is stopping).
     Ended,
 }
 
-type DeliveryStream = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
+impl From<Result<Frame, broadcast::error::RecvError>> for Delivery {
+    fn from(received: Result<Frame, broadcast::error::RecvError>) -> Self {
+        match received {
+            Ok(frame) => Delivery::Frame(frame),
+            Err(broadcast::error::RecvError::Lagged(_)) => Delivery::Lagged,
+            Err(broadcast::error::RecvError::Closed) => Delivery::Ended,
+        }
+    }
+}
 
-fn delivery_stream(events: tokio::sync::broadcast::Receiver<Frame>) -> DeliveryStream {
-    let frames = BroadcastStream::new(events).map(|item| match item {
-        Ok(frame) => Delivery::Frame(frame),
-        Err(BroadcastStreamRecvError::Lagged(_)) => Delivery::Lagged,
-    });
-    Box::pin(frames.chain(futures_util::stream::once(async { Delivery::Ended })))
+/// Wait for the next delivery of any followed campaign. Most connections follow one campaign,
+/// and then this is a plain `recv` on its channel; several are raced.
+async fn next_delivery(follows: &mut [Option<Follow>]) -> (usize, Delivery) {
+    let mut waiting: Vec<_> = follows
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(slot, follow)| follow.as_mut().map(|f| (slot, &mut f.events)))
+        .collect();
+    match waiting.len() {
+        0 => std::future::pending().await,
+        1 => {
+            let (slot, events) = waiting.pop().expect("one follow");
+            (slot, events.recv().await.into())
+        }
+        _ => {
+            let races = waiting
+                .into_iter()
+                .map(|(slot, events)| Box::pin(async move { (slot, events.recv().await) }));
+            let ((slot, received), _, _) = futures_util::future::select_all(races).await;
+            (slot, received.into())
+        }
+    }
 }
 
 /// Why a connection ended; decides the close frame, if any.
@@ -337,6 +360,10 @@ struct Follow {
     last: u64,
     /// The campaign's live counters (for the buffer-use metric).
     gauges: Arc<CampaignGauges>,
+    /// The campaign's recent encoded events, to catch up from without asking its task.
+    history: EncodedHistory,
+    /// Its live channel (the 32-event buffer).
+    events: broadcast::Receiver<Frame>,
 }
 
 /// Metric handles used per delivery batch, resolved once instead of looked up by name each time.
@@ -360,17 +387,15 @@ struct Connection {
     manager: StateManager,
     config: Arc<GatewayConfig>,
     shutdown: ShutdownSignal,
-    /// Deliveries of every followed campaign, keyed by slot (a small number, so the hot path
-    /// neither hashes nor clones campaign ids).
-    subscriptions: StreamMap<usize, DeliveryStream>,
-    /// What each slot follows (`None`: free).
+    /// What each slot follows (`None`: free). Slots are small numbers, so the hot path neither
+    /// hashes nor clones campaign ids.
     follows: Vec<Option<Follow>>,
     budget: WriteBudget,
     stats: GatewayStats,
     ops: Arc<OpsCounters>,
     ops_feed: OpsFeed,
     /// `/ops` samples, once subscribed.
-    ops_events: Option<BroadcastStream<Frame>>,
+    ops_events: Option<broadcast::Receiver<Frame>>,
     /// State events in the batch being written, and the first one's (campaign, version, durable
     /// time) for the latency and buffer samples.
     batch_states: u64,
@@ -388,7 +413,7 @@ enum Input {
     Frame(Option<Result<Message, axum::Error>>),
     Reply(Utf8Bytes),
     Delivery(usize, Delivery),
-    Ops(Option<Result<Frame, BroadcastStreamRecvError>>),
+    Ops(Result<Frame, broadcast::error::RecvError>),
 }
 
 impl Connection {
@@ -402,7 +427,6 @@ impl Connection {
             budget: WriteBudget::new(config.write_rate, config.write_burst),
             config,
             shutdown: state.shutdown.clone(),
-            subscriptions: StreamMap::new(),
             follows: Vec::new(),
             stats: state.gateway.clone(),
             ops: state.manager.ops().clone(),
@@ -438,7 +462,6 @@ impl Connection {
         let Some(slot) = self.slot_of(campaign) else {
             return false;
         };
-        self.subscriptions.remove(&slot);
         self.follows[slot] = None;
         true
     }
@@ -467,14 +490,13 @@ impl Connection {
 
     async fn serve(&mut self) -> Ending {
         loop {
+            let has_follows = self.follows.iter().any(Option::is_some);
             let input = tokio::select! {
                 biased;
                 _ = self.shutdown.recv() => return Ending::ServerShutdown,
                 Some(reply) = self.pipeline.next(), if !self.pipeline.is_empty() => Input::Reply(reply),
                 frame = self.socket.recv(), if self.pipeline.len() < MAX_PIPELINE => Input::Frame(frame),
-                Some((slot, delivery)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
-                    Input::Delivery(slot, delivery)
-                }
+                (slot, delivery) = next_delivery(&mut self.follows), if has_follows => Input::Delivery(slot, delivery),
                 sample = next_ops(&mut self.ops_events), if self.ops_events.is_some() => Input::Ops(sample),
             };
             let mut out = Vec::new();
@@ -506,18 +528,32 @@ impl Connection {
                 })),
                 // Pings are answered by the WebSocket layer itself.
                 Input::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                Input::Ops(Some(Ok(frame))) => out.push(frame.text),
-                Input::Ops(Some(Err(_))) => {} // missed a sample: the next one is complete anyway
-                Input::Ops(None) => self.ops_events = None,
+                Input::Ops(Ok(frame)) => out.push(frame.text),
+                // Missed a sample: the next one is complete anyway.
+                Input::Ops(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Input::Ops(Err(broadcast::error::RecvError::Closed)) => self.ops_events = None,
                 Input::Delivery(slot, delivery) => {
                     self.deliver(slot, delivery, &mut out).await;
-                    // Take whatever else is ready now, so one flush carries many events.
-                    while out.len() < MAX_WRITE_BATCH {
-                        match self.subscriptions.next().now_or_never() {
-                            Some(Some((slot, delivery))) => {
-                                self.deliver(slot, delivery, &mut out).await
-                            }
-                            _ => break,
+                    // Take whatever else is ready now (no waiting, no futures), so one flush
+                    // carries many events.
+                    let mut slot = 0;
+                    while out.len() < MAX_WRITE_BATCH && slot < self.follows.len() {
+                        let ready = match &mut self.follows[slot] {
+                            Some(follow) => match follow.events.try_recv() {
+                                Ok(frame) => Some(Delivery::Frame(frame)),
+                                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                    Some(Delivery::Lagged)
+                                }
+                                Err(broadcast::error::TryRecvError::Closed) => {
+                                    Some(Delivery::Ended)
+                                }
+                                Err(broadcast::error::TryRecvError::Empty) => None,
+                            },
+                            None => None,
+                        };
+                        match ready {
+                            Some(delivery) => self.deliver(slot, delivery, &mut out).await,
+                            None => slot += 1,
                         }
                     }
                 }
@@ -660,9 +696,21 @@ impl Connection {
 
     /// Fetch what the subscriber missed after `last`: events from history, or a resync snapshot.
     async fn backfill(&mut self, slot: usize, last: u64, out: &mut Vec<Utf8Bytes>) {
-        let Some(Some(follow)) = self.follows.get(slot) else {
+        let Some(Some(follow)) = self.follows.get_mut(slot) else {
             return;
         };
+        // Usually the missed events are still in the shared history: copy them from there.
+        if let Some(missed) = follow.history.after(last) {
+            let mut version = last;
+            for frame in missed {
+                if let Some(v) = frame.version.filter(|v| *v == version + 1) {
+                    out.push(frame.text);
+                    version = v;
+                }
+            }
+            follow.last = version;
+            return;
+        }
         let campaign = follow.campaign.clone();
         let user = self.identity.as_ref().map(|a| a.user_id.clone());
         let result = self.manager.backfill(&campaign, last, user).await;
@@ -789,7 +837,7 @@ impl Connection {
                     ));
                     return;
                 }
-                self.ops_events = Some(BroadcastStream::new(self.ops_feed.subscribe()));
+                self.ops_events = Some(self.ops_feed.subscribe());
                 let history = OpsHistory {
                     samples: self.ops_feed.history(),
                 };
@@ -924,28 +972,22 @@ impl Connection {
             campaign,
             last: version,
             gauges: subscription.gauges,
+            history: subscription.history,
+            events: subscription.events,
         };
-        let slot = match self.follows.iter().position(Option::is_none) {
-            Some(free) => {
-                self.follows[free] = Some(follow);
-                free
-            }
-            None => {
-                self.follows.push(Some(follow));
-                self.follows.len() - 1
-            }
-        };
-        self.subscriptions
-            .insert(slot, delivery_stream(subscription.events));
+        match self.follows.iter().position(Option::is_none) {
+            Some(free) => self.follows[free] = Some(follow),
+            None => self.follows.push(Some(follow)),
+        }
     }
 }
 
 /// The next `/ops` sample (only polled while subscribed).
 async fn next_ops(
-    stream: &mut Option<BroadcastStream<Frame>>,
-) -> Option<Result<Frame, BroadcastStreamRecvError>> {
-    match stream {
-        Some(stream) => stream.next().await,
+    events: &mut Option<broadcast::Receiver<Frame>>,
+) -> Result<Frame, broadcast::error::RecvError> {
+    match events {
+        Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -68,11 +68,56 @@ type Reply<T> = oneshot::Sender<Result<T, WriterError>>;
 /// A live subscription handed to a connection.
 pub struct Subscription {
     pub reply: SubscribeReply,
+    /// The campaign's recent events, encoded (to catch up without asking the campaign task).
+    pub history: EncodedHistory,
     /// The campaign's live counters (how far ahead of this subscriber it is).
     pub gauges: Arc<CampaignGauges>,
     /// Missed events to deliver, in order, before anything from `events`.
     pub backlog: Vec<Frame>,
     pub events: broadcast::Receiver<Frame>,
+}
+
+/// A campaign's recent events as encoded frames, oldest first, contiguous in version. Written only
+/// by the campaign's task; read by connections catching up.
+#[derive(Clone, Default)]
+pub struct EncodedHistory {
+    frames: Arc<std::sync::RwLock<std::collections::VecDeque<Frame>>>,
+}
+
+impl EncodedHistory {
+    fn replace(&self, frames: std::collections::VecDeque<Frame>) {
+        *self.frames.write().expect("history lock") = frames;
+    }
+
+    fn push(&self, frame: Frame, limit: usize) {
+        let mut frames = self.frames.write().expect("history lock");
+        while frames.len() >= limit {
+            frames.pop_front();
+        }
+        frames.push_back(frame);
+    }
+
+    fn newest(&self) -> Option<Frame> {
+        self.frames.read().expect("history lock").back().cloned()
+    }
+
+    fn get(&self, version: u64) -> Option<Frame> {
+        let frames = self.frames.read().expect("history lock");
+        let first = frames.front()?.version?;
+        let frame = frames.get(version.checked_sub(first)? as usize)?;
+        (frame.version == Some(version)).then(|| frame.clone())
+    }
+
+    /// Every frame after `version`, if the history still holds `version + 1` (None otherwise).
+    pub fn after(&self, version: u64) -> Option<Vec<Frame>> {
+        let frames = self.frames.read().expect("history lock");
+        let first = frames.front()?.version?;
+        if first > version + 1 {
+            return None;
+        }
+        let skip = (version + 1 - first) as usize;
+        Some(frames.iter().skip(skip).cloned().collect())
+    }
 }
 
 /// Events a lagging subscriber missed, or the snapshot it needs instead.
@@ -168,9 +213,10 @@ pub struct Writer {
     /// The version the store holds (the core may be ahead by the pending writes).
     durable_version: u64,
     broadcast: broadcast::Sender<Frame>,
-    /// The history's events, encoded once: resuming and lagging subscribers get these bytes
-    /// without re-serializing (a burst of laggards must not turn into a burst of JSON work).
-    encoded: std::collections::VecDeque<Frame>,
+    /// The history's events, encoded once and shared with the connections: resuming and lagging
+    /// subscribers copy these bytes (reference counts) themselves, without asking this task and
+    /// without re-serializing (a burst of laggards must not turn into a burst of work here).
+    encoded: EncodedHistory,
     /// Local subscribers, by connection.
     subscribers: HashMap<ConnectionId, Option<Actor>>,
     /// The same, counted per person and kept sorted, so presence costs O(list) not O(viewers).
@@ -222,7 +268,7 @@ impl Writer {
             backup: None,
             durable_version: 0,
             broadcast,
-            encoded: std::collections::VecDeque::new(),
+            encoded: EncodedHistory::default(),
             subscribers: HashMap::new(),
             local: LocalViewers::default(),
             remote_viewers: Vec::new(),
@@ -288,7 +334,8 @@ impl Writer {
         if let Some(loaded) = self.shared.store.load(&self.id, history_len).await? {
             let core = CampaignCore::restore(loaded.record, loaded.history, history_len);
             self.durable_version = core.version();
-            self.encoded = core.history().map(frames::state_event).collect();
+            self.encoded
+                .replace(core.history().map(frames::state_event).collect());
             self.gauges
                 .latest_version
                 .store(core.version(), Ordering::Relaxed);
@@ -386,7 +433,7 @@ impl Writer {
                     tracing::debug!(campaign = %self.id, "history too short to catch up; reloading");
                     if self.load().await.is_ok() {
                         // Subscribers see a gap at the newest event and resync through backfill.
-                        if let Some(last) = self.encoded.back().cloned() {
+                        if let Some(last) = self.encoded.newest() {
                             let _ = self.broadcast.send(last);
                         }
                     }
@@ -810,6 +857,7 @@ impl Writer {
                 let presence = self.presence();
                 let subscription = Subscription {
                     gauges: self.gauges.clone(),
+                    history: self.encoded.clone(),
                     reply: SubscribeReply {
                         campaign_id: self.id.clone(),
                         role,
@@ -925,24 +973,14 @@ impl Writer {
 
     /// Keep the encoded form of a newly broadcast event, bounded like the core's history.
     fn remember(&mut self, frame: Frame) {
-        let limit = self.shared.config.history_len;
-        while self.encoded.len() >= limit.max(1) {
-            self.encoded.pop_front();
-        }
-        self.encoded.push_back(frame);
+        self.encoded
+            .push(frame, self.shared.config.history_len.max(1));
     }
 
     /// The encoded frame of a history event (encoding it only if the cache lacks it).
     fn encoded_frame(&self, event: &CampaignEvent) -> Frame {
-        let first = self.encoded.front().and_then(|f| f.version);
-        let cached = first.and_then(|first| {
-            let index = event.version.checked_sub(first)? as usize;
-            self.encoded
-                .get(index)
-                .filter(|f| f.version == Some(event.version))
-        });
-        cached
-            .cloned()
+        self.encoded
+            .get(event.version)
             .unwrap_or_else(|| frames::state_event(event))
     }
 
