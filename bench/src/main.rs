@@ -229,16 +229,22 @@ async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
         (args.rate as usize * (args.duration as usize + 5)).max(16)
     };
     let times = Arc::new(SendTimes::new(rooms.len(), capacity));
+    // Publishers stop first; readers a moment later, so in-flight deliveries are counted.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_readers_tx, stop_readers_rx) = tokio::sync::watch::channel(false);
+    // Throughput counts deliveries while publishing; completeness counts them all.
+    let publishing = Arc::new(std::sync::atomic::AtomicBool::new(true));
 
     let mut readers = Vec::new();
     for (i, mut socket) in subscribers.into_iter().enumerate() {
         let room = i % rooms.len();
         let times = times.clone();
-        let mut stop = stop_rx.clone();
+        let mut stop = stop_readers_rx.clone();
+        let publishing = publishing.clone();
         readers.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::new();
             let mut delivered = 0u64;
+            let mut in_window = 0u64;
             loop {
                 let message = tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
@@ -253,6 +259,9 @@ async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
                         }
                         if let Some(seq) = target::sequence_of(&text) {
                             delivered += 1;
+                            if publishing.load(Ordering::Relaxed) {
+                                in_window += 1;
+                            }
                             if let Some(us) = times.latency_us(room, seq, at) {
                                 latencies.push(us);
                             }
@@ -262,7 +271,7 @@ async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
                     _ => break,
                 }
             }
-            (delivered, latencies)
+            (delivered, in_window, latencies)
         }));
     }
 
@@ -351,17 +360,21 @@ async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
     }
     let publish_secs = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
-    // Publishers stop; give in-flight deliveries a moment before counting.
+    publishing.store(false, Ordering::Relaxed);
     for publisher in publishers {
         let _ = publisher.await;
     }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop_readers_tx.send(true);
     progress.finish_and_clear();
     let rss_loaded = running.rss_bytes();
     let mut latencies = Vec::new();
     let mut delivered = 0u64;
+    let mut delivered_in_window = 0u64;
     for reader in readers {
-        let (count, mut samples) = reader.await?;
+        let (count, in_window, mut samples) = reader.await?;
         delivered += count;
+        delivered_in_window += in_window;
         latencies.append(&mut samples);
     }
     latencies.sort_unstable();
@@ -377,7 +390,7 @@ async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
         "failed": failed.load(Ordering::Relaxed),
         "delivered": delivered,
         "expected": expected,
-        "delivered_per_sec": delivered as f64 / publish_secs,
+        "delivered_per_sec": delivered_in_window as f64 / publish_secs,
         "latency_ms": {
             "p50": ms(percentile(&latencies, 50.0)),
             "p90": ms(percentile(&latencies, 90.0)),

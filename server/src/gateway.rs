@@ -48,7 +48,7 @@ use crate::shutdown::ShutdownSignal;
 /// 1009 (message too big): the frame cannot be read, so there is no request to answer.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Initial WebSocket read buffer per connection.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+pub const READ_BUFFER_BYTES: usize = 1024;
 /// A socket that accepts no write for this long belongs to a slow consumer.
 pub const SLOW_CONSUMER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Close code sent to a slow consumer (application range 4000-4999).
@@ -236,6 +236,8 @@ pub async fn upgrade(
                 let _slot = slot;
                 metrics::counter!("rally_websocket_connections_total").increment(1);
                 let connection = Connection::new(socket, identity, &state);
+                // Everything the connection needs is in it; keep no second copy alive.
+                drop(state);
                 let ending = connection.run().await;
                 metrics::counter!("rally_websocket_disconnects_total", "reason" => ending.as_str())
                     .increment(1);
@@ -511,7 +513,9 @@ impl Connection {
                     };
                 }
                 Input::Frame(Some(Ok(Message::Text(text)))) => {
-                    self.answer(&text, &mut out).await;
+                    // Boxed: answering nests the whole request path's state; keeping it out of
+                    // this loop's future keeps an idle connection small (see READ_BUFFER_BYTES).
+                    Box::pin(self.answer(&text, &mut out)).await;
                     self.take_ready_replies(&mut out);
                 }
                 Input::Reply(reply) => {
@@ -660,7 +664,7 @@ impl Connection {
                     return; // already delivered through a backfill
                 }
                 if version > last + 1 {
-                    self.backfill(slot, last, out).await;
+                    Box::pin(self.backfill(slot, last, out)).await;
                 }
                 let Some(Some(follow)) = self.follows.get_mut(slot) else {
                     return;
@@ -676,7 +680,7 @@ impl Connection {
             }
             Delivery::Lagged => {
                 metrics::counter!("rally_subscriber_lagged_total").increment(1);
-                self.backfill(slot, last, out).await;
+                Box::pin(self.backfill(slot, last, out)).await;
             }
             Delivery::Ended => {
                 let Some(follow) = self.follows[slot].take() else {
