@@ -141,7 +141,11 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   for (const title of ['First change', 'Second change', 'Third change']) {
     await ada.page.fill('.title-input', title);
     await ada.page.press('.title-input', 'Enter');
-    await ada.page.waitForFunction((t) => document.querySelector('.event span')?.textContent.includes(t), title);
+    // The newest versioned entry; presence lines ("Carol left") may land in between.
+    await ada.page.waitForFunction(
+      (t) => document.querySelector('.event[data-version] span')?.textContent.includes(t),
+      title,
+    );
   }
   assert.notEqual(await carol.page.inputValue('.title-input'), 'Third change');
 
