@@ -3,7 +3,7 @@
 //! Everything is checked before the server starts: a bad value stops it with one line that names
 //! the flag, its variable and what is allowed, and exit code 2 (see [`Config::from_args`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use std::error::Error as _;
@@ -85,6 +85,89 @@ pub struct Config {
     /// Seconds to wait for connections to finish after SIGINT/SIGTERM before exiting anyway.
     #[arg(long, env = "RALLY_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_secs: u64,
+
+    /// IP address the media relay's UDP sockets bind to. `0.0.0.0` binds every non-loopback
+    /// interface; `127.0.0.1` keeps media on this machine (development, tests).
+    #[arg(long, env = "RALLY_MEDIA_IP", default_value = "0.0.0.0")]
+    pub media_ip: IpAddr,
+
+    /// Public IP announced in the relay's ICE candidates when it sits behind 1:1 NAT (a cloud VM
+    /// with an elastic IP). Browsers connect to it directly.
+    #[arg(long, env = "RALLY_MEDIA_PUBLIC_IP")]
+    pub media_public_ip: Option<IpAddr>,
+
+    /// UDP ports for media, `FIRST-LAST` (like `50000-50199`); each peer connection uses one, so
+    /// a participant takes up to two. Default: ephemeral ports.
+    #[arg(long, env = "RALLY_MEDIA_UDP_PORTS", value_parser = parse_port_range)]
+    pub media_udp_ports: Option<PortRange>,
+
+    /// STUN/TURN URLs handed to browsers (comma-separated), like
+    /// `stun:stun.example.org:3478,turn:turn.example.org:3478`.
+    #[arg(long, env = "RALLY_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+
+    /// Username for the `turn:`/`turns:` entries of --ice-servers.
+    #[arg(long, env = "RALLY_TURN_USERNAME")]
+    pub turn_username: Option<String>,
+
+    /// Credential for the `turn:`/`turns:` entries of --ice-servers.
+    #[arg(long, env = "RALLY_TURN_CREDENTIAL", hide_env_values = true)]
+    pub turn_credential: Option<String>,
+
+    /// Who may go live: `editors` (owners and editors) or `everyone` who may watch.
+    #[arg(long, env = "RALLY_MEDIA_PUBLISHERS", value_enum, default_value_t = crate::media::Publishers::Editors)]
+    pub media_publishers: crate::media::Publishers,
+}
+
+/// An inclusive UDP port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+fn parse_port_range(text: &str) -> Result<PortRange, String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| "expected FIRST-LAST, like 50000-50199".to_owned())?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+    };
+    let (first, last) = (port(first)?, port(last)?);
+    if first > last {
+        return Err(format!("{first} is above {last}"));
+    }
+    Ok(PortRange { first, last })
+}
+
+impl Config {
+    /// The media relay's settings.
+    pub fn media(&self) -> crate::media::MediaConfig {
+        let ice_servers = self
+            .ice_servers
+            .iter()
+            .filter(|url| !url.trim().is_empty())
+            .map(|url| {
+                let turn = url.starts_with("turn:") || url.starts_with("turns:");
+                rally_app::protocol::media::IceServer {
+                    urls: vec![url.trim().to_owned()],
+                    username: turn.then(|| self.turn_username.clone()).flatten(),
+                    credential: turn.then(|| self.turn_credential.clone()).flatten(),
+                }
+            })
+            .collect();
+        crate::media::MediaConfig {
+            bind_ip: self.media_ip,
+            public_ip: self.media_public_ip,
+            udp_ports: self.media_udp_ports.map(|r| (r.first, r.last)),
+            ice_servers,
+            publishers: self.media_publishers,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -261,6 +344,11 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains('\n'));
+        let line = invalid(&["--media-udp-ports", "6000-5000"]);
+        assert!(
+            line.contains("--media-udp-ports (RALLY_MEDIA_UDP_PORTS)") && line.contains("above"),
+            "{line}"
+        );
         let line = invalid(&["--no-such-flag"]);
         assert!(
             line.starts_with("rally: ") && !line.contains('\n'),

@@ -32,7 +32,7 @@ use rally_app::protocol::{
     RejectedFrame, Request, FRAME_FAILED,
 };
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::auth::{self, Source};
 use crate::campaigns::core::Write;
@@ -41,6 +41,8 @@ use crate::campaigns::{CampaignGauges, ConnectionId, StateManager};
 use crate::clock;
 use crate::frames::{self, Frame};
 use crate::http::{ApiError, AppState};
+use crate::media::forward::ParticipantId;
+use crate::media::{MediaError, MediaRelay};
 use crate::ops::{OpsCounters, OpsFeed};
 use crate::shutdown::ShutdownSignal;
 
@@ -406,6 +408,17 @@ struct Connection {
     /// connection keeps reading while earlier writes wait for their commit, so one client's
     /// burst shares commits instead of paying one each.
     pipeline: FuturesOrdered<PendingReply>,
+    relay: MediaRelay,
+    /// The media session this connection is in (at most one), with the relay's pushes for it.
+    media: Option<Box<MediaMembership>>,
+}
+
+/// A connection's place in one campaign's media session.
+struct MediaMembership {
+    campaign: CampaignId,
+    participant: ParticipantId,
+    /// Offers, track lists and endings from the relay; closed when the relay lets go.
+    pushes: mpsc::Receiver<Utf8Bytes>,
 }
 
 /// A reply that will be ready later (a write waiting for its commit).
@@ -416,6 +429,7 @@ enum Input {
     Reply(Utf8Bytes),
     Delivery(usize, Delivery),
     Ops(Result<Frame, broadcast::error::RecvError>),
+    Media(Option<Utf8Bytes>),
 }
 
 impl Connection {
@@ -437,6 +451,8 @@ impl Connection {
             batch_states: 0,
             batch_first: None,
             pipeline: FuturesOrdered::new(),
+            relay: state.media.clone(),
+            media: None,
         }
     }
 
@@ -478,6 +494,9 @@ impl Connection {
         for campaign in self.followed() {
             self.manager.leave(campaign, self.id);
         }
+        if let Some(media) = self.media.take() {
+            self.relay.forget(&media.campaign, media.participant);
+        }
         if let Some(frame) = ending.close_frame() {
             // Best effort: a slow consumer may not take even this.
             let _ = tokio::time::timeout(
@@ -500,6 +519,7 @@ impl Connection {
                 frame = self.socket.recv(), if self.pipeline.len() < MAX_PIPELINE => Input::Frame(frame),
                 (slot, delivery) = next_delivery(&mut self.follows), if has_follows => Input::Delivery(slot, delivery),
                 sample = next_ops(&mut self.ops_events), if self.ops_events.is_some() => Input::Ops(sample),
+                push = next_media_push(&mut self.media), if self.media.is_some() => Input::Media(push),
             };
             let mut out = Vec::new();
             match input {
@@ -536,6 +556,9 @@ impl Connection {
                 // Missed a sample: the next one is complete anyway.
                 Input::Ops(Err(broadcast::error::RecvError::Lagged(_))) => {}
                 Input::Ops(Err(broadcast::error::RecvError::Closed)) => self.ops_events = None,
+                Input::Media(Some(push)) => out.push(push),
+                // The relay ended this participant (it said why in its last push).
+                Input::Media(None) => self.media = None,
                 Input::Delivery(slot, delivery) => {
                     self.deliver(slot, delivery, &mut out).await;
                     // Take whatever else is ready now (no waiting, no futures), so one flush
@@ -899,7 +922,122 @@ impl Connection {
                 let id = request.campaign_id.clone();
                 self.write(event_type, request_id, id, Write::Config(request));
             }
+            ClientRequest::MediaJoin(request) => {
+                self.drain_pipeline(out).await;
+                if reads_need_session {
+                    out.push(failed(&event_type, request_id, unauthorized()));
+                    return;
+                }
+                let reply = self.join_media(request.campaign_id).await;
+                out.push(respond(&event_type, request_id, reply));
+            }
+            ClientRequest::MediaPublish(request) => {
+                let relay = self.relay.clone();
+                let member = self.media_member(&request.campaign_id);
+                self.enqueue(async move {
+                    let result = match member {
+                        Ok(participant) => relay
+                            .publish(&request.campaign_id, participant, request.sdp)
+                            .await
+                            .map(|sdp| rally_app::protocol::media::SessionDescription {
+                                campaign_id: request.campaign_id,
+                                sdp,
+                            }),
+                        Err(err) => Err(err),
+                    };
+                    respond(&event_type, request_id, result.map_err(ErrorBody::from))
+                });
+            }
+            ClientRequest::MediaAnswer(request) => {
+                let relay = self.relay.clone();
+                let member = self.media_member(&request.campaign_id);
+                self.enqueue(async move {
+                    let campaign_id = request.campaign_id.clone();
+                    let result = match member {
+                        Ok(participant) => relay
+                            .answer(&request.campaign_id, participant, request.sdp)
+                            .await
+                            .map(|()| CampaignRef { campaign_id }),
+                        Err(err) => Err(err),
+                    };
+                    respond(&event_type, request_id, result.map_err(ErrorBody::from))
+                });
+            }
+            ClientRequest::MediaCandidate(request) => {
+                let relay = self.relay.clone();
+                let member = self.media_member(&request.campaign_id);
+                self.enqueue(async move {
+                    let campaign_id = request.campaign_id.clone();
+                    let result = match member {
+                        Ok(participant) => relay
+                            .candidate(&campaign_id, participant, request)
+                            .await
+                            .map(|()| CampaignRef { campaign_id }),
+                        Err(err) => Err(err),
+                    };
+                    respond(&event_type, request_id, result.map_err(ErrorBody::from))
+                });
+            }
+            ClientRequest::MediaLeave(CampaignRef { campaign_id }) => {
+                self.drain_pipeline(out).await;
+                let result = match self.media_member(&campaign_id) {
+                    Ok(participant) => {
+                        self.media = None;
+                        self.relay.leave(&campaign_id, participant).await
+                    }
+                    Err(err) => Err(err),
+                };
+                out.push(respond(
+                    &event_type,
+                    request_id,
+                    result
+                        .map(|()| CampaignRef { campaign_id })
+                        .map_err(ErrorBody::from),
+                ));
+            }
         }
+    }
+
+    /// This connection's participant id in `campaign`'s media session.
+    fn media_member(&self, campaign: &CampaignId) -> Result<ParticipantId, MediaError> {
+        match &self.media {
+            Some(media) if media.campaign == *campaign => Ok(media.participant),
+            _ => Err(MediaError::NotJoined),
+        }
+    }
+
+    async fn join_media(
+        &mut self,
+        campaign: CampaignId,
+    ) -> Result<rally_app::protocol::media::MediaJoined, ErrorBody> {
+        if let Some(media) = &self.media {
+            return Err(if media.campaign == campaign {
+                MediaError::AlreadyJoined
+            } else {
+                MediaError::InAnotherSession(media.campaign.clone())
+            }
+            .into());
+        }
+        // The same read permission as watching the campaign; the role decides publishing.
+        let user = self.identity.as_ref().map(|a| a.user_id.clone());
+        let snapshot = self.manager.snapshot(&campaign, user).await?;
+        let can_publish = self.identity.is_some() && self.relay.may_publish(snapshot.role);
+        let display_name = self
+            .identity
+            .as_ref()
+            .map_or_else(|| "Anonymous".to_owned(), |a| a.display_name.clone());
+        let participant = self.relay.next_participant();
+        let (sender, pushes) = mpsc::channel(crate::media::session::PUSH_BUFFER);
+        let joined = self
+            .relay
+            .join(&campaign, participant, display_name, can_publish, sender)
+            .await?;
+        self.media = Some(Box::new(MediaMembership {
+            campaign,
+            participant,
+            pushes,
+        }));
+        Ok(joined)
     }
 
     /// Send a write to its campaign without waiting: the reply joins the pipeline.
@@ -992,6 +1130,14 @@ async fn next_ops(
 ) -> Result<Frame, broadcast::error::RecvError> {
     match events {
         Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The relay's next push for this connection's media session (only polled while in one).
+async fn next_media_push(media: &mut Option<Box<MediaMembership>>) -> Option<Utf8Bytes> {
+    match media {
+        Some(media) => media.pushes.recv().await,
         None => std::future::pending().await,
     }
 }

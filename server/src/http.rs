@@ -40,6 +40,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Live samples for `/ops`.
     pub ops_feed: crate::ops::OpsFeed,
+    /// The media relay (WebRTC SFU).
+    pub media: crate::media::MediaRelay,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -12,6 +12,7 @@ pub mod frames;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod media;
 pub mod metrics;
 pub mod ops;
 pub mod page_data;
@@ -121,6 +122,7 @@ pub struct Rally {
     redis: Option<(RedisLink, tokio::sync::mpsc::UnboundedReceiver<Incoming>)>,
     /// Single-instance mode: keeps the always-writable signal alive.
     _writable: Option<tokio::sync::watch::Sender<bool>>,
+    media: crate::media::MediaRelay,
 }
 
 impl Rally {
@@ -197,7 +199,9 @@ impl Rally {
             ops_public: config.ops_public,
             admins: config.admins.clone(),
         };
+        let media = crate::media::MediaRelay::new(config.media(), shutdown.signal());
         Ok(Rally {
+            media,
             config,
             store,
             keys,
@@ -212,6 +216,11 @@ impl Rally {
     /// The campaign state manager (tests drive it directly).
     pub fn manager(&self) -> &StateManager {
         &self.manager
+    }
+
+    /// The media relay (tests read its census).
+    pub fn media(&self) -> &crate::media::MediaRelay {
+        &self.media
     }
 
     /// Serve until `shutdown_requested` resolves, then drain: stop accepting, close WebSockets
@@ -230,6 +239,7 @@ impl Rally {
             shutdown,
             redis,
             _writable,
+            media,
         } = self;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let link = redis.as_ref().map(|(link, _)| link.clone());
@@ -297,6 +307,7 @@ impl Rally {
             shutdown: shutdown.signal(),
             tasks: tasks.clone(),
             ops_feed,
+            media,
         };
 
         tracing::info!(%addr, data_dir = %config.data_dir.display(), redis = config.redis_url.is_some(), "rally started");

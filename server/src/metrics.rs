@@ -114,12 +114,56 @@ fn describe() {
         "rally_bus_connected",
         "1 while the event bus is reachable (always 1 in single-instance mode)"
     );
+    describe_gauge!(
+        "rally_media_participants",
+        "Participants in media sessions on this instance"
+    );
+    describe_gauge!(
+        "rally_media_tracks",
+        "Tracks published to this instance's media relay"
+    );
+    describe_counter!(
+        "rally_media_tracks_published_total",
+        "Tracks publishers sent to the media relay"
+    );
+    describe_counter!(
+        "rally_media_rtp_packets_received_total",
+        "RTP packets the media relay received from publishers"
+    );
+    describe_counter!(
+        "rally_media_rtp_packets_forwarded_total",
+        "RTP packets the media relay sent to subscribers"
+    );
+    describe_counter!(
+        "rally_media_rtp_bytes_forwarded_total",
+        Unit::Bytes,
+        "RTP bytes (header and payload) the media relay sent to subscribers"
+    );
+    describe_counter!(
+        "rally_media_rtcp_feedback_total",
+        "Feedback from media peers, by kind (pli, fir, nack); NACKs are answered from the relay's retransmission buffer"
+    );
+    describe_counter!(
+        "rally_media_keyframe_requests_total",
+        "Keyframe requests (PLI) the media relay sent to publishers, after rate limiting"
+    );
+    describe_gauge!(
+        "rally_media_relay_saturation",
+        "Share of the media UDP port range (--media-udp-ports) in use; each peer connection holds one port"
+    );
+    describe_gauge!(
+        "rally_tokio_alive_tasks",
+        "Tasks alive in the server's runtime (a leak shows as steady growth)"
+    );
 }
 
 /// The scrape body: everything recorded, plus per-campaign subscriber counts.
 pub async fn render(manager: &StateManager) -> String {
     let handle = handle();
     handle.run_upkeep();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        metrics::gauge!("rally_tokio_alive_tasks").set(runtime.metrics().num_alive_tasks() as f64);
+    }
     let mut out = handle.render();
     let mut counts = manager.subscriber_counts();
     counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

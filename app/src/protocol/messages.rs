@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::campaign::{
     CampaignRef, ConfigChange, CreateCampaign, FeatureChange, Subscribe, UpdateFields,
 };
+use super::media::{IceCandidate, MediaJoin, SessionDescription};
 use super::{Envelope, ErrorBody, ErrorCode, EventState, EventType};
 use crate::model::{RequestId, Timestamp};
 
@@ -39,6 +40,11 @@ pub enum ClientRequest {
     Feature(FeatureChange),
     Config(ConfigChange),
     OpsSubscribe(Empty),
+    MediaJoin(MediaJoin),
+    MediaPublish(SessionDescription),
+    MediaAnswer(SessionDescription),
+    MediaCandidate(IceCandidate),
+    MediaLeave(CampaignRef),
 }
 
 impl ClientRequest {
@@ -146,6 +152,19 @@ pub fn decode_request(text: &str) -> Result<Request, RejectedFrame> {
         }
         ("ops", "subscribe", 1) => {
             ClientRequest::OpsSubscribe(typed_payload(payload).map_err(invalid)?)
+        }
+        ("media", "join", 1) => ClientRequest::MediaJoin(typed_payload(payload).map_err(invalid)?),
+        ("media", "publish", 1) => {
+            ClientRequest::MediaPublish(typed_payload(payload).map_err(invalid)?)
+        }
+        ("media", "answer", 1) => {
+            ClientRequest::MediaAnswer(typed_payload(payload).map_err(invalid)?)
+        }
+        ("media", "candidate", 1) => {
+            ClientRequest::MediaCandidate(typed_payload(payload).map_err(invalid)?)
+        }
+        ("media", "leave", 1) => {
+            ClientRequest::MediaLeave(typed_payload(payload).map_err(invalid)?)
         }
         _ => {
             return Err(reject(

@@ -5,6 +5,7 @@ pub mod campaign;
 mod envelope;
 mod error;
 mod event_type;
+pub mod media;
 mod messages;
 pub mod ops;
 

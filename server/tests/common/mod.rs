@@ -18,6 +18,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: TestDir,
     pub manager: Option<rally::campaigns::StateManager>,
+    pub media: Option<rally::media::MediaRelay>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), rally::ServerError>>>,
 }
@@ -78,6 +79,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let rally = rally::Rally::open(config).await.expect("server opens");
         let manager = Some(rally.manager().clone());
+        let media = Some(rally.media().clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(rally.serve(listener, async move {
             let _ = stopped.await;
@@ -86,6 +88,7 @@ impl TestServer {
             addr,
             dir,
             manager,
+            media,
             stop: Some(stop),
             handle: Some(handle),
         }
@@ -112,6 +115,7 @@ impl TestServer {
     /// Trigger shutdown and wait for `run` to return.
     pub async fn stop(mut self) -> Result<(), rally::ServerError> {
         self.manager.take();
+        self.media.take();
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(10), self.handle.take().unwrap())
             .await

@@ -1,0 +1,95 @@
+//! First checks on SDP from a browser, before WebRTC parses it: size, shape, and how many tracks
+//! it wants to send (so "too many tracks" is refused before any resources are taken).
+
+use rally_app::protocol::media::SDP_MAX_BYTES;
+
+use super::MediaError;
+
+/// What the relay needs to know of a client's SDP up front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SdpSummary {
+    /// Audio and video sections the client sends on (`sendonly`/`sendrecv`, port not 0).
+    pub sending: usize,
+    /// All audio and video sections.
+    pub media_sections: usize,
+}
+
+pub fn check(sdp: &str) -> Result<SdpSummary, MediaError> {
+    if sdp.len() > SDP_MAX_BYTES {
+        return Err(MediaError::TooLarge {
+            what: "sdp",
+            max: SDP_MAX_BYTES,
+        });
+    }
+    if !sdp.starts_with("v=0") {
+        return Err(MediaError::InvalidSdp("an SDP starts with `v=0`".into()));
+    }
+    let mut summary = SdpSummary {
+        sending: 0,
+        media_sections: 0,
+    };
+    // (is audio/video, port is not 0, direction sends)
+    let mut section: Option<(bool, bool, bool)> = None;
+    let close = |section: Option<(bool, bool, bool)>, summary: &mut SdpSummary| {
+        if let Some((true, open, sends)) = section {
+            summary.media_sections += 1;
+            if open && sends {
+                summary.sending += 1;
+            }
+        }
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(media) = line.strip_prefix("m=") {
+            close(section.take(), &mut summary);
+            let mut parts = media.split_whitespace();
+            let kind = parts.next().unwrap_or_default();
+            let port = parts.next().unwrap_or_default();
+            let av = kind == "audio" || kind == "video";
+            // Directions default to sendrecv (RFC 8866 §6.7).
+            section = Some((av, port != "0", true));
+        } else if let Some((_, _, sends)) = section.as_mut() {
+            match line {
+                "a=sendonly" | "a=sendrecv" => *sends = true,
+                "a=recvonly" | "a=inactive" => *sends = false,
+                _ => {}
+            }
+        }
+    }
+    close(section, &mut summary);
+    if summary.media_sections == 0 && !sdp.contains("m=application") {
+        return Err(MediaError::InvalidSdp(
+            "the SDP has no media sections".into(),
+        ));
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\n\
+        m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendonly\r\n";
+
+    #[test]
+    fn counts_the_sections_that_send() {
+        let summary = check(OFFER).unwrap();
+        assert_eq!(summary.media_sections, 4);
+        assert_eq!(summary.sending, 2);
+    }
+
+    #[test]
+    fn refuses_what_is_not_sdp() {
+        assert!(matches!(check("hello"), Err(MediaError::InvalidSdp(_))));
+        assert!(matches!(
+            check("v=0\r\ns=-\r\n"),
+            Err(MediaError::InvalidSdp(_))
+        ));
+        let huge = format!("v=0\r\n{}", "a=x\r\n".repeat(SDP_MAX_BYTES));
+        assert!(matches!(check(&huge), Err(MediaError::TooLarge { .. })));
+    }
+}
