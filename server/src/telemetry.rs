@@ -10,7 +10,11 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// Used when `RUST_LOG` is not set: Rally's own lifecycle lines, and only trouble from libraries.
-pub const DEFAULT_FILTER: &str = "warn,rally=info";
+/// The WebRTC stack (`webrtc`, and `rtc`, which as a target prefix covers every `rtc_*` crate) warns
+/// about routine events of every media session — ICE checks before candidates arrive, packets
+/// before DTLS finished, peers that went away — which the policy puts at Debug; only its errors
+/// pass by default.
+pub const DEFAULT_FILTER: &str = "warn,rally=info,webrtc=error,rtc=error";
 
 /// Install the global subscriber. `RUST_LOG`, when set, replaces the default filter entirely.
 /// Returns an error if `RUST_LOG` does not parse, so a typo is not silently ignored.

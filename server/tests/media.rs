@@ -858,3 +858,65 @@ async fn join_publish_leave_churn_returns_every_resource() {
     watcher.task.abort();
     server.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_session_logs_only_lifecycle_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::ChildServer::spawn(dir.path(), &[("RALLY_MEDIA_IP", "127.0.0.1")]);
+    let (_, owner) = common::sign_in(server.addr, "Ada").await;
+    let mut ada = common::connect(server.addr, Some(&owner)).await;
+    ada.create_campaign(CAMPAIGN, "Live room").await;
+    let (_, viewer_token) = common::sign_in(server.addr, "Watcher").await;
+    let (signal, pushes, _) = join_at(server.addr, &viewer_token).await;
+    let watcher = Viewer::start(signal, pushes);
+    let (publisher, _pushes, _) = join_at(server.addr, &owner).await;
+    let live = go_live(&publisher).await;
+    wait_until("media to flow", Duration::from_secs(10), || {
+        watcher.received().len() > 50
+    })
+    .await;
+    // Routine trouble: a refused publish, a bad candidate.
+    let refused = watcher
+        .signal
+        .request(
+            "media:publish:v1:requested",
+            json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
+        )
+        .await;
+    assert_eq!(refused["payload"]["code"], "forbidden");
+    let bad = watcher
+        .signal
+        .request(
+            "media:candidate:v1:requested",
+            json!({"campaign_id": CAMPAIGN, "transport": "subscribe", "candidate": "candidate:x"}),
+        )
+        .await;
+    assert_eq!(bad["payload"]["code"], "invalid");
+    // The publisher's tab closes without leaving; then the watcher's.
+    drop(publisher);
+    live.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watcher.task.abort();
+    drop(watcher);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = server.log.clone();
+    assert_eq!(server.terminate(), Some(0));
+    let lines: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let record: Value = serde_json::from_str(l).expect("json log line");
+            format!(
+                "{} {}",
+                record["level"].as_str().unwrap_or("?"),
+                record["message"].as_str().unwrap_or(l)
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        ["INFO rally started", "INFO rally shutting down", "INFO rally stopped"],
+        "a media session (join, publish, forwarding, refusals, dropped connections) logs nothing at the default level"
+    );
+}

@@ -89,7 +89,8 @@ pub struct Downstream {
     local: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     /// The payload type negotiated for this codec on the subscriber's connection; 0 until the
-    /// subscriber answered (nothing is sent before).
+    /// subscriber answered and its connection is up (nothing is sent before: there is no SRTP
+    /// context to send with).
     payload_type: AtomicU8,
 }
 
@@ -110,6 +111,8 @@ struct DownTrack {
     target: Arc<Downstream>,
     sender: Arc<dyn RtpSender>,
     mime_type: String,
+    /// The payload type from the last answer (0: not negotiated yet).
+    negotiated: u8,
     feedback: Option<AbortHandle>,
 }
 
@@ -124,6 +127,24 @@ struct Peer {
     renegotiate: bool,
     /// Tracks added since the last answer (they get a keyframe once negotiated).
     fresh: Vec<TrackId>,
+    /// The subscribe connection is up (DTLS done): negotiated tracks may send.
+    receiving: bool,
+}
+
+impl Peer {
+    /// Let every negotiated track send, once the subscribe connection is up.
+    fn open_tracks(&self) {
+        if !self.receiving {
+            return;
+        }
+        for down in self.down.values() {
+            if down.negotiated != 0 {
+                down.target
+                    .payload_type
+                    .store(down.negotiated, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 pub struct Session {
@@ -280,6 +301,7 @@ impl Session {
                 offer_out: false,
                 renegotiate: false,
                 fresh: Vec::new(),
+                receiving: false,
             },
         );
         let joined = MediaJoined {
@@ -368,7 +390,7 @@ impl Session {
         // Now the payload types are settled and the tracks bound: start sending, and listen for
         // the subscriber's keyframe requests.
         for (&track, down) in peer.down.iter_mut() {
-            if down.target.payload_type.load(Ordering::Relaxed) == 0 {
+            if down.negotiated == 0 {
                 if let Ok(parameters) = down.sender.get_parameters().await {
                     if let Some(codec) = parameters
                         .rtp_parameters
@@ -376,9 +398,7 @@ impl Session {
                         .iter()
                         .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&down.mime_type))
                     {
-                        down.target
-                            .payload_type
-                            .store(codec.payload_type, Ordering::Relaxed);
+                        down.negotiated = codec.payload_type;
                     }
                 }
             }
@@ -389,6 +409,7 @@ impl Session {
                     Some(tokio::spawn(relay_feedback(local, track, events)).abort_handle());
             }
         }
+        peer.open_tracks();
         let fresh = std::mem::take(&mut peer.fresh);
         let again = std::mem::take(&mut peer.renegotiate);
         let actions = self
@@ -552,6 +573,10 @@ impl Session {
         }
         match state {
             RTCPeerConnectionState::Connected if transport == Transport::Subscribe => {
+                if let Some(peer) = self.peers.get_mut(&participant) {
+                    peer.receiving = true;
+                    peer.open_tracks();
+                }
                 let actions = self.table.receiving_connected(participant, Instant::now());
                 self.apply(actions).await;
             }
@@ -667,6 +692,7 @@ impl Session {
                 target,
                 sender,
                 mime_type: up.codec.mime_type.clone(),
+                negotiated: 0,
                 feedback: None,
             },
         );
