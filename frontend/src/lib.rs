@@ -1,19 +1,22 @@
 //! The browser entry point. Built by cargo-leptos with `hydrate` (take over the server-rendered
 //! page) and by trunk with `csr` (render the whole app client-side, for frontend-only iteration).
-//! Either way the app gets the browser's I/O ([`browser::WebBrowser`]) and one live connection
-//! as context before it renders.
+//! Either way the app gets the browser's I/O ([`browser::WebBrowser`]), its cameras and WebRTC
+//! ([`media::WebMedia`]) and one live connection as context before it renders.
 
 mod browser;
+mod media;
 
 use std::rc::Rc;
 
 use leptos::prelude::*;
-use rally_app::client::{BrowserIo, Connection, SharedIo};
+use rally_app::client::{BrowserIo, Connection, MediaEngine, SharedIo, SharedMedia};
 
 fn app_with_browser() -> impl IntoView {
     let io: Rc<dyn BrowserIo> = Rc::new(browser::WebBrowser);
     provide_context::<SharedIo>(send_wrapper::SendWrapper::new(io.clone()));
     provide_context(Connection::start(io));
+    let media: Rc<dyn MediaEngine> = Rc::new(media::WebMedia::default());
+    provide_context::<SharedMedia>(send_wrapper::SendWrapper::new(media));
     view! { <rally_app::App/> }
 }
 

@@ -199,7 +199,8 @@ impl Rally {
             ops_public: config.ops_public,
             admins: config.admins.clone(),
         };
-        let media = crate::media::MediaRelay::new(config.media(), shutdown.signal());
+        let media =
+            crate::media::MediaRelay::new(config.media(), shutdown.signal(), manager.ops().clone());
         Ok(Rally {
             media,
             config,

@@ -25,6 +25,7 @@ struct Inner {
     replies: RefCell<HashMap<String, ReplyFn>>,
     listeners: RefCell<HashMap<CampaignId, CampaignListener>>,
     ops_listener: RefCell<Option<CampaignListener>>,
+    media_listener: RefCell<Option<CampaignListener>>,
     status: RwSignal<ConnectionStatus>,
     queued: RwSignal<usize>,
 }
@@ -124,6 +125,12 @@ fn run(inner: &Rc<Inner>, outputs: Vec<Output>) {
                     callback(result);
                 }
             }
+            Output::Media(_) => {
+                let listener = inner.media_listener.borrow().clone();
+                if let Some(listener) = listener {
+                    listener(&output);
+                }
+            }
             Output::OpsHistory(_) | Output::OpsSample(_) => {
                 let listener = inner.ops_listener.borrow().clone();
                 if let Some(listener) = listener {
@@ -159,6 +166,7 @@ impl Connection {
             replies: RefCell::new(HashMap::new()),
             listeners: RefCell::new(HashMap::new()),
             ops_listener: RefCell::new(None),
+            media_listener: RefCell::new(None),
             status,
             queued,
         });
@@ -230,6 +238,11 @@ impl Connection {
         let inner: &Rc<Inner> = &self.inner;
         inner.ops_listener.borrow_mut().take();
         inner.client.borrow_mut().unsubscribe_ops();
+    }
+
+    /// Receive the media relay's pushes ([`Output::Media`]); `None` stops.
+    pub fn set_media_listener(&self, listener: Option<CampaignListener>) {
+        *self.inner.media_listener.borrow_mut() = listener;
     }
 
     pub fn io(&self) -> Rc<dyn BrowserIo> {

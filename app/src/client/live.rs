@@ -23,6 +23,9 @@ use crate::protocol::campaign::{
     PresenceChanged, Resume, Resync, SubscribeReply, SubscriptionEnded, Writable, PRESENCE_EVENT,
     RESYNC, STATE_EVENT, SUBSCRIBE, SUBSCRIPTION_ENDED, WRITABLE,
 };
+use crate::protocol::media::{
+    MediaEnded, MediaTracks, SessionDescription, ENDED_EVENT, OFFER_EVENT, TRACKS_EVENT,
+};
 use crate::protocol::ops::{OpsHistory, OpsSample, OPS_SAMPLE, OPS_SUBSCRIBE};
 use crate::protocol::{Envelope, ErrorBody, ErrorCode, EventState, EventType};
 
@@ -102,6 +105,19 @@ pub enum Output {
     OpsHistory(Result<OpsHistory, ErrorBody>),
     /// The next ops sample.
     OpsSample(Box<OpsSample>),
+    /// A push from the media relay for this connection's media session.
+    Media(Box<MediaPush>),
+}
+
+/// What the media relay pushes to a participant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaPush {
+    /// The relay's offer for the subscribe connection.
+    Offer(SessionDescription),
+    /// Who is live now.
+    Tracks(MediaTracks),
+    /// The relay ended this participant's media session.
+    Ended(MediaEnded),
 }
 
 struct Pending {
@@ -203,7 +219,9 @@ impl LiveClient {
     /// The socket closed (or failed to open). `random` in [0, 1) jitters the retry delay.
     pub fn closed(&mut self, random: f64) -> Vec<Output> {
         self.open = false;
-        // In-flight requests go back to the front of the queue, in their original order.
+        // In-flight requests go back to the front of the queue, in their original order; media
+        // requests fail (their session ended with the connection).
+        let mut failed = Vec::new();
         let order = std::mem::take(&mut self.in_flight_order);
         for id in order.into_iter().rev() {
             if let Some(pending) = self.in_flight.remove(&id) {
@@ -212,10 +230,26 @@ impl LiveClient {
                 {
                     continue; // subscriptions are re-made on open
                 }
+                if pending.event_type.service() == "media" {
+                    failed.push(Output::Reply {
+                        request_id: id,
+                        result: Err(ErrorBody::new(
+                            ErrorCode::Unavailable,
+                            "the connection dropped",
+                        )),
+                    });
+                    continue;
+                }
                 self.outbox.push_front((id, pending));
             }
         }
         self.in_flight.clear();
+        let mut out = self.closed_status(random);
+        out.extend(failed);
+        out
+    }
+
+    fn closed_status(&mut self, random: f64) -> Vec<Output> {
         if self.offline {
             self.status = ConnectionStatus::Offline;
             return vec![Output::Status(self.status)];
@@ -326,6 +360,9 @@ impl LiveClient {
     }
 
     /// Send a request now, or queue it until connected. Returns its request id.
+    ///
+    /// Media requests are the exception: a media session lives and dies with its connection, so
+    /// they are never queued or replayed — without an open connection they fail at once.
     pub fn request(&mut self, event_type: EventType, payload: Value) -> (String, Vec<Output>) {
         let id = format!("r{}", self.next_request);
         self.next_request += 1;
@@ -333,6 +370,18 @@ impl LiveClient {
             event_type,
             payload,
         };
+        if !self.open && pending.event_type.service() == "media" {
+            return (
+                id.clone(),
+                vec![Output::Reply {
+                    request_id: id,
+                    result: Err(ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        "not connected to the server",
+                    )),
+                }],
+            );
+        }
         if self.open {
             let text = frame(&pending.event_type, &pending.payload, &id);
             self.in_flight_order.push(id.clone());
@@ -402,6 +451,24 @@ impl LiveClient {
                 return vec![Output::Resync(Box::new(resync))];
             }
             return Vec::new();
+        }
+        let media = if event_type == OFFER_EVENT {
+            serde_json::from_value(payload.clone())
+                .ok()
+                .map(MediaPush::Offer)
+        } else if event_type == TRACKS_EVENT {
+            serde_json::from_value(payload.clone())
+                .ok()
+                .map(MediaPush::Tracks)
+        } else if event_type == ENDED_EVENT {
+            serde_json::from_value(payload.clone())
+                .ok()
+                .map(MediaPush::Ended)
+        } else {
+            None
+        };
+        if let Some(push) = media {
+            return vec![Output::Media(Box::new(push))];
         }
         if event_type == SUBSCRIPTION_ENDED {
             let Ok(ended) = serde_json::from_value::<SubscriptionEnded>(payload) else {
@@ -638,6 +705,58 @@ mod tests {
             }]
         );
         assert!(client.received(&reply).is_empty(), "a reply resolves once");
+    }
+
+    #[test]
+    fn media_requests_are_never_queued_or_replayed() {
+        let mut client = LiveClient::default();
+        client.start();
+        let (a, out) = client.request(crate::protocol::media::JOIN, json!({"campaign_id": "c"}));
+        assert!(
+            matches!(&out[..], [Output::Reply { request_id, result: Err(e) }] if *request_id == a && e.code == ErrorCode::Unavailable),
+            "{out:?}"
+        );
+        assert_eq!(client.queued(), 0);
+        client.opened();
+        let (b, _) = client.request(crate::protocol::media::PUBLISH, json!({"sdp": "v=0"}));
+        let (c, _) = client.request(crate::protocol::campaign::UPDATE, json!({"n": 1}));
+        let out = client.closed(0.5);
+        assert!(
+            out.iter().any(
+                |o| matches!(o, Output::Reply { request_id, result: Err(_) } if *request_id == b)
+            ),
+            "the in-flight media request fails: {out:?}"
+        );
+        assert_eq!(
+            client.queued(),
+            1,
+            "the write waits for the next connection"
+        );
+        client.retry();
+        let frames = sent(&client.opened());
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0]["request_id"], c.as_str());
+    }
+
+    #[test]
+    fn media_pushes_become_media_outputs() {
+        let mut client = LiveClient::default();
+        client.start();
+        client.opened();
+        let offer = json!({"type": "media:offer:v1:success", "metadata": {},
+            "payload": {"campaign_id": "c", "sdp": "v=0"}})
+        .to_string();
+        assert!(matches!(
+            &client.received(&offer)[..],
+            [Output::Media(push)] if matches!(**push, MediaPush::Offer(ref d) if d.sdp == "v=0")
+        ));
+        let tracks = json!({"type": "media:tracks:v1:success", "metadata": {},
+            "payload": {"campaign_id": "c", "publishers": []}})
+        .to_string();
+        assert!(matches!(
+            &client.received(&tracks)[..],
+            [Output::Media(push)] if matches!(**push, MediaPush::Tracks(_))
+        ));
     }
 
     #[test]

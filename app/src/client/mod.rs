@@ -8,7 +8,9 @@
 pub mod connection;
 pub mod io;
 pub mod live;
+pub mod media;
 
 pub use connection::{use_connection, Connection};
 pub use io::{BrowserIo, SharedIo, SocketEvents, SocketHandle};
-pub use live::{Backoff, ConnectionStatus, LiveClient, Output};
+pub use live::{Backoff, ConnectionStatus, LiveClient, MediaPush, Output};
+pub use media::{MediaEngine, SharedMedia};

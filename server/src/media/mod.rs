@@ -132,6 +132,8 @@ struct Inner {
     shutdown: ShutdownSignal,
     participants: AtomicUsize,
     tracks: AtomicUsize,
+    /// Forwarded packets are counted here for `/ops` too.
+    ops: Arc<crate::ops::OpsCounters>,
     next_participant: std::sync::atomic::AtomicU64,
 }
 
@@ -144,7 +146,11 @@ pub struct Census {
 }
 
 impl MediaRelay {
-    pub fn new(config: MediaConfig, shutdown: ShutdownSignal) -> Self {
+    pub fn new(
+        config: MediaConfig,
+        shutdown: ShutdownSignal,
+        ops: Arc<crate::ops::OpsCounters>,
+    ) -> Self {
         MediaRelay {
             inner: Arc::new(Inner {
                 factory: Arc::new(PeerFactory::new(&config)),
@@ -153,6 +159,7 @@ impl MediaRelay {
                 shutdown,
                 participants: AtomicUsize::new(0),
                 tracks: AtomicUsize::new(0),
+                ops,
                 next_participant: std::sync::atomic::AtomicU64::new(1),
             }),
         }
@@ -169,6 +176,10 @@ impl MediaRelay {
             Publishers::Editors => role.can_edit(),
             Publishers::Everyone => true,
         }
+    }
+
+    pub fn ops(&self) -> &Arc<crate::ops::OpsCounters> {
+        &self.inner.ops
     }
 
     pub fn ice_servers(&self) -> &[IceServer] {

@@ -537,6 +537,7 @@ impl Session {
             targets.clone(),
             track,
             self.events.clone(),
+            self.relay.ops().clone(),
         ))
         .abort_handle();
         self.up.insert(
@@ -815,6 +816,7 @@ async fn forward(
     targets: Targets,
     track: TrackId,
     events: mpsc::UnboundedSender<Command>,
+    ops: Arc<crate::ops::OpsCounters>,
 ) {
     let received = metrics::counter!("rally_media_rtp_packets_received_total");
     let forwarded = metrics::counter!("rally_media_rtp_packets_forwarded_total");
@@ -841,6 +843,7 @@ async fn forward(
                     if target.local.write_rtp(copy).await.is_ok() {
                         forwarded.increment(1);
                         forwarded_bytes.increment(size);
+                        ops.media_packets.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }

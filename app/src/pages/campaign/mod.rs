@@ -2,6 +2,7 @@
 //! subscribes from the snapshot's version and every change shows up as it happens.
 
 mod live;
+mod media;
 mod panels;
 
 use leptos::prelude::*;
@@ -105,6 +106,7 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
             <Notices model/>
             <div class="campaign-grid">
                 <div class="main-column">
+                    <media::LiveRoom campaign=snapshot.campaign.id.clone()/>
                     <Details model submit/>
                     <Features model submit/>
                     <ConfigEditor model submit/>

@@ -1,0 +1,500 @@
+//! The live room of a campaign: join to watch whoever is live, go live with camera and
+//! microphone, mute, stop, leave. Signaling runs over the page's WebSocket ([`Connection`]);
+//! the browser's side of WebRTC is the [`MediaEngine`] the WASM crate provides.
+
+use std::rc::Rc;
+
+use leptos::prelude::*;
+use send_wrapper::SendWrapper;
+use serde_json::{json, Value};
+
+use crate::client::media::{CandidateSink, LocalCandidate, MediaDevice, MediaStats, Quality};
+use crate::client::{Connection, ConnectionStatus, MediaPush, Output, SharedIo, SharedMedia};
+use crate::model::CampaignId;
+use crate::protocol::media::{
+    IceServer, MediaJoined, MediaKind, Publisher, ANSWER, CANDIDATE, JOIN, LEAVE, PUBLISH,
+};
+use crate::protocol::ErrorBody;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Out,
+    Joining,
+    In,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Live {
+    Off,
+    Starting,
+    On,
+}
+
+/// Browser-only handles, kept out of the reactive graph.
+struct Handles {
+    connection: Connection,
+    engine: Rc<dyn crate::client::MediaEngine>,
+    io: Rc<dyn crate::client::BrowserIo>,
+}
+
+/// The live room's state, as signals.
+#[derive(Clone, Copy)]
+struct Room {
+    campaign: StoredValue<CampaignId>,
+    handles: StoredValue<Option<SendWrapper<Rc<Handles>>>>,
+    phase: RwSignal<Phase>,
+    live: RwSignal<Live>,
+    error: RwSignal<Option<String>>,
+    me: RwSignal<Option<String>>,
+    can_publish: RwSignal<bool>,
+    ice_servers: StoredValue<Vec<IceServer>>,
+    publishers: RwSignal<Vec<Publisher>>,
+    devices: RwSignal<Vec<MediaDevice>>,
+    camera: RwSignal<Option<String>>,
+    microphone: RwSignal<Option<String>>,
+    audio_on: RwSignal<bool>,
+    video_on: RwSignal<bool>,
+    quality: RwSignal<Quality>,
+    stats: RwSignal<MediaStats>,
+    /// Bumped on every join, so timers of an earlier session stop.
+    generation: StoredValue<u64>,
+}
+
+impl Room {
+    fn handles(&self) -> Option<Rc<Handles>> {
+        self.handles
+            .with_value(|h| h.as_ref().map(|h| Rc::clone(h)))
+    }
+
+    fn fail(&self, what: &str, error: ErrorBody) {
+        self.error.set(Some(format!("{what}: {}", error.message)));
+    }
+
+    fn candidates(&self) -> CandidateSink {
+        let room = *self;
+        Rc::new(move |c: LocalCandidate| {
+            let Some(h) = room.handles() else { return };
+            let payload = json!({
+                "campaign_id": room.campaign.get_value(),
+                "transport": c.transport,
+                "candidate": c.candidate,
+                "sdpMid": c.sdp_mid,
+                "sdpMLineIndex": c.sdp_m_line_index,
+            });
+            // A refused candidate only means that path will not be tried.
+            h.connection.request(CANDIDATE, payload, |_| {});
+        })
+    }
+
+    fn join(&self) {
+        let Some(h) = self.handles() else {
+            self.error.set(Some(
+                "Live video needs the page's script; reload the page.".into(),
+            ));
+            return;
+        };
+        let room = *self;
+        self.error.set(None);
+        self.phase.set(Phase::Joining);
+        self.generation.update_value(|g| *g += 1);
+        h.connection
+            .set_media_listener(Some(Rc::new(move |output: &Output| room.on_push(output))));
+        let payload = json!({ "campaign_id": self.campaign.get_value() });
+        h.connection.request(JOIN, payload, move |result| {
+            let joined = result.and_then(|v| {
+                serde_json::from_value::<MediaJoined>(v).map_err(|e| {
+                    ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
+                })
+            });
+            match joined {
+                Ok(joined) => {
+                    room.me.set(Some(joined.participant_id.clone()));
+                    room.can_publish.set(joined.can_publish);
+                    room.ice_servers.set_value(joined.ice_servers);
+                    room.set_publishers(joined.publishers);
+                    room.phase.set(Phase::In);
+                    room.watch_stats();
+                    if joined.can_publish {
+                        room.refresh_devices();
+                    }
+                }
+                Err(error) => {
+                    room.teardown();
+                    room.fail("Could not join the live room", error);
+                }
+            }
+        });
+    }
+
+    fn set_publishers(&self, publishers: Vec<Publisher>) {
+        let me = self.me.get_untracked();
+        self.publishers.set(
+            publishers
+                .into_iter()
+                .filter(|p| Some(&p.participant_id) != me.as_ref())
+                .collect(),
+        );
+    }
+
+    fn on_push(&self, output: &Output) {
+        let Output::Media(push) = output else { return };
+        let room = *self;
+        match &**push {
+            MediaPush::Offer(offer) => {
+                let Some(h) = self.handles() else { return };
+                let sdp = offer.sdp.clone();
+                let ice = self.ice_servers.get_value();
+                let sink = self.candidates();
+                leptos::task::spawn_local(async move {
+                    match h.engine.subscribe_offer(ice, sdp, sink).await {
+                        Ok(answer) => {
+                            let payload = json!({
+                                "campaign_id": room.campaign.get_value(),
+                                "sdp": answer,
+                            });
+                            h.connection.request(ANSWER, payload, move |result| {
+                                if let Err(error) = result {
+                                    room.fail("Receiving video failed", error);
+                                }
+                            });
+                        }
+                        Err(err) => room
+                            .error
+                            .set(Some(format!("Receiving video failed: {err}"))),
+                    }
+                });
+            }
+            MediaPush::Tracks(tracks) => self.set_publishers(tracks.publishers.clone()),
+            MediaPush::Ended(ended) => {
+                self.teardown();
+                self.error
+                    .set(Some(format!("The live room ended: {}", ended.reason)));
+            }
+        }
+    }
+
+    fn refresh_devices(&self) {
+        let Some(h) = self.handles() else { return };
+        let room = *self;
+        leptos::task::spawn_local(async move {
+            let devices = h.engine.devices().await;
+            room.devices.set(devices);
+        });
+    }
+
+    fn go_live(&self) {
+        let Some(h) = self.handles() else { return };
+        let room = *self;
+        self.error.set(None);
+        self.live.set(Live::Starting);
+        let camera = self.camera.get_untracked();
+        let microphone = self.microphone.get_untracked();
+        leptos::task::spawn_local(async move {
+            if let Err(error) = h.engine.open_local(camera, microphone).await {
+                room.live.set(Live::Off);
+                room.error.set(Some(error.message()));
+                return;
+            }
+            room.audio_on.set(true);
+            room.video_on.set(true);
+            room.refresh_devices(); // labels are visible once access was granted
+            let offer = match h
+                .engine
+                .publish_offer(room.ice_servers.get_value(), room.candidates())
+                .await
+            {
+                Ok(offer) => offer,
+                Err(err) => {
+                    h.engine.stop_publishing();
+                    room.live.set(Live::Off);
+                    room.error.set(Some(format!("Could not go live: {err}")));
+                    return;
+                }
+            };
+            let payload = json!({ "campaign_id": room.campaign.get_value(), "sdp": offer });
+            let engine = h.engine.clone();
+            h.connection.request(PUBLISH, payload, move |result| {
+                let answer =
+                    result.map(|v: Value| v["sdp"].as_str().unwrap_or_default().to_owned());
+                leptos::task::spawn_local(async move {
+                    match answer {
+                        Ok(sdp) => match engine.publish_answer(sdp).await {
+                            Ok(()) => room.live.set(Live::On),
+                            Err(err) => {
+                                engine.stop_publishing();
+                                room.live.set(Live::Off);
+                                room.error.set(Some(format!("Could not go live: {err}")));
+                            }
+                        },
+                        Err(error) => {
+                            engine.stop_publishing();
+                            room.live.set(Live::Off);
+                            room.fail("Could not go live", error);
+                        }
+                    }
+                });
+            });
+        });
+    }
+
+    /// Stop publishing but keep watching: the relay releases everything of this participant on
+    /// leave, so leave and join again.
+    fn stop_live(&self) {
+        self.leave();
+        self.join();
+    }
+
+    fn leave(&self) {
+        if let Some(h) = self.handles() {
+            let payload = json!({ "campaign_id": self.campaign.get_value() });
+            h.connection.request(LEAVE, payload, |_| {});
+        }
+        self.teardown();
+    }
+
+    /// Forget the session locally (the relay already did, or will on leave).
+    fn teardown(&self) {
+        if let Some(h) = self.handles() {
+            h.connection.set_media_listener(None);
+            h.engine.close();
+        }
+        self.generation.update_value(|g| *g += 1);
+        self.phase.set(Phase::Out);
+        self.live.set(Live::Off);
+        self.publishers.set(Vec::new());
+        self.me.set(None);
+        self.quality.set(Quality::Unknown);
+    }
+
+    fn toggle(&self, kind: MediaKind) {
+        let Some(h) = self.handles() else { return };
+        let signal = match kind {
+            MediaKind::Audio => self.audio_on,
+            MediaKind::Video => self.video_on,
+        };
+        let enabled = !signal.get_untracked();
+        h.engine.set_enabled(kind, enabled);
+        signal.set(enabled);
+    }
+
+    /// Once a second while in the room: read `getStats()` for the quality hint.
+    fn watch_stats(&self) {
+        let generation = self.generation.get_value();
+        self.schedule_stats(generation);
+    }
+
+    fn schedule_stats(&self, generation: u64) {
+        let Some(h) = self.handles() else { return };
+        let room = *self;
+        h.io.set_timeout(
+            1000,
+            Box::new(move || {
+                if room.generation.get_value() != generation {
+                    return;
+                }
+                let Some(h) = room.handles() else { return };
+                leptos::task::spawn_local(async move {
+                    let now = h.engine.stats().await;
+                    if room.generation.get_value() != generation {
+                        return;
+                    }
+                    let before = room.stats.get_untracked();
+                    room.quality.set(Quality::judge(&before, &now));
+                    room.stats.set(now);
+                    room.schedule_stats(generation);
+                });
+            }),
+        );
+    }
+}
+
+#[component]
+pub fn LiveRoom(campaign: CampaignId) -> impl IntoView {
+    let connection = crate::client::use_connection();
+    let engine = use_context::<SharedMedia>();
+    let io = use_context::<SharedIo>();
+    let handles = match (connection, engine, io) {
+        (Some(connection), Some(engine), Some(io)) => Some(SendWrapper::new(Rc::new(Handles {
+            connection,
+            engine: (*engine).clone(),
+            io: (*io).clone(),
+        }))),
+        _ => None,
+    };
+    let status = handles.as_ref().map(|h| h.connection.status);
+    let room = Room {
+        campaign: StoredValue::new(campaign),
+        handles: StoredValue::new(handles),
+        phase: RwSignal::new(Phase::Out),
+        live: RwSignal::new(Live::Off),
+        error: RwSignal::new(None),
+        me: RwSignal::new(None),
+        can_publish: RwSignal::new(false),
+        ice_servers: StoredValue::new(Vec::new()),
+        publishers: RwSignal::new(Vec::new()),
+        devices: RwSignal::new(Vec::new()),
+        camera: RwSignal::new(None),
+        microphone: RwSignal::new(None),
+        audio_on: RwSignal::new(true),
+        video_on: RwSignal::new(true),
+        quality: RwSignal::new(Quality::Unknown),
+        stats: RwSignal::new(MediaStats::default()),
+        generation: StoredValue::new(0),
+    };
+    // A media session ends with its connection.
+    if let Some(status) = status {
+        Effect::new(move |_| {
+            let connected = matches!(status.get(), ConnectionStatus::Connected);
+            if !connected && room.phase.get_untracked() != Phase::Out {
+                room.teardown();
+                room.error.set(Some(
+                    "The connection to the server dropped; join the live room again.".into(),
+                ));
+            }
+        });
+    }
+    // Show each publisher's stream once its tile exists.
+    Effect::new(move |_| {
+        let ids: Vec<String> = room
+            .publishers
+            .with(|ps| ps.iter().map(|p| p.participant_id.clone()).collect());
+        if let Some(h) = room.handles() {
+            for id in ids {
+                h.engine.attach_remote(&id);
+            }
+        }
+    });
+    on_cleanup(move || {
+        if room.phase.get_untracked() != Phase::Out {
+            room.leave();
+        }
+    });
+
+    view! {
+        <section
+            class="panel live-room"
+            data-phase=move || match room.phase.get() { Phase::Out => "out", Phase::Joining => "joining", Phase::In => "in" }
+            data-publishing=move || match room.live.get() { Live::Off => "off", Live::Starting => "starting", Live::On => "on" }
+            data-quality=move || room.quality.get().as_str()
+            data-bytes-received=move || room.stats.get().bytes_received.to_string()
+        >
+            <h2>"Live room"</h2>
+            {move || room.error.get().map(|e| view! { <p class="error media-error" role="alert">{e}</p> })}
+            <Show when=move || room.phase.get() == Phase::In fallback=move || outside(room)>
+                {tiles(room)}
+                <Show when=move || room.can_publish.get()>{publish_controls(room)}</Show>
+                <p class="quality">"Connection: " <span>{move || room.quality.get().as_str()}</span></p>
+                <button class="button small leave-live" on:click=move |_| room.leave()>"Leave the live room"</button>
+            </Show>
+        </section>
+    }
+    .into_any()
+}
+
+fn outside(room: Room) -> AnyView {
+    view! {
+        <p class="muted">"Watch whoever is live in this campaign, or go live yourself."</p>
+        <button
+            class="button join-live"
+            disabled=move || room.phase.get() == Phase::Joining
+            on:click=move |_| room.join()
+        >"Join the live room"</button>
+    }
+    .into_any()
+}
+
+/// One tile per remote publisher.
+fn tiles(room: Room) -> AnyView {
+    view! {
+        <div class="tiles">
+            <For each=move || room.publishers.get() key=|p| p.participant_id.clone() let:publisher>
+                <figure class="tile" data-participant=publisher.participant_id.clone()>
+                    <video id=format!("remote-{}", publisher.participant_id) autoplay playsinline></video>
+                    <figcaption>{publisher.display_name.clone()}</figcaption>
+                </figure>
+            </For>
+            <Show when=move || room.publishers.with(Vec::is_empty)>
+                <p class="muted nobody-live">"Nobody is live right now."</p>
+            </Show>
+        </div>
+    }
+    .into_any()
+}
+
+/// Preview, device choice, go live, mute, stop.
+fn publish_controls(room: Room) -> AnyView {
+    view! {
+        <div class="go-live-panel">
+            <video
+                id="local-preview"
+                class:hidden=move || room.live.get() == Live::Off
+                autoplay
+                playsinline
+                muted
+            ></video>
+            <Show when=move || room.live.get() != Live::Off fallback=move || device_picker(room)>
+                {live_controls(room)}
+            </Show>
+        </div>
+    }
+    .into_any()
+}
+
+fn live_controls(room: Room) -> AnyView {
+    view! {
+        <button class="button small toggle-audio" on:click=move |_| room.toggle(MediaKind::Audio)>
+            {move || if room.audio_on.get() { "Mute microphone" } else { "Unmute microphone" }}
+        </button>
+        <button class="button small toggle-video" on:click=move |_| room.toggle(MediaKind::Video)>
+            {move || if room.video_on.get() { "Turn camera off" } else { "Turn camera on" }}
+        </button>
+        <button class="button small stop-live" on:click=move |_| room.stop_live()>"Stop"</button>
+    }
+    .into_any()
+}
+
+fn device_picker(room: Room) -> AnyView {
+    let options = move |kind: MediaKind| {
+        room.devices
+            .get()
+            .into_iter()
+            .filter(move |d| d.kind == kind)
+            .enumerate()
+            .map(move |(n, d)| {
+                let label = if d.label.is_empty() {
+                    let noun = if kind == MediaKind::Video {
+                        "Camera"
+                    } else {
+                        "Microphone"
+                    };
+                    format!("{noun} {}", n + 1)
+                } else {
+                    d.label.clone()
+                };
+                view! { <option value=d.id.clone()>{label}</option> }
+            })
+            .collect_view()
+    };
+    let pick = |signal: RwSignal<Option<String>>| {
+        move |ev: leptos::ev::Event| {
+            let value = event_target_value(&ev);
+            signal.set((!value.is_empty()).then_some(value));
+        }
+    };
+    view! {
+        <label>"Camera "
+            <select class="camera-select" on:change=pick(room.camera)>
+                <option value="">"Default"</option>
+                {move || options(MediaKind::Video)}
+            </select>
+        </label>
+        <label>"Microphone "
+            <select class="microphone-select" on:change=pick(room.microphone)>
+                <option value="">"Default"</option>
+                {move || options(MediaKind::Audio)}
+            </select>
+        </label>
+        <button class="button go-live" on:click=move |_| room.go_live()>"Go live"</button>
+    }
+    .into_any()
+}
