@@ -6,12 +6,14 @@
 //! rally-bench fanout --compare --campaigns 1 --subscribers 1000 --rate 0      # unthrottled
 //! rally-bench fanout --compare --campaigns 1 --subscribers 1000 --rate 50     # latency shape
 //! rally-bench idle --compare --connections 5000                               # memory/connection
+//! rally-bench media --subscribers 20 --video-kbps 1500                        # media relay
 //! ```
 //!
 //! The tool starts every server itself (`target/release/rally`, itself as `bare-server`, and
 //! `node bench/socketio-server.mjs`), so it can read their memory from /proc.
 
 mod bare;
+mod media;
 mod target;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +42,9 @@ enum Command {
     Fanout(FanoutArgs),
     /// Open idle connections and report the server's memory per connection.
     Idle(IdleArgs),
+    /// One publisher to N subscribers through the media relay: forwarded packets/s, per core,
+    /// and send-to-receive latency.
+    Media(media::MediaArgs),
     /// Run the bare broadcast baseline server (used by the tool itself).
     BareServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -563,6 +568,7 @@ fn main() -> Result<()> {
         match Cli::parse().command {
             Command::Fanout(args) => fanout(args).await,
             Command::Idle(args) => idle(args).await,
+            Command::Media(args) => media::run(args).await,
             Command::BareServer { addr } => bare::serve(addr).await,
         }
     })

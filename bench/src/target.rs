@@ -90,6 +90,7 @@ pub async fn start(target: Target, servers: &Servers) -> Result<Running> {
                 .env("RALLY_SITE_ROOT", dir.path().join("site"))
                 .env("RALLY_LOG_FORMAT", "json")
                 .env("RALLY_WRITE_RATE", "1000000")
+                .env("RALLY_MEDIA_IP", "127.0.0.1")
                 .env("RALLY_MAX_CONNECTIONS", "100000");
             if let Some(url) = &servers.redis_url {
                 command.env("RALLY_REDIS_URL", url);
@@ -286,6 +287,11 @@ impl Session {
     }
 
     /// Create a room (Rally: a campaign) and return its name.
+    /// Rally: the signed-in publisher's session token.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub async fn create_room(&self, name: &str) -> Result<()> {
         if self.target != Target::Rally {
             return Ok(());

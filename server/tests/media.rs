@@ -345,6 +345,7 @@ struct Usage {
     tasks: f64,
     participants: f64,
     tracks: f64,
+    saturation: f64,
 }
 
 async fn usage(server: &common::ChildServer) -> Usage {
@@ -355,13 +356,21 @@ async fn usage(server: &common::ChildServer) -> Usage {
         tasks: metric(server, "rally_tokio_alive_tasks").await,
         participants: metric(server, "rally_media_participants").await,
         tracks: metric(server, "rally_media_tracks").await,
+        saturation: metric(server, "rally_media_relay_saturation").await,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_publish_leave_churn_returns_every_resource() {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::ChildServer::spawn(dir.path(), &[("RALLY_MEDIA_IP", "127.0.0.1")]);
+    // Six ports for the whole run: a port not given back would exhaust the range in a few cycles.
+    let server = common::ChildServer::spawn(
+        dir.path(),
+        &[
+            ("RALLY_MEDIA_IP", "127.0.0.1"),
+            ("RALLY_MEDIA_UDP_PORTS", "41600-41605"),
+        ],
+    );
     let (_, owner) = common::sign_in(server.addr, "Ada").await;
     let mut ada = common::connect(server.addr, Some(&owner)).await;
     ada.create_campaign(CAMPAIGN, "Live room").await;
@@ -445,6 +454,14 @@ async fn join_publish_leave_churn_returns_every_resource() {
     );
     assert_eq!(after.participants, 1.0, "only the watcher is left");
     assert_eq!(after.tracks, 0.0);
+    assert_eq!(
+        after.saturation, baseline.saturation,
+        "every media port was given back"
+    );
+    assert!(
+        after.saturation > 0.0,
+        "the watcher holds one of the six ports"
+    );
     assert!(after.tasks <= baseline.tasks, "tasks back to baseline");
     assert!(
         after.sockets <= baseline.sockets,
@@ -524,4 +541,55 @@ async fn a_media_session_logs_only_lifecycle_lines() {
         ["INFO rally started", "INFO rally shutting down", "INFO rally stopped"],
         "a media session (join, publish, forwarding, refusals, dropped connections) logs nothing at the default level"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_ip_is_what_browsers_are_told() {
+    use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+    let server = TestServer::start_with(&[
+        "--media-ip",
+        "127.0.0.1",
+        "--media-public-ip",
+        "203.0.113.7",
+    ])
+    .await;
+    let (_, owner) = server.sign_in("Ada").await;
+    let mut ada = server.connect_as(&owner).await;
+    ada.create_campaign(CAMPAIGN, "Live room").await;
+    let (signal, _pushes, joined) = join(&server, &owner).await;
+    assert_eq!(joined["payload"]["can_publish"], true);
+    let mut peer = rally::media::client::Peer::new().await.unwrap();
+    peer.pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let offer = peer.pc.create_offer(None).await.unwrap();
+    peer.pc.set_local_description(offer).await.unwrap();
+    let sdp = peer.local_sdp().await.unwrap();
+    let reply = request(
+        &signal,
+        "media:publish:v1:requested",
+        json!({"campaign_id": CAMPAIGN, "sdp": sdp}),
+    )
+    .await;
+    let answer = reply["payload"]["sdp"].as_str().unwrap();
+    let candidates: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate"))
+        .collect();
+    assert!(!candidates.is_empty(), "{answer}");
+    assert!(
+        candidates
+            .iter()
+            .all(|c| c.contains("203.0.113.7") && !c.contains("127.0.0.1")),
+        "host candidates carry the public IP only: {candidates:?}"
+    );
+    let _ = peer.pc.close().await;
+    server.stop().await.unwrap();
 }

@@ -36,7 +36,7 @@ pub const CANDIDATE_MAX_BYTES: usize = 512;
 /// Most tracks one participant may publish at once (e.g. camera, microphone, screen + audio).
 pub const TRACKS_PER_PARTICIPANT_MAX: usize = 4;
 /// Most participants in one campaign's media session.
-pub const PARTICIPANTS_MAX: usize = 50;
+pub const PARTICIPANTS_MAX: usize = 500;
 
 /// `media:join:v1:requested`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

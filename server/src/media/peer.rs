@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rally_app::protocol::media::Transport;
-use rtc::peer_connection::transport::RTCIceCandidateType;
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -76,6 +75,8 @@ impl Drop for PortLease {
 pub struct PeerLink {
     pub pc: Arc<dyn PeerConnection>,
     gathered: watch::Receiver<bool>,
+    /// Announced instead of the bound address (1:1 NAT).
+    public_ip: Option<IpAddr>,
     _port: Option<PortLease>,
 }
 
@@ -83,11 +84,16 @@ impl PeerLink {
     /// The local description once the relay's candidates are in it.
     pub async fn local_sdp(&mut self) -> Result<String, MediaError> {
         let _ = tokio::time::timeout(GATHER_TIMEOUT, self.gathered.wait_for(|done| *done)).await;
-        self.pc
+        let sdp = self
+            .pc
             .local_description()
             .await
             .map(|d| d.sdp)
-            .ok_or_else(|| MediaError::Relay("no local description".into()))
+            .ok_or_else(|| MediaError::Relay("no local description".into()))?;
+        Ok(match self.public_ip {
+            Some(public) => super::sdp::announce_public_ip(&sdp, public),
+            None => sdp,
+        })
     }
 
     pub async fn close(self) {
@@ -147,6 +153,7 @@ impl PeerFactory {
                     return Ok(PeerLink {
                         pc,
                         gathered,
+                        public_ip: self.public_ip,
                         _port: lease,
                     })
                 }
@@ -170,12 +177,8 @@ impl PeerFactory {
         media.register_default_codecs()?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?
             .with(SLOT.into(), FeedbackInterceptor::default());
-        let mut settings =
+        let settings =
             SettingEngineBuilder::new().with_include_loopback_candidate(self.bind_ip.is_loopback());
-        if let Some(public) = self.public_ip {
-            settings =
-                settings.with_nat_1to1_ips(vec![public.to_string()], RTCIceCandidateType::Host);
-        }
         let (gathered_tx, gathered) = watch::channel(false);
         let handler = PeerHandler {
             participant,

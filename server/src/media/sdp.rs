@@ -65,6 +65,33 @@ pub fn check(sdp: &str) -> Result<SdpSummary, MediaError> {
     Ok(summary)
 }
 
+/// The relay's SDP as browsers behind the internet must see it when the relay sits behind 1:1 NAT:
+/// every host candidate announces `public` instead of the bound address (the port is the same on
+/// both sides of a 1:1 NAT). `webrtc` 0.21.1 accepts a NAT 1:1 setting but never applies it, so
+/// the relay rewrites its own SDP.
+pub fn announce_public_ip(sdp: &str, public: std::net::IpAddr) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        let mut fields: Vec<&str> = body.split(' ').collect();
+        // a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> …
+        let host = body.starts_with("a=candidate:")
+            && fields.len() >= 8
+            && fields[6] == "typ"
+            && fields[7] == "host";
+        if host {
+            let address = public.to_string();
+            fields[4] = &address;
+            out.push_str(&fields.join(" "));
+            out.push_str(ending);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +107,18 @@ mod tests {
         let summary = check(OFFER).unwrap();
         assert_eq!(summary.media_sections, 4);
         assert_eq!(summary.sending, 2);
+    }
+
+    #[test]
+    fn host_candidates_announce_the_public_ip() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.5 50000 typ host\r\n\
+                   a=candidate:2 1 udp 1694498815 198.51.100.1 50001 typ srflx raddr 10.0.0.5 rport 50000\r\n";
+        let public: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(
+            announce_public_ip(sdp, public),
+            "v=0\r\na=candidate:1 1 udp 2130706431 203.0.113.7 50000 typ host\r\n\
+             a=candidate:2 1 udp 1694498815 198.51.100.1 50001 typ srflx raddr 10.0.0.5 rport 50000\r\n"
+        );
     }
 
     #[test]
