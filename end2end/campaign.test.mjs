@@ -30,7 +30,9 @@ async function personOn(name, path, setup) {
   await page.waitForSelector('[data-hydrated="true"]');
   await page.fill('#display-name', name);
   await page.click('.sign-in button');
+  // Signing in reloads the page: wait for the new page to hydrate before typing into it.
   await page.waitForSelector(`.user:text("${name}")`);
+  await page.waitForSelector('[data-hydrated="true"]');
   if (path) {
     await page.goto(server.url + path);
     await page.waitForSelector('[data-live="true"]', { timeout: 15_000 });

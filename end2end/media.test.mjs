@@ -32,7 +32,9 @@ async function signedIn(name, setup) {
   await page.waitForSelector('[data-hydrated="true"]');
   await page.fill('#display-name', name);
   await page.click('.sign-in button');
+  // Signing in reloads the page: wait for the new page to hydrate before typing into it.
   await page.waitForSelector(`.user:text("${name}")`);
+  await page.waitForSelector('[data-hydrated="true"]');
   return { page, context, errors };
 }
 

@@ -20,15 +20,33 @@ after(async () => {
 test(`the ops page charts live traffic (${mode})`, async () => {
   // Traffic: a signed-in page creates a campaign and keeps editing it over its own WebSocket.
   const traffic = await (await browser.newContext()).newPage();
+  // Kept for the failure message: what the page said if it never went live.
+  const said = [];
+  traffic.on('pageerror', (err) => said.push(`pageerror: ${err.message}`));
+  traffic.on('console', (msg) => said.push(`console ${msg.type()}: ${msg.text()}`));
   await traffic.goto(server.url);
   await traffic.waitForSelector('[data-hydrated="true"]');
   await traffic.fill('#display-name', 'Load');
   await traffic.click('.sign-in button');
+  // Signing in reloads the page: wait for the new page to hydrate before typing into it.
   await traffic.waitForSelector('.user');
+  await traffic.waitForSelector('[data-hydrated="true"]');
   await traffic.fill('#new-campaign-id', 'ops-demo');
   await traffic.fill('#new-campaign-title', 'Ops demo');
   await traffic.click('.create-campaign button');
-  await traffic.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+  await traffic.waitForSelector('[data-live="true"]', { timeout: 30_000 }).catch((err) => {
+    const state = traffic
+      .evaluate(() => ({
+        url: location.href,
+        connection: document.querySelector('.connection')?.dataset.status,
+        article: document.querySelector('article.campaign')?.outerHTML.slice(0, 300),
+        body: document.body.innerText.slice(0, 500),
+      }))
+      .catch((e) => `unreadable: ${e.message}`);
+    return state.then((s) => {
+      throw new Error(`${err.message}\nstate: ${JSON.stringify(s)}\npage: ${said.join('\n')}\nserver: ${server.logLines.slice(-20).join('\n')}`);
+    });
+  });
   const running = traffic.evaluate(async () => {
     const ws = new WebSocket(`ws://${location.host}/ws`);
     await new Promise((resolve) => (ws.onopen = resolve));
