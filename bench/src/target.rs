@@ -286,12 +286,12 @@ impl Session {
         }
     }
 
-    /// Create a room (Rally: a campaign) and return its name.
     /// Rally: the signed-in publisher's session token.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }
 
+    /// Create a room (Rally: a campaign) and return its name.
     pub async fn create_room(&self, name: &str) -> Result<()> {
         if self.target != Target::Rally {
             return Ok(());
