@@ -236,6 +236,10 @@ async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
     let times = Arc::new(SendTimes::new(rooms.len(), capacity));
     // Publishers stop first; readers a moment later, so in-flight deliveries are counted.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Publishers connect one after another but start together, when the window opens: with many
+    // rooms (and a slow-to-connect target) the first ones would otherwise publish for a while
+    // before the measurement begins.
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let (stop_readers_tx, stop_readers_rx) = tokio::sync::watch::channel(false);
     // Throughput counts deliveries while publishing; completeness counts them all.
     let publishing = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -294,6 +298,7 @@ async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
         let published = published.clone();
         let failed = failed.clone();
         let mut stop = stop_rx.clone();
+        let mut go = go_rx.clone();
         let (rate, window) = (args.rate, args.window);
         let in_flight = Arc::new(tokio::sync::Semaphore::new(window.max(1)));
         // Reads the publisher's own socket: Rally's replies release the window; the baselines'
@@ -316,6 +321,10 @@ async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
             })
         };
         publishers.push(tokio::spawn(async move {
+            if go.wait_for(|go| *go).await.is_err() {
+                acks.abort();
+                return;
+            }
             let mut seq = 0u64;
             let mut ticker = (rate > 0).then(|| {
                 let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
@@ -356,6 +365,7 @@ async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
         }));
     }
 
+    let _ = go_tx.send(true);
     let progress = bar(args.duration, "publishing");
     progress.set_prefix(prefix);
     let started = Instant::now();
@@ -369,7 +379,9 @@ async fn fanout_one(target: Target, args: &FanoutArgs) -> Result<Value> {
     for publisher in publishers {
         let _ = publisher.await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Events published just before the stop are still on their way on a saturated machine (p99
+    // can be half a second with 10,000 connections); give them time before counting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop_readers_tx.send(true);
     progress.finish_and_clear();
     let rss_loaded = running.rss_bytes();

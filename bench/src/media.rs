@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use rally::media::client::{now_ns, sent_at_ns, Publisher, Signal, Stream, Viewer};
+use rally::media::client::{now_ns, sent_at_ns, PacketSink, Publisher, Signal, Stream, Viewer};
 use serde_json::{json, Value};
 
 use crate::target::{self, Servers, Session, Target};
@@ -29,6 +29,10 @@ pub struct MediaArgs {
     /// Seconds to measure once every subscriber receives.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Also measure the same stream sent straight from publisher to one receiver without the
+    /// relay, and report the relay's added latency (compare with `--subscribers 1`).
+    #[arg(long)]
+    direct: bool,
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -78,6 +82,80 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
+fn video_per_frame(kbps: u32) -> usize {
+    ((kbps as usize * 1000 / 8) / VIDEO_BYTES / 50).max(1)
+}
+
+/// Latencies (µs) of packets received while `measuring` is set.
+#[derive(Clone, Default)]
+struct Recorder {
+    measuring: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    latencies_us: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Recorder {
+    fn sink(&self) -> PacketSink {
+        let this = self.clone();
+        Arc::new(move |kind, payload: &[u8], _at| {
+            if !this.measuring.load(Ordering::Relaxed) {
+                return;
+            }
+            this.received.fetch_add(1, Ordering::Relaxed);
+            if let Some(sent) = sent_at_ns(kind, payload) {
+                let latency = now_ns().saturating_sub(sent) / 1000;
+                this.latencies_us.lock().expect("lock").push(latency);
+            }
+        })
+    }
+
+    fn sorted(&self) -> Vec<u64> {
+        let mut latencies = std::mem::take(&mut *self.latencies_us.lock().expect("lock"));
+        latencies.sort_unstable();
+        latencies
+    }
+}
+
+fn latency_json(sorted: &[u64]) -> Value {
+    json!({
+        "p50": percentile(sorted, 50.0),
+        "p90": percentile(sorted, 90.0),
+        "p99": percentile(sorted, 99.0),
+        "max": sorted.last().map_or(0.0, |v| *v as f64 / 1000.0),
+    })
+}
+
+/// The same stream from a publisher straight to one receiver, no relay.
+async fn direct(args: &MediaArgs) -> Result<Value> {
+    let recorder = Recorder::default();
+    let (publisher, receiver) = Publisher::direct(
+        Stream {
+            video_per_frame: video_per_frame(args.video_kbps),
+            video_bytes: VIDEO_BYTES,
+        },
+        Arc::new(|_| {}),
+        recorder.sink(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // settle, as for the relay
+    recorder.measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    recorder.measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    publisher.stop().await;
+    let _ = receiver.pc.close().await;
+    let sorted = recorder.sorted();
+    if sorted.is_empty() {
+        bail!("the direct receiver got nothing");
+    }
+    Ok(json!({
+        "received_packets_per_sec": recorder.received.load(Ordering::Relaxed) as f64 / elapsed,
+        "latency_ms": latency_json(&sorted),
+    }))
+}
+
 pub async fn run(args: MediaArgs) -> Result<()> {
     let running = target::start(Target::Rally, &args.servers).await?;
     let session = Session::new(&running).await?;
@@ -86,9 +164,7 @@ pub async fn run(args: MediaArgs) -> Result<()> {
     let addr: std::net::SocketAddr = running.addr.parse()?;
 
     // Subscribers first, so everyone receives from the first packet on.
-    let measuring = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let latencies_us: Arc<Mutex<Vec<u64>>> = Default::default();
+    let recorder = Recorder::default();
     let receiving: Arc<Vec<AtomicU64>> =
         Arc::new((0..args.subscribers).map(|_| AtomicU64::new(0)).collect());
     let progress = crate::bar(args.subscribers as u64, "joining subscribers");
@@ -105,26 +181,14 @@ pub async fn run(args: MediaArgs) -> Result<()> {
         if joined["type"] != "media:join:v1:success" {
             bail!("join refused: {joined}");
         }
-        let (measuring, received, latencies, receiving) = (
-            measuring.clone(),
-            received.clone(),
-            latencies_us.clone(),
-            receiving.clone(),
-        );
+        let (record, receiving) = (recorder.sink(), receiving.clone());
         viewers.push(Viewer::start(
             signal,
             pushes,
             &room,
-            Arc::new(move |kind, payload: &[u8], _at| {
+            Arc::new(move |kind, payload: &[u8], at| {
                 receiving[n].fetch_add(1, Ordering::Relaxed);
-                if !measuring.load(Ordering::Relaxed) {
-                    return;
-                }
-                received.fetch_add(1, Ordering::Relaxed);
-                if let Some(sent) = sent_at_ns(kind, payload) {
-                    let latency = now_ns().saturating_sub(sent) / 1000;
-                    latencies.lock().expect("lock").push(latency);
-                }
+                record(kind, payload, at);
             }),
         ));
         progress.inc(1);
@@ -141,7 +205,7 @@ pub async fn run(args: MediaArgs) -> Result<()> {
     if joined["payload"]["can_publish"] != true {
         bail!("the publisher may not publish: {joined}");
     }
-    let video_per_frame = ((args.video_kbps as usize * 1000 / 8) / VIDEO_BYTES / 50).max(1);
+    let video_per_frame = video_per_frame(args.video_kbps);
     let sent = Arc::new(AtomicU64::new(0));
     let counter = sent.clone();
     let publisher = Publisher::go_live(
@@ -171,17 +235,18 @@ pub async fn run(args: MediaArgs) -> Result<()> {
     let cpu_before = cpu_seconds(running.pid);
     let sent_before = sent.load(Ordering::Relaxed);
     let started = Instant::now();
-    measuring.store(true, Ordering::Relaxed);
+    recorder.measuring.store(true, Ordering::Relaxed);
     let bar = crate::bar(args.duration, "measuring");
     bar.set_prefix("media");
     for _ in 0..args.duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
         bar.inc(1);
     }
-    measuring.store(false, Ordering::Relaxed);
+    recorder.measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let cpu = cpu_seconds(running.pid) - cpu_before;
+    let rss = running.rss_bytes();
     let forwarded = forwarded_total(&running.addr).await? - forwarded_before;
     let sent = sent.load(Ordering::Relaxed) - sent_before;
     publisher.stop().await;
@@ -189,27 +254,36 @@ pub async fn run(args: MediaArgs) -> Result<()> {
         viewer.task.abort();
     }
 
-    let mut latencies = std::mem::take(&mut *latencies_us.lock().expect("lock"));
-    latencies.sort_unstable();
+    let latencies = recorder.sorted();
     let cores = cpu / elapsed;
     let forwarded_per_sec = forwarded / elapsed;
-    let result = json!({
+    drop(running);
+    let direct = if args.direct {
+        Some(direct(&args).await?)
+    } else {
+        None
+    };
+    let mut result = json!({
         "mode": "media",
         "subscribers": args.subscribers,
         "video_kbps": args.video_kbps,
         "publisher_packets_per_sec": sent as f64 / elapsed,
         "forwarded_packets_per_sec": forwarded_per_sec,
-        "received_packets_per_sec": received.load(Ordering::Relaxed) as f64 / elapsed,
+        "received_packets_per_sec": recorder.received.load(Ordering::Relaxed) as f64 / elapsed,
         "relay_cpu_cores": cores,
         "forwarded_per_core_per_sec": if cores > 0.0 { forwarded_per_sec / cores } else { 0.0 },
-        "latency_ms": {
-            "p50": percentile(&latencies, 50.0),
-            "p90": percentile(&latencies, 90.0),
-            "p99": percentile(&latencies, 99.0),
-            "max": latencies.last().map_or(0.0, |v| *v as f64 / 1000.0),
-        },
-        "relay_rss_bytes": running.rss_bytes(),
+        "latency_ms": latency_json(&latencies),
+        "relay_rss_bytes": rss,
     });
+    if let Some(direct) = direct {
+        let added = |p: &str| {
+            result["latency_ms"][p].as_f64().unwrap_or(0.0)
+                - direct["latency_ms"][p].as_f64().unwrap_or(0.0)
+        };
+        let added = json!({"p50": added("p50"), "p99": added("p99")});
+        result["direct"] = direct;
+        result["relay_added_latency_ms"] = added;
+    }
     if args.json {
         println!("{result}");
     } else {
@@ -246,4 +320,13 @@ fn print_table(r: &Value) {
         f(&r["latency_ms"]["p99"]),
         f(&r["latency_ms"]["max"]),
     );
+    if r.get("direct").is_some() {
+        println!(
+            "direct (no relay, 1 receiver): p50 {:.2} ms, p99 {:.2} ms → relay adds p50 {:.2} ms, p99 {:.2} ms",
+            f(&r["direct"]["latency_ms"]["p50"]),
+            f(&r["direct"]["latency_ms"]["p99"]),
+            f(&r["relay_added_latency_ms"]["p50"]),
+            f(&r["relay_added_latency_ms"]["p99"]),
+        );
+    }
 }

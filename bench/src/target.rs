@@ -258,7 +258,7 @@ impl Session {
         })
     }
 
-    async fn connect(&self, publisher: bool) -> Result<Socket> {
+    async fn connect(&self, room: &str, publisher: bool) -> Result<Socket> {
         match self.target {
             Target::Rally => {
                 open(
@@ -271,7 +271,8 @@ impl Session {
                 )
                 .await
             }
-            Target::Bare => open(&format!("{}/", self.base), None).await,
+            // The bare server's room is the URL path.
+            Target::Bare => open(&format!("{}/{room}", self.base), None).await,
             Target::Socketio => {
                 let mut socket = open(
                     &format!("{}/socket.io/?EIO=4&transport=websocket", self.base),
@@ -296,7 +297,7 @@ impl Session {
         if self.target != Target::Rally {
             return Ok(());
         }
-        let mut socket = self.connect(true).await?;
+        let mut socket = self.connect(name, true).await?;
         let request = json!({"type": "campaign:create:v1:requested", "payload": {"campaign_id": name, "title": "bench"}, "request_id": "create"});
         socket.send(Message::text(request.to_string())).await?;
         let reply = expect(&mut socket, |t| t.contains("\"request_id\":\"create\"")).await?;
@@ -308,7 +309,7 @@ impl Session {
 
     /// A connection following `room`, ready to receive its events.
     pub async fn subscriber(&self, room: &str) -> Result<Socket> {
-        let mut socket = self.connect(false).await?;
+        let mut socket = self.connect(room, false).await?;
         match self.target {
             Target::Rally => {
                 let request = json!({"type": "campaign:subscribe:v1:requested", "payload": {"campaign_id": room}, "request_id": "s"});
@@ -330,7 +331,7 @@ impl Session {
 
     /// A connection that publishes to `room`.
     pub async fn publisher(&self, room: &str) -> Result<Socket> {
-        let socket = self.connect(true).await?;
+        let socket = self.connect(room, true).await?;
         if self.target == Target::Socketio {
             // Socket.IO broadcasts to the room the sender is in too; join so every target
             // delivers to the same set of connections.
@@ -340,7 +341,6 @@ impl Session {
                 .await?;
             return Ok(socket);
         }
-        let _ = room;
         Ok(socket)
     }
 

@@ -437,15 +437,16 @@ fn payload_type(parameters: &RTCRtpSendParameters, mime: &str) -> Result<u8, Err
         .payload_type)
 }
 
-impl Publisher {
-    /// Publish in `campaign` (joined already on `signal`) and start sending.
-    pub async fn go_live(
-        signal: &Signal,
-        campaign: &str,
-        stream: Stream,
-        on_sent: SentSink,
-    ) -> Result<Publisher, Error> {
-        let mut peer = Peer::new().await?;
+/// The publisher's two tracks on its peer connection.
+struct LocalTracks {
+    video: Arc<TrackLocalStaticRTP>,
+    audio: Arc<TrackLocalStaticRTP>,
+    video_sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
+    audio_sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
+}
+
+impl LocalTracks {
+    async fn add_to(peer: &Peer) -> Result<LocalTracks, Error> {
         let video = local_track(RtpCodecKind::Video, "camera", 1111);
         let audio = local_track(RtpCodecKind::Audio, "microphone", 2222);
         let video_sender = peer
@@ -456,6 +457,25 @@ impl Publisher {
             .pc
             .add_track(audio.clone() as Arc<dyn TrackLocal>)
             .await?;
+        Ok(LocalTracks {
+            video,
+            audio,
+            video_sender,
+            audio_sender,
+        })
+    }
+}
+
+impl Publisher {
+    /// Publish in `campaign` (joined already on `signal`) and start sending.
+    pub async fn go_live(
+        signal: &Signal,
+        campaign: &str,
+        stream: Stream,
+        on_sent: SentSink,
+    ) -> Result<Publisher, Error> {
+        let mut peer = Peer::new().await?;
+        let tracks = LocalTracks::add_to(&peer).await?;
         let offer = peer.pc.create_offer(None).await?;
         peer.pc.set_local_description(offer).await?;
         let sdp = peer.local_sdp().await?;
@@ -476,6 +496,54 @@ impl Publisher {
             .set_remote_description(RTCSessionDescription::answer(answer)?)
             .await?;
         peer.wait_connected().await?;
+        Self::start(peer, tracks, stream, on_sent).await
+    }
+
+    /// Publish straight to a receiving peer in this process, without the relay: the baseline that
+    /// shows what the relay adds. Returns the publisher and the receiving peer (keep it alive).
+    pub async fn direct(
+        stream: Stream,
+        on_sent: SentSink,
+        on_packet: PacketSink,
+    ) -> Result<(Publisher, Peer), Error> {
+        let mut peer = Peer::new().await?;
+        let tracks = LocalTracks::add_to(&peer).await?;
+        let mut viewer = Peer::new().await?;
+        let offer = peer.pc.create_offer(None).await?;
+        peer.pc.set_local_description(offer).await?;
+        let offer = peer.local_sdp().await?;
+        viewer
+            .pc
+            .set_remote_description(RTCSessionDescription::offer(offer)?)
+            .await?;
+        let answer = viewer.pc.create_answer(None).await?;
+        viewer.pc.set_local_description(answer).await?;
+        let answer = viewer.local_sdp().await?;
+        peer.pc
+            .set_remote_description(RTCSessionDescription::answer(answer)?)
+            .await?;
+        let mut arriving = std::mem::replace(&mut viewer.tracks, mpsc::unbounded_channel().1);
+        tokio::spawn(async move {
+            while let Some(track) = arriving.recv().await {
+                tokio::spawn(read_track(track, on_packet.clone()));
+            }
+        });
+        peer.wait_connected().await?;
+        Ok((Self::start(peer, tracks, stream, on_sent).await?, viewer))
+    }
+
+    async fn start(
+        peer: Peer,
+        tracks: LocalTracks,
+        stream: Stream,
+        on_sent: SentSink,
+    ) -> Result<Publisher, Error> {
+        let LocalTracks {
+            video,
+            audio,
+            video_sender,
+            audio_sender,
+        } = tracks;
         let video_pt = payload_type(&video_sender.get_parameters().await?, "video/VP8")?;
         let audio_pt = payload_type(&audio_sender.get_parameters().await?, "audio/opus")?;
 
