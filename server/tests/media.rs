@@ -277,6 +277,34 @@ async fn a_publisher_reaches_two_subscribers_and_a_late_joiner_gets_a_keyframe()
         carol.received().len()
     );
 
+    // Ada removes her microphone: the relay renegotiates, the others see only her camera.
+    let mut ada = ada;
+    ada.stop_audio(&ada_signal, CAMPAIGN).await.unwrap();
+    wait_until(
+        "Bob to see Ada's audio gone",
+        Duration::from_secs(5),
+        || {
+            bob.viewer.last_tracks.lock().unwrap()["publishers"][0]["tracks"]
+                .as_array()
+                .is_some_and(|t| t.len() == 1 && t[0]["kind"] == "video")
+        },
+    )
+    .await;
+    let before = bob
+        .received()
+        .iter()
+        .filter(|r| r.kind == RtpCodecKind::Video)
+        .count();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        bob.received()
+            .iter()
+            .filter(|r| r.kind == RtpCodecKind::Video)
+            .count()
+            > before,
+        "video keeps flowing after the renegotiation"
+    );
+
     // Ada leaves: the others learn she is no longer live.
     let left = ada_signal
         .request("media:leave:v1:requested", json!({"campaign_id": CAMPAIGN}))

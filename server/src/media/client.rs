@@ -392,6 +392,7 @@ pub struct Publisher {
     /// Keyframe requests (PLI/FIR) that reached the publisher.
     pub plis: Arc<AtomicUsize>,
     sender: tokio::task::JoinHandle<()>,
+    audio_sender: Option<Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
 }
 
 fn local_track(kind: RtpCodecKind, id: &str, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
@@ -599,7 +600,40 @@ impl Publisher {
                 let _ = audio.write_rtp(packet).await;
             }
         });
-        Ok(Publisher { peer, plis, sender })
+        Ok(Publisher {
+            peer,
+            plis,
+            sender,
+            audio_sender: Some(audio_sender),
+        })
+    }
+
+    /// Stop sending audio: remove the track and renegotiate the publish connection through the
+    /// relay (`media:publish` with a new offer), as a browser does when the microphone is removed.
+    pub async fn stop_audio(&mut self, signal: &Signal, campaign: &str) -> Result<(), Error> {
+        let sender = self.audio_sender.take().ok_or("audio already stopped")?;
+        self.peer.pc.remove_track(&sender).await?;
+        let offer = self.peer.pc.create_offer(None).await?;
+        self.peer.pc.set_local_description(offer).await?;
+        let sdp = self.peer.local_sdp().await?;
+        let reply = signal
+            .request(
+                "media:publish:v1:requested",
+                json!({"campaign_id": campaign, "sdp": sdp}),
+            )
+            .await?;
+        if reply["type"] != "media:publish:v1:success" {
+            return Err(format!("renegotiation refused: {reply}").into());
+        }
+        let answer = reply["payload"]["sdp"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.peer
+            .pc
+            .set_remote_description(RTCSessionDescription::answer(answer)?)
+            .await?;
+        Ok(())
     }
 
     pub async fn stop(self) {

@@ -6,12 +6,14 @@ use rally_app::protocol::media::SDP_MAX_BYTES;
 use super::MediaError;
 
 /// What the relay needs to know of a client's SDP up front.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SdpSummary {
     /// Audio and video sections the client sends on (`sendonly`/`sendrecv`, port not 0).
     pub sending: usize,
     /// All audio and video sections.
     pub media_sections: usize,
+    /// Track ids (`a=msid:<stream> <track>`) of the sections that send, when they name one.
+    pub sending_tracks: Vec<String>,
 }
 
 pub fn check(sdp: &str) -> Result<SdpSummary, MediaError> {
@@ -27,14 +29,17 @@ pub fn check(sdp: &str) -> Result<SdpSummary, MediaError> {
     let mut summary = SdpSummary {
         sending: 0,
         media_sections: 0,
+        sending_tracks: Vec::new(),
     };
-    // (is audio/video, port is not 0, direction sends)
-    let mut section: Option<(bool, bool, bool)> = None;
-    let close = |section: Option<(bool, bool, bool)>, summary: &mut SdpSummary| {
-        if let Some((true, open, sends)) = section {
+    // (is audio/video, port is not 0, direction sends, msid track)
+    type Section = (bool, bool, bool, Option<String>);
+    let mut section: Option<Section> = None;
+    let close = |section: Option<Section>, summary: &mut SdpSummary| {
+        if let Some((true, open, sends, track)) = section {
             summary.media_sections += 1;
             if open && sends {
                 summary.sending += 1;
+                summary.sending_tracks.extend(track);
             }
         }
     };
@@ -47,12 +52,16 @@ pub fn check(sdp: &str) -> Result<SdpSummary, MediaError> {
             let port = parts.next().unwrap_or_default();
             let av = kind == "audio" || kind == "video";
             // Directions default to sendrecv (RFC 8866 §6.7).
-            section = Some((av, port != "0", true));
-        } else if let Some((_, _, sends)) = section.as_mut() {
+            section = Some((av, port != "0", true, None));
+        } else if let Some((_, _, sends, track)) = section.as_mut() {
             match line {
                 "a=sendonly" | "a=sendrecv" => *sends = true,
                 "a=recvonly" | "a=inactive" => *sends = false,
-                _ => {}
+                _ => {
+                    if let Some(msid) = line.strip_prefix("a=msid:") {
+                        *track = msid.split_whitespace().nth(1).map(str::to_owned);
+                    }
+                }
             }
         }
     }
@@ -97,8 +106,8 @@ mod tests {
     use super::*;
 
     const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n\
-        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\na=msid:s mic\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=msid:s cam\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\n\
         m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendonly\r\n";
 
@@ -107,6 +116,7 @@ mod tests {
         let summary = check(OFFER).unwrap();
         assert_eq!(summary.media_sections, 4);
         assert_eq!(summary.sending, 2);
+        assert_eq!(summary.sending_tracks, ["mic", "cam"]);
     }
 
     #[test]

@@ -364,7 +364,25 @@ impl Session {
             .set_local_description(answer)
             .await
             .map_err(|err| MediaError::Relay(err.to_string()))?;
-        link.local_sdp().await
+        let answer = link.local_sdp().await?;
+        // A new offer may stop tracks (the browser removed its microphone): WebRTC does not end
+        // the relay's copy of a track whose sender went away, so the offer decides.
+        if summary.sending_tracks.len() == summary.sending {
+            let stopped: Vec<TrackId> = self
+                .up
+                .iter()
+                .filter(|(_, up)| {
+                    up.publisher == participant && !summary.sending_tracks.contains(&up.name)
+                })
+                .map(|(&id, _)| id)
+                .collect();
+            for track in stopped {
+                let actions = self.table.unpublish(track);
+                self.drop_up_track(track);
+                self.apply(actions).await;
+            }
+        }
+        Ok(answer)
     }
 
     async fn answer(
