@@ -187,68 +187,47 @@ async fn a_publisher_reaches_two_subscribers_and_a_late_joiner_gets_a_keyframe()
     );
 
     // Bad input on every side disturbs nothing.
-    let bad = bob
-        .viewer
-        .signal
-        .request(
-            "media:publish:v1:requested",
-            json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\n"}),
-        )
-        .await
-        .unwrap();
+    let bad = request(
+        &bob.viewer.signal,
+        "media:publish:v1:requested",
+        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\n"}),
+    )
+    .await;
     assert_eq!(bad["type"], "media:publish:v1:failed");
     assert_eq!(bad["payload"]["code"], "invalid", "{bad}");
-    let forbidden = bob
-        .viewer
-        .signal
-        .request(
-            "media:publish:v1:requested",
-            json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
-        )
-        .await
-        .unwrap();
+    let forbidden = request(
+        &bob.viewer.signal,
+        "media:publish:v1:requested",
+        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
+    )
+    .await;
     assert_eq!(forbidden["payload"]["code"], "forbidden", "{forbidden}");
-    let twice = bob
-        .viewer
-        .signal
-        .request("media:join:v1:requested", json!({"campaign_id": CAMPAIGN}))
-        .await
-        .unwrap();
+    let twice = request(
+        &bob.viewer.signal,
+        "media:join:v1:requested",
+        json!({"campaign_id": CAMPAIGN}),
+    )
+    .await;
     assert_eq!(twice["payload"]["code"], "conflict", "{twice}");
-    let garbage = ada_signal
-        .request(
-            "media:publish:v1:requested",
-            json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 RTP/AVP 96\r\nthis is not sdp"}),
-        )
-        .await.unwrap();
+    let garbage = request(
+        &ada_signal,
+        "media:publish:v1:requested",
+        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 RTP/AVP 96\r\nthis is not sdp"}),
+    )
+    .await;
     assert_eq!(garbage["payload"]["code"], "invalid", "{garbage}");
-    let candidate = bob
-        .viewer
-        .signal
-        .request(
-            "media:candidate:v1:requested",
-            json!({"campaign_id": CAMPAIGN, "transport": "publish", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"}),
-        )
-        .await.unwrap();
+    let candidate = request(&bob.viewer.signal, "media:candidate:v1:requested",
+            json!({"campaign_id": CAMPAIGN, "transport": "publish", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"})).await;
     assert_eq!(candidate["payload"]["code"], "not_found", "{candidate}");
-    let elsewhere = bob
-        .viewer
-        .signal
-        .request(
-            "media:candidate:v1:requested",
-            json!({"campaign_id": "other-room", "transport": "subscribe", "candidate": ""}),
-        )
-        .await
-        .unwrap();
+    let elsewhere = request(
+        &bob.viewer.signal,
+        "media:candidate:v1:requested",
+        json!({"campaign_id": "other-room", "transport": "subscribe", "candidate": ""}),
+    )
+    .await;
     assert_eq!(elsewhere["payload"]["code"], "not_found", "{elsewhere}");
-    let bad_candidate = bob
-        .viewer
-        .signal
-        .request(
-            "media:candidate:v1:requested",
-            json!({"campaign_id": CAMPAIGN, "transport": "subscribe", "candidate": "candidate:garbage"}),
-        )
-        .await.unwrap();
+    let bad_candidate = request(&bob.viewer.signal, "media:candidate:v1:requested",
+            json!({"campaign_id": CAMPAIGN, "transport": "subscribe", "candidate": "candidate:garbage"})).await;
     assert_eq!(
         bad_candidate["payload"]["code"], "invalid",
         "{bad_candidate}"
@@ -306,10 +285,12 @@ async fn a_publisher_reaches_two_subscribers_and_a_late_joiner_gets_a_keyframe()
     );
 
     // Ada leaves: the others learn she is no longer live.
-    let left = ada_signal
-        .request("media:leave:v1:requested", json!({"campaign_id": CAMPAIGN}))
-        .await
-        .unwrap();
+    let left = request(
+        &ada_signal,
+        "media:leave:v1:requested",
+        json!({"campaign_id": CAMPAIGN}),
+    )
+    .await;
     assert_eq!(left["type"], "media:leave:v1:success", "{left}");
     ada.stop().await;
     wait_until("Bob to see nobody live", Duration::from_secs(5), || {
@@ -416,10 +397,12 @@ async fn join_publish_leave_churn_returns_every_resource() {
         let publisher = &publisher;
         let received = watcher.received.clone();
         async move {
-            let joined = publisher
-                .request("media:join:v1:requested", json!({"campaign_id": CAMPAIGN}))
-                .await
-                .unwrap();
+            let joined = request(
+                &publisher,
+                "media:join:v1:requested",
+                json!({"campaign_id": CAMPAIGN}),
+            )
+            .await;
             assert_eq!(
                 joined["type"], "media:join:v1:success",
                 "cycle {n}: {joined}"
@@ -432,10 +415,12 @@ async fn join_publish_leave_churn_returns_every_resource() {
                 assert!(Instant::now() < deadline, "cycle {n}: nothing forwarded");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let left = publisher
-                .request("media:leave:v1:requested", json!({"campaign_id": CAMPAIGN}))
-                .await
-                .unwrap();
+            let left = request(
+                &publisher,
+                "media:leave:v1:requested",
+                json!({"campaign_id": CAMPAIGN}),
+            )
+            .await;
             assert_eq!(left["type"], "media:leave:v1:success", "cycle {n}: {left}");
             live.stop().await;
             // What the watcher saw is checked; keeping it would grow the test, not the relay.
@@ -522,25 +507,19 @@ async fn a_media_session_logs_only_lifecycle_lines() {
     })
     .await;
     // Routine trouble: a refused publish, a bad candidate.
-    let refused = watcher
-        .viewer
-        .signal
-        .request(
-            "media:publish:v1:requested",
-            json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
-        )
-        .await
-        .unwrap();
+    let refused = request(
+        &watcher.viewer.signal,
+        "media:publish:v1:requested",
+        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
+    )
+    .await;
     assert_eq!(refused["payload"]["code"], "forbidden");
-    let bad = watcher
-        .viewer
-        .signal
-        .request(
-            "media:candidate:v1:requested",
-            json!({"campaign_id": CAMPAIGN, "transport": "subscribe", "candidate": "candidate:x"}),
-        )
-        .await
-        .unwrap();
+    let bad = request(
+        &watcher.viewer.signal,
+        "media:candidate:v1:requested",
+        json!({"campaign_id": CAMPAIGN, "transport": "subscribe", "candidate": "candidate:x"}),
+    )
+    .await;
     assert_eq!(bad["payload"]["code"], "invalid");
     // The publisher's tab closes without leaving; then the watcher's.
     drop(publisher);
@@ -551,19 +530,7 @@ async fn a_media_session_logs_only_lifecycle_lines() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let log = server.log.clone();
     assert_eq!(server.terminate(), Some(0));
-    let lines: Vec<String> = log
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            let record: Value = serde_json::from_str(l).expect("json log line");
-            format!(
-                "{} {}",
-                record["level"].as_str().unwrap_or("?"),
-                record["message"].as_str().unwrap_or(l)
-            )
-        })
-        .collect();
+    let lines = common::level_and_message(log.lock().unwrap().iter());
     assert_eq!(
         lines,
         ["INFO rally started", "INFO rally shutting down", "INFO rally stopped"],

@@ -181,19 +181,7 @@ async fn only_lifecycle_lines_are_logged_during_a_busy_session() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = server.log.clone();
     assert_eq!(server.terminate(), Some(0));
-    let lines: Vec<String> = log
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            let record: Value = serde_json::from_str(l).expect("json log line");
-            format!(
-                "{} {}",
-                record["level"].as_str().unwrap(),
-                record["message"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let lines = common::level_and_message(log.lock().unwrap().iter());
     assert_eq!(lines, ["INFO rally started", "INFO rally shutting down", "INFO rally stopped"], "300+ updates, 20 connects, subscribes, unsubscribes and refusals must log nothing at the default level");
 }
 

@@ -174,6 +174,28 @@ impl Peer {
             .sdp)
     }
 
+    /// Offer what this connection sends to the relay (`media:publish`) and apply its answer:
+    /// the first time, or again after the tracks changed.
+    pub async fn publish(&mut self, signal: &Signal, campaign: &str) -> Result<(), Error> {
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer).await?;
+        let sdp = self.local_sdp().await?;
+        let reply = signal
+            .request(
+                "media:publish:v1:requested",
+                json!({"campaign_id": campaign, "sdp": sdp}),
+            )
+            .await?;
+        if reply["type"] != "media:publish:v1:success" {
+            return Err(format!("publish refused: {reply}").into());
+        }
+        let answer = reply["payload"]["sdp"].as_str().unwrap_or_default();
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(answer.to_owned())?)
+            .await?;
+        Ok(())
+    }
+
     pub async fn wait_connected(&mut self) -> Result<(), Error> {
         tokio::time::timeout(Duration::from_secs(10), self.connected.wait_for(|c| *c)).await??;
         Ok(())
@@ -477,25 +499,7 @@ impl Publisher {
     ) -> Result<Publisher, Error> {
         let mut peer = Peer::new().await?;
         let tracks = LocalTracks::add_to(&peer).await?;
-        let offer = peer.pc.create_offer(None).await?;
-        peer.pc.set_local_description(offer).await?;
-        let sdp = peer.local_sdp().await?;
-        let reply = signal
-            .request(
-                "media:publish:v1:requested",
-                json!({"campaign_id": campaign, "sdp": sdp}),
-            )
-            .await?;
-        if reply["type"] != "media:publish:v1:success" {
-            return Err(format!("publish refused: {reply}").into());
-        }
-        let answer = reply["payload"]["sdp"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        peer.pc
-            .set_remote_description(RTCSessionDescription::answer(answer)?)
-            .await?;
+        peer.publish(signal, campaign).await?;
         peer.wait_connected().await?;
         Self::start(peer, tracks, stream, on_sent).await
     }
@@ -613,27 +617,7 @@ impl Publisher {
     pub async fn stop_audio(&mut self, signal: &Signal, campaign: &str) -> Result<(), Error> {
         let sender = self.audio_sender.take().ok_or("audio already stopped")?;
         self.peer.pc.remove_track(&sender).await?;
-        let offer = self.peer.pc.create_offer(None).await?;
-        self.peer.pc.set_local_description(offer).await?;
-        let sdp = self.peer.local_sdp().await?;
-        let reply = signal
-            .request(
-                "media:publish:v1:requested",
-                json!({"campaign_id": campaign, "sdp": sdp}),
-            )
-            .await?;
-        if reply["type"] != "media:publish:v1:success" {
-            return Err(format!("renegotiation refused: {reply}").into());
-        }
-        let answer = reply["payload"]["sdp"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        self.peer
-            .pc
-            .set_remote_description(RTCSessionDescription::answer(answer)?)
-            .await?;
-        Ok(())
+        self.peer.publish(signal, campaign).await
     }
 
     pub async fn stop(self) {

@@ -287,6 +287,22 @@ impl WsClient {
 
 /// A `rally` binary running as a child process on a free port (json logs at the default level,
 /// captured line by line).
+/// JSON log lines as `LEVEL message` (the raw line when it has no message), to compare a
+/// server's output with the lines the log policy allows.
+pub fn level_and_message<'a>(lines: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| {
+            let record: Value = serde_json::from_str(l).expect("json log line");
+            format!(
+                "{} {}",
+                record["level"].as_str().unwrap_or("?"),
+                record["message"].as_str().unwrap_or(l)
+            )
+        })
+        .collect()
+}
+
 pub struct ChildServer {
     pub child: std::process::Child,
     pub addr: SocketAddr,
