@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { launchBrowser, mode, screenshotDir, startServer } from './support/harness.mjs';
+import { launchBrowser, mode, screenshotDir, signedIn, startServer } from './support/harness.mjs';
 
 let server;
 let browser;
@@ -19,25 +19,14 @@ after(async () => {
   if (server) assert.equal(await server.stop(), 0);
 });
 
-/** A fresh browser context (own cookies) signed in as `name`, on `path`. */
+/** A fresh browser context signed in as `name`, then on `path` once it is live there. */
 async function personOn(name, path, setup) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (err) => errors.push(err.message));
-  if (setup) await setup(page);
-  await page.goto(server.url);
-  await page.waitForSelector('[data-hydrated="true"]');
-  await page.fill('#display-name', name);
-  await page.click('.sign-in button');
-  // Signing in reloads the page: wait for the new page to hydrate before typing into it.
-  await page.waitForSelector(`.user:text("${name}")`);
-  await page.waitForSelector('[data-hydrated="true"]');
+  const person = await signedIn(browser, server, name, setup);
   if (path) {
-    await page.goto(server.url + path);
-    await page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+    await person.page.goto(server.url + path);
+    await person.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
   }
-  return { page, context, errors };
+  return person;
 }
 
 const version = (page) => page.getAttribute('article.campaign', 'data-version').then(Number);

@@ -3,7 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { launchBrowser, mode, screenshotDir, startServer } from './support/harness.mjs';
+import { launchBrowser, mode, screenshotDir, signedIn, startServer } from './support/harness.mjs';
 
 let server;
 let browser;
@@ -22,27 +22,13 @@ after(async () => {
   if (server) assert.equal(await server.stop(), 0);
 });
 
-async function signedIn(name, setup) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (err) => errors.push(err.message));
-  if (setup) await setup(page);
-  await page.goto(server.url);
-  await page.waitForSelector('[data-hydrated="true"]');
-  await page.fill('#display-name', name);
-  await page.click('.sign-in button');
-  // Signing in reloads the page: wait for the new page to hydrate before typing into it.
-  await page.waitForSelector(`.user:text("${name}")`);
-  await page.waitForSelector('[data-hydrated="true"]');
-  return { page, context, errors };
-}
+const person = (name, setup) => signedIn(browser, server, name, setup);
 
 const bytesReceived = (page) =>
   page.$eval('.live-room', (el) => Number(el.dataset.bytesReceived));
 
 test(`one person goes live and another sees and hears them (${mode})`, async () => {
-  const ada = await signedIn('Ada');
+  const ada = await person('Ada');
   await ada.page.fill('#new-campaign-id', 'studio');
   await ada.page.fill('#new-campaign-title', 'Studio');
   await ada.page.click('.create-campaign button');
@@ -55,7 +41,7 @@ test(`one person goes live and another sees and hears them (${mode})`, async () 
   await ada.page.waitForSelector('.live-room[data-publishing="on"]', { timeout: 15_000 });
   await ada.page.waitForFunction(() => document.querySelector('#local-preview')?.videoWidth > 0);
 
-  const bob = await signedIn('Bob');
+  const bob = await person('Bob');
   await bob.page.goto(`${server.url}/campaigns/studio`);
   await bob.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
   await bob.page.click('.join-live');
@@ -94,7 +80,7 @@ test(`one person goes live and another sees and hears them (${mode})`, async () 
 
 test(`a denied camera gets a clear message and nothing breaks (${mode})`, async () => {
   // The browser refuses access, as when the user clicks "Block".
-  const carol = await signedIn('Carol', async (page) => {
+  const carol = await person('Carol', async (page) => {
     await page.addInitScript(() => {
       navigator.mediaDevices.getUserMedia = () =>
         Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));

@@ -91,3 +91,23 @@ export async function newWatchedPage(browser) {
 }
 
 export const screenshotDir = join(root, 'end2end', 'screenshots');
+
+/**
+ * A fresh browser context (own cookies) signed in as `name` on the landing page. `setup(page)`
+ * runs before the first navigation (routes, init scripts). Page errors are collected in `errors`.
+ */
+export async function signedIn(browser, server, name, setup) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (err) => errors.push(err.message));
+  if (setup) await setup(page);
+  await page.goto(server.url);
+  await page.waitForSelector('[data-hydrated="true"]');
+  await page.fill('#display-name', name);
+  await page.click('.sign-in button');
+  // Signing in reloads the page: wait for the new page to hydrate before typing into it.
+  await page.waitForSelector(`.user:text("${name}")`);
+  await page.waitForSelector('[data-hydrated="true"]');
+  return { page, context, errors };
+}
