@@ -41,8 +41,9 @@ use crate::campaigns::{CampaignGauges, ConnectionId, StateManager};
 use crate::clock;
 use crate::frames::{self, Frame};
 use crate::http::{ApiError, AppState};
+use crate::media::cluster::{Answer, Call};
 use crate::media::forward::ParticipantId;
-use crate::media::{MediaError, MediaRelay};
+use crate::media::{Joining, MediaError, MediaRelay};
 use crate::ops::{OpsCounters, OpsFeed};
 use crate::shutdown::ShutdownSignal;
 
@@ -935,12 +936,15 @@ impl Connection {
                 self.media_request(
                     event_type,
                     request_id,
-                    request.campaign_id.clone(),
-                    |relay, participant, campaign| async move {
-                        let sdp = relay.publish(&campaign, participant, request.sdp).await?;
+                    request.campaign_id,
+                    |participant| Call::Publish {
+                        participant,
+                        sdp: request.sdp,
+                    },
+                    |answer, campaign_id| {
                         Ok(rally_app::protocol::media::SessionDescription {
-                            campaign_id: campaign,
-                            sdp,
+                            campaign_id,
+                            sdp: answer.sdp()?,
                         })
                     },
                 );
@@ -949,35 +953,36 @@ impl Connection {
                 self.media_request(
                     event_type,
                     request_id,
-                    request.campaign_id.clone(),
-                    |relay, participant, campaign| async move {
-                        relay.answer(&campaign, participant, request.sdp).await?;
-                        Ok(CampaignRef {
-                            campaign_id: campaign,
-                        })
+                    request.campaign_id,
+                    |participant| Call::Answer {
+                        participant,
+                        sdp: request.sdp,
                     },
+                    |answer, campaign_id| answer.done().map(|()| CampaignRef { campaign_id }),
                 );
             }
-            ClientRequest::MediaCandidate(request) => {
+            ClientRequest::MediaCandidate(candidate) => {
                 self.media_request(
                     event_type,
                     request_id,
-                    request.campaign_id.clone(),
-                    |relay, participant, campaign| async move {
-                        relay.candidate(&campaign, participant, request).await?;
-                        Ok(CampaignRef {
-                            campaign_id: campaign,
-                        })
+                    candidate.campaign_id.clone(),
+                    |participant| Call::Candidate {
+                        participant,
+                        candidate,
                     },
+                    |answer, campaign_id| answer.done().map(|()| CampaignRef { campaign_id }),
                 );
             }
             ClientRequest::MediaLeave(CampaignRef { campaign_id }) => {
+                // Not in the pipeline: later requests must see this connection out of the session.
                 self.drain_pipeline(out).await;
-                let result = match self.media_member(&campaign_id) {
-                    Ok(participant) => {
-                        self.media = None;
-                        self.relay.leave(&campaign_id, participant).await
-                    }
+                let left = self.media_member(&campaign_id).map(|participant| {
+                    self.media = None;
+                    self.relay
+                        .request(&campaign_id, Call::Leave { participant })
+                });
+                let result = match left {
+                    Ok(left) => left.await.and_then(Answer::done),
                     Err(err) => Err(err),
                 };
                 out.push(respond(
@@ -991,24 +996,23 @@ impl Connection {
         }
     }
 
-    /// Send a request of this connection's media session to the relay without waiting: its
-    /// reply joins the pipeline. Not in `campaign`'s session → `not_found` at once.
-    fn media_request<F, P>(
+    /// Send a request of this connection's media session to the relay now (so requests reach
+    /// the session in order); its reply joins the pipeline. Not in `campaign`'s session →
+    /// `not_found` at once.
+    fn media_request<P: Serialize>(
         &mut self,
         event_type: EventType,
         request_id: Option<RequestId>,
         campaign: CampaignId,
-        call: impl FnOnce(MediaRelay, ParticipantId, CampaignId) -> F,
-    ) where
-        F: std::future::Future<Output = Result<P, MediaError>> + Send + 'static,
-        P: Serialize,
-    {
-        let call = self
+        call: impl FnOnce(ParticipantId) -> Call,
+        reply: impl FnOnce(Answer, CampaignId) -> Result<P, MediaError> + Send + 'static,
+    ) {
+        let answer = self
             .media_member(&campaign)
-            .map(|participant| call(self.relay.clone(), participant, campaign));
+            .map(|participant| self.relay.request(&campaign, call(participant)));
         self.enqueue(async move {
-            let result = match call {
-                Ok(call) => call.await,
+            let result = match answer {
+                Ok(answer) => answer.await.and_then(|answer| reply(answer, campaign)),
                 Err(err) => Err(err),
             };
             respond(&event_type, request_id, result.map_err(ErrorBody::from))
@@ -1045,10 +1049,13 @@ impl Connection {
             .map_or_else(|| "Anonymous".to_owned(), |a| a.display_name.clone());
         let participant = self.relay.next_participant();
         let (sender, pushes) = mpsc::channel(crate::media::session::PUSH_BUFFER);
-        let joined = self
-            .relay
-            .join(&campaign, participant, display_name, can_publish, sender)
-            .await?;
+        let joining = Joining {
+            participant,
+            display_name,
+            can_publish,
+            pushes: sender,
+        };
+        let joined = self.relay.join(&campaign, joining).await?;
         self.media = Some(Box::new(MediaMembership {
             campaign,
             participant,

@@ -137,6 +137,7 @@ impl Rally {
         }
         let shutdown = Shutdown::new();
         let event_ids = EventIds::new();
+        let instance = event_ids.instance();
         // Redis mode: Redis is the source of truth and the bus. Unreachable at start is fatal:
         // an instance without its source of truth could only answer errors.
         type Opened = (
@@ -199,8 +200,13 @@ impl Rally {
             ops_public: config.ops_public,
             admins: config.admins.clone(),
         };
-        let media =
-            crate::media::MediaRelay::new(config.media(), shutdown.signal(), manager.ops().clone());
+        let media = crate::media::MediaRelay::new(
+            config.media(),
+            instance,
+            redis.as_ref().map(|(link, _)| link.clone()),
+            shutdown.signal(),
+            manager.ops().clone(),
+        );
         Ok(Rally {
             media,
             config,

@@ -10,9 +10,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 
+use crate::shutdown::ShutdownSignal;
 use crate::store::StoreError;
 
 /// How long one command may take before it counts as a failure.
@@ -24,6 +26,15 @@ const PROBE_MAX: Duration = Duration::from_secs(10);
 pub enum LinkError {
     #[error("cannot reach Redis at {target}: {reason}")]
     Unreachable { target: String, reason: String },
+}
+
+/// What a pub/sub subscription delivers (see [`RedisLink::listen`]).
+#[derive(Debug)]
+pub enum Heard {
+    /// A message published on the channel.
+    Message(String),
+    /// The subscription is back after a loss: messages published meanwhile were missed.
+    Resubscribed,
 }
 
 /// Where the link is.
@@ -200,5 +211,61 @@ impl RedisLink {
                 return;
             }
         }
+    }
+
+    /// Keep a subscription to `channel` open for as long as the server runs, reconnecting
+    /// with backoff after losses, and hand what arrives to `heard` (on one task, in order).
+    /// Pub/sub needs a connection of its own; a lost one also trips the circuit.
+    pub fn listen(
+        &self,
+        channel: String,
+        mut shutdown: ShutdownSignal,
+        mut heard: impl FnMut(Heard) + Send + 'static,
+    ) {
+        let link = self.clone();
+        tokio::spawn(async move {
+            let mut first = true;
+            let mut delay = PROBE_BASE;
+            loop {
+                let subscription = async {
+                    let mut pubsub = link.client().get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                };
+                let pubsub = tokio::select! {
+                    _ = shutdown.recv() => return,
+                    result = tokio::time::timeout(Duration::from_secs(5), subscription) => result,
+                };
+                match pubsub {
+                    Ok(Ok(pubsub)) => {
+                        delay = PROBE_BASE;
+                        if !first {
+                            heard(Heard::Resubscribed);
+                        }
+                        first = false;
+                        let mut messages = pubsub.into_on_message();
+                        loop {
+                            let message = tokio::select! {
+                                _ = shutdown.recv() => return,
+                                message = messages.next() => message,
+                            };
+                            let Some(message) = message else { break };
+                            if let Ok(payload) = message.get_payload::<String>() {
+                                heard(Heard::Message(payload));
+                            }
+                        }
+                        // The stream ended: the connection is gone.
+                        link.trip(format!("pub/sub connection of {channel} lost"));
+                    }
+                    Ok(Err(err)) => link.trip(format!("pub/sub: {err}")),
+                    Err(_) => link.trip("pub/sub: no answer within 5 s".into()),
+                }
+                tokio::select! {
+                    _ = shutdown.recv() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(PROBE_MAX);
+            }
+        });
     }
 }

@@ -398,7 +398,7 @@ async fn join_publish_leave_churn_returns_every_resource() {
         let received = watcher.received.clone();
         async move {
             let joined = request(
-                &publisher,
+                publisher,
                 "media:join:v1:requested",
                 json!({"campaign_id": CAMPAIGN}),
             )
@@ -416,7 +416,7 @@ async fn join_publish_leave_churn_returns_every_resource() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let left = request(
-                &publisher,
+                publisher,
                 "media:leave:v1:requested",
                 json!({"campaign_id": CAMPAIGN}),
             )
@@ -587,4 +587,186 @@ async fn the_public_ip_is_what_browsers_are_told() {
     );
     let _ = peer.pc.close().await;
     server.stop().await.unwrap();
+}
+
+/// Redis mode: a campaign's media session runs on the instance that took its lease. A viewer
+/// connected to another instance watches through it — signaling relayed over Redis, media
+/// straight from the owner — and when the owner dies (SIGKILL: no goodbye), the viewer is told
+/// and the next join starts the session on a live instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_spans_instances_and_recovers_when_an_instance_dies() {
+    const SECRET: &str = "media-cluster-test-secret-of-enough-length";
+    let redis = common::TestRedis::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let owner_instance = common::ChildServer::spawn(
+        dir.path(),
+        &[
+            ("RALLY_REDIS_URL", url.as_str()),
+            ("RALLY_SESSION_SECRET", SECRET),
+            ("RALLY_MEDIA_IP", "127.0.0.1"),
+        ],
+    );
+    let other = TestServer::start_with(&[
+        "--redis-url",
+        &url,
+        "--session-secret",
+        SECRET,
+        "--media-ip",
+        "127.0.0.1",
+    ])
+    .await;
+    let (_, ada_token) = common::sign_in(owner_instance.addr, "Ada").await;
+    let (_, bob_token) = common::sign_in(other.addr, "Bob").await;
+    let mut ada = common::connect(owner_instance.addr, Some(&ada_token)).await;
+    ada.create_campaign(CAMPAIGN, "Live room").await;
+
+    // Ada joins first, on her instance: it takes the lease and runs the session.
+    let (ada_signal, _ada_pushes, joined) = join_at(owner_instance.addr, &ada_token).await;
+    assert_eq!(joined["type"], "media:join:v1:success", "{joined}");
+    let lease = redis_get(&redis, &format!("rally:{{{CAMPAIGN}}}:media-owner"));
+    assert!(lease.is_some(), "the owner holds a lease");
+    let sent: Arc<Mutex<HashSet<Bytes>>> = Default::default();
+    let _live = go_live(&ada_signal, &sent).await;
+
+    // Bob joins on the other instance: his join, offer answers and candidates go to Ada's.
+    let (bob_signal, bob_pushes, joined) = join_at(other.addr, &bob_token).await;
+    assert_eq!(joined["type"], "media:join:v1:success", "{joined}");
+    let bob = Watching::start(bob_signal, bob_pushes);
+    wait_until(
+        "Bob to receive Ada's video and audio",
+        Duration::from_secs(10),
+        || {
+            let got = bob.received();
+            got.iter().filter(|r| r.kind == RtpCodecKind::Video).count() > 20
+                && got.iter().any(|r| r.kind == RtpCodecKind::Audio)
+        },
+    )
+    .await;
+    {
+        let sent = sent.lock().unwrap();
+        let got = bob.received();
+        assert!(
+            got.iter().all(|r| sent.contains(&r.payload)),
+            "every payload Bob got is one Ada sent"
+        );
+    }
+    // Refusals travel back typed, and disturb nothing.
+    let forbidden = request(
+        &bob.viewer.signal,
+        "media:publish:v1:requested",
+        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
+    )
+    .await;
+    assert_eq!(forbidden["type"], "media:publish:v1:failed", "{forbidden}");
+    assert_eq!(forbidden["payload"]["code"], "forbidden", "{forbidden}");
+    let before = bob.received().len();
+    wait_until("Bob's stream to go on", Duration::from_secs(5), || {
+        bob.received().len() > before + 20
+    })
+    .await;
+    let census = other.media.as_ref().unwrap().census();
+    assert_eq!(
+        (census.sessions, census.participants),
+        (0, 0),
+        "nothing of the session runs on Bob's instance"
+    );
+    assert_eq!(
+        metric(&owner_instance, "rally_media_participants").await,
+        2.0,
+        "Ada's instance holds both participants"
+    );
+    println!(
+        "lease {lease:?}; Bob received {} packets through the owner",
+        bob.received().len()
+    );
+
+    // The owner dies without a word. Its lease runs out, and Bob's instance tells him.
+    let killed = Instant::now();
+    owner_instance.kill();
+    wait_until(
+        "Bob to learn that the session moved",
+        cluster_timeout(),
+        || !bob.viewer.ended.lock().unwrap().is_empty(),
+    )
+    .await;
+    let ended = bob.viewer.ended.lock().unwrap()[0].clone();
+    assert_eq!(
+        ended["payload"]["reason"], "the media relay moved; join again",
+        "{ended}"
+    );
+    println!("Bob told after {:.1} s", killed.elapsed().as_secs_f64());
+
+    // Bob joins again: his instance takes the session over. Ada, reconnected there, goes live.
+    let (bob_signal, bob_pushes, joined) = join_at(other.addr, &bob_token).await;
+    assert_eq!(joined["type"], "media:join:v1:success", "{joined}");
+    assert_eq!(joined["payload"]["publishers"], json!([]));
+    assert_eq!(other.media.as_ref().unwrap().census().sessions, 1);
+    let bob = Watching::start(bob_signal, bob_pushes);
+    let (ada_signal, _ada_pushes, joined) = join_at(other.addr, &ada_token).await;
+    assert_eq!(joined["type"], "media:join:v1:success", "{joined}");
+    let _live = go_live(&ada_signal, &sent).await;
+    wait_until("Bob to receive Ada again", Duration::from_secs(10), || {
+        bob.received().iter().any(|r| r.kind == RtpCodecKind::Video)
+    })
+    .await;
+    let lease_now = redis_get(&redis, &format!("rally:{{{CAMPAIGN}}}:media-owner"));
+    assert!(
+        lease_now.is_some() && lease_now != lease,
+        "{lease_now:?} replaced {lease:?}"
+    );
+
+    // A viewer's instance dies (its viewer's media keeps flowing from the owner, so only the
+    // instance's silence can tell): the owner lets go of that viewer.
+    let third_dir = tempfile::tempdir().unwrap();
+    let third = common::ChildServer::spawn(
+        third_dir.path(),
+        &[
+            ("RALLY_REDIS_URL", url.as_str()),
+            ("RALLY_SESSION_SECRET", SECRET),
+            ("RALLY_MEDIA_IP", "127.0.0.1"),
+        ],
+    );
+    let (_, carol_token) = common::sign_in(third.addr, "Carol").await;
+    let (carol_signal, carol_pushes, joined) = join_at(third.addr, &carol_token).await;
+    assert_eq!(joined["type"], "media:join:v1:success", "{joined}");
+    let carol = Watching::start(carol_signal, carol_pushes);
+    wait_until("Carol to receive Ada", Duration::from_secs(10), || {
+        carol
+            .received()
+            .iter()
+            .any(|r| r.kind == RtpCodecKind::Video)
+    })
+    .await;
+    let relay = other.media.as_ref().unwrap();
+    assert_eq!(relay.census().participants, 3);
+    let killed = Instant::now();
+    third.kill();
+    wait_until(
+        "the owner to let go of Carol",
+        rally::media::cluster::VISITOR_TTL + 2 * rally::media::cluster::LEASE_RENEW,
+        || relay.census().participants == 2,
+    )
+    .await;
+    println!(
+        "owner let go of the dead instance's viewer after {:.1} s",
+        killed.elapsed().as_secs_f64()
+    );
+}
+
+/// How long a dead owner's participants may wait to be told: the lease runs out, then the next
+/// check notices (plus slack for a loaded machine).
+fn cluster_timeout() -> Duration {
+    rally::media::cluster::LEASE_TTL
+        + 2 * rally::media::cluster::LEASE_RENEW
+        + Duration::from_secs(2)
+}
+
+fn redis_get(redis: &common::TestRedis, key: &str) -> Option<String> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "--raw", "GET", key])
+        .output()
+        .expect("redis-cli runs");
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!value.is_empty()).then_some(value)
 }

@@ -7,13 +7,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use rally_app::model::{CampaignId, Viewer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{BusFuture, BusNote, Envelope, EventBus, Incoming};
-use crate::redis_link::RedisLink;
+use crate::redis_link::{Heard, RedisLink};
 use crate::shutdown::ShutdownSignal;
 use crate::store::redis::presence_key;
 
@@ -50,71 +49,27 @@ impl RedisBus {
         shutdown: ShutdownSignal,
     ) -> (RedisBus, mpsc::UnboundedReceiver<Incoming>) {
         let (incoming, notes) = mpsc::unbounded_channel();
-        tokio::spawn(listen(link.clone(), instance, incoming, shutdown));
-        (RedisBus { link, instance }, notes)
-    }
-}
-
-/// Keep a pub/sub subscription open for as long as the server runs, reconnecting after losses
-/// (and asking for a resync then, since notes may have been missed meanwhile).
-async fn listen(
-    link: RedisLink,
-    instance: u32,
-    incoming: mpsc::UnboundedSender<Incoming>,
-    mut shutdown: ShutdownSignal,
-) {
-    let mut first = true;
-    let mut delay = Duration::from_millis(250);
-    loop {
-        let subscription = async {
-            let mut pubsub = link.client().get_async_pubsub().await?;
-            pubsub.subscribe(CHANNEL).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = tokio::select! {
-            _ = shutdown.recv() => return,
-            result = tokio::time::timeout(Duration::from_secs(5), subscription) => result,
-        };
-        match pubsub {
-            Ok(Ok(pubsub)) => {
-                delay = Duration::from_millis(250);
-                if !first {
+        link.listen(CHANNEL.to_owned(), shutdown, move |heard| {
+            let payload = match heard {
+                Heard::Resubscribed => {
                     metrics::counter!("rally_bus_reconnects_total").increment(1);
                     let _ = incoming.send(Incoming::Resync);
+                    return;
                 }
-                first = false;
-                let mut messages = pubsub.into_on_message();
-                loop {
-                    let message = tokio::select! {
-                        _ = shutdown.recv() => return,
-                        message = messages.next() => message,
-                    };
-                    let Some(message) = message else { break };
-                    let Ok(payload) = message.get_payload::<String>() else {
-                        continue;
-                    };
-                    let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {
-                        metrics::counter!("rally_bus_errors_total").increment(1);
-                        continue;
-                    };
-                    if envelope.from == instance {
-                        continue;
-                    }
-                    metrics::counter!("rally_bus_received_total").increment(1);
-                    tracing::debug!(campaign = %envelope.note.campaign(), "bus note received");
-                    let _ = incoming.send(Incoming::Note(envelope.note));
-                }
-                // The stream ended: the connection is gone.
-                link.trip("pub/sub connection lost".into());
+                Heard::Message(payload) => payload,
+            };
+            let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {
+                metrics::counter!("rally_bus_errors_total").increment(1);
+                return;
+            };
+            if envelope.from == instance {
+                return;
             }
-            Ok(Err(err)) => link.trip(format!("pub/sub: {err}")),
-            Err(_) => link.trip("pub/sub: no answer within 5 s".into()),
-        }
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
+            metrics::counter!("rally_bus_received_total").increment(1);
+            tracing::debug!(campaign = %envelope.note.campaign(), "bus note received");
+            let _ = incoming.send(Incoming::Note(envelope.note));
+        });
+        (RedisBus { link, instance }, notes)
     }
 }
 

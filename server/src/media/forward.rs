@@ -14,8 +14,12 @@ use rally_app::protocol::media::{
 
 use super::MediaError;
 
-/// A participant in one campaign's media session (unique per relay).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A participant in one campaign's media session: unique across instances (the instance number
+/// is its high half), since in Redis mode a session holds participants of several instances.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct ParticipantId(pub u64);
 
 impl std::fmt::Display for ParticipantId {

@@ -9,11 +9,16 @@
 //! - [`sdp`]: checks on a browser's SDP before WebRTC parses it.
 //! - `client` (feature `media-client`): a headless participant for tests and the load tool.
 //!
+//! - [`cluster`]: Redis mode — which instance runs a campaign's session, and signaling relayed
+//!   to it from the others.
+//!
 //! Signaling arrives on the WebSocket (`media:*` requests, see docs/protocol.md); the gateway
-//! calls [`MediaRelay`], which routes each request to its campaign's session.
+//! calls [`MediaRelay`], which routes each request to its campaign's session, here or on the
+//! instance that runs it.
 
 #[cfg(feature = "media-client")]
 pub mod client;
+pub mod cluster;
 pub mod feedback;
 pub mod forward;
 pub mod peer;
@@ -21,21 +26,24 @@ pub mod sdp;
 pub mod session;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::FutureExt;
 use rally_app::model::{CampaignId, Role};
-use rally_app::protocol::media::{
-    IceCandidate, IceServer, MediaJoined, Transport, PARTICIPANTS_MAX,
-};
+use rally_app::protocol::media::{IceServer, MediaJoined, Transport, PARTICIPANTS_MAX};
 use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
+use self::cluster::{Answer, Call, Lease, Location, MediaCluster};
 use self::forward::ParticipantId;
 use self::peer::PeerFactory;
 use self::session::{Command, Session};
+use crate::redis_link::RedisLink;
 use crate::shutdown::ShutdownSignal;
 
 /// Who may go live in a campaign.
@@ -102,6 +110,15 @@ pub enum MediaError {
     Relay(String),
     #[error("the media relay is shutting down")]
     Closed,
+    #[error("{}", cluster::MOVED)]
+    Moved,
+    #[error("the instance running this media session does not answer; join again shortly")]
+    OwnerUnreachable,
+    #[error("cannot tell which instance runs this media session: {0}")]
+    Unavailable(String),
+    /// The instance running the session refused (its reason, as the client should see it).
+    #[error("{}", .0.message)]
+    Remote(ErrorBody),
 }
 
 impl From<MediaError> for ErrorBody {
@@ -116,10 +133,23 @@ impl From<MediaError> for ErrorBody {
             MediaError::TooLarge { .. } => ErrorCode::TooLarge,
             MediaError::InvalidSdp(_) | MediaError::InvalidCandidate(_) => ErrorCode::Invalid,
             MediaError::Relay(_) => ErrorCode::Internal,
-            MediaError::Closed => ErrorCode::Unavailable,
+            MediaError::Closed
+            | MediaError::Moved
+            | MediaError::OwnerUnreachable
+            | MediaError::Unavailable(_) => ErrorCode::Unavailable,
+            MediaError::Remote(body) => return body.clone(),
         };
         ErrorBody::new(code, err.to_string())
     }
+}
+
+/// Someone joining a media session.
+pub struct Joining {
+    pub participant: ParticipantId,
+    pub display_name: String,
+    pub can_publish: bool,
+    /// Where the session's pushes for this participant go (offers, track lists, the end).
+    pub pushes: mpsc::Sender<Utf8Bytes>,
 }
 
 /// The relay: routes media requests to per-campaign sessions, starting them on first join.
@@ -132,12 +162,15 @@ struct Inner {
     config: MediaConfig,
     factory: Arc<PeerFactory>,
     sessions: Mutex<HashMap<CampaignId, mpsc::UnboundedSender<Command>>>,
+    /// Redis mode: sessions may run on other instances.
+    cluster: Option<Arc<MediaCluster>>,
     shutdown: ShutdownSignal,
     participants: AtomicUsize,
     tracks: AtomicUsize,
     /// Forwarded packets are counted here for `/ops` too.
     ops: Arc<crate::ops::OpsCounters>,
-    next_participant: std::sync::atomic::AtomicU64,
+    /// This instance's number in the high half, a counter in the low half.
+    next_participant: AtomicU64,
 }
 
 /// How much the relay holds right now.
@@ -148,24 +181,37 @@ pub struct Census {
     pub tracks: usize,
 }
 
+/// A request's reply, to wait for.
+pub type Reply<T> = Pin<Box<dyn Future<Output = Result<T, MediaError>> + Send>>;
+
 impl MediaRelay {
+    /// A relay for this instance (`instance`: its event-id number). With `redis`, sessions
+    /// are shared with the other instances of that Redis (see [`cluster`]).
     pub fn new(
         config: MediaConfig,
+        instance: u32,
+        redis: Option<RedisLink>,
         shutdown: ShutdownSignal,
         ops: Arc<crate::ops::OpsCounters>,
     ) -> Self {
-        MediaRelay {
+        let cluster = redis.map(|link| MediaCluster::new(link, instance));
+        let relay = MediaRelay {
             inner: Arc::new(Inner {
                 factory: Arc::new(PeerFactory::new(&config)),
                 config,
                 sessions: Mutex::new(HashMap::new()),
-                shutdown,
+                cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
+                shutdown: shutdown.clone(),
                 participants: AtomicUsize::new(0),
                 tracks: AtomicUsize::new(0),
                 ops,
-                next_participant: std::sync::atomic::AtomicU64::new(1),
+                next_participant: AtomicU64::new((u64::from(instance) << 32) + 1),
             }),
+        };
+        if let Some((cluster, outbox)) = cluster {
+            cluster.start(relay.clone(), outbox, shutdown);
         }
+        relay
     }
 
     /// A new participant id (one per join).
@@ -189,6 +235,7 @@ impl MediaRelay {
         &self.inner.config.ice_servers
     }
 
+    /// Sessions, participants and tracks running on this instance.
     pub fn census(&self) -> Census {
         Census {
             sessions: self.inner.sessions.lock().expect("sessions lock").len(),
@@ -202,111 +249,124 @@ impl MediaRelay {
         self.inner.factory.ports().map(|p| p.free())
     }
 
+    /// Join `campaign`'s media session, wherever it runs (in Redis mode, the first join of a
+    /// campaign nobody runs starts its session here).
     pub async fn join(
         &self,
         campaign: &CampaignId,
-        participant: ParticipantId,
-        display_name: String,
-        can_publish: bool,
-        pushes: mpsc::Sender<Utf8Bytes>,
+        joining: Joining,
     ) -> Result<MediaJoined, MediaError> {
-        self.ask(campaign, true, |reply| Command::Join {
-            participant,
-            display_name,
-            can_publish,
-            pushes,
-            reply,
-        })
-        .await?
+        self.join_at(campaign, joining, true).await
     }
 
-    /// Apply a publisher's offer; returns the relay's answer.
-    pub async fn publish(
+    /// Join a session that runs here, or starts here: for participants of other instances,
+    /// which sent the join here because this instance holds the lease.
+    pub(crate) async fn join_here(
         &self,
         campaign: &CampaignId,
-        participant: ParticipantId,
-        sdp: String,
-    ) -> Result<String, MediaError> {
-        self.ask(campaign, false, |reply| Command::Publish {
-            participant,
-            sdp,
-            reply,
-        })
-        .await?
+        joining: Joining,
+    ) -> Result<MediaJoined, MediaError> {
+        self.join_at(campaign, joining, false).await
     }
 
-    /// Apply a subscriber's answer to the relay's latest offer.
-    pub async fn answer(
+    async fn join_at(
         &self,
         campaign: &CampaignId,
-        participant: ParticipantId,
-        sdp: String,
-    ) -> Result<(), MediaError> {
-        self.ask(campaign, false, |reply| Command::Answer {
-            participant,
-            sdp,
-            reply,
-        })
-        .await?
+        joining: Joining,
+        may_go_away: bool,
+    ) -> Result<MediaJoined, MediaError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Join { joining, reply };
+        match &self.inner.cluster {
+            None => self.send(campaign, Some(None), command)?,
+            Some(cluster) => {
+                let _claiming = cluster.claiming.lock().await;
+                let Err(command) = self.send_if_running(campaign, command) else {
+                    return answer.await.map_err(|_| MediaError::Closed)?;
+                };
+                match cluster.claim(campaign).await? {
+                    Location::Here(lease) => self.send(campaign, Some(Some(lease)), command)?,
+                    Location::Away(lease) if may_go_away => {
+                        let Command::Join { joining, .. } = command else {
+                            unreachable!("built as a join above")
+                        };
+                        return cluster.join_away(lease, campaign, joining).await;
+                    }
+                    Location::Away(_) => return Err(MediaError::Moved),
+                }
+            }
+        }
+        answer.await.map_err(|_| MediaError::Closed)?
     }
 
-    pub async fn candidate(
-        &self,
-        campaign: &CampaignId,
-        participant: ParticipantId,
-        candidate: IceCandidate,
-    ) -> Result<(), MediaError> {
-        self.ask(campaign, false, |reply| Command::Candidate {
-            participant,
-            candidate,
-            reply,
+    /// Send a joined participant's request to its session now, wherever the session runs (so
+    /// requests keep their order); the reply is to be awaited.
+    pub fn request(&self, campaign: &CampaignId, call: Call) -> Reply<Answer> {
+        if let Some(cluster) = &self.inner.cluster {
+            if let Some((owner, _)) = cluster.owner_of(call.participant()) {
+                if let Call::Leave { participant } = call {
+                    return match cluster.leave_away(participant) {
+                        Some(left) => Box::pin(left.map(|r| r.map(|()| Answer::Done))),
+                        None => Box::pin(std::future::ready(Err(MediaError::NotJoined))),
+                    };
+                }
+                return Box::pin(cluster.call(owner, campaign, call));
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(campaign, None, Command::Call { call, reply });
+        Box::pin(async move {
+            sent?;
+            answer.await.map_err(|_| MediaError::Closed)?
         })
-        .await?
-    }
-
-    pub async fn leave(
-        &self,
-        campaign: &CampaignId,
-        participant: ParticipantId,
-    ) -> Result<(), MediaError> {
-        self.ask(campaign, false, |reply| Command::Leave {
-            participant,
-            reply: Some(reply),
-        })
-        .await?
     }
 
     /// Leave without waiting (the connection is gone).
     pub fn forget(&self, campaign: &CampaignId, participant: ParticipantId) {
+        if let Some(cluster) = &self.inner.cluster {
+            if cluster.forget_away(participant) {
+                return;
+            }
+        }
+        let (reply, _) = oneshot::channel();
         let _ = self.send(
             campaign,
-            false,
-            Command::Leave {
-                participant,
-                reply: None,
+            None,
+            Command::Call {
+                call: Call::Leave { participant },
+                reply,
             },
         );
     }
 
-    async fn ask<T>(
-        &self,
-        campaign: &CampaignId,
-        start: bool,
-        command: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, MediaError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(campaign, start, command(reply))?;
-        answer.await.map_err(|_| MediaError::Closed)
+    /// Send to the campaign's session if one runs here; the command back if not.
+    fn send_if_running(&self, campaign: &CampaignId, command: Command) -> Result<(), Command> {
+        let sessions = self.inner.sessions.lock().expect("sessions lock");
+        match sessions.get(campaign) {
+            Some(session) => {
+                // A session whose task ended drops the command (and its reply: `Closed`).
+                let _ = session.send(command);
+                Ok(())
+            }
+            None => Err(command),
+        }
     }
 
-    fn send(&self, campaign: &CampaignId, start: bool, command: Command) -> Result<(), MediaError> {
+    /// Send to the campaign's session. None runs here: `start` says whether to start one (and,
+    /// in Redis mode, with which lease); otherwise the sender has not joined.
+    fn send(
+        &self,
+        campaign: &CampaignId,
+        start: Option<Option<Lease>>,
+        command: Command,
+    ) -> Result<(), MediaError> {
         let mut sessions = self.inner.sessions.lock().expect("sessions lock");
         if let Some(session) = sessions.get(campaign) {
             return session.send(command).map_err(|_| MediaError::Closed);
         }
-        if !start {
+        let Some(lease) = start else {
             return Err(MediaError::NotJoined);
-        }
+        };
         if self.inner.shutdown.is_triggered() {
             return Err(MediaError::Closed);
         }
@@ -316,6 +376,9 @@ impl MediaRelay {
             self.inner.factory.clone(),
             self.inner.shutdown.clone(),
         );
+        if let (Some(cluster), Some(lease)) = (&self.inner.cluster, lease) {
+            cluster.keep(campaign.clone(), lease, session.clone());
+        }
         let sent = session.send(command).map_err(|_| MediaError::Closed);
         sessions.insert(campaign.clone(), session);
         sent

@@ -31,10 +31,11 @@ use webrtc::media_stream::MediaStreamTrack;
 use webrtc::peer_connection::{RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription};
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::cluster::{Answer, Call};
 use super::feedback::is_keyframe_request;
 use super::forward::{Action, ForwardingTable, ParticipantId, TrackId};
 use super::peer::{PeerFactory, PeerLink};
-use super::{sdp, MediaError, MediaRelay};
+use super::{sdp, Joining, MediaError, MediaRelay};
 use crate::shutdown::ShutdownSignal;
 
 /// Signaling frames that may wait for one participant's connection before the participant is
@@ -43,31 +44,16 @@ pub const PUSH_BUFFER: usize = 64;
 
 pub enum Command {
     Join {
-        participant: ParticipantId,
-        display_name: String,
-        can_publish: bool,
-        pushes: mpsc::Sender<Utf8Bytes>,
+        joining: Joining,
         reply: oneshot::Sender<Result<MediaJoined, MediaError>>,
     },
-    Publish {
-        participant: ParticipantId,
-        sdp: String,
-        reply: oneshot::Sender<Result<String, MediaError>>,
+    /// A participant's request after joining (from this instance or, relayed, from another).
+    Call {
+        call: Call,
+        reply: oneshot::Sender<Result<Answer, MediaError>>,
     },
-    Answer {
-        participant: ParticipantId,
-        sdp: String,
-        reply: oneshot::Sender<Result<(), MediaError>>,
-    },
-    Candidate {
-        participant: ParticipantId,
-        candidate: IceCandidate,
-        reply: oneshot::Sender<Result<(), MediaError>>,
-    },
-    Leave {
-        participant: ParticipantId,
-        reply: Option<oneshot::Sender<Result<(), MediaError>>>,
-    },
+    /// End everyone's participation (the session moved to another instance).
+    EndAll { reason: &'static str },
     /// A publisher's track reached the relay.
     TrackArrived {
         participant: ParticipantId,
@@ -215,53 +201,37 @@ impl Session {
 
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::Join {
-                participant,
-                display_name,
-                can_publish,
-                pushes,
-                reply,
-            } => {
-                let result = self
-                    .join(participant, display_name, can_publish, pushes)
-                    .await;
-                let _ = reply.send(result);
+            Command::Join { joining, reply } => {
+                let _ = reply.send(self.join(joining).await);
             }
-            Command::Publish {
-                participant,
-                sdp,
-                reply,
-            } => {
-                let result = self.publish(participant, sdp).await;
-                let _ = reply.send(result);
+            Command::Call { call, reply } => {
+                let answer = match call {
+                    Call::Publish { participant, sdp } => {
+                        self.publish(participant, sdp).await.map(Answer::Sdp)
+                    }
+                    Call::Answer { participant, sdp } => {
+                        self.answer(participant, sdp).await.map(|()| Answer::Done)
+                    }
+                    Call::Candidate {
+                        participant,
+                        candidate,
+                    } => self
+                        .candidate(participant, candidate)
+                        .await
+                        .map(|()| Answer::Done),
+                    Call::Leave { participant } => {
+                        let known = self.peers.contains_key(&participant);
+                        self.leave(participant).await;
+                        if known {
+                            Ok(Answer::Done)
+                        } else {
+                            Err(MediaError::NotJoined)
+                        }
+                    }
+                };
+                let _ = reply.send(answer);
             }
-            Command::Answer {
-                participant,
-                sdp,
-                reply,
-            } => {
-                let result = self.answer(participant, sdp).await;
-                let _ = reply.send(result);
-            }
-            Command::Candidate {
-                participant,
-                candidate,
-                reply,
-            } => {
-                let result = self.candidate(participant, candidate).await;
-                let _ = reply.send(result);
-            }
-            Command::Leave { participant, reply } => {
-                let known = self.peers.contains_key(&participant);
-                self.leave(participant).await;
-                if let Some(reply) = reply {
-                    let _ = reply.send(if known {
-                        Ok(())
-                    } else {
-                        Err(MediaError::NotJoined)
-                    });
-                }
-            }
+            Command::EndAll { reason } => self.end_all(reason).await,
             Command::TrackArrived {
                 participant,
                 remote,
@@ -283,13 +253,13 @@ impl Session {
         }
     }
 
-    async fn join(
-        &mut self,
-        participant: ParticipantId,
-        display_name: String,
-        can_publish: bool,
-        pushes: mpsc::Sender<Utf8Bytes>,
-    ) -> Result<MediaJoined, MediaError> {
+    async fn join(&mut self, joining: Joining) -> Result<MediaJoined, MediaError> {
+        let Joining {
+            participant,
+            display_name,
+            can_publish,
+            pushes,
+        } = joining;
         let actions = self.table.join(participant, display_name, can_publish)?;
         self.peers.insert(
             participant,
