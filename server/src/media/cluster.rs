@@ -18,7 +18,8 @@
 //! When something dies:
 //! - the owner: its lease expires. Every instance checks the leases of its away participants
 //!   every [`LEASE_RENEW`] and ends their membership ("the media relay moved; join again") once
-//!   the lease is gone or someone else's; the next join takes the lease.
+//!   the lease is gone or another instance's; the next join takes the lease. (Instance numbers
+//!   are drawn anew at each start, so a restarted owner is another instance.)
 //! - an instance with away participants: it confirms them to their owners every
 //!   [`LEASE_RENEW`] ([`Note::Alive`]); an owner lets go of visitors not confirmed for
 //!   [`VISITOR_TTL`].
@@ -296,6 +297,8 @@ impl MediaCluster {
         self.link
             .listen(channel(self.instance), shutdown.clone(), move |heard| {
                 if let Heard::Message(payload) = heard {
+                    metrics::counter!("rally_media_cluster_notes_total", "direction" => "received")
+                        .increment(1);
                     match serde_json::from_str::<Note>(&payload) {
                         Ok(note) => cluster.heard(&listener_relay, note),
                         Err(_) => metrics::counter!("rally_bus_errors_total").increment(1),
@@ -339,8 +342,10 @@ impl MediaCluster {
                 })
                 .await;
             let delivered = matches!(receivers, Ok(Ok(n)) if n > 0);
+            let direction = if delivered { "sent" } else { "undelivered" };
+            metrics::counter!("rally_media_cluster_notes_total", "direction" => direction)
+                .increment(1);
             if !delivered {
-                metrics::counter!("rally_bus_errors_total").increment(1);
                 tracing::debug!(to, "media note not delivered");
                 // Nobody listens there: a call waiting for its reply fails now, not in 5 s.
                 if let Note::Call { id, .. } | Note::Join { id, .. } = note {
@@ -714,13 +719,15 @@ impl MediaCluster {
                     .await;
                 // Redis unreachable: nothing is known; ask again next round.
                 let Ok(Ok(held)) = held else { continue };
+                // Compared by instance, not nonce: an owner may restart a session it ran (its
+                // old one ended while this join was on the way) under a new nonce.
+                let holder = held.map(Lease).and_then(|held| held.owner());
                 for (participant, lease) in members {
-                    if held.as_deref() == Some(lease.0.as_str()) {
-                        if let Some(owner) = lease.owner() {
+                    match lease.owner() {
+                        Some(owner) if holder == Some(owner) => {
                             alive.entry(owner).or_default().push(participant);
                         }
-                    } else {
-                        self.moved(&campaign, participant);
+                        _ => self.moved(&campaign, participant),
                     }
                 }
             }
@@ -772,3 +779,71 @@ impl MediaCluster {
 
 /// The queue [`MediaCluster::start`] drains.
 pub struct Outbox(mpsc::UnboundedReceiver<(u32, Note)>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_names_its_instance() {
+        assert_eq!(Lease("004fc7de:17".into()).owner(), Some(0x004f_c7de));
+        assert_eq!(Lease("garbage".into()).owner(), None);
+        assert_eq!(Lease("zz:1".into()).owner(), None);
+        assert_eq!(
+            lease_key(&CampaignId::parse("spring").unwrap()),
+            "rally:{spring}:media-owner"
+        );
+    }
+
+    #[test]
+    fn notes_survive_the_wire() {
+        let notes = [
+            Note::Join {
+                from: 7,
+                id: 1,
+                campaign: CampaignId::parse("c").unwrap(),
+                participant: ParticipantId(7 << 32 | 1),
+                display_name: "Ada".into(),
+                can_publish: true,
+            },
+            Note::Call {
+                from: 7,
+                id: 0,
+                campaign: CampaignId::parse("c").unwrap(),
+                call: Call::Answer {
+                    participant: ParticipantId(3),
+                    sdp: "v=0\r\n".into(),
+                },
+            },
+            Note::Reply {
+                id: 2,
+                result: Err(MediaError::PublishForbidden.into()),
+            },
+            Note::Reply {
+                id: 3,
+                result: Ok(Answer::Sdp("v=0\r\n".into())),
+            },
+            Note::Push {
+                participant: ParticipantId(3),
+                frame: r#"{"type":"media:offer:v1:success"}"#.into(),
+            },
+            Note::Closed {
+                participant: ParticipantId(3),
+            },
+            Note::Alive {
+                from: 7,
+                participants: vec![ParticipantId(3)],
+            },
+        ];
+        for note in notes {
+            let json = serde_json::to_string(&note).unwrap();
+            assert_eq!(serde_json::from_str::<Note>(&json).unwrap(), note, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_from_the_owner_keeps_its_code() {
+        let body = ErrorBody::from(MediaError::Remote(MediaError::PublishForbidden.into()));
+        assert_eq!(body, ErrorBody::from(MediaError::PublishForbidden));
+    }
+}
