@@ -1,10 +1,10 @@
 //! Outgoing frames, serialized once. A broadcast event is encoded a single time and the same bytes
 //! (reference-counted) go to every subscriber.
 
-use axum::extract::ws::Utf8Bytes;
 use rally_app::model::{CampaignEvent, RequestId, Timestamp};
 use rally_app::protocol::{Envelope, EventType, Metadata};
 use serde::Serialize;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One encoded frame for subscribers; `version` is set for state events (ordering and gap checks).
 #[derive(Debug, Clone)]

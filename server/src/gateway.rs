@@ -16,7 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+
+use crate::websocket::{Socket, Upgrade};
 use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -198,7 +202,7 @@ pub async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
-    upgrade: WebSocketUpgrade,
+    upgrade: Upgrade,
 ) -> Response {
     if state.shutdown.is_triggered() {
         return ApiError::new(ErrorCode::Unavailable, "server is shutting down").into_response();
@@ -228,24 +232,24 @@ pub async fn upgrade(
         .into_response();
     };
     let tasks = state.tasks.clone();
-    upgrade
-        .max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
-        // tungstenite reserves its whole read buffer up front (128 KiB by default): most of an
-        // idle connection's memory. Frames are small; the buffer grows when one is not.
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| {
-            tasks.track_future(async move {
-                let _slot = slot;
-                metrics::counter!("rally_websocket_connections_total").increment(1);
-                let connection = Connection::new(socket, identity, &state);
-                // Everything the connection needs is in it; keep no second copy alive.
-                drop(state);
-                let ending = connection.run().await;
-                metrics::counter!("rally_websocket_disconnects_total", "reason" => ending.as_str())
-                    .increment(1);
-            })
+    // tungstenite reserves its whole read buffer up front (128 KiB by default): most of an
+    // idle connection's memory. Frames are small; the buffer grows when one is not.
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(READ_BUFFER_BYTES);
+    upgrade.accept(config, move |socket| {
+        tasks.track_future(async move {
+            let _slot = slot;
+            metrics::counter!("rally_websocket_connections_total").increment(1);
+            let connection = Connection::new(socket, identity, &state);
+            // Everything the connection needs is in it; keep no second copy alive.
+            drop(state);
+            let ending = connection.run().await;
+            metrics::counter!("rally_websocket_disconnects_total", "reason" => ending.as_str())
+                .increment(1);
         })
+    })
 }
 
 /// What a followed campaign's channel yields.
@@ -314,9 +318,9 @@ impl Ending {
 
     fn close_frame(self) -> Option<CloseFrame> {
         let (code, reason) = match self {
-            Ending::ServerShutdown => (close_code::AWAY, "server shutting down"),
-            Ending::TooBig => (close_code::SIZE, "frame over 65536 bytes"),
-            Ending::SlowConsumer => (CLOSE_SLOW_CONSUMER, "slow_consumer"),
+            Ending::ServerShutdown => (CloseCode::Away, "server shutting down"),
+            Ending::TooBig => (CloseCode::Size, "frame over 65536 bytes"),
+            Ending::SlowConsumer => (CloseCode::from(CLOSE_SLOW_CONSUMER), "slow_consumer"),
             Ending::ClientLeft | Ending::Broken => return None,
         };
         Some(CloseFrame {
@@ -387,7 +391,7 @@ fn hot_metrics() -> &'static HotMetrics {
 
 struct Connection {
     id: ConnectionId,
-    socket: WebSocket,
+    socket: Socket,
     identity: Option<Actor>,
     manager: StateManager,
     config: Arc<GatewayConfig>,
@@ -426,7 +430,7 @@ struct MediaMembership {
 type PendingReply = Pin<Box<dyn std::future::Future<Output = Utf8Bytes> + Send>>;
 
 enum Input {
-    Frame(Option<Result<Message, axum::Error>>),
+    Frame(Option<Result<Message, tungstenite::Error>>),
     Reply(Utf8Bytes),
     Delivery(usize, Delivery),
     Ops(Result<Frame, broadcast::error::RecvError>),
@@ -434,7 +438,7 @@ enum Input {
 }
 
 impl Connection {
-    fn new(socket: WebSocket, identity: Option<Actor>, state: &AppState) -> Self {
+    fn new(socket: Socket, identity: Option<Actor>, state: &AppState) -> Self {
         let config = state.gateway_config.clone();
         Connection {
             id: ConnectionId::next(),
@@ -517,7 +521,7 @@ impl Connection {
                 biased;
                 _ = self.shutdown.recv() => return Ending::ServerShutdown,
                 Some(reply) = self.pipeline.next(), if !self.pipeline.is_empty() => Input::Reply(reply),
-                frame = self.socket.recv(), if self.pipeline.len() < MAX_PIPELINE => Input::Frame(frame),
+                frame = self.socket.next(), if self.pipeline.len() < MAX_PIPELINE => Input::Frame(frame),
                 (slot, delivery) = next_delivery(&mut self.follows), if has_follows => Input::Delivery(slot, delivery),
                 sample = next_ops(&mut self.ops_events), if self.ops_events.is_some() => Input::Ops(sample),
                 push = next_media_push(&mut self.media), if self.media.is_some() => Input::Media(push),
@@ -552,7 +556,10 @@ impl Connection {
                     ),
                 })),
                 // Pings are answered by the WebSocket layer itself.
-                Input::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                // (Raw frames are only ever written, never read.)
+                Input::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
+                    continue
+                }
                 Input::Ops(Ok(frame)) => out.push(frame.text),
                 // Missed a sample: the next one is complete anyway.
                 Input::Ops(Err(broadcast::error::RecvError::Lagged(_))) => {}
@@ -609,13 +616,7 @@ impl Connection {
         if out.is_empty() {
             return Ok(());
         }
-        let socket = &mut self.socket;
-        let write = async move {
-            for text in out {
-                socket.feed(Message::Text(text)).await?;
-            }
-            socket.flush().await
-        };
+        let write = crate::websocket::write_texts(&mut self.socket, &out);
         tokio::pin!(write);
         // Most writes finish at once and never touch a timer; only a slow one is timed,
         // counted as stalled after STALL_THRESHOLD and cut at SLOW_CONSUMER_TIMEOUT.
@@ -1166,13 +1167,8 @@ async fn next_media_push(media: &mut Option<Box<MediaMembership>>) -> Option<Utf
     }
 }
 
-fn is_capacity_error(err: &axum::Error) -> bool {
-    use std::error::Error as _;
-    matches!(
-        err.source()
-            .and_then(|e| e.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
+fn is_capacity_error(err: &tungstenite::Error) -> bool {
+    matches!(err, tungstenite::Error::Capacity(_))
 }
 
 fn success<P: Serialize>(

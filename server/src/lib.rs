@@ -20,6 +20,7 @@ pub mod redis_link;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod websocket;
 
 use std::future::Future;
 use std::sync::Arc;

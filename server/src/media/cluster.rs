@@ -32,13 +32,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use rally_app::model::CampaignId;
 use rally_app::protocol::media::{IceCandidate, MediaEnded, MediaJoined, ENDED_EVENT};
 use rally_app::protocol::ErrorBody;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::forward::ParticipantId;
 use super::session::{Command, PUSH_BUFFER};

@@ -32,12 +32,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::Utf8Bytes;
 use futures_util::FutureExt;
 use rally_app::model::{CampaignId, Role};
 use rally_app::protocol::media::{IceServer, MediaJoined, Transport, PARTICIPANTS_MAX};
 use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use self::cluster::{Answer, Call, Lease, Location, MediaCluster};
 use self::forward::ParticipantId;

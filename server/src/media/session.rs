@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
 use rally_app::model::CampaignId;
 use rally_app::protocol::media::{
     IceCandidate, MediaEnded, MediaJoined, MediaKind, MediaTracks, SessionDescription, Transport,
@@ -24,6 +23,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
