@@ -6,6 +6,16 @@ use rally_app::protocol::{Envelope, EventType, Metadata};
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+/// What a campaign broadcasts: one commit's state events in version order (however many writes
+/// the commit carried), or one push. A subscriber takes a whole commit in one receive and writes
+/// it in one batch, so a channel slot holds a commit, not an event.
+pub type Batch = std::sync::Arc<[Frame]>;
+
+/// A batch of one (a push, or a single event).
+pub fn single(frame: Frame) -> Batch {
+    std::sync::Arc::from([frame])
+}
+
 /// One encoded frame for subscribers; `version` is set for state events (ordering and gap checks).
 #[derive(Debug, Clone)]
 pub struct Frame {

@@ -254,17 +254,18 @@ pub async fn upgrade(
 
 /// What a followed campaign's channel yields.
 enum Delivery {
-    Frame(Frame),
+    /// A commit's events, or a push.
+    Batch(frames::Batch),
     /// The subscriber fell more than the buffer behind; catch up from history.
     Lagged,
     /// The campaign's task went away (it failed, or the server is stopping).
     Ended,
 }
 
-impl From<Result<Frame, broadcast::error::RecvError>> for Delivery {
-    fn from(received: Result<Frame, broadcast::error::RecvError>) -> Self {
+impl From<Result<frames::Batch, broadcast::error::RecvError>> for Delivery {
+    fn from(received: Result<frames::Batch, broadcast::error::RecvError>) -> Self {
         match received {
-            Ok(frame) => Delivery::Frame(frame),
+            Ok(batch) => Delivery::Batch(batch),
             Err(broadcast::error::RecvError::Lagged(_)) => Delivery::Lagged,
             Err(broadcast::error::RecvError::Closed) => Delivery::Ended,
         }
@@ -372,7 +373,7 @@ struct Follow {
     /// The campaign's recent encoded events, to catch up from without asking its task.
     history: EncodedHistory,
     /// Its live channel (the 32-event buffer).
-    events: broadcast::Receiver<Frame>,
+    events: broadcast::Receiver<frames::Batch>,
 }
 
 /// Metric handles used per delivery batch, resolved once instead of looked up by name each time.
@@ -575,7 +576,7 @@ impl Connection {
                     while out.len() < MAX_WRITE_BATCH && slot < self.follows.len() {
                         let ready = match &mut self.follows[slot] {
                             Some(follow) => match follow.events.try_recv() {
-                                Ok(frame) => Some(Delivery::Frame(frame)),
+                                Ok(batch) => Some(Delivery::Batch(batch)),
                                 Err(broadcast::error::TryRecvError::Lagged(_)) => {
                                     Some(Delivery::Lagged)
                                 }
@@ -675,31 +676,32 @@ impl Connection {
         };
         let last = follow.last;
         match delivery {
-            Delivery::Frame(Frame {
-                version: None,
-                text,
-                ..
-            }) => out.push(text),
-            Delivery::Frame(Frame {
-                version: Some(version),
-                text,
-                durable_at,
-            }) => {
-                if version <= last {
-                    return; // already delivered through a backfill
-                }
-                if version > last + 1 {
-                    Box::pin(self.backfill(slot, last, out)).await;
-                }
-                let Some(Some(follow)) = self.follows.get_mut(slot) else {
-                    return;
-                };
-                if version == follow.last + 1 {
-                    follow.last = version;
-                    out.push(text);
-                    self.batch_states += 1;
-                    if self.batch_first.is_none() {
-                        self.batch_first = Some((slot, version, durable_at));
+            Delivery::Batch(batch) => {
+                for frame in batch.iter() {
+                    let Some(version) = frame.version else {
+                        out.push(frame.text.clone());
+                        continue;
+                    };
+                    let Some(Some(follow)) = self.follows.get(slot) else {
+                        return;
+                    };
+                    let last = follow.last;
+                    if version <= last {
+                        continue; // already delivered through a backfill
+                    }
+                    if version > last + 1 {
+                        Box::pin(self.backfill(slot, last, out)).await;
+                    }
+                    let Some(Some(follow)) = self.follows.get_mut(slot) else {
+                        return;
+                    };
+                    if version == follow.last + 1 {
+                        follow.last = version;
+                        out.push(frame.text.clone());
+                        self.batch_states += 1;
+                        if self.batch_first.is_none() {
+                            self.batch_first = Some((slot, version, frame.durable_at));
+                        }
                     }
                 }
             }

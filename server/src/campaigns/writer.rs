@@ -35,8 +35,9 @@ use crate::clock;
 use crate::frames::{self, Frame};
 use crate::store::{Commit, StoreError};
 
-/// Events buffered per subscriber (the broadcast channel's capacity): a subscriber more than this
-/// many events behind is lagging and catches up from history.
+/// Commits (each a [`frames::Batch`] of up to [`MAX_BATCH`] events) and pushes buffered per
+/// subscriber (the broadcast channel's capacity): a subscriber more than this many behind is
+/// lagging and catches up from history.
 pub const SUBSCRIBER_BUFFER: usize = 32;
 /// Commands taken from the mailbox in one batch (one durable commit for the writes among them).
 const MAX_BATCH: usize = 64;
@@ -74,7 +75,7 @@ pub struct Subscription {
     pub gauges: Arc<CampaignGauges>,
     /// Missed events to deliver, in order, before anything from `events`.
     pub backlog: Vec<Frame>,
-    pub events: broadcast::Receiver<Frame>,
+    pub events: broadcast::Receiver<frames::Batch>,
 }
 
 /// A campaign's recent events as encoded frames, oldest first, contiguous in version. Written only
@@ -212,7 +213,7 @@ pub struct Writer {
     backup: Option<CampaignCore>,
     /// The version the store holds (the core may be ahead by the pending writes).
     durable_version: u64,
-    broadcast: broadcast::Sender<Frame>,
+    broadcast: broadcast::Sender<frames::Batch>,
     /// The history's events, encoded once and shared with the connections: resuming and lagging
     /// subscribers copy these bytes (reference counts) themselves, without asking this task and
     /// without re-serializing (a burst of laggards must not turn into a burst of work here).
@@ -401,9 +402,11 @@ impl Writer {
                         "the campaign's store is unreachable; changes are paused".to_owned()
                     }),
                 };
-                let _ = self
-                    .broadcast
-                    .send(frames::push(WRITABLE, &status, clock::now()));
+                let _ = self.broadcast.send(frames::single(frames::push(
+                    WRITABLE,
+                    &status,
+                    clock::now(),
+                )));
                 if writable {
                     self.catch_up().await;
                     self.share_presence().await;
@@ -434,7 +437,7 @@ impl Writer {
                     if self.load().await.is_ok() {
                         // Subscribers see a gap at the newest event and resync through backfill.
                         if let Some(last) = self.encoded.newest() {
-                            let _ = self.broadcast.send(last);
+                            let _ = self.broadcast.send(frames::single(last));
                         }
                     }
                     return;
@@ -445,11 +448,13 @@ impl Writer {
                 }
             };
             let fetched = events.len();
+            let mut applied = Vec::with_capacity(fetched);
             for event in events {
                 let Some(core) = self.core.as_mut() else {
-                    return;
+                    break;
                 };
                 if core.apply_remote(&event).is_err() {
+                    self.publish(&applied);
                     let _ = self.load().await;
                     return;
                 }
@@ -457,7 +462,11 @@ impl Writer {
                 self.gauges
                     .durable_version
                     .store(event.version, Ordering::Relaxed);
-                self.publish_frame(&event);
+                applied.push(event);
+            }
+            self.publish(&applied);
+            if self.core.is_none() {
+                return;
             }
             if fetched < CATCH_UP_BATCH {
                 return;
@@ -465,20 +474,33 @@ impl Writer {
         }
     }
 
-    /// Remember and broadcast the frame of a durable event.
-    fn publish_frame(&mut self, event: &CampaignEvent) {
-        let frame = frames::state_event(event);
-        self.remember(frame.clone());
+    /// Remember the frames of durable events and broadcast them as one batch.
+    fn publish(&mut self, events: &[CampaignEvent]) {
+        let Some(newest) = events.last() else {
+            return;
+        };
+        let durable_at = Some(std::time::Instant::now());
+        let batch: frames::Batch = events
+            .iter()
+            .map(|event| {
+                let frame = frames::state_event(event);
+                self.remember(frame.clone());
+                Frame {
+                    durable_at,
+                    ..frame
+                }
+            })
+            .collect();
         self.gauges
             .latest_version
-            .store(event.version, Ordering::Relaxed);
-        self.shared.ops.changes.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("rally_changes_applied_total").increment(1);
+            .store(newest.version, Ordering::Relaxed);
+        self.shared
+            .ops
+            .changes
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        metrics::counter!("rally_changes_applied_total").increment(events.len() as u64);
         // Err means no subscriber right now, which is fine.
-        let _ = self.broadcast.send(Frame {
-            durable_at: Some(std::time::Instant::now()),
-            ..frame
-        });
+        let _ = self.broadcast.send(batch);
     }
 
     /// Tell other instances, without waiting (they catch up by version if a note is lost).
@@ -681,6 +703,7 @@ impl Writer {
                     self.gauges
                         .durable_version
                         .store(version, Ordering::Relaxed);
+                    let mut events = Vec::with_capacity(pending.len());
                     for Pending { event, reply, .. } in pending.drain(..) {
                         let _ = reply.send(Ok(WriteAck {
                             campaign_id: self.id.clone(),
@@ -688,8 +711,9 @@ impl Writer {
                             event_id: Some(event.event_id),
                             unchanged: false,
                         }));
-                        self.publish_frame(&event);
+                        events.push(event);
                     }
+                    self.publish(&events);
                     self.notify(BusNote::Committed {
                         campaign: self.id.clone(),
                         version,
@@ -1091,9 +1115,11 @@ impl Writer {
             joined,
             left,
         };
-        let _ = self
-            .broadcast
-            .send(frames::push(PRESENCE_EVENT, &payload, clock::now()));
+        let _ = self.broadcast.send(frames::single(frames::push(
+            PRESENCE_EVENT,
+            &payload,
+            clock::now(),
+        )));
     }
 
     /// This instance's viewers as a (capped) list.
