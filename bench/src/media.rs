@@ -29,8 +29,8 @@ pub struct MediaArgs {
     /// Seconds to measure once every subscriber receives.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Also measure the same stream sent straight from publisher to one receiver without the
-    /// relay, and report the relay's added latency (compare with `--subscribers 1`).
+    /// Also measure the same stream sent straight from the publisher to as many receivers
+    /// without the relay (a mesh), and report the latency the relay adds.
     #[arg(long)]
     direct: bool,
     /// One JSON object instead of a table.
@@ -125,16 +125,18 @@ fn latency_json(sorted: &[u64]) -> Value {
     })
 }
 
-/// The same stream from a publisher straight to one receiver, no relay.
+/// The same stream from the publisher straight to as many receivers, no relay (a mesh: the
+/// publisher sends each packet to every receiver itself).
 async fn direct(args: &MediaArgs) -> Result<Value> {
     let recorder = Recorder::default();
-    let (publisher, receiver) = Publisher::direct(
+    let (publisher, receivers) = Publisher::direct(
         Stream {
             video_per_frame: video_per_frame(args.video_kbps),
             video_bytes: VIDEO_BYTES,
         },
         Arc::new(|_| {}),
         recorder.sink(),
+        args.subscribers,
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -145,7 +147,9 @@ async fn direct(args: &MediaArgs) -> Result<Value> {
     recorder.measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     publisher.stop().await;
-    let _ = receiver.pc.close().await;
+    for receiver in receivers {
+        let _ = receiver.pc.close().await;
+    }
     let sorted = recorder.sorted();
     if sorted.is_empty() {
         bail!("the direct receiver got nothing");
@@ -322,7 +326,8 @@ fn print_table(r: &Value) {
     );
     if r.get("direct").is_some() {
         println!(
-            "direct (no relay, 1 receiver): p50 {:.2} ms, p99 {:.2} ms → relay adds p50 {:.2} ms, p99 {:.2} ms",
+            "direct (no relay, the publisher sends to all {} receivers): p50 {:.2} ms, p99 {:.2} ms → relay adds p50 {:.2} ms, p99 {:.2} ms",
+            r["subscribers"],
             f(&r["direct"]["latency_ms"]["p50"]),
             f(&r["direct"]["latency_ms"]["p99"]),
             f(&r["relay_added_latency_ms"]["p50"]),

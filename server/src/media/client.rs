@@ -411,6 +411,8 @@ pub type SentSink = Arc<dyn Fn(&Bytes) + Send + Sync>;
 /// A participant that went live with a generated video and audio track.
 pub struct Publisher {
     pub peer: Peer,
+    /// The further connections of a [`Publisher::direct`] mesh.
+    mesh: Vec<Peer>,
     /// Keyframe requests (PLI/FIR) that reached the publisher.
     pub plis: Arc<AtomicUsize>,
     sender: tokio::task::JoinHandle<()>,
@@ -501,64 +503,74 @@ impl Publisher {
         let tracks = LocalTracks::add_to(&peer).await?;
         peer.publish(signal, campaign).await?;
         peer.wait_connected().await?;
-        Self::start(peer, tracks, stream, on_sent).await
+        Self::start(vec![(peer, tracks)], stream, on_sent).await
     }
 
-    /// Publish straight to a receiving peer in this process, without the relay: the baseline that
-    /// shows what the relay adds. Returns the publisher and the receiving peer (keep it alive).
+    /// Publish straight to `receivers` receiving peers in this process, without the relay (a
+    /// mesh: the publisher sends every packet to each receiver itself): the baseline that shows
+    /// what the relay adds. Returns the publisher and the receiving peers (keep them alive).
     pub async fn direct(
         stream: Stream,
         on_sent: SentSink,
         on_packet: PacketSink,
-    ) -> Result<(Publisher, Peer), Error> {
-        let mut peer = Peer::new().await?;
-        let tracks = LocalTracks::add_to(&peer).await?;
-        let mut viewer = Peer::new().await?;
-        let offer = peer.pc.create_offer(None).await?;
-        peer.pc.set_local_description(offer).await?;
-        let offer = peer.local_sdp().await?;
-        viewer
-            .pc
-            .set_remote_description(RTCSessionDescription::offer(offer)?)
-            .await?;
-        let answer = viewer.pc.create_answer(None).await?;
-        viewer.pc.set_local_description(answer).await?;
-        let answer = viewer.local_sdp().await?;
-        peer.pc
-            .set_remote_description(RTCSessionDescription::answer(answer)?)
-            .await?;
-        let mut arriving = std::mem::replace(&mut viewer.tracks, mpsc::unbounded_channel().1);
-        tokio::spawn(async move {
-            while let Some(track) = arriving.recv().await {
-                tokio::spawn(read_track(track, on_packet.clone()));
-            }
-        });
-        peer.wait_connected().await?;
-        Ok((Self::start(peer, tracks, stream, on_sent).await?, viewer))
+        receivers: usize,
+    ) -> Result<(Publisher, Vec<Peer>), Error> {
+        let mut links = Vec::with_capacity(receivers);
+        let mut viewers = Vec::with_capacity(receivers);
+        for _ in 0..receivers.max(1) {
+            let mut peer = Peer::new().await?;
+            let tracks = LocalTracks::add_to(&peer).await?;
+            let mut viewer = Peer::new().await?;
+            let offer = peer.pc.create_offer(None).await?;
+            peer.pc.set_local_description(offer).await?;
+            let offer = peer.local_sdp().await?;
+            viewer
+                .pc
+                .set_remote_description(RTCSessionDescription::offer(offer)?)
+                .await?;
+            let answer = viewer.pc.create_answer(None).await?;
+            viewer.pc.set_local_description(answer).await?;
+            let answer = viewer.local_sdp().await?;
+            peer.pc
+                .set_remote_description(RTCSessionDescription::answer(answer)?)
+                .await?;
+            let mut arriving = std::mem::replace(&mut viewer.tracks, mpsc::unbounded_channel().1);
+            let on_packet = on_packet.clone();
+            tokio::spawn(async move {
+                while let Some(track) = arriving.recv().await {
+                    tokio::spawn(read_track(track, on_packet.clone()));
+                }
+            });
+            peer.wait_connected().await?;
+            links.push((peer, tracks));
+            viewers.push(viewer);
+        }
+        Ok((Self::start(links, stream, on_sent).await?, viewers))
     }
 
+    /// Send `stream` on every link's tracks: each packet is made once and written to each.
     async fn start(
-        peer: Peer,
-        tracks: LocalTracks,
+        links: Vec<(Peer, LocalTracks)>,
         stream: Stream,
         on_sent: SentSink,
     ) -> Result<Publisher, Error> {
-        let LocalTracks {
-            video,
-            audio,
-            video_sender,
-            audio_sender,
-        } = tracks;
-        let video_pt = payload_type(&video_sender.get_parameters().await?, "video/VP8")?;
-        let audio_pt = payload_type(&audio_sender.get_parameters().await?, "audio/opus")?;
-
-        // Keyframe requests from the relay set a flag the sender reads.
+        // Keyframe requests from any receiver set a flag the sender reads.
         let plis = Arc::new(AtomicUsize::new(0));
         let want_keyframe = Arc::new(AtomicBool::new(true));
-        {
-            let (video, plis, want) = (video.clone(), plis.clone(), want_keyframe.clone());
+        let mut outputs = Vec::with_capacity(links.len());
+        let mut peers = Vec::with_capacity(links.len());
+        for (peer, tracks) in links {
+            let LocalTracks {
+                video,
+                audio,
+                video_sender,
+                audio_sender,
+            } = tracks;
+            let video_pt = payload_type(&video_sender.get_parameters().await?, "video/VP8")?;
+            let audio_pt = payload_type(&audio_sender.get_parameters().await?, "audio/opus")?;
+            let (track, plis, want) = (video.clone(), plis.clone(), want_keyframe.clone());
             tokio::spawn(async move {
-                while let Some(event) = video.poll().await {
+                while let Some(event) = track.poll().await {
                     let TrackLocalEvent::OnRtcpPacket(packets) = event else {
                         continue;
                     };
@@ -568,6 +580,8 @@ impl Publisher {
                     }
                 }
             });
+            outputs.push((video, video_pt, audio, audio_pt));
+            peers.push((peer, audio_sender));
         }
         let sender = tokio::spawn(async move {
             let mut frame: u32 = 0;
@@ -581,31 +595,38 @@ impl Publisher {
                     sequence = sequence.wrapping_add(1);
                     let payload = video_payload(frame, keyframe && n == 0, stream.video_bytes);
                     on_sent(&payload);
-                    let packet = packet(
-                        video_pt,
-                        1111,
-                        sequence,
-                        frame.wrapping_mul(1800),
-                        n + 1 == stream.video_per_frame,
-                        payload,
-                    );
-                    let _ = video.write_rtp(packet).await;
+                    for (video, video_pt, _, _) in &outputs {
+                        let packet = packet(
+                            *video_pt,
+                            1111,
+                            sequence,
+                            frame.wrapping_mul(1800),
+                            n + 1 == stream.video_per_frame,
+                            payload.clone(),
+                        );
+                        let _ = video.write_rtp(packet).await;
+                    }
                 }
                 let payload = audio_payload(frame);
                 on_sent(&payload);
-                let packet = packet(
-                    audio_pt,
-                    2222,
-                    frame as u16,
-                    frame.wrapping_mul(960),
-                    true,
-                    payload,
-                );
-                let _ = audio.write_rtp(packet).await;
+                for (_, _, audio, audio_pt) in &outputs {
+                    let packet = packet(
+                        *audio_pt,
+                        2222,
+                        frame as u16,
+                        frame.wrapping_mul(960),
+                        true,
+                        payload.clone(),
+                    );
+                    let _ = audio.write_rtp(packet).await;
+                }
             }
         });
+        let mut peers = peers.into_iter();
+        let (peer, audio_sender) = peers.next().ok_or("a publisher needs a connection")?;
         Ok(Publisher {
             peer,
+            mesh: peers.map(|(peer, _)| peer).collect(),
             plis,
             sender,
             audio_sender: Some(audio_sender),
@@ -623,6 +644,9 @@ impl Publisher {
     pub async fn stop(self) {
         self.sender.abort();
         let _ = self.peer.pc.close().await;
+        for peer in self.mesh {
+            let _ = peer.pc.close().await;
+        }
     }
 }
 
