@@ -427,6 +427,60 @@ struct MediaMembership {
     pushes: mpsc::Receiver<Utf8Bytes>,
 }
 
+/// Frames for the next write, in order: texts of their own (replies, pushes), and runs of a
+/// broadcast batch's frames, which stay in the batch — one reference to the batch per run
+/// instead of one per event.
+#[derive(Default)]
+struct Outgoing {
+    parts: Vec<Part>,
+    frames: usize,
+}
+
+enum Part {
+    Text(Utf8Bytes),
+    Run(frames::Batch, std::ops::Range<usize>),
+}
+
+impl Outgoing {
+    fn push(&mut self, text: Utf8Bytes) {
+        self.parts.push(Part::Text(text));
+        self.frames += 1;
+    }
+
+    /// Frame `index` of `batch`; extends the last run when it continues it.
+    fn push_shared(&mut self, batch: &frames::Batch, index: usize) {
+        self.frames += 1;
+        if let Some(Part::Run(last, run)) = self.parts.last_mut() {
+            if run.end == index && std::sync::Arc::ptr_eq(last, batch) {
+                run.end += 1;
+                return;
+            }
+        }
+        self.parts.push(Part::Run(batch.clone(), index..index + 1));
+    }
+
+    fn len(&self) -> usize {
+        self.frames
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    fn texts(&self) -> Vec<&[u8]> {
+        let mut texts = Vec::with_capacity(self.frames);
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => texts.push(text.as_bytes()),
+                Part::Run(batch, run) => {
+                    texts.extend(batch[run.clone()].iter().map(|f| f.text.as_bytes()))
+                }
+            }
+        }
+        texts
+    }
+}
+
 /// A reply that will be ready later (a write waiting for its commit).
 type PendingReply = Pin<Box<dyn std::future::Future<Output = Utf8Bytes> + Send>>;
 
@@ -468,7 +522,7 @@ impl Connection {
     }
 
     /// Wait for every pending reply (before a request that changes this connection's state).
-    async fn drain_pipeline(&mut self, out: &mut Vec<Utf8Bytes>) {
+    async fn drain_pipeline(&mut self, out: &mut Outgoing) {
         while let Some(reply) = self.pipeline.next().await {
             out.push(reply);
         }
@@ -527,7 +581,7 @@ impl Connection {
                 sample = next_ops(&mut self.ops_events), if self.ops_events.is_some() => Input::Ops(sample),
                 push = next_media_push(&mut self.media), if self.media.is_some() => Input::Media(push),
             };
-            let mut out = Vec::new();
+            let mut out = Outgoing::default();
             match input {
                 Input::Frame(None | Some(Ok(Message::Close(_)))) => return Ending::ClientLeft,
                 Input::Frame(Some(Err(err))) => {
@@ -604,7 +658,7 @@ impl Connection {
     }
 
     /// Replies already answered, in order (stops at the first still pending).
-    fn take_ready_replies(&mut self, out: &mut Vec<Utf8Bytes>) {
+    fn take_ready_replies(&mut self, out: &mut Outgoing) {
         while !self.pipeline.is_empty() {
             match self.pipeline.next().now_or_never() {
                 Some(Some(reply)) => out.push(reply),
@@ -613,11 +667,12 @@ impl Connection {
         }
     }
 
-    async fn send_all(&mut self, out: Vec<Utf8Bytes>) -> Result<(), Ending> {
+    async fn send_all(&mut self, out: Outgoing) -> Result<(), Ending> {
         if out.is_empty() {
             return Ok(());
         }
-        let write = crate::websocket::write_texts(&mut self.socket, &out);
+        let texts = out.texts();
+        let write = crate::websocket::write_texts(&mut self.socket, &texts);
         tokio::pin!(write);
         // Most writes finish at once and never touch a timer; only a slow one is timed,
         // counted as stalled after STALL_THRESHOLD and cut at SLOW_CONSUMER_TIMEOUT.
@@ -670,16 +725,16 @@ impl Connection {
     }
 
     /// Bring one subscription's delivery to the socket, keeping versions contiguous.
-    async fn deliver(&mut self, slot: usize, delivery: Delivery, out: &mut Vec<Utf8Bytes>) {
+    async fn deliver(&mut self, slot: usize, delivery: Delivery, out: &mut Outgoing) {
         let Some(Some(follow)) = self.follows.get(slot) else {
             return; // unsubscribed meanwhile
         };
         let last = follow.last;
         match delivery {
             Delivery::Batch(batch) => {
-                for frame in batch.iter() {
+                for (index, frame) in batch.iter().enumerate() {
                     let Some(version) = frame.version else {
-                        out.push(frame.text.clone());
+                        out.push_shared(&batch, index);
                         continue;
                     };
                     let Some(Some(follow)) = self.follows.get(slot) else {
@@ -697,7 +752,7 @@ impl Connection {
                     };
                     if version == follow.last + 1 {
                         follow.last = version;
-                        out.push(frame.text.clone());
+                        out.push_shared(&batch, index);
                         self.batch_states += 1;
                         if self.batch_first.is_none() {
                             self.batch_first = Some((slot, version, frame.durable_at));
@@ -726,7 +781,7 @@ impl Connection {
     }
 
     /// Fetch what the subscriber missed after `last`: events from history, or a resync snapshot.
-    async fn backfill(&mut self, slot: usize, last: u64, out: &mut Vec<Utf8Bytes>) {
+    async fn backfill(&mut self, slot: usize, last: u64, out: &mut Outgoing) {
         let Some(Some(follow)) = self.follows.get_mut(slot) else {
             return;
         };
@@ -782,7 +837,7 @@ impl Connection {
     }
 
     /// Decode and answer one text frame.
-    async fn answer(&mut self, text: &str, out: &mut Vec<Utf8Bytes>) {
+    async fn answer(&mut self, text: &str, out: &mut Outgoing) {
         let request = match decode_request(text) {
             Ok(request) => request,
             Err(rejected) => {
@@ -1096,7 +1151,7 @@ impl Connection {
         request_id: Option<RequestId>,
         campaign: CampaignId,
         since_version: Option<u64>,
-        out: &mut Vec<Utf8Bytes>,
+        out: &mut Outgoing,
     ) {
         let resubscribing = self.slot_of(&campaign).is_some();
         if !resubscribing && self.followed().count() >= self.config.max_subscriptions {
@@ -1136,7 +1191,9 @@ impl Connection {
             Resume::Events { to_version, .. } => *to_version,
         };
         out.push(success(event_type, request_id, &subscription.reply));
-        out.extend(subscription.backlog.into_iter().map(|frame| frame.text));
+        for frame in subscription.backlog {
+            out.push(frame.text);
+        }
         let follow = Follow {
             campaign,
             last: version,

@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::WebSocketStream;
 
 /// An upgraded connection: tungstenite reads; [`write_texts`] writes text.
@@ -163,12 +162,9 @@ fn header_len(len: usize) -> usize {
     }
 }
 
-/// Write `texts` as text frames, in order, with as few `write` calls as the kernel allows.
+/// Write `texts` (valid UTF-8, as every frame Rally makes) as text frames, in order, with as few `write` calls as the kernel allows.
 /// First flushes whatever tungstenite queued (a pong, say), so frames never interleave.
-pub async fn write_texts<S>(
-    socket: &mut WebSocketStream<S>,
-    texts: &[Utf8Bytes],
-) -> std::io::Result<()>
+pub async fn write_texts<S>(socket: &mut WebSocketStream<S>, texts: &[&[u8]]) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -183,7 +179,7 @@ where
     for text in texts {
         let end = at + header_len(text.len());
         slices.push(IoSlice::new(&headers[at..end]));
-        slices.push(IoSlice::new(text.as_bytes()));
+        slices.push(IoSlice::new(text));
         at = end;
     }
     let io = socket.get_mut();
@@ -202,7 +198,7 @@ where
 mod tests {
     use super::*;
     use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
     /// What Rally writes, a real tungstenite client reads back intact: every length encoding,
     /// in one batch, after a pong tungstenite queued itself.
@@ -216,7 +212,8 @@ mod tests {
             .map(|&n| "é".repeat(n / 2).into())
             .collect();
         let writer = tokio::spawn(async move {
-            write_texts(&mut server, &texts).await.unwrap();
+            let bytes: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+            write_texts(&mut server, &bytes).await.unwrap();
             (server, texts)
         });
         let mut got = Vec::new();
