@@ -64,8 +64,11 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 pub const STALL_THRESHOLD: Duration = Duration::from_secs(1);
 /// Requests a connection may have in flight before it stops reading more.
 pub const MAX_PIPELINE: usize = 64;
-/// Ready events written to the socket before one flush.
-const MAX_WRITE_BATCH: usize = 64;
+/// Ready frames gathered into one write (more only when one commit alone is larger). A
+/// subscriber several commits behind catches up in few `writev` calls: 64 → 256 measured
+/// +2 % delivered/s at 1,000 subscribers (BENCHMARKS.md). Each frame is two iovecs; the kernel
+/// takes at most 1,024 per call and the writer loops for the rest.
+const MAX_WRITE_BATCH: usize = 256;
 
 /// Per-connection limits. Defaults are documented in docs/protocol.md.
 #[derive(Debug, Clone)]
