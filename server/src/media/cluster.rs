@@ -310,7 +310,7 @@ impl MediaCluster {
     }
 
     /// Publish queued notes one at a time, in order. At shutdown, what the ending sessions
-    /// queue (their goodbyes to away participants) still goes out for [`DRAIN`].
+    /// queue (their goodbyes to away participants) still goes out, for up to a second.
     async fn send_outbox(self: Arc<Self>, Outbox(mut queue): Outbox, mut shutdown: ShutdownSignal) {
         const DRAIN: Duration = Duration::from_secs(1);
         let mut until: Option<tokio::time::Instant> = None;
@@ -442,10 +442,9 @@ impl MediaCluster {
     }
 
     /// The instance running the session of this away participant.
-    pub fn owner_of(&self, participant: ParticipantId) -> Option<(u32, CampaignId)> {
+    pub fn owner_of(&self, participant: ParticipantId) -> Option<u32> {
         let away = self.away.lock().expect("away lock");
-        away.get(&participant)
-            .map(|a| (a.owner, a.campaign.clone()))
+        away.get(&participant).map(|a| a.owner)
     }
 
     /// Join the session another instance runs.

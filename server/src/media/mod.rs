@@ -303,7 +303,7 @@ impl MediaRelay {
     /// requests keep their order); the reply is to be awaited.
     pub fn request(&self, campaign: &CampaignId, call: Call) -> Reply<Answer> {
         if let Some(cluster) = &self.inner.cluster {
-            if let Some((owner, _)) = cluster.owner_of(call.participant()) {
+            if let Some(owner) = cluster.owner_of(call.participant()) {
                 if let Call::Leave { participant } = call {
                     return match cluster.leave_away(participant) {
                         Some(left) => Box::pin(left.map(|r| r.map(|()| Answer::Done))),
