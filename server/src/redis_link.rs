@@ -162,6 +162,22 @@ impl RedisLink {
         }
     }
 
+    /// `PUBLISH payload` on `channel`; Redis answers with how many subscribers received it.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        payload: &str,
+    ) -> Result<redis::RedisResult<i64>, StoreError> {
+        self.run(|mut conn| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+        .await
+    }
+
     /// Open the circuit (once per incident) and start probing.
     pub fn trip(&self, reason: String) {
         {

@@ -89,17 +89,7 @@ impl EventBus for RedisBus {
                 note,
             })
             .expect("notes serialize");
-            let sent = self
-                .link
-                .run(|mut conn| async move {
-                    redis::cmd("PUBLISH")
-                        .arg(CHANNEL)
-                        .arg(&payload)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                })
-                .await;
-            match sent {
+            match self.link.publish(CHANNEL, &payload).await {
                 Ok(Ok(_)) => {
                     metrics::counter!("rally_bus_published_total").increment(1);
                     tracing::debug!("bus note published");

@@ -195,7 +195,7 @@ type Waiters = HashMap<u64, oneshot::Sender<Result<Answer, ErrorBody>>>;
 /// A participant connected here whose session runs on another instance.
 struct Away {
     campaign: CampaignId,
-    lease: Lease,
+    /// The instance running the session (from its lease when the participant joined).
     owner: u32,
     pushes: mpsc::Sender<Utf8Bytes>,
 }
@@ -330,17 +330,7 @@ impl MediaCluster {
             };
             let Some((to, note)) = next else { return };
             let payload = serde_json::to_string(&note).expect("notes serialize");
-            let channel = channel(to);
-            let receivers = self
-                .link
-                .run(|mut conn| async move {
-                    redis::cmd("PUBLISH")
-                        .arg(&channel)
-                        .arg(&payload)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                })
-                .await;
+            let receivers = self.link.publish(&channel(to), &payload).await;
             let delivered = matches!(receivers, Ok(Ok(n)) if n > 0);
             let direction = if delivered { "sent" } else { "undelivered" };
             metrics::counter!("rally_media_cluster_notes_total", "direction" => direction)
@@ -463,7 +453,6 @@ impl MediaCluster {
             participant,
             Away {
                 campaign: campaign.clone(),
-                lease,
                 owner,
                 pushes: joining.pushes,
             },
@@ -695,12 +684,12 @@ impl MediaCluster {
                 _ = tokio::time::sleep(LEASE_RENEW) => {}
             }
             // Away members, by campaign.
-            let mut campaigns: HashMap<CampaignId, Vec<(ParticipantId, Lease)>> = HashMap::new();
+            let mut campaigns: HashMap<CampaignId, Vec<(ParticipantId, u32)>> = HashMap::new();
             for (&participant, away) in self.away.lock().expect("away lock").iter() {
                 campaigns
                     .entry(away.campaign.clone())
                     .or_default()
-                    .push((participant, away.lease.clone()));
+                    .push((participant, away.owner));
             }
             let mut alive: HashMap<u32, Vec<ParticipantId>> = HashMap::new();
             for (campaign, members) in campaigns {
@@ -721,12 +710,11 @@ impl MediaCluster {
                 // Compared by instance, not nonce: an owner may restart a session it ran (its
                 // old one ended while this join was on the way) under a new nonce.
                 let holder = held.map(Lease).and_then(|held| held.owner());
-                for (participant, lease) in members {
-                    match lease.owner() {
-                        Some(owner) if holder == Some(owner) => {
-                            alive.entry(owner).or_default().push(participant);
-                        }
-                        _ => self.moved(&campaign, participant),
+                for (participant, owner) in members {
+                    if holder == Some(owner) {
+                        alive.entry(owner).or_default().push(participant);
+                    } else {
+                        self.moved(&campaign, participant);
                     }
                 }
             }

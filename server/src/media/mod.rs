@@ -7,10 +7,9 @@
 //! - [`peer`]: how the relay's peer connections are built (codecs, interceptors, ports, NAT).
 //! - [`feedback`]: the interceptor that lets keyframe requests through to the relay.
 //! - [`sdp`]: checks on a browser's SDP before WebRTC parses it.
-//! - `client` (feature `media-client`): a headless participant for tests and the load tool.
-//!
 //! - [`cluster`]: Redis mode — which instance runs a campaign's session, and signaling relayed
 //!   to it from the others.
+//! - `client` (feature `media-client`): a headless participant for tests and the load tool.
 //!
 //! Signaling arrives on the WebSocket (`media:*` requests, see docs/protocol.md); the gateway
 //! calls [`MediaRelay`], which routes each request to its campaign's session, here or on the
