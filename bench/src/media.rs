@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use rally::media::client::{now_ns, sent_at_ns, PacketSink, Publisher, Signal, Stream, Viewer};
+use rally_testkit::{now_ns, sent_at_ns, PacketSink, Publisher, Signaling, Stream, Viewer};
 use serde_json::{json, Value};
 
 use crate::target::{self, Servers, Session, Target};
@@ -175,7 +175,7 @@ pub async fn run(args: MediaArgs) -> Result<()> {
     progress.set_prefix("media");
     let mut viewers = Vec::new();
     for n in 0..args.subscribers {
-        let (signal, pushes) = Signal::connect(addr, None)
+        let (signal, pushes) = Signaling::connect(addr, None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let joined = signal
@@ -199,7 +199,7 @@ pub async fn run(args: MediaArgs) -> Result<()> {
     }
     progress.finish_and_clear();
 
-    let (publisher_signal, _pushes) = Signal::connect(addr, session.token())
+    let (publisher_signal, _pushes) = Signaling::connect(addr, session.token())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let joined = publisher_signal

@@ -8,19 +8,32 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rally_app::model::{Actor, CampaignId, DisplayName, Role, Timestamp};
-use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary, CreateCampaign};
-use rally_app::protocol::{ErrorBody, ErrorCode};
-use serde::{Deserialize, Serialize};
+use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, Timestamp};
+use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
+use rally_app::protocol::session::{SessionInfo, SignIn};
+use rally_app::protocol::ErrorCode;
+use serde::Serialize;
 
-use crate::auth::{self, Source};
+use crate::auth::{self, Keys};
+use crate::campaigns::StateManager;
 use crate::clock;
-use crate::http::{ApiError, AppState};
+use crate::http_error::ApiError;
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub fn router() -> Router<AppState> {
+/// What the API handlers need (an axum sub-state of the app's state).
+#[derive(Clone)]
+pub struct ApiState {
+    pub manager: StateManager,
+    pub keys: Keys,
+    /// Mark cookies `Secure` (the site is served over HTTPS).
+    pub secure_cookies: bool,
+    /// Whether visitors without a session may read campaigns.
+    pub allow_anonymous: bool,
+}
+
+pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/session", get(whoami).post(sign_in).delete(sign_out))
         .route("/campaigns", get(list).post(create))
@@ -59,28 +72,17 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-impl From<ErrorBody> for ApiError {
-    fn from(error: ErrorBody) -> Self {
-        ApiError::new(error.code, error.message)
-    }
+/// The caller's session, if any (see [`auth::identify`]).
+fn identity(state: &ApiState, headers: &HeaderMap) -> Result<Option<Actor>, ApiError> {
+    auth::identify(&state.keys, headers, None, clock::now()).map_err(|err| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            format!("session token rejected: {err}"),
+        )
+    })
 }
 
-/// The caller's session, if any. A bad explicit token is an error; a stale cookie is no session.
-fn identity(state: &AppState, headers: &HeaderMap) -> Result<Option<Actor>, ApiError> {
-    match auth::token_from_request(headers, None) {
-        None => Ok(None),
-        Some((token, source)) => match state.keys.verify_session(token, clock::now()) {
-            Ok(actor) => Ok(Some(actor)),
-            Err(_) if source == Source::Cookie => Ok(None),
-            Err(err) => Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                format!("session token rejected: {err}"),
-            )),
-        },
-    }
-}
-
-fn require_session(state: &AppState, headers: &HeaderMap) -> Result<Actor, ApiError> {
+fn require_session(state: &ApiState, headers: &HeaderMap) -> Result<Actor, ApiError> {
     identity(state, headers)?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
@@ -93,23 +95,9 @@ fn parse_id(id: &str) -> Result<CampaignId, ApiError> {
     CampaignId::parse(id).map_err(|err| ApiError::new(ErrorCode::Invalid, err.to_string()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SignIn {
-    display_name: DisplayName,
-}
-
-/// `POST /api/session` answer.
-#[derive(Serialize)]
-struct SessionInfo {
-    user: Actor,
-    /// For non-browser clients: send as `Authorization: Bearer <token>`. Browsers use the cookie.
-    token: String,
-}
-
 /// Sign in (or rename: an existing session keeps its user id).
 async fn sign_in(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
@@ -125,14 +113,14 @@ async fn sign_in(
 }
 
 async fn whoami(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = require_session(&state, &headers)?;
     Ok(Json(serde_json::json!({ "user": user })))
 }
 
-async fn sign_out(State(state): State<AppState>) -> Response {
+async fn sign_out(State(state): State<ApiState>) -> Response {
     (
         StatusCode::NO_CONTENT,
         [(SET_COOKIE, auth::clear_cookie(state.secure_cookies))],
@@ -140,12 +128,12 @@ async fn sign_out(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Vec<CampaignSummary>>, ApiError> {
+async fn list(State(state): State<ApiState>) -> Result<Json<Vec<CampaignSummary>>, ApiError> {
     Ok(Json(state.manager.list().await?))
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateCampaign>,
 ) -> Result<(StatusCode, Json<CampaignSnapshot>), ApiError> {
@@ -155,13 +143,13 @@ async fn create(
 }
 
 async fn snapshot(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignSnapshot>, ApiError> {
     let id = parse_id(&id)?;
     let user = identity(&state, &headers)?;
-    if user.is_none() && !state.gateway_config.allow_anonymous {
+    if user.is_none() && !state.allow_anonymous {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
             "this server requires a session to read campaigns",
@@ -183,7 +171,7 @@ struct InviteCreated {
 
 /// Owner only: an invite link that makes whoever accepts it an editor.
 async fn invite(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<InviteCreated>), ApiError> {
@@ -210,7 +198,7 @@ async fn invite(
 }
 
 async fn accept_invite(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {

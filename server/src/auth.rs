@@ -234,6 +234,39 @@ pub enum Source {
     Cookie,
 }
 
+/// Who is making this request, for every entry point (WebSocket, HTTP API, rendered pages):
+/// the session its token names, or `None` without a token. An explicit token (header, query)
+/// that does not verify is an error; a stale cookie is no session.
+pub fn identify(
+    keys: &Keys,
+    headers: &axum::http::HeaderMap,
+    query: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<Actor>, TokenError> {
+    let Some((token, source)) = token_from_request(headers, query) else {
+        return Ok(None);
+    };
+    match keys.verify_session(token, now) {
+        Ok(actor) => Ok(Some(actor)),
+        Err(_) if source == Source::Cookie => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Browsers send `Origin`; only the site itself (or configured origins) may open a socket that
+/// carries the user's cookie. Clients without `Origin` (not browsers) authenticate by token.
+pub fn origin_allowed(headers: &axum::http::HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if !allowed.is_empty() {
+        return allowed.iter().any(|a| a.eq_ignore_ascii_case(origin));
+    }
+    let host = headers.get("host").and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
 /// `Set-Cookie` value for a session token (`secure` when served over HTTPS).
 pub fn session_cookie(token: &str, secure: bool) -> String {
     format!(
@@ -306,6 +339,73 @@ mod tests {
             keys.verify_invite(&token, at(10 + INVITE_TTL_SECS)),
             Err(TokenError::Expired)
         );
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> axum::http::HeaderMap {
+        let mut map = axum::http::HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn identify_accepts_good_tokens_ignores_stale_cookies_refuses_bad_tokens() {
+        let keys = Keys::new(b"k");
+        let (ada, token) = keys.issue_session(&DisplayName::parse("Ada").unwrap(), at(10));
+        let now = at(11);
+        assert_eq!(identify(&keys, &headers(&[]), None, now), Ok(None));
+        let bearer = format!("Bearer {token}");
+        assert_eq!(
+            identify(&keys, &headers(&[("authorization", &bearer)]), None, now),
+            Ok(Some(ada.clone()))
+        );
+        assert_eq!(
+            identify(&keys, &headers(&[]), Some(&format!("token={token}")), now),
+            Ok(Some(ada))
+        );
+        let stale = format!("{COOKIE_NAME}=garbage");
+        assert_eq!(
+            identify(&keys, &headers(&[("cookie", &stale)]), None, now),
+            Ok(None)
+        );
+        assert_eq!(
+            identify(
+                &keys,
+                &headers(&[("authorization", "Bearer garbage")]),
+                None,
+                now
+            ),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn origin_rules() {
+        assert!(
+            origin_allowed(&headers(&[("host", "a:3000")]), &[]),
+            "no Origin: not a browser"
+        );
+        assert!(origin_allowed(
+            &headers(&[("host", "a:3000"), ("origin", "http://a:3000")]),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            &headers(&[("host", "a:3000"), ("origin", "http://evil:3000")]),
+            &[]
+        ));
+        let allowed = vec!["http://127.0.0.1:8080".to_string()];
+        assert!(origin_allowed(
+            &headers(&[("host", "a:3000"), ("origin", "http://127.0.0.1:8080")]),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &headers(&[("host", "a:3000"), ("origin", "http://a:3000")]),
+            &allowed
+        ));
     }
 
     #[test]

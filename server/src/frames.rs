@@ -2,7 +2,7 @@
 //! (reference-counted) go to every subscriber.
 
 use rally_app::model::{CampaignEvent, RequestId, Timestamp};
-use rally_app::protocol::{Envelope, EventType, Metadata};
+use rally_app::protocol::{Envelope, ErrorBody, EventState, EventType, Metadata, RejectedFrame};
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -56,6 +56,45 @@ pub fn reply<P: Serialize>(
             timestamp: Some(crate::clock::now()),
         },
     )
+}
+
+/// The `success` reply to a request of type `requested`.
+pub fn success<P: Serialize>(
+    requested: &EventType,
+    request_id: Option<RequestId>,
+    payload: &P,
+) -> Utf8Bytes {
+    reply(
+        requested.with_state(EventState::Success),
+        payload,
+        request_id,
+    )
+}
+
+/// The `failed` reply to a request of type `requested`.
+pub fn failure(
+    requested: &EventType,
+    request_id: Option<RequestId>,
+    error: &ErrorBody,
+) -> Utf8Bytes {
+    reply(requested.with_state(EventState::Failed), error, request_id)
+}
+
+/// The reply to a request of type `requested`, whichever way it went.
+pub fn outcome<P: Serialize>(
+    requested: &EventType,
+    request_id: Option<RequestId>,
+    result: Result<P, ErrorBody>,
+) -> Utf8Bytes {
+    match result {
+        Ok(payload) => success(requested, request_id, &payload),
+        Err(error) => failure(requested, request_id, &error),
+    }
+}
+
+/// The reply to a frame that did not decode into a request.
+pub fn rejection(rejected: RejectedFrame) -> Utf8Bytes {
+    reply(rejected.reply_type, &rejected.error, rejected.request_id)
 }
 
 /// `campaign:state:v1:success` for one applied change.

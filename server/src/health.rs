@@ -6,12 +6,20 @@
 //! instance that cannot serve them (including one that is shutting down).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use serde::Serialize;
 
-use crate::gateway::GatewayStats;
+use crate::campaigns::StateManager;
+use crate::redis::RedisLink;
 use crate::shutdown::ShutdownSignal;
+use crate::stats::GatewayStats;
+use crate::store::Store;
 
 /// Loaded campaigns compared with the store per readiness check.
 pub const CONSISTENCY_SAMPLE: usize = 50;
@@ -31,7 +39,7 @@ pub enum Check {
         shutdown: ShutdownSignal,
     },
     /// Loaded campaigns agree with the store (no writer believes in a version the store lacks).
-    StateConsistency(crate::campaigns::StateManager),
+    StateConsistency(StateManager),
     /// Single-instance mode: events fan out inside this process; nothing to lose contact with.
     InProcessBus,
     /// Subscriber channels are draining: few sockets have refused writes for over a second.
@@ -39,9 +47,9 @@ pub enum Check {
     /// The data directory exists and is writable.
     DataDir(PathBuf),
     /// The campaign store answers a read.
-    Store(std::sync::Arc<dyn crate::store::Store>),
+    Store(Arc<dyn Store>),
     /// Redis mode: the link to Redis is up and answers PING.
-    RedisBus(crate::redis_link::RedisLink),
+    RedisBus(RedisLink),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -126,7 +134,7 @@ impl Check {
                 let pong: String = link
                     .run(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
                     .await
-                    .map_err(|err| err.to_string())?
+                    .map_err(|outage| outage.to_string())?
                     .map_err(|err| format!("Redis PING failed: {err}"))?;
                 Ok(format!("Redis PING answered {pong}"))
             }
@@ -159,4 +167,24 @@ pub async fn readiness(checks: &[Check]) -> ReadinessReport {
         status: if ready { "ready" } else { "not_ready" },
         checks: reports,
     }
+}
+
+/// The checks readiness runs (an axum sub-state).
+#[derive(Clone)]
+pub struct Readiness(pub Arc<[Check]>);
+
+/// `GET /healthz`: the process serves HTTP.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "alive" }))
+}
+
+/// `GET /readyz`: every check, by name; 503 when any fails.
+pub async fn readyz(State(Readiness(checks)): State<Readiness>) -> Response {
+    let report = readiness(&checks).await;
+    let status = if report.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
 }

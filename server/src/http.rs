@@ -6,42 +6,33 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use axum::extract::{FromRef, OriginalUri, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::{FromRef, OriginalUri};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use rally_app::protocol::{ErrorBody, ErrorCode};
+use rally_app::data::ServerData;
+use rally_app::protocol::ErrorCode;
 use rally_app::{shell, App};
-use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::auth::Keys;
+use crate::api::ApiState;
 use crate::campaigns::StateManager;
-use crate::gateway::{self, GatewayConfig, GatewayStats};
-use crate::health::{self, Check};
-use crate::shutdown::ShutdownSignal;
+use crate::gateway::{self, GatewayState};
+use crate::health::{self, Readiness};
+use crate::http_error::ApiError;
 
-/// What every handler can reach. Cheap to clone (all handles).
+/// What every handler can reach; each takes only its part (an axum sub-state). Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
-    pub checks: Arc<[Check]>,
-    pub gateway: GatewayStats,
-    pub gateway_config: Arc<GatewayConfig>,
-    pub manager: StateManager,
-    pub keys: Keys,
-    /// Mark cookies `Secure` (the site is served over HTTPS).
-    pub secure_cookies: bool,
-    pub shutdown: ShutdownSignal,
-    /// Tasks that outlive their HTTP request (upgraded WebSockets); shutdown waits for them.
-    pub tasks: TaskTracker,
-    /// Live samples for `/ops`.
-    pub ops_feed: crate::ops::OpsFeed,
-    /// The media relay (WebRTC SFU).
-    pub media: crate::media::MediaRelay,
+    pub gateway: GatewayState,
+    pub api: ApiState,
+    pub readiness: Readiness,
+    /// Campaign data for server-rendered pages.
+    pub page_data: Arc<dyn ServerData>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -50,39 +41,40 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
-/// A JSON API error: `{"error": {"code": "...", "message": "..."}}` with the code's HTTP status.
-#[derive(Debug)]
-pub struct ApiError(ErrorBody);
-
-impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError(ErrorBody::new(code, message))
+impl FromRef<AppState> for GatewayState {
+    fn from_ref(state: &AppState) -> Self {
+        state.gateway.clone()
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(serde_json::json!({ "error": self.0 }))).into_response()
+impl FromRef<AppState> for Readiness {
+    fn from_ref(state: &AppState) -> Self {
+        state.readiness.clone()
+    }
+}
+
+impl FromRef<AppState> for StateManager {
+    fn from_ref(state: &AppState) -> Self {
+        state.gateway.manager.clone()
     }
 }
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    let api = crate::api::router().fallback(api_not_found);
+    let api = crate::api::router()
+        .fallback(api_not_found)
+        .with_state(state.api.clone());
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/ws", get(gateway::upgrade))
         .nest("/api", api)
         .leptos_routes_with_context(
             &state,
             routes,
             {
-                let data =
-                    crate::page_data::PageData::shared(state.manager.clone(), state.keys.clone());
+                let data = state.page_data.clone();
                 move || leptos::prelude::provide_context(data.clone())
             },
             {
@@ -95,33 +87,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "alive" }))
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    let report = health::readiness(&state.checks).await;
-    let status = if report.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(report)).into_response()
-}
-
-/// Prometheus text exposition.
-async fn metrics(State(state): State<AppState>) -> Response {
-    let body = crate::metrics::render(&state.manager).await;
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
-}
-
 async fn api_not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
@@ -131,11 +96,7 @@ async fn api_not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiErro
 
 /// A handler panicked: the request gets a JSON 500, the incident one Error line, the server lives.
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into());
+    let what = crate::panics::message(panic.as_ref());
     tracing::error!(panic = %what, "request handler panicked");
     ApiError::new(
         ErrorCode::Internal,

@@ -12,15 +12,18 @@ pub mod frames;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod http_error;
 pub mod media;
 pub mod metrics;
 pub mod ops;
 pub mod page_data;
-pub mod redis_link;
+pub mod panics;
+pub mod redis;
+pub mod registry;
 pub mod shutdown;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
-pub mod websocket;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,19 +31,24 @@ use std::time::Duration;
 
 use leptos::config::{Env, LeptosOptions};
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
+use crate::api::ApiState;
 use crate::auth::Keys;
 use crate::bus::redis::RedisBus;
 use crate::bus::{EventBus, InProcessBus, Incoming};
-use crate::campaigns::{ManagerConfig, StateManager};
+use crate::campaigns::{StateManager, WriterConfig};
 use crate::clock::EventIds;
 use crate::config::Config;
-use crate::gateway::{GatewayConfig, GatewayStats};
-use crate::health::Check;
+use crate::gateway::{GatewayConfig, GatewayState};
+use crate::health::{Check, Readiness};
 use crate::http::AppState;
-use crate::redis_link::RedisLink;
+use crate::media::MediaRelay;
+use crate::ops::OpsFeed;
+use crate::redis::RedisLink;
 use crate::shutdown::Shutdown;
+use crate::stats::{GatewayStats, OpsCounters};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::Store;
@@ -63,7 +71,7 @@ pub enum ServerError {
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
-    Redis(#[from] crate::redis_link::LinkError),
+    Redis(#[from] crate::redis::LinkError),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -117,13 +125,58 @@ pub struct Rally {
     store: Arc<dyn Store>,
     keys: Keys,
     manager: StateManager,
+    ops: Arc<OpsCounters>,
     gateway_config: GatewayConfig,
     shutdown: Shutdown,
     /// Redis mode: the link (for readiness and status) and what other instances send.
-    redis: Option<(RedisLink, tokio::sync::mpsc::UnboundedReceiver<Incoming>)>,
+    redis: Option<(RedisLink, mpsc::UnboundedReceiver<Incoming>)>,
     /// Single-instance mode: keeps the always-writable signal alive.
-    _writable: Option<tokio::sync::watch::Sender<bool>>,
-    media: crate::media::MediaRelay,
+    _writable: Option<watch::Sender<bool>>,
+    media: MediaRelay,
+}
+
+/// What the store and bus are, by mode.
+struct Backends {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn EventBus>,
+    writable: watch::Receiver<bool>,
+    redis: Option<(RedisLink, mpsc::UnboundedReceiver<Incoming>)>,
+    always_writable: Option<watch::Sender<bool>>,
+}
+
+impl Backends {
+    /// Redis mode: Redis is the source of truth and the bus. Unreachable at start is fatal: an
+    /// instance without its source of truth could only answer errors. Otherwise the embedded
+    /// store and no bus.
+    async fn open(
+        config: &Config,
+        instance: u32,
+        shutdown: &Shutdown,
+    ) -> Result<Backends, ServerError> {
+        Ok(match &config.redis_url {
+            Some(url) => {
+                let link = RedisLink::connect(url.as_str()).await?;
+                let (bus, incoming) = RedisBus::start(link.clone(), instance, shutdown.signal());
+                Backends {
+                    store: Arc::new(RedisStore::new(link.clone())),
+                    bus: Arc::new(bus),
+                    writable: link.watch(),
+                    redis: Some((link, incoming)),
+                    always_writable: None,
+                }
+            }
+            None => {
+                let (sender, writable) = watch::channel(true);
+                Backends {
+                    store: Arc::new(EmbeddedStore::open(&config.data_dir)?),
+                    bus: Arc::new(InProcessBus),
+                    writable,
+                    redis: None,
+                    always_writable: Some(sender),
+                }
+            }
+        })
+    }
 }
 
 impl Rally {
@@ -139,54 +192,24 @@ impl Rally {
         let shutdown = Shutdown::new();
         let event_ids = EventIds::new();
         let instance = event_ids.instance();
-        // Redis mode: Redis is the source of truth and the bus. Unreachable at start is fatal:
-        // an instance without its source of truth could only answer errors.
-        type Opened = (
-            Arc<dyn Store>,
-            Arc<dyn EventBus>,
-            tokio::sync::watch::Receiver<bool>,
-            Option<(RedisLink, tokio::sync::mpsc::UnboundedReceiver<Incoming>)>,
-            Option<tokio::sync::watch::Sender<bool>>,
-        );
-        let (store, bus, writable, redis, always_writable): Opened = match &config.redis_url {
-            Some(url) => {
-                let link = RedisLink::connect(url.as_str()).await?;
-                let (bus, incoming) =
-                    RedisBus::start(link.clone(), event_ids.instance(), shutdown.signal());
-                let writable = link.watch();
-                (
-                    Arc::new(RedisStore::new(link.clone())),
-                    Arc::new(bus),
-                    writable,
-                    Some((link, incoming)),
-                    None,
-                )
-            }
-            None => {
-                let (sender, writable) = tokio::sync::watch::channel(true);
-                (
-                    Arc::new(EmbeddedStore::open(&config.data_dir)?),
-                    Arc::new(InProcessBus),
-                    writable,
-                    None,
-                    Some(sender),
-                )
-            }
-        };
+        let backends = Backends::open(&config, instance, &shutdown).await?;
         let keys = match &config.session_secret {
             Some(secret) => Keys::new(secret.as_bytes()),
             None => Keys::new(
-                &store
+                &backends
+                    .store
                     .secret("session", || clock::random_bytes::<32>().to_vec())
                     .await?,
             ),
         };
+        let ops = Arc::new(OpsCounters::default());
         let manager = StateManager::new(
-            store.clone(),
-            bus,
-            writable,
+            backends.store.clone(),
+            backends.bus,
+            backends.writable,
             event_ids,
-            ManagerConfig {
+            ops.clone(),
+            WriterConfig {
                 history_len: config.history_len as usize,
                 idle_unload: Duration::from_secs(config.idle_unload_secs),
             },
@@ -201,23 +224,24 @@ impl Rally {
             ops_public: config.ops_public,
             admins: config.admins.clone(),
         };
-        let media = crate::media::MediaRelay::new(
+        let media = MediaRelay::new(
             config.media(),
             instance,
-            redis.as_ref().map(|(link, _)| link.clone()),
+            backends.redis.as_ref().map(|(link, _)| link.clone()),
             shutdown.signal(),
-            manager.ops().clone(),
+            ops.clone(),
         );
         Ok(Rally {
             media,
             config,
-            store,
+            store: backends.store,
             keys,
             manager,
+            ops,
             gateway_config,
             shutdown,
-            redis,
-            _writable: always_writable,
+            redis: backends.redis,
+            _writable: backends.always_writable,
         })
     }
 
@@ -227,7 +251,7 @@ impl Rally {
     }
 
     /// The media relay (tests read its census).
-    pub fn media(&self) -> &crate::media::MediaRelay {
+    pub fn media(&self) -> &MediaRelay {
         &self.media
     }
 
@@ -243,6 +267,7 @@ impl Rally {
             store,
             keys,
             manager,
+            ops,
             gateway_config,
             shutdown,
             redis,
@@ -251,51 +276,39 @@ impl Rally {
         } = self;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let link = redis.as_ref().map(|(link, _)| link.clone());
-        if let Some((link, mut incoming)) = redis {
-            // Route notes from other instances, and the link's ups and downs, to the campaigns.
-            let manager = manager.clone();
-            let mut up = link.watch();
-            let mut stop = shutdown.signal();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.recv() => return,
-                        Some(note) = incoming.recv() => manager.dispatch(note),
-                        changed = up.changed() => {
-                            if changed.is_err() {
-                                return;
-                            }
-                            let writable = *up.borrow_and_update();
-                            manager.set_writable(writable);
-                        }
-                    }
-                }
-            });
+        if let Some((link, incoming)) = redis {
+            tokio::spawn(route_bus(
+                manager.clone(),
+                link,
+                incoming,
+                shutdown.signal(),
+            ));
         }
-        let gateway = GatewayStats::new(gateway_config.max_connections);
-        let bus = match &link {
+        let stats = GatewayStats::new(gateway_config.max_connections);
+        let bus_check = match &link {
             Some(link) => Check::RedisBus(link.clone()),
             None => Check::InProcessBus,
         };
         let checks = vec![
             Check::WebSocketGateway {
-                stats: gateway.clone(),
+                stats: stats.clone(),
                 shutdown: shutdown.signal(),
             },
             Check::StateConsistency(manager.clone()),
-            bus,
-            Check::SubscriberChannels(gateway.clone()),
+            bus_check,
+            Check::SubscriberChannels(stats.clone()),
             Check::DataDir(config.data_dir.clone()),
             Check::Store(store.clone()),
         ];
         crate::metrics::handle(); // install the recorder before anything records
-        let ops_feed = crate::ops::OpsFeed::new();
+        let ops_feed = OpsFeed::new();
         let bus_kind = manager.bus().kind();
         let bus_link = link.clone();
         tokio::spawn(crate::ops::run_sampler(
             ops_feed.clone(),
+            ops.clone(),
             manager.clone(),
-            gateway.clone(),
+            stats.clone(),
             move || rally_app::protocol::ops::BusStatus {
                 kind: bus_kind.to_owned(),
                 connected: bus_link.as_ref().is_none_or(|l| l.is_up()),
@@ -306,20 +319,28 @@ impl Rally {
         let shutdown_manager = manager.clone();
         let state = AppState {
             leptos_options: leptos_options(&config, addr),
-            checks: Arc::from(checks),
-            gateway,
-            gateway_config: Arc::new(gateway_config),
-            manager,
-            keys,
-            secure_cookies: config.secure_cookies,
-            shutdown: shutdown.signal(),
-            tasks: tasks.clone(),
-            ops_feed,
-            media,
+            readiness: Readiness(Arc::from(checks)),
+            page_data: crate::page_data::PageData::shared(manager.clone(), keys.clone()),
+            api: ApiState {
+                manager: manager.clone(),
+                keys: keys.clone(),
+                secure_cookies: config.secure_cookies,
+                allow_anonymous: config.allow_anonymous,
+            },
+            gateway: GatewayState {
+                config: Arc::new(gateway_config),
+                keys,
+                manager,
+                relay: media,
+                stats,
+                ops,
+                ops_feed,
+                shutdown: shutdown.signal(),
+                tasks: tasks.clone(),
+            },
         };
 
         tracing::info!(%addr, data_dir = %config.data_dir.display(), redis = config.redis_url.is_some(), "rally started");
-
         let mut stop = shutdown.signal();
         let serve = axum::serve(listener, http::router(state))
             .with_graceful_shutdown(async move { stop.recv().await });
@@ -352,5 +373,29 @@ impl Rally {
         }
         tracing::info!("rally stopped");
         Ok(())
+    }
+}
+
+/// Redis mode: route notes from other instances, and the link's ups and downs, to the
+/// campaigns, until shutdown.
+async fn route_bus(
+    manager: StateManager,
+    link: RedisLink,
+    mut incoming: mpsc::UnboundedReceiver<Incoming>,
+    mut stop: crate::shutdown::ShutdownSignal,
+) {
+    let mut up = link.watch();
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return,
+            Some(note) = incoming.recv() => manager.dispatch(note),
+            changed = up.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let writable = *up.borrow_and_update();
+                manager.set_writable(writable);
+            }
+        }
     }
 }

@@ -9,6 +9,8 @@
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::campaigns::StateManager;
@@ -155,6 +157,19 @@ fn describe() {
         "rally_tokio_alive_tasks",
         "Tasks alive in the server's runtime (a leak shows as steady growth)"
     );
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn scrape(State(manager): State<StateManager>) -> Response {
+    let body = render(&manager).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// The scrape body: everything recorded, plus per-campaign subscriber counts.

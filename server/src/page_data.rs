@@ -25,8 +25,10 @@ impl PageData {
 
 impl ServerData for PageData {
     fn current_user(&self, request: &axum::http::request::Parts) -> Option<Actor> {
-        let (token, _) = auth::token_from_request(&request.headers, None)?;
-        self.keys.verify_session(token, clock::now()).ok()
+        // A page renders for whoever is signed in; a token that does not verify is no session.
+        auth::identify(&self.keys, &request.headers, None, clock::now())
+            .ok()
+            .flatten()
     }
 
     fn list(&self) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::TestServer;
-use rally::media::client::{is_vp8_keyframe, Publisher, Signal, Stream, Viewer};
+use rally_testkit::{is_vp8_keyframe, Publisher, Signaling, Stream, Viewer};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -35,7 +35,7 @@ struct Watching {
 }
 
 impl Watching {
-    fn start(signal: Signal, pushes: mpsc::UnboundedReceiver<Value>) -> Watching {
+    fn start(signal: Signaling, pushes: mpsc::UnboundedReceiver<Value>) -> Watching {
         let received: Arc<Mutex<Vec<Received>>> = Default::default();
         let sink = received.clone();
         let viewer = Viewer::start(
@@ -61,7 +61,7 @@ impl Watching {
 }
 
 /// Go live, remembering every payload sent.
-async fn go_live(signal: &Signal, sent: &Arc<Mutex<HashSet<Bytes>>>) -> Publisher {
+async fn go_live(signal: &Signaling, sent: &Arc<Mutex<HashSet<Bytes>>>) -> Publisher {
     let sent = sent.clone();
     Publisher::go_live(
         signal,
@@ -75,19 +75,22 @@ async fn go_live(signal: &Signal, sent: &Arc<Mutex<HashSet<Bytes>>>) -> Publishe
     .expect("goes live")
 }
 
-async fn request(signal: &Signal, event_type: &str, payload: Value) -> Value {
+async fn request(signal: &Signaling, event_type: &str, payload: Value) -> Value {
     signal.request(event_type, payload).await.expect("a reply")
 }
 
-async fn join(server: &TestServer, token: &str) -> (Signal, mpsc::UnboundedReceiver<Value>, Value) {
+async fn join(
+    server: &TestServer,
+    token: &str,
+) -> (Signaling, mpsc::UnboundedReceiver<Value>, Value) {
     join_at(server.addr, token).await
 }
 
 async fn join_at(
     addr: std::net::SocketAddr,
     token: &str,
-) -> (Signal, mpsc::UnboundedReceiver<Value>, Value) {
-    let (signal, pushes) = Signal::connect(addr, Some(token)).await.unwrap();
+) -> (Signaling, mpsc::UnboundedReceiver<Value>, Value) {
+    let (signal, pushes) = Signaling::connect(addr, Some(token)).await.unwrap();
     let reply = request(
         &signal,
         "media:join:v1:requested",
@@ -390,7 +393,7 @@ async fn join_publish_leave_churn_returns_every_resource() {
 
     // One WebSocket for the publisher, reused: the cycles measure the relay, not TCP.
     let (publisher, mut publisher_pushes) =
-        Signal::connect(server.addr, Some(&owner)).await.unwrap();
+        Signaling::connect(server.addr, Some(&owner)).await.unwrap();
     tokio::spawn(async move { while publisher_pushes.recv().await.is_some() {} });
 
     let cycle = |n: usize| {
@@ -553,7 +556,7 @@ async fn the_public_ip_is_what_browsers_are_told() {
     ada.create_campaign(CAMPAIGN, "Live room").await;
     let (signal, _pushes, joined) = join(&server, &owner).await;
     assert_eq!(joined["payload"]["can_publish"], true);
-    let mut peer = rally::media::client::Peer::new().await.unwrap();
+    let mut peer = rally_testkit::Peer::new().await.unwrap();
     peer.pc
         .add_transceiver_from_kind(
             RtpCodecKind::Video,
@@ -744,7 +747,7 @@ async fn a_session_spans_instances_and_recovers_when_an_instance_dies() {
     third.kill();
     wait_until(
         "the owner to let go of Carol",
-        rally::media::cluster::VISITOR_TTL + 2 * rally::media::cluster::LEASE_RENEW,
+        rally::media::cluster::VISITOR_TTL + 2 * rally::media::lease::LEASE_RENEW,
         || relay.census().participants == 2,
     )
     .await;
@@ -757,9 +760,7 @@ async fn a_session_spans_instances_and_recovers_when_an_instance_dies() {
 /// How long a dead owner's participants may wait to be told: the lease runs out, then the next
 /// check notices (plus slack for a loaded machine).
 fn cluster_timeout() -> Duration {
-    rally::media::cluster::LEASE_TTL
-        + 2 * rally::media::cluster::LEASE_RENEW
-        + Duration::from_secs(2)
+    rally::media::lease::LEASE_TTL + 2 * rally::media::lease::LEASE_RENEW + Duration::from_secs(2)
 }
 
 fn redis_get(redis: &common::TestRedis, key: &str) -> Option<String> {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::io::{BrowserIo, SocketEvents, SocketHandle};
 use super::live::{ConnectionStatus, LiveClient, Output};
 use crate::model::CampaignId;
-use crate::protocol::{ErrorBody, EventType};
+use crate::protocol::{ClientRequest, ErrorBody};
 
 type ReplyFn = Box<dyn FnOnce(Result<Value, ErrorBody>)>;
 /// Receives a subscribed campaign's outputs (subscribed, state, presence, resync, failure).
@@ -189,12 +189,11 @@ impl Connection {
     /// Send a request (queued while disconnected); `on_reply` gets its answer.
     pub fn request(
         &self,
-        event_type: EventType,
-        payload: Value,
+        request: ClientRequest,
         on_reply: impl FnOnce(Result<Value, ErrorBody>) + 'static,
     ) -> String {
         let inner: &Rc<Inner> = &self.inner;
-        let (id, out) = inner.client.borrow_mut().request(event_type, payload);
+        let (id, out) = inner.client.borrow_mut().request(request);
         inner
             .replies
             .borrow_mut()

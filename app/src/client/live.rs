@@ -18,16 +18,16 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde_json::Value;
 
-use crate::model::{CampaignEvent, CampaignId};
+use crate::model::{CampaignEvent, CampaignId, RequestId};
 use crate::protocol::campaign::{
-    PresenceChanged, Resume, Resync, SubscribeReply, SubscriptionEnded, Writable, PRESENCE_EVENT,
-    RESYNC, STATE_EVENT, SUBSCRIBE, SUBSCRIPTION_ENDED, WRITABLE,
+    CampaignRef, PresenceChanged, Resume, Resync, Subscribe, SubscribeReply, SubscriptionEnded,
+    Writable, PRESENCE_EVENT, RESYNC, STATE_EVENT, SUBSCRIPTION_ENDED, WRITABLE,
 };
 use crate::protocol::media::{
     MediaEnded, MediaTracks, SessionDescription, ENDED_EVENT, OFFER_EVENT, TRACKS_EVENT,
 };
-use crate::protocol::ops::{OpsHistory, OpsSample, OPS_SAMPLE, OPS_SUBSCRIBE};
-use crate::protocol::{Envelope, ErrorBody, ErrorCode, EventState, EventType};
+use crate::protocol::ops::{OpsHistory, OpsSample, OPS_SAMPLE};
+use crate::protocol::{ClientRequest, Empty, Envelope, ErrorBody, ErrorCode, EventState};
 
 /// What the connection indicator shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,11 +120,6 @@ pub enum MediaPush {
     Ended(MediaEnded),
 }
 
-struct Pending {
-    event_type: EventType,
-    payload: Value,
-}
-
 /// See the module documentation.
 pub struct LiveClient {
     backoff: Backoff,
@@ -136,9 +131,9 @@ pub struct LiveClient {
     /// Campaign → last version delivered (None until the first subscribe reply).
     subscriptions: BTreeMap<CampaignId, Option<u64>>,
     /// Requests not yet sent, in order.
-    outbox: VecDeque<(String, Pending)>,
+    outbox: VecDeque<(String, ClientRequest)>,
     /// Sent, awaiting their reply.
-    in_flight: HashMap<String, Pending>,
+    in_flight: HashMap<String, ClientRequest>,
     /// Order in which in-flight requests were sent (to re-send in the same order).
     in_flight_order: Vec<String>,
     /// Following the ops view (re-requested after every reconnect).
@@ -151,13 +146,21 @@ impl Default for LiveClient {
     }
 }
 
-fn frame(event_type: &EventType, payload: &Value, request_id: &str) -> String {
-    serde_json::json!({
-        "type": event_type.to_string(),
-        "payload": payload,
-        "request_id": request_id,
-    })
-    .to_string()
+fn frame(request: &ClientRequest, request_id: &str) -> String {
+    let id = RequestId::parse(request_id).expect("the client's request ids are valid");
+    request.to_frame(&id)
+}
+
+/// Media requests belong to the connection's media session, which ends with the connection.
+fn is_media(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::MediaJoin(_)
+            | ClientRequest::MediaPublish(_)
+            | ClientRequest::MediaAnswer(_)
+            | ClientRequest::MediaCandidate(_)
+            | ClientRequest::MediaLeave(_)
+    )
 }
 
 impl LiveClient {
@@ -204,14 +207,10 @@ impl LiveClient {
         if self.ops {
             out.push(self.ops_frame());
         }
-        while let Some((id, pending)) = self.outbox.pop_front() {
-            out.push(Output::Send(frame(
-                &pending.event_type,
-                &pending.payload,
-                &id,
-            )));
+        while let Some((id, request)) = self.outbox.pop_front() {
+            out.push(Output::Send(frame(&request, &id)));
             self.in_flight_order.push(id.clone());
-            self.in_flight.insert(id, pending);
+            self.in_flight.insert(id, request);
         }
         out
     }
@@ -225,12 +224,13 @@ impl LiveClient {
         let order = std::mem::take(&mut self.in_flight_order);
         for id in order.into_iter().rev() {
             if let Some(pending) = self.in_flight.remove(&id) {
-                if pending.event_type.same_operation(&SUBSCRIBE)
-                    || pending.event_type.same_operation(&OPS_SUBSCRIBE)
-                {
+                if matches!(
+                    pending,
+                    ClientRequest::Subscribe(_) | ClientRequest::OpsSubscribe(_)
+                ) {
                     continue; // subscriptions are re-made on open
                 }
-                if pending.event_type.service() == "media" {
+                if is_media(&pending) {
                     failed.push(Output::Reply {
                         request_id: id,
                         result: Err(ErrorBody::new(
@@ -313,64 +313,53 @@ impl LiveClient {
     }
 
     fn ops_frame(&mut self) -> Output {
-        let id = format!("ops-{}", self.next_request);
+        self.send_now(ClientRequest::OpsSubscribe(Empty {})).1
+    }
+
+    fn next_id(&mut self) -> String {
+        let id = format!("r{}", self.next_request);
         self.next_request += 1;
-        let payload = serde_json::json!({});
-        let text = frame(&OPS_SUBSCRIBE, &payload, &id);
+        id
+    }
+
+    /// Send on the open socket and wait for the reply.
+    fn send_now(&mut self, request: ClientRequest) -> (String, Output) {
+        let id = self.next_id();
+        let text = frame(&request, &id);
         self.in_flight_order.push(id.clone());
-        self.in_flight.insert(
-            id,
-            Pending {
-                event_type: OPS_SUBSCRIBE,
-                payload,
-            },
-        );
-        Output::Send(text)
+        self.in_flight.insert(id.clone(), request);
+        (id, Output::Send(text))
     }
 
     pub fn unsubscribe(&mut self, campaign: &CampaignId) -> Vec<Output> {
         if self.subscriptions.remove(campaign).is_none() {
             return Vec::new();
         }
-        let payload = serde_json::json!({ "campaign_id": campaign });
-        let (_, out) = self.request(
-            EventType::new("campaign", "unsubscribe", 1, EventState::Requested),
-            payload,
-        );
+        let (_, out) = self.request(ClientRequest::Unsubscribe(CampaignRef {
+            campaign_id: campaign.clone(),
+        }));
         out
     }
 
     fn subscribe_frame(&mut self, campaign: &CampaignId, since: Option<u64>) -> Output {
-        let id = format!("sub-{}-{}", campaign, self.next_request);
-        self.next_request += 1;
-        let mut payload = serde_json::json!({ "campaign_id": campaign });
-        if let Some(since) = since {
-            payload["since_version"] = since.into();
-        }
-        let text = frame(&SUBSCRIBE, &payload, &id);
-        self.in_flight_order.push(id.clone());
-        self.in_flight.insert(
-            id,
-            Pending {
-                event_type: SUBSCRIBE,
-                payload,
-            },
-        );
-        Output::Send(text)
+        self.send_now(ClientRequest::Subscribe(Subscribe {
+            campaign_id: campaign.clone(),
+            since_version: since,
+        }))
+        .1
     }
 
     /// Send a request now, or queue it until connected. Returns its request id.
     ///
     /// Media requests are the exception: a media session lives and dies with its connection, so
     /// they are never queued or replayed — without an open connection they fail at once.
-    pub fn request(&mut self, event_type: EventType, payload: Value) -> (String, Vec<Output>) {
-        let id = format!("r{}", self.next_request);
-        self.next_request += 1;
-        let pending = Pending {
-            event_type,
-            payload,
-        };
-        if !self.open && pending.event_type.service() == "media" {
+    pub fn request(&mut self, request: ClientRequest) -> (String, Vec<Output>) {
+        if self.open {
+            let (id, out) = self.send_now(request);
+            return (id, vec![out]);
+        }
+        let id = self.next_id();
+        if is_media(&request) {
             return (
                 id.clone(),
                 vec![Output::Reply {
@@ -382,15 +371,8 @@ impl LiveClient {
                 }],
             );
         }
-        if self.open {
-            let text = frame(&pending.event_type, &pending.payload, &id);
-            self.in_flight_order.push(id.clone());
-            self.in_flight.insert(id.clone(), pending);
-            (id, vec![Output::Send(text)])
-        } else {
-            self.outbox.push_back((id.clone(), pending));
-            (id, Vec::new())
-        }
+        self.outbox.push_back((id.clone(), request));
+        (id, Vec::new())
     }
 
     /// Requests waiting for a connection.
@@ -486,8 +468,8 @@ impl LiveClient {
     fn reply(
         &mut self,
         request_id: &str,
-        pending: Pending,
-        event_type: &EventType,
+        pending: ClientRequest,
+        event_type: &crate::protocol::EventType,
         payload: Value,
     ) -> Vec<Output> {
         let result = match event_type.state() {
@@ -495,7 +477,7 @@ impl LiveClient {
                 .unwrap_or_else(|_| ErrorBody::new(ErrorCode::Internal, "unreadable error"))),
             _ => Ok(payload),
         };
-        if pending.event_type.same_operation(&OPS_SUBSCRIBE) {
+        if matches!(pending, ClientRequest::OpsSubscribe(_)) {
             let history = result.and_then(|payload| {
                 serde_json::from_value::<OpsHistory>(payload)
                     .map_err(|err| ErrorBody::new(ErrorCode::Internal, err.to_string()))
@@ -505,19 +487,15 @@ impl LiveClient {
             }
             return vec![Output::OpsHistory(history)];
         }
-        if !pending.event_type.same_operation(&SUBSCRIBE) {
+        let ClientRequest::Subscribe(Subscribe {
+            campaign_id: campaign,
+            ..
+        }) = pending
+        else {
             return vec![Output::Reply {
                 request_id: request_id.to_owned(),
                 result,
             }];
-        }
-        let campaign = pending
-            .payload
-            .get("campaign_id")
-            .and_then(|v| v.as_str())
-            .and_then(|s| CampaignId::parse(s).ok());
-        let Some(campaign) = campaign else {
-            return Vec::new();
         };
         match result {
             Ok(payload) => {
@@ -577,6 +555,17 @@ mod tests {
 
     fn id(s: &str) -> CampaignId {
         CampaignId::parse(s).unwrap()
+    }
+
+    fn title(n: u32) -> ClientRequest {
+        ClientRequest::Write(crate::model::Write::Update(crate::model::UpdateFields {
+            campaign_id: id("c"),
+            updates: FieldUpdates {
+                title: Some(format!("t{n}")),
+                ..Default::default()
+            },
+            base_version: None,
+        }))
     }
 
     fn sent(out: &[Output]) -> Vec<Value> {
@@ -652,9 +641,9 @@ mod tests {
                 Output::OpenSocket
             ]
         );
-        let (a, out) = client.request(crate::protocol::campaign::UPDATE, json!({"n": 1}));
+        let (a, out) = client.request(title(1));
         assert!(out.is_empty());
-        let (b, _) = client.request(crate::protocol::campaign::UPDATE, json!({"n": 2}));
+        let (b, _) = client.request(title(2));
         assert_eq!(client.queued(), 2);
         let out = client.opened();
         let frames = sent(&out);
@@ -673,8 +662,8 @@ mod tests {
         let mut client = LiveClient::default();
         client.start();
         client.opened();
-        let (a, _) = client.request(crate::protocol::campaign::UPDATE, json!({"n": 1}));
-        let (b, _) = client.request(crate::protocol::campaign::UPDATE, json!({"n": 2}));
+        let (a, _) = client.request(title(1));
+        let (b, _) = client.request(title(2));
         let out = client.closed(0.5);
         assert!(matches!(
             out[0],
@@ -711,15 +700,22 @@ mod tests {
     fn media_requests_are_never_queued_or_replayed() {
         let mut client = LiveClient::default();
         client.start();
-        let (a, out) = client.request(crate::protocol::media::JOIN, json!({"campaign_id": "c"}));
+        let (a, out) = client.request(ClientRequest::MediaJoin(
+            crate::protocol::media::MediaJoin {
+                campaign_id: id("c"),
+            },
+        ));
         assert!(
             matches!(&out[..], [Output::Reply { request_id, result: Err(e) }] if *request_id == a && e.code == ErrorCode::Unavailable),
             "{out:?}"
         );
         assert_eq!(client.queued(), 0);
         client.opened();
-        let (b, _) = client.request(crate::protocol::media::PUBLISH, json!({"sdp": "v=0"}));
-        let (c, _) = client.request(crate::protocol::campaign::UPDATE, json!({"n": 1}));
+        let (b, _) = client.request(ClientRequest::MediaPublish(SessionDescription {
+            campaign_id: id("c"),
+            sdp: "v=0".into(),
+        }));
+        let (c, _) = client.request(title(1));
         let out = client.closed(0.5);
         assert!(
             out.iter().any(

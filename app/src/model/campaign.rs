@@ -270,7 +270,17 @@ impl CampaignState {
                 event: event.version,
             });
         }
-        match &event.change {
+        self.apply_change(&event.change)?;
+        self.version = event.version;
+        self.updated_at = event.changed_at;
+        self.updated_by = event.changed_by.clone();
+        Ok(())
+    }
+
+    /// Make `change` to the fields it touches; the version and the last-change stamps stay. The
+    /// browser shows its unconfirmed writes with this (see [`super::write`]).
+    pub fn apply_change(&mut self, change: &Change) -> Result<(), ApplyError> {
+        match change {
             Change::Created { .. } => return Err(ApplyError::UnexpectedCreate),
             Change::Fields { updates } => {
                 if let Some(title) = &updates.title {
@@ -301,9 +311,6 @@ impl CampaignState {
                 }
             }
         }
-        self.version = event.version;
-        self.updated_at = event.changed_at;
-        self.updated_by = event.changed_by.clone();
         Ok(())
     }
 }

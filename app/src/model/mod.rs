@@ -6,6 +6,7 @@ mod describe;
 mod ids;
 pub mod limits;
 mod timestamp;
+mod write;
 
 pub use access::{DisplayName, Presence, Role, Viewer, PRESENCE_LIST_MAX};
 pub use campaign::{
@@ -18,3 +19,4 @@ pub use ids::{
     UserIdError, MAX_CAMPAIGN_ID_LEN, MAX_REQUEST_ID_LEN,
 };
 pub use timestamp::{Timestamp, TimestampError};
+pub use write::{ConfigChange, CreateCampaign, FeatureChange, FeatureOp, UpdateFields, Write};

@@ -84,8 +84,15 @@ fn CreateCampaign() -> impl IntoView {
         let Some(io) = io.clone() else { return };
         let io = (*io).clone();
         let navigate = navigate.clone();
-        let body = serde_json::json!({"campaign_id": campaign_id, "title": title.get_untracked()})
-            .to_string();
+        let create = crate::model::CreateCampaign {
+            campaign_id,
+            title: title.get_untracked(),
+            description: String::new(),
+            status: Default::default(),
+            features: Vec::new(),
+            config: Default::default(),
+        };
+        let body = serde_json::to_string(&create).expect("a new campaign serializes");
         leptos::task::spawn_local(async move {
             match io.http("POST", "/api/campaigns", Some(body)).await {
                 Ok((status, text)) => match decode_response::<CampaignSnapshot>(status, &text) {

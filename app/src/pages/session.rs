@@ -68,7 +68,8 @@ pub fn SignIn() -> impl IntoView {
         let Some(io) = io.clone() else { return };
         let io = (*io).clone();
         leptos::task::spawn_local(async move {
-            let body = serde_json::json!({ "display_name": display_name }).to_string();
+            let body = serde_json::to_string(&crate::protocol::session::SignIn { display_name })
+                .expect("a sign-in serializes");
             match io.http("POST", "/api/session", Some(body)).await {
                 Ok((status, text)) => match decode_response::<serde_json::Value>(status, &text) {
                     Ok(_) => io.reload(),

@@ -1,16 +1,11 @@
 //! Payloads of the `campaign` service: what clients request and what the server answers and pushes.
 //! docs/protocol.md shows each as JSON.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use super::{ErrorBody, EventState, EventType};
-use crate::model::{
-    CampaignId, CampaignState, CampaignStatus, ConfigMode, EventId, Feature, FieldUpdates,
-    Presence, Role, SectionName, UserId,
-};
+use crate::model::{CampaignId, CampaignState, CampaignStatus, EventId, Presence, Role, UserId};
+pub use crate::model::{ConfigChange, CreateCampaign, FeatureChange, FeatureOp, UpdateFields};
 
 pub const CREATE: EventType = EventType::new("campaign", "create", 1, EventState::Requested);
 pub const SUBSCRIBE: EventType = EventType::new("campaign", "subscribe", 1, EventState::Requested);
@@ -36,22 +31,6 @@ pub const WRITABLE: EventType = EventType::new("campaign", "writable", 1, EventS
 pub const SUBSCRIPTION_ENDED: EventType =
     EventType::new("campaign", "subscription", 1, EventState::Completed);
 
-/// `campaign:create:v1:requested`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCampaign {
-    pub campaign_id: CampaignId,
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub status: CampaignStatus,
-    #[serde(default)]
-    pub features: Vec<Feature>,
-    #[serde(default)]
-    pub config: BTreeMap<SectionName, Map<String, Value>>,
-}
-
 /// `campaign:subscribe:v1:requested`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,50 +46,6 @@ pub struct Subscribe {
 #[serde(deny_unknown_fields)]
 pub struct CampaignRef {
     pub campaign_id: CampaignId,
-}
-
-/// `campaign:update:v1:requested`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateFields {
-    pub campaign_id: CampaignId,
-    pub updates: FieldUpdates,
-    /// The version the client's edit was based on. If any field this update touches changed
-    /// after it, the update is refused with `conflict`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_version: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FeatureOp {
-    Add,
-    Remove,
-    Set,
-}
-
-/// `campaign:feature:v1:requested`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeatureChange {
-    pub campaign_id: CampaignId,
-    pub op: FeatureOp,
-    pub features: Vec<Feature>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_version: Option<u64>,
-}
-
-/// `campaign:config:v1:requested`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigChange {
-    pub campaign_id: CampaignId,
-    pub section: SectionName,
-    pub values: Map<String, Value>,
-    #[serde(default)]
-    pub mode: ConfigMode,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_version: Option<u64>,
 }
 
 /// Success payload of create and snapshot: the whole state, and the requester's role.
@@ -131,6 +66,28 @@ pub struct WriteAck {
     pub event_id: Option<EventId>,
     /// True when the campaign already had the requested values: no new version, no event.
     pub unchanged: bool,
+}
+
+impl WriteAck {
+    /// The write made `event`.
+    pub fn changed(event: &crate::model::CampaignEvent) -> Self {
+        WriteAck {
+            campaign_id: event.campaign_id.clone(),
+            version: event.version,
+            event_id: Some(event.event_id),
+            unchanged: false,
+        }
+    }
+
+    /// The campaign, at `version`, already had what the write asked for.
+    pub fn unchanged(campaign_id: CampaignId, version: u64) -> Self {
+        WriteAck {
+            campaign_id,
+            version,
+            event_id: None,
+            unchanged: true,
+        }
+    }
 }
 
 /// Why a subscription starts from a snapshot instead of replayed events.

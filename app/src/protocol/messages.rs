@@ -7,12 +7,11 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::campaign::{
-    CampaignRef, ConfigChange, CreateCampaign, FeatureChange, Subscribe, UpdateFields,
-};
-use super::media::{IceCandidate, MediaJoin, SessionDescription};
+use super::campaign::{self, CampaignRef, Subscribe};
+use super::media::{self, IceCandidate, MediaJoin, SessionDescription};
+use super::ops::OPS_SUBSCRIBE;
 use super::{Envelope, ErrorBody, ErrorCode, EventState, EventType};
-use crate::model::{RequestId, Timestamp};
+use crate::model::{CreateCampaign, RequestId, Timestamp, Write};
 
 /// The reply type for frames that cannot be attributed to any operation (not JSON, no valid
 /// `type`): `system:frame:v1:failed`.
@@ -28,7 +27,8 @@ pub struct Request {
     pub body: ClientRequest,
 }
 
-/// Every operation a client can request, with its typed payload.
+/// Every operation a client can request, with its typed payload. The server decodes frames
+/// into these ([`decode_request`]); the browser builds them and sends [`ClientRequest::to_frame`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {
     Ping(Empty),
@@ -36,9 +36,8 @@ pub enum ClientRequest {
     Subscribe(Subscribe),
     Unsubscribe(CampaignRef),
     Snapshot(CampaignRef),
-    Update(UpdateFields),
-    Feature(FeatureChange),
-    Config(ConfigChange),
+    /// `campaign:update`, `campaign:feature` and `campaign:config`.
+    Write(Write),
     OpsSubscribe(Empty),
     MediaJoin(MediaJoin),
     MediaPublish(SessionDescription),
@@ -50,13 +49,60 @@ pub enum ClientRequest {
 impl ClientRequest {
     /// True for requests that change state (and count against the write rate limit).
     pub fn is_write(&self) -> bool {
-        matches!(
-            self,
-            ClientRequest::Create(_)
-                | ClientRequest::Update(_)
-                | ClientRequest::Feature(_)
-                | ClientRequest::Config(_)
-        )
+        matches!(self, ClientRequest::Create(_) | ClientRequest::Write(_))
+    }
+
+    /// The `requested` type this request travels as.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            ClientRequest::Ping(_) => PING_REQUESTED,
+            ClientRequest::Create(_) => campaign::CREATE,
+            ClientRequest::Subscribe(_) => campaign::SUBSCRIBE,
+            ClientRequest::Unsubscribe(_) => campaign::UNSUBSCRIBE,
+            ClientRequest::Snapshot(_) => campaign::SNAPSHOT,
+            ClientRequest::Write(Write::Update(_)) => campaign::UPDATE,
+            ClientRequest::Write(Write::Feature(_)) => campaign::FEATURE,
+            ClientRequest::Write(Write::Config(_)) => campaign::CONFIG,
+            ClientRequest::OpsSubscribe(_) => OPS_SUBSCRIBE,
+            ClientRequest::MediaJoin(_) => media::JOIN,
+            ClientRequest::MediaPublish(_) => media::PUBLISH,
+            ClientRequest::MediaAnswer(_) => media::ANSWER,
+            ClientRequest::MediaCandidate(_) => media::CANDIDATE,
+            ClientRequest::MediaLeave(_) => media::LEAVE,
+        }
+    }
+
+    /// The text frame that carries this request with `request_id`.
+    pub fn to_frame(&self, request_id: &RequestId) -> String {
+        fn frame<P: Serialize>(event_type: EventType, payload: &P, id: &RequestId) -> String {
+            let envelope = Envelope::new(event_type, payload).with_request_id(Some(id.clone()));
+            serde_json::to_string(&envelope).expect("protocol types always serialize")
+        }
+        let event_type = self.event_type();
+        match self {
+            ClientRequest::Ping(p) | ClientRequest::OpsSubscribe(p) => {
+                frame(event_type, p, request_id)
+            }
+            ClientRequest::Create(p) => frame(event_type, p, request_id),
+            ClientRequest::Subscribe(p) => frame(event_type, p, request_id),
+            ClientRequest::Unsubscribe(p)
+            | ClientRequest::Snapshot(p)
+            | ClientRequest::MediaLeave(p) => frame(event_type, p, request_id),
+            ClientRequest::Write(Write::Update(p)) => frame(event_type, p, request_id),
+            ClientRequest::Write(Write::Feature(p)) => frame(event_type, p, request_id),
+            ClientRequest::Write(Write::Config(p)) => frame(event_type, p, request_id),
+            ClientRequest::MediaJoin(p) => frame(event_type, p, request_id),
+            ClientRequest::MediaPublish(p) | ClientRequest::MediaAnswer(p) => {
+                frame(event_type, p, request_id)
+            }
+            ClientRequest::MediaCandidate(p) => frame(event_type, p, request_id),
+        }
+    }
+}
+
+impl From<Write> for ClientRequest {
+    fn from(write: Write) -> Self {
+        ClientRequest::Write(write)
     }
 }
 
@@ -128,51 +174,34 @@ pub fn decode_request(text: &str) -> Result<Request, RejectedFrame> {
         event_type.action(),
         event_type.version(),
     ) {
-        ("system", "ping", 1) => ClientRequest::Ping(typed_payload(payload).map_err(invalid)?),
-        ("campaign", "create", 1) => {
-            ClientRequest::Create(typed_payload(payload).map_err(invalid)?)
-        }
-        ("campaign", "subscribe", 1) => {
-            ClientRequest::Subscribe(typed_payload(payload).map_err(invalid)?)
-        }
-        ("campaign", "unsubscribe", 1) => {
-            ClientRequest::Unsubscribe(typed_payload(payload).map_err(invalid)?)
-        }
-        ("campaign", "snapshot", 1) => {
-            ClientRequest::Snapshot(typed_payload(payload).map_err(invalid)?)
-        }
+        ("system", "ping", 1) => typed_payload(payload).map(ClientRequest::Ping),
+        ("campaign", "create", 1) => typed_payload(payload).map(ClientRequest::Create),
+        ("campaign", "subscribe", 1) => typed_payload(payload).map(ClientRequest::Subscribe),
+        ("campaign", "unsubscribe", 1) => typed_payload(payload).map(ClientRequest::Unsubscribe),
+        ("campaign", "snapshot", 1) => typed_payload(payload).map(ClientRequest::Snapshot),
         ("campaign", "update", 1) => {
-            ClientRequest::Update(typed_payload(payload).map_err(invalid)?)
+            typed_payload(payload).map(|w| ClientRequest::Write(Write::Update(w)))
         }
         ("campaign", "feature", 1) => {
-            ClientRequest::Feature(typed_payload(payload).map_err(invalid)?)
+            typed_payload(payload).map(|w| ClientRequest::Write(Write::Feature(w)))
         }
         ("campaign", "config", 1) => {
-            ClientRequest::Config(typed_payload(payload).map_err(invalid)?)
+            typed_payload(payload).map(|w| ClientRequest::Write(Write::Config(w)))
         }
-        ("ops", "subscribe", 1) => {
-            ClientRequest::OpsSubscribe(typed_payload(payload).map_err(invalid)?)
-        }
-        ("media", "join", 1) => ClientRequest::MediaJoin(typed_payload(payload).map_err(invalid)?),
-        ("media", "publish", 1) => {
-            ClientRequest::MediaPublish(typed_payload(payload).map_err(invalid)?)
-        }
-        ("media", "answer", 1) => {
-            ClientRequest::MediaAnswer(typed_payload(payload).map_err(invalid)?)
-        }
-        ("media", "candidate", 1) => {
-            ClientRequest::MediaCandidate(typed_payload(payload).map_err(invalid)?)
-        }
-        ("media", "leave", 1) => {
-            ClientRequest::MediaLeave(typed_payload(payload).map_err(invalid)?)
-        }
+        ("ops", "subscribe", 1) => typed_payload(payload).map(ClientRequest::OpsSubscribe),
+        ("media", "join", 1) => typed_payload(payload).map(ClientRequest::MediaJoin),
+        ("media", "publish", 1) => typed_payload(payload).map(ClientRequest::MediaPublish),
+        ("media", "answer", 1) => typed_payload(payload).map(ClientRequest::MediaAnswer),
+        ("media", "candidate", 1) => typed_payload(payload).map(ClientRequest::MediaCandidate),
+        ("media", "leave", 1) => typed_payload(payload).map(ClientRequest::MediaLeave),
         _ => {
             return Err(reject(
                 ErrorCode::Invalid,
                 format!("unknown message type `{event_type}`"),
             ))
         }
-    };
+    }
+    .map_err(invalid)?;
     Ok(Request {
         event_type,
         request_id,
@@ -220,6 +249,64 @@ mod tests {
                 .unwrap();
         assert_eq!(request.body, ClientRequest::Ping(Empty {}));
         assert_eq!(request.request_id.unwrap().as_str(), "a");
+    }
+
+    /// What the browser sends is what the server reads back.
+    #[test]
+    fn every_request_survives_its_frame() {
+        let c = || crate::model::CampaignId::parse("c").unwrap();
+        let requests = [
+            ClientRequest::Ping(Empty {}),
+            ClientRequest::Create(
+                serde_json::from_str(r#"{"campaign_id":"c","title":"T"}"#).unwrap(),
+            ),
+            ClientRequest::Subscribe(Subscribe {
+                campaign_id: c(),
+                since_version: Some(4),
+            }),
+            ClientRequest::Unsubscribe(CampaignRef { campaign_id: c() }),
+            ClientRequest::Snapshot(CampaignRef { campaign_id: c() }),
+            ClientRequest::Write(Write::Update(
+                serde_json::from_str(
+                    r#"{"campaign_id":"c","updates":{"title":"x"},"base_version":2}"#,
+                )
+                .unwrap(),
+            )),
+            ClientRequest::Write(Write::Feature(
+                serde_json::from_str(r#"{"campaign_id":"c","op":"add","features":["qa"]}"#)
+                    .unwrap(),
+            )),
+            ClientRequest::Write(Write::Config(
+                serde_json::from_str(
+                    r#"{"campaign_id":"c","section":"ui","values":{"a":[1]},"mode":"replace"}"#,
+                )
+                .unwrap(),
+            )),
+            ClientRequest::OpsSubscribe(Empty {}),
+            ClientRequest::MediaJoin(MediaJoin { campaign_id: c() }),
+            ClientRequest::MediaPublish(SessionDescription {
+                campaign_id: c(),
+                sdp: "v=0".into(),
+            }),
+            ClientRequest::MediaAnswer(SessionDescription {
+                campaign_id: c(),
+                sdp: "v=0".into(),
+            }),
+            ClientRequest::MediaCandidate(
+                serde_json::from_str(
+                    r#"{"campaign_id":"c","transport":"publish","candidate":"candidate:1"}"#,
+                )
+                .unwrap(),
+            ),
+            ClientRequest::MediaLeave(CampaignRef { campaign_id: c() }),
+        ];
+        let id = RequestId::parse("r1").unwrap();
+        for request in requests {
+            let decoded = decode_request(&request.to_frame(&id)).unwrap();
+            assert_eq!(decoded.event_type, request.event_type());
+            assert_eq!(decoded.request_id.as_ref(), Some(&id));
+            assert_eq!(decoded.body, request);
+        }
     }
 
     fn rejected(text: &str) -> (String, Option<String>, ErrorCode, String) {

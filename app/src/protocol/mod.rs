@@ -8,6 +8,7 @@ mod event_type;
 pub mod media;
 mod messages;
 pub mod ops;
+pub mod session;
 
 pub use envelope::{Envelope, Metadata};
 pub use error::{ErrorBody, ErrorCode};

@@ -15,8 +15,14 @@ pub mod redis;
 use std::future::Future;
 use std::pin::Pin;
 
-use rally_app::model::{CampaignId, Viewer, PRESENCE_LIST_MAX};
+use std::time::Duration;
+
+use rally_app::model::{CampaignId, Viewer};
 use serde::{Deserialize, Serialize};
+
+/// How often writers with viewers refresh their shared presence (well inside the time after
+/// which other instances ignore it).
+pub const PRESENCE_HEARTBEAT: Duration = Duration::from_secs(10);
 
 pub type BusFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -44,7 +50,7 @@ impl BusNote {
 
 /// A note as it travels: who sent it, and what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct SentNote {
     /// The sending instance (its event-id instance number); instances ignore their own notes.
     pub from: u32,
     #[serde(flatten)]
@@ -114,75 +120,13 @@ impl EventBus for InProcessBus {
     }
 }
 
-/// Merge viewer lists from several instances: one entry per signed-in user (connections added
-/// up) sorted by name, at most [`PRESENCE_LIST_MAX`], then one "Anonymous" entry for all
-/// anonymous connections.
-pub fn merge_viewers(lists: impl IntoIterator<Item = Viewer>) -> Vec<Viewer> {
-    let mut by_user: std::collections::HashMap<String, Viewer> = Default::default();
-    let mut anonymous = 0u32;
-    for viewer in lists {
-        match &viewer.user_id {
-            Some(id) => {
-                by_user
-                    .entry(id.to_string())
-                    .and_modify(|v| v.connections += viewer.connections)
-                    .or_insert(viewer);
-            }
-            None => anonymous += viewer.connections,
-        }
-    }
-    let mut merged: Vec<Viewer> = by_user.into_values().collect();
-    merged.sort_by(|a, b| (&a.display_name, &a.user_id).cmp(&(&b.display_name, &b.user_id)));
-    merged.truncate(PRESENCE_LIST_MAX);
-    if anonymous > 0 {
-        merged.push(Viewer {
-            user_id: None,
-            display_name: "Anonymous".into(),
-            connections: anonymous,
-        });
-    }
-    merged
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rally_app::model::UserId;
-
-    fn viewer(id: Option<&str>, name: &str, connections: u32) -> Viewer {
-        Viewer {
-            user_id: id.map(|i| UserId::parse(i).unwrap()),
-            display_name: name.into(),
-            connections,
-        }
-    }
-
-    #[test]
-    fn merging_adds_up_connections_per_user_and_counts_anonymous_together() {
-        let merged = merge_viewers([
-            viewer(Some("u1"), "Ada", 1),
-            viewer(None, "Anonymous", 1),
-            viewer(Some("u2"), "Bob", 2),
-            viewer(Some("u1"), "Ada", 2),
-            viewer(None, "Anonymous", 1),
-        ]);
-        assert_eq!(
-            merged,
-            [
-                viewer(Some("u1"), "Ada", 3),
-                viewer(Some("u2"), "Bob", 2),
-                viewer(None, "Anonymous", 2)
-            ]
-        );
-        let crowd = merge_viewers(
-            (0..150).map(|i| viewer(Some(&format!("u{i:03}")), &format!("N{i:03}"), 1)),
-        );
-        assert_eq!(crowd.len(), PRESENCE_LIST_MAX, "the list is capped");
-    }
 
     #[test]
     fn notes_have_a_compact_wire_form() {
-        let envelope = Envelope {
+        let envelope = SentNote {
             from: 7,
             note: BusNote::Committed {
                 campaign: CampaignId::parse("c").unwrap(),
@@ -194,6 +138,6 @@ mod tests {
             json,
             r#"{"from":7,"k":"committed","campaign":"c","version":12}"#
         );
-        assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), envelope);
+        assert_eq!(serde_json::from_str::<SentNote>(&json).unwrap(), envelope);
     }
 }

@@ -11,16 +11,12 @@ use rally_app::model::{CampaignId, Viewer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{BusFuture, BusNote, Envelope, EventBus, Incoming};
-use crate::redis_link::{Heard, RedisLink};
+use super::{BusFuture, BusNote, EventBus, Incoming, SentNote};
+use crate::redis::{keys, Heard, RedisLink};
 use crate::shutdown::ShutdownSignal;
-use crate::store::redis::presence_key;
 
-pub const CHANNEL: &str = "rally:bus";
 /// How long an instance's presence entry counts without a refresh.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
-/// How often writers with viewers refresh their entry (well inside the TTL).
-pub const PRESENCE_HEARTBEAT: Duration = Duration::from_secs(10);
 
 #[derive(Serialize, Deserialize)]
 struct PresenceEntry {
@@ -49,7 +45,7 @@ impl RedisBus {
         shutdown: ShutdownSignal,
     ) -> (RedisBus, mpsc::UnboundedReceiver<Incoming>) {
         let (incoming, notes) = mpsc::unbounded_channel();
-        link.listen(CHANNEL.to_owned(), shutdown, move |heard| {
+        link.listen(keys::BUS_CHANNEL.to_owned(), shutdown, move |heard| {
             let payload = match heard {
                 Heard::Resubscribed => {
                     metrics::counter!("rally_bus_reconnects_total").increment(1);
@@ -58,7 +54,7 @@ impl RedisBus {
                 }
                 Heard::Message(payload) => payload,
             };
-            let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {
+            let Ok(envelope) = serde_json::from_str::<SentNote>(&payload) else {
                 metrics::counter!("rally_bus_errors_total").increment(1);
                 return;
             };
@@ -84,12 +80,12 @@ impl EventBus for RedisBus {
 
     fn publish(&self, note: BusNote) -> BusFuture<'_, ()> {
         Box::pin(async move {
-            let payload = serde_json::to_string(&Envelope {
+            let payload = serde_json::to_string(&SentNote {
                 from: self.instance,
                 note,
             })
             .expect("notes serialize");
-            match self.link.publish(CHANNEL, &payload).await {
+            match self.link.publish(keys::BUS_CHANNEL, &payload).await {
                 Ok(Ok(_)) => {
                     metrics::counter!("rally_bus_published_total").increment(1);
                     tracing::debug!("bus note published");
@@ -105,7 +101,7 @@ impl EventBus for RedisBus {
         viewers: Vec<Viewer>,
         people: u32,
     ) -> BusFuture<'_, ()> {
-        let key = presence_key(campaign);
+        let key = keys::presence(campaign);
         let field = format!("{:08x}", self.instance);
         Box::pin(async move {
             let result = if people == 0 {
@@ -145,7 +141,7 @@ impl EventBus for RedisBus {
     }
 
     fn remote_presence(&self, campaign: &CampaignId) -> BusFuture<'_, (Vec<Viewer>, u32)> {
-        let key = presence_key(campaign);
+        let key = keys::presence(campaign);
         let own = format!("{:08x}", self.instance);
         Box::pin(async move {
             let entries: Vec<(String, String)> = match self

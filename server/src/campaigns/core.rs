@@ -7,57 +7,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use rally_app::model::limits::*;
 use rally_app::model::{
-    json_depth, merge_patch, Actor, CampaignEvent, CampaignState, Change, ConfigMode, EventId,
-    Feature, FieldUpdates, Role, SectionName, Timestamp, UserId,
+    Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Role, Timestamp,
+    UserId, Write,
 };
-use rally_app::protocol::campaign::{
-    ConfigChange, CreateCampaign, FeatureChange, FeatureOp, SnapshotReason, UpdateFields,
-};
+use rally_app::protocol::campaign::SnapshotReason;
 use rally_app::protocol::{ErrorBody, ErrorCode};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+
+use crate::store::CampaignRecord;
 
 /// Events kept per campaign for resuming subscribers.
 pub const DEFAULT_HISTORY_LEN: usize = 1000;
-
-/// What the store keeps for a campaign: the public state plus what only the server needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CampaignRecord {
-    pub state: CampaignState,
-    /// For each field (`title`, `features`, `config.ui_content`, …) the version that last changed
-    /// it: the basis of `base_version` conflict checks.
-    pub field_versions: BTreeMap<String, u64>,
-    /// Granted roles (editors). The owner is `state.created_by` and is not listed.
-    pub members: BTreeMap<UserId, Role>,
-}
-
-/// A write, already decoded and typed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Write {
-    Update(UpdateFields),
-    Feature(FeatureChange),
-    Config(ConfigChange),
-}
-
-impl Write {
-    pub fn base_version(&self) -> Option<u64> {
-        match self {
-            Write::Update(w) => w.base_version,
-            Write::Feature(w) => w.base_version,
-            Write::Config(w) => w.base_version,
-        }
-    }
-
-    /// Fields the update sets (for the update-field-count metric).
-    pub fn field_count(&self) -> usize {
-        match self {
-            Write::Update(w) => w.updates.len(),
-            Write::Feature(_) | Write::Config(_) => 1,
-        }
-    }
-}
 
 /// The outcome of an accepted write.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,79 +40,6 @@ fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
 }
 
-fn check_title(title: &str) -> Result<(), ErrorBody> {
-    let chars = title.chars().count();
-    if title.trim().is_empty() {
-        return Err(err(ErrorCode::Invalid, "title must not be empty"));
-    }
-    if chars > TITLE_MAX_CHARS {
-        return Err(err(
-            ErrorCode::TooLarge,
-            format!("title is {chars} characters; at most {TITLE_MAX_CHARS} are allowed"),
-        ));
-    }
-    if title.chars().any(char::is_control) {
-        return Err(err(
-            ErrorCode::Invalid,
-            "title must not contain control characters",
-        ));
-    }
-    Ok(())
-}
-
-fn check_description(description: &str) -> Result<(), ErrorBody> {
-    let chars = description.chars().count();
-    if chars > DESCRIPTION_MAX_CHARS {
-        return Err(err(
-            ErrorCode::TooLarge,
-            format!(
-                "description is {chars} characters; at most {DESCRIPTION_MAX_CHARS} are allowed"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_feature_count(count: usize) -> Result<(), ErrorBody> {
-    if count > FEATURES_MAX {
-        return Err(err(
-            ErrorCode::TooLarge,
-            format!("{count} features; a campaign can have at most {FEATURES_MAX}"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_section(section: &SectionName, values: &Map<String, Value>) -> Result<(), ErrorBody> {
-    let depth = 1 + values.values().map(json_depth).max().unwrap_or(0);
-    if depth > CONFIG_MAX_DEPTH {
-        return Err(err(
-            ErrorCode::TooLarge,
-            format!("config section {section} is nested {depth} deep; at most {CONFIG_MAX_DEPTH} levels are allowed"),
-        ));
-    }
-    let bytes = serde_json::to_vec(values)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
-    if bytes > CONFIG_SECTION_MAX_BYTES {
-        return Err(err(
-            ErrorCode::TooLarge,
-            format!("config section {section} is {bytes} bytes; at most {CONFIG_SECTION_MAX_BYTES} are allowed"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_section_count(count: usize) -> Result<(), ErrorBody> {
-    if count > CONFIG_SECTIONS_MAX {
-        return Err(err(
-            ErrorCode::TooLarge,
-            format!("{count} config sections; a campaign can have at most {CONFIG_SECTIONS_MAX}"),
-        ));
-    }
-    Ok(())
-}
-
 /// One campaign's state machine.
 #[derive(Debug, Clone)]
 pub struct CampaignCore {
@@ -170,14 +57,8 @@ impl CampaignCore {
         event_id: EventId,
         history_len: usize,
     ) -> Result<(CampaignCore, CampaignEvent), ErrorBody> {
-        check_title(&request.title)?;
-        check_description(&request.description)?;
+        request.check()?;
         let features: BTreeSet<Feature> = request.features.into_iter().collect();
-        check_feature_count(features.len())?;
-        check_section_count(request.config.len())?;
-        for (section, values) in &request.config {
-            check_section(section, values)?;
-        }
         let state = CampaignState {
             id: request.campaign_id.clone(),
             title: request.title,
@@ -311,7 +192,7 @@ impl CampaignCore {
         now: Timestamp,
         event_id: EventId,
     ) -> Result<Applied, ErrorBody> {
-        let change = self.validate(write)?;
+        let change = write.effect(&self.record.state)?;
         let Some(actor) = actor else {
             return Err(err(
                 ErrorCode::Forbidden,
@@ -350,68 +231,6 @@ impl CampaignCore {
         }
         self.remember(event.clone());
         Ok(Applied::Changed(event))
-    }
-
-    /// Check limits and reduce the request to its effective change (None: nothing would change).
-    fn validate(&self, write: &Write) -> Result<Option<Change>, ErrorBody> {
-        let state = &self.record.state;
-        match write {
-            Write::Update(request) => {
-                let u = &request.updates;
-                if u.is_empty() {
-                    return Err(err(
-                        ErrorCode::Invalid,
-                        "updates must set at least one of title, description, status",
-                    ));
-                }
-                if let Some(title) = &u.title {
-                    check_title(title)?;
-                }
-                if let Some(description) = &u.description {
-                    check_description(description)?;
-                }
-                let effective = FieldUpdates {
-                    title: u.title.clone().filter(|t| *t != state.title),
-                    description: u.description.clone().filter(|d| *d != state.description),
-                    status: u.status.filter(|s| *s != state.status),
-                };
-                Ok((!effective.is_empty()).then_some(Change::Fields { updates: effective }))
-            }
-            Write::Feature(request) => {
-                let requested: BTreeSet<Feature> = request.features.iter().cloned().collect();
-                check_feature_count(requested.len())?;
-                let target: BTreeSet<Feature> = match request.op {
-                    FeatureOp::Add => state.features.union(&requested).cloned().collect(),
-                    FeatureOp::Remove => state.features.difference(&requested).cloned().collect(),
-                    FeatureOp::Set => requested,
-                };
-                check_feature_count(target.len())?;
-                let added: Vec<Feature> = target.difference(&state.features).cloned().collect();
-                let removed: Vec<Feature> = state.features.difference(&target).cloned().collect();
-                Ok((!added.is_empty() || !removed.is_empty())
-                    .then_some(Change::Features { added, removed }))
-            }
-            Write::Config(request) => {
-                check_section(&request.section, &request.values)?;
-                let current = state.config.get(&request.section);
-                if current.is_none() {
-                    check_section_count(state.config.len() + 1)?;
-                }
-                let mut result = current.cloned().unwrap_or_default();
-                match request.mode {
-                    ConfigMode::Replace => result = request.values.clone(),
-                    ConfigMode::Merge => merge_patch(&mut result, &request.values),
-                }
-                // The merged result must respect the limits too, not only the patch.
-                check_section(&request.section, &result)?;
-                let unchanged = current.is_some_and(|c| *c == result);
-                Ok((!unchanged).then(|| Change::Config {
-                    section: request.section.clone(),
-                    mode: request.mode,
-                    values: request.values.clone(),
-                }))
-            }
-        }
     }
 
     fn check_conflict(&self, base: u64, change: &Change) -> Result<(), ErrorBody> {
@@ -470,7 +289,9 @@ impl CampaignCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rally_app::model::limits::*;
     use rally_app::model::{CampaignId, CampaignStatus};
+    use rally_app::model::{SectionName, UpdateFields};
     use serde_json::json;
 
     fn actor(id: &str) -> Actor {

@@ -12,21 +12,7 @@ use rally_app::protocol::media::{
     MediaKind, PublishedTrack, Publisher, PARTICIPANTS_MAX, TRACKS_PER_PARTICIPANT_MAX,
 };
 
-use super::MediaError;
-
-/// A participant in one campaign's media session: unique across instances (the instance number
-/// is its high half), since in Redis mode a session holds participants of several instances.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct ParticipantId(pub u64);
-
-impl std::fmt::Display for ParticipantId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "p{}", self.0)
-    }
-}
+use super::call::{MediaError, ParticipantId};
 
 /// A published track, numbered by the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

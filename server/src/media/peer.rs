@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rally_app::protocol::media::Transport;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
@@ -15,16 +15,32 @@ use webrtc::peer_connection::{
     RTCPeerConnectionIceErrorEvent, RTCPeerConnectionState, Registry, SettingEngineBuilder,
 };
 
+use super::call::ParticipantId;
+use super::call::{MediaConfig, MediaError};
 use super::feedback::{FeedbackInterceptor, SLOT};
-use super::forward::ParticipantId;
-use super::session::Command;
-use super::{MediaConfig, MediaError};
 
 /// How long to wait for the relay's own ICE candidates (host candidates: milliseconds; the
 /// bound only matters when something is wrong with the interfaces).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attempts at binding a port from the configured range before giving up.
 const BIND_ATTEMPTS: usize = 8;
+
+/// What a peer connection tells its session.
+pub enum PeerEvent {
+    State {
+        participant: ParticipantId,
+        transport: Transport,
+        state: RTCPeerConnectionState,
+    },
+    /// A publisher's track reached the relay.
+    TrackArrived {
+        participant: ParticipantId,
+        remote: Arc<dyn TrackRemote>,
+    },
+}
+
+/// Where a peer connection's events go.
+pub type PeerEvents = Arc<dyn Fn(PeerEvent) + Send + Sync>;
 
 /// UDP ports for media when a range is configured; each peer connection holds one.
 #[derive(Clone, Debug)]
@@ -129,7 +145,7 @@ impl PeerFactory {
         &self,
         participant: ParticipantId,
         transport: Transport,
-        events: mpsc::UnboundedSender<Command>,
+        events: PeerEvents,
     ) -> Result<PeerLink, MediaError> {
         let attempts = if self.ports.is_some() {
             BIND_ATTEMPTS
@@ -170,7 +186,7 @@ impl PeerFactory {
         &self,
         participant: ParticipantId,
         transport: Transport,
-        events: mpsc::UnboundedSender<Command>,
+        events: PeerEvents,
         port: u16,
     ) -> Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>), webrtc::error::Error> {
         let mut media = MediaEngine::default();
@@ -199,11 +215,11 @@ impl PeerFactory {
     }
 }
 
-/// Turns one peer connection's callbacks into [`Command`]s for its session.
+/// Turns one peer connection's callbacks into [`PeerEvent`]s for its session.
 struct PeerHandler {
     participant: ParticipantId,
     transport: Transport,
-    events: mpsc::UnboundedSender<Command>,
+    events: PeerEvents,
     gathered: watch::Sender<bool>,
 }
 
@@ -221,7 +237,7 @@ impl PeerConnectionEventHandler for PeerHandler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(participant = %self.participant, transport = ?self.transport, %state, "peer connection state");
-        let _ = self.events.send(Command::PeerState {
+        (self.events)(PeerEvent::State {
             participant: self.participant,
             transport: self.transport,
             state,
@@ -229,7 +245,7 @@ impl PeerConnectionEventHandler for PeerHandler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.events.send(Command::TrackArrived {
+        (self.events)(PeerEvent::TrackArrived {
             participant: self.participant,
             remote: track,
         });

@@ -3,7 +3,7 @@
 
 use rally_app::protocol::media::SDP_MAX_BYTES;
 
-use super::MediaError;
+use super::call::MediaError;
 
 /// What the relay needs to know of a client's SDP up front.
 #[derive(Debug, Clone, PartialEq, Eq)]

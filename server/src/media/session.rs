@@ -8,39 +8,37 @@
 //! that reads the publisher's RTP and writes it to the current list of receiving tracks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rally_app::model::CampaignId;
 use rally_app::protocol::media::{
-    IceCandidate, MediaEnded, MediaJoined, MediaKind, MediaTracks, SessionDescription, Transport,
-    ENDED_EVENT, OFFER_EVENT, TRACKS_EVENT,
+    IceCandidate, IceServer, MediaEnded, MediaJoined, MediaKind, MediaTracks, SessionDescription,
+    Transport, CANDIDATE_MAX_BYTES, ENDED_EVENT, OFFER_EVENT, TRACKS_EVENT,
+    TRACKS_PER_PARTICIPANT_MAX,
 };
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription};
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::cluster::{Answer, Call};
-use super::feedback::is_keyframe_request;
-use super::forward::{Action, ForwardingTable, ParticipantId, TrackId};
-use super::peer::{PeerFactory, PeerLink};
-use super::{sdp, Joining, MediaError, MediaRelay};
+use super::call::ParticipantId;
+use super::call::{Call, CallReply, Joining, MediaError};
+use super::census::Share;
+use super::forward::{ForwardingTable, TrackId};
+use super::peer::{PeerEvent, PeerEvents, PeerFactory, PeerLink};
+use super::sdp;
+use super::track::{relay_feedback, Downstream, Targets, TrackEvent, TrackEvents};
+use crate::registry::{Generation, Registry};
 use crate::shutdown::ShutdownSignal;
+use crate::stats::OpsCounters;
 
-/// Signaling frames that may wait for one participant's connection before the participant is
-/// considered gone (an SDP offer, a track list: a handful per change).
-pub const PUSH_BUFFER: usize = 64;
+/// A running session's queue, as the relay's registry knows it.
+pub type SessionHandle = mpsc::UnboundedSender<Command>;
 
 pub enum Command {
     Join {
@@ -50,76 +48,66 @@ pub enum Command {
     /// A participant's request after joining (from this instance or, relayed, from another).
     Call {
         call: Call,
-        reply: oneshot::Sender<Result<Answer, MediaError>>,
+        reply: oneshot::Sender<Result<CallReply, MediaError>>,
     },
     /// End everyone's participation (the session moved to another instance).
     EndAll { reason: &'static str },
-    /// A publisher's track reached the relay.
-    TrackArrived {
-        participant: ParticipantId,
-        remote: Arc<dyn TrackRemote>,
-    },
-    /// A publisher's track ended (its forwarding task stopped).
-    TrackEnded { track: TrackId },
-    /// A subscriber asked for a keyframe of a track it receives.
-    KeyframeWanted { track: TrackId },
-    PeerState {
-        participant: ParticipantId,
-        transport: Transport,
-        state: RTCPeerConnectionState,
-    },
+    /// From a peer connection.
+    Peer(PeerEvent),
+    /// From the packet path.
+    Track(TrackEvent),
 }
 
-/// Where a forwarding task writes one track for one subscriber.
-pub struct Downstream {
-    local: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
-    /// The payload type negotiated for this codec on the subscriber's connection; 0 until the
-    /// subscriber answered and its connection is up (nothing is sent before: there is no SRTP
-    /// context to send with).
-    payload_type: AtomicU8,
+/// What a session is started with.
+pub struct SessionSetup {
+    pub campaign: CampaignId,
+    pub registry: Arc<Registry<CampaignId, SessionHandle>>,
+    pub generation: Generation,
+    pub factory: Arc<PeerFactory>,
+    pub ice_servers: Arc<[IceServer]>,
+    pub census: Share,
+    pub ops: Arc<OpsCounters>,
+    pub shutdown: ShutdownSignal,
 }
 
-type Targets = Arc<RwLock<Arc<[Arc<Downstream>]>>>;
-
-struct UpTrack {
-    publisher: ParticipantId,
-    remote: Arc<dyn TrackRemote>,
-    media_ssrc: u32,
-    codec: RTCRtpCodec,
-    kind: MediaKind,
-    name: String,
-    targets: Targets,
-    task: AbortHandle,
+pub(super) struct UpTrack {
+    pub(super) publisher: ParticipantId,
+    pub(super) remote: Arc<dyn TrackRemote>,
+    pub(super) media_ssrc: u32,
+    pub(super) codec: RTCRtpCodec,
+    pub(super) kind: MediaKind,
+    pub(super) name: String,
+    pub(super) targets: Targets,
+    pub(super) task: AbortHandle,
 }
 
-struct DownTrack {
-    target: Arc<Downstream>,
-    sender: Arc<dyn RtpSender>,
-    mime_type: String,
+pub(super) struct DownTrack {
+    pub(super) target: Arc<Downstream>,
+    pub(super) sender: Arc<dyn RtpSender>,
+    pub(super) mime_type: String,
     /// The payload type from the last answer (0: not negotiated yet).
-    negotiated: u8,
-    feedback: Option<AbortHandle>,
+    pub(super) negotiated: u8,
+    pub(super) feedback: Option<AbortHandle>,
 }
 
-struct Peer {
-    pushes: mpsc::Sender<Utf8Bytes>,
-    publish: Option<PeerLink>,
-    subscribe: Option<PeerLink>,
-    down: BTreeMap<TrackId, DownTrack>,
+pub(super) struct Peer {
+    pub(super) pushes: mpsc::Sender<Utf8Bytes>,
+    pub(super) publish: Option<PeerLink>,
+    pub(super) subscribe: Option<PeerLink>,
+    pub(super) down: BTreeMap<TrackId, DownTrack>,
     /// An offer went out on the subscribe connection and is not answered yet.
-    offer_out: bool,
+    pub(super) offer_out: bool,
     /// Tracks changed while an offer was out: offer again after the answer.
-    renegotiate: bool,
+    pub(super) renegotiate: bool,
     /// Tracks added since the last answer (they get a keyframe once negotiated).
-    fresh: Vec<TrackId>,
+    pub(super) fresh: Vec<TrackId>,
     /// The subscribe connection is up (DTLS done): negotiated tracks may send.
-    receiving: bool,
+    pub(super) receiving: bool,
 }
 
 impl Peer {
     /// Let every negotiated track send, once the subscribe connection is up.
-    fn open_tracks(&self) {
+    pub(super) fn open_tracks(&self) {
         if !self.receiving {
             return;
         }
@@ -134,38 +122,51 @@ impl Peer {
 }
 
 pub struct Session {
-    campaign: CampaignId,
-    table: ForwardingTable,
-    peers: HashMap<ParticipantId, Peer>,
-    up: HashMap<TrackId, UpTrack>,
-    relay: MediaRelay,
-    factory: Arc<PeerFactory>,
-    /// Given to peer handlers and tasks; also identifies this session in the relay's map.
-    events: mpsc::UnboundedSender<Command>,
-    /// What this session last added to the relay's census.
-    counted: (usize, usize),
+    pub(super) campaign: CampaignId,
+    pub(super) table: ForwardingTable,
+    pub(super) peers: HashMap<ParticipantId, Peer>,
+    pub(super) up: HashMap<TrackId, UpTrack>,
+    pub(super) registry: Arc<Registry<CampaignId, SessionHandle>>,
+    pub(super) generation: Generation,
+    pub(super) factory: Arc<PeerFactory>,
+    pub(super) ice_servers: Arc<[IceServer]>,
+    /// Peer connections' events go into the session's own queue.
+    pub(super) peer_events: PeerEvents,
+    /// The packet path's events too.
+    pub(super) track_events: TrackEvents,
+    /// This session's share of the relay's participant and track counts.
+    pub(super) census: Share,
+    pub(super) ops: Arc<OpsCounters>,
 }
 
 impl Session {
-    pub fn spawn(
-        campaign: CampaignId,
-        relay: MediaRelay,
-        factory: Arc<PeerFactory>,
-        shutdown: ShutdownSignal,
-    ) -> mpsc::UnboundedSender<Command> {
-        let (events, commands) = mpsc::unbounded_channel();
+    /// Start a session task; the registry calls this under its lock.
+    pub fn spawn(setup: SessionSetup) -> SessionHandle {
+        let (queue, commands) = mpsc::unbounded_channel();
+        let to_queue = queue.clone();
+        let peer_events: PeerEvents = Arc::new(move |event| {
+            let _ = to_queue.send(Command::Peer(event));
+        });
+        let to_queue = queue.clone();
+        let track_events: TrackEvents = Arc::new(move |event| {
+            let _ = to_queue.send(Command::Track(event));
+        });
         let session = Session {
-            campaign,
+            campaign: setup.campaign,
             table: ForwardingTable::new(),
             peers: HashMap::new(),
             up: HashMap::new(),
-            relay,
-            factory,
-            events: events.clone(),
-            counted: (0, 0),
+            registry: setup.registry,
+            generation: setup.generation,
+            factory: setup.factory,
+            ice_servers: setup.ice_servers,
+            peer_events,
+            track_events,
+            census: setup.census,
+            ops: setup.ops,
         };
-        tokio::spawn(session.run(commands, shutdown));
-        events
+        tokio::spawn(session.run(commands, setup.shutdown));
+        queue
     }
 
     async fn run(
@@ -190,12 +191,18 @@ impl Session {
             };
             let Some(command) = command else { break };
             self.handle(command).await;
-            self.census();
-            if self.table.is_empty() && self.relay.retire(&self.campaign, &self.events, &commands) {
+            self.census
+                .set(self.table.participants(), self.table.track_count());
+            if self.table.is_empty()
+                && self
+                    .registry
+                    .retire(&self.campaign, self.generation, || commands.is_empty())
+            {
                 break;
             }
         }
-        self.census_clear();
+        // A session that ends for any other reason leaves the registry too.
+        self.registry.forget(&self.campaign, self.generation);
         tracing::debug!(campaign = %self.campaign, "media session ended");
     }
 
@@ -205,51 +212,56 @@ impl Session {
                 let _ = reply.send(self.join(joining).await);
             }
             Command::Call { call, reply } => {
-                let answer = match call {
-                    Call::Publish { participant, sdp } => {
-                        self.publish(participant, sdp).await.map(Answer::Sdp)
-                    }
-                    Call::Answer { participant, sdp } => {
-                        self.answer(participant, sdp).await.map(|()| Answer::Done)
-                    }
-                    Call::Candidate {
-                        participant,
-                        candidate,
-                    } => self
-                        .candidate(participant, candidate)
-                        .await
-                        .map(|()| Answer::Done),
-                    Call::Leave { participant } => {
-                        let known = self.peers.contains_key(&participant);
-                        self.leave(participant).await;
-                        if known {
-                            Ok(Answer::Done)
-                        } else {
-                            Err(MediaError::NotJoined)
-                        }
-                    }
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(self.call(call).await);
             }
             Command::EndAll { reason } => self.end_all(reason).await,
-            Command::TrackArrived {
+            Command::Peer(PeerEvent::TrackArrived {
                 participant,
                 remote,
-            } => self.track_arrived(participant, remote).await,
-            Command::TrackEnded { track } => {
+            }) => self.track_arrived(participant, remote).await,
+            Command::Peer(PeerEvent::State {
+                participant,
+                transport,
+                state,
+            }) => self.peer_state(participant, transport, state).await,
+            Command::Track(TrackEvent::Ended(track)) => {
                 let actions = self.table.unpublish(track);
                 self.drop_up_track(track);
                 self.apply(actions).await;
             }
-            Command::KeyframeWanted { track } => {
+            Command::Track(TrackEvent::KeyframeWanted(track)) => {
                 let actions = self.table.keyframe_requested(track, Instant::now());
                 self.apply(actions).await;
             }
-            Command::PeerState {
+        }
+    }
+
+    /// Carry out a joined participant's call.
+    async fn call(&mut self, call: Call) -> Result<CallReply, MediaError> {
+        match call {
+            Call::Publish { participant, sdp } => {
+                self.publish(participant, sdp).await.map(CallReply::Sdp)
+            }
+            Call::Answer { participant, sdp } => self
+                .take_answer(participant, sdp)
+                .await
+                .map(|()| CallReply::Done),
+            Call::Candidate {
                 participant,
-                transport,
-                state,
-            } => self.peer_state(participant, transport, state).await,
+                candidate,
+            } => self
+                .candidate(participant, candidate)
+                .await
+                .map(|()| CallReply::Done),
+            Call::Leave { participant } => {
+                let known = self.peers.contains_key(&participant);
+                self.leave(participant).await;
+                if known {
+                    Ok(CallReply::Done)
+                } else {
+                    Err(MediaError::NotJoined)
+                }
+            }
         }
     }
 
@@ -278,7 +290,7 @@ impl Session {
             campaign_id: self.campaign.clone(),
             participant_id: participant.to_string(),
             can_publish,
-            ice_servers: self.relay.ice_servers().to_vec(),
+            ice_servers: self.ice_servers.to_vec(),
             publishers: self.table.publishers(),
         };
         // The offer for the tracks already live goes into the push queue now; the connection
@@ -296,9 +308,9 @@ impl Session {
         if !self.table.can_publish(participant)? {
             return Err(MediaError::PublishForbidden);
         }
-        if summary.sending > rally_app::protocol::media::TRACKS_PER_PARTICIPANT_MAX {
+        if summary.sending > TRACKS_PER_PARTICIPANT_MAX {
             return Err(MediaError::TooManyTracks {
-                max: rally_app::protocol::media::TRACKS_PER_PARTICIPANT_MAX,
+                max: TRACKS_PER_PARTICIPANT_MAX,
             });
         }
         let description = RTCSessionDescription::offer(offer)
@@ -310,7 +322,7 @@ impl Session {
         {
             let link = self
                 .factory
-                .build(participant, Transport::Publish, self.events.clone())
+                .build(participant, Transport::Publish, self.peer_events.clone())
                 .await?;
             if let Some(peer) = self.peers.get_mut(&participant) {
                 peer.publish = Some(link);
@@ -355,7 +367,8 @@ impl Session {
         Ok(answer)
     }
 
-    async fn answer(
+    /// A subscriber's answer to the relay's outstanding offer.
+    async fn take_answer(
         &mut self,
         participant: ParticipantId,
         answer: String,
@@ -392,7 +405,7 @@ impl Session {
             }
             if down.feedback.is_none() {
                 let local = down.target.local.clone();
-                let events = self.events.clone();
+                let events = self.track_events.clone();
                 down.feedback =
                     Some(tokio::spawn(relay_feedback(local, track, events)).abort_handle());
             }
@@ -415,10 +428,10 @@ impl Session {
         participant: ParticipantId,
         candidate: IceCandidate,
     ) -> Result<(), MediaError> {
-        if candidate.candidate.len() > rally_app::protocol::media::CANDIDATE_MAX_BYTES {
+        if candidate.candidate.len() > CANDIDATE_MAX_BYTES {
             return Err(MediaError::TooLarge {
                 what: "candidate",
-                max: rally_app::protocol::media::CANDIDATE_MAX_BYTES,
+                max: CANDIDATE_MAX_BYTES,
             });
         }
         let peer = self.peers.get(&participant).ok_or(MediaError::NotJoined)?;
@@ -495,62 +508,6 @@ impl Session {
         self.leave(participant).await;
     }
 
-    async fn track_arrived(&mut self, participant: ParticipantId, remote: Arc<dyn TrackRemote>) {
-        if !self.peers.contains_key(&participant) {
-            return;
-        }
-        let kind = match remote.kind().await {
-            RtpCodecKind::Audio => MediaKind::Audio,
-            _ => MediaKind::Video,
-        };
-        let Some(media_ssrc) = remote.ssrcs().await.first().copied() else {
-            tracing::debug!(participant = %participant, "a published track has no SSRC; ignored");
-            return;
-        };
-        let Some(codec) = remote.codec(media_ssrc).await else {
-            tracing::debug!(participant = %participant, "a published track has no codec; ignored");
-            return;
-        };
-        let name = remote.track_id().await;
-        let (track, actions) = match self.table.publish(participant, name.clone(), kind) {
-            Ok(published) => published,
-            Err(err) => {
-                tracing::debug!(participant = %participant, error = %err, "published track refused");
-                return;
-            }
-        };
-        let targets: Targets = Arc::new(RwLock::new(Arc::from(Vec::new())));
-        let task = tokio::spawn(forward(
-            remote.clone(),
-            targets.clone(),
-            track,
-            self.events.clone(),
-            self.relay.ops().clone(),
-        ))
-        .abort_handle();
-        self.up.insert(
-            track,
-            UpTrack {
-                publisher: participant,
-                remote,
-                media_ssrc,
-                codec,
-                kind,
-                name,
-                targets,
-                task,
-            },
-        );
-        metrics::counter!("rally_media_tracks_published_total").increment(1);
-        self.apply(actions).await;
-    }
-
-    fn drop_up_track(&mut self, track: TrackId) {
-        if let Some(up) = self.up.remove(&track) {
-            up.task.abort();
-        }
-    }
-
     async fn peer_state(
         &mut self,
         participant: ParticipantId,
@@ -576,150 +533,9 @@ impl Session {
         }
     }
 
-    /// Carry out what the forwarding table decided.
-    async fn apply(&mut self, actions: Vec<Action>) {
-        let mut offers = Vec::new();
-        for action in actions {
-            match action {
-                Action::AddDownTrack { subscriber, track } => {
-                    if self.add_down_track(subscriber, track).await {
-                        offers.push(subscriber);
-                    }
-                }
-                Action::RemoveDownTrack { subscriber, track } => {
-                    if self.remove_down_track(subscriber, track).await {
-                        offers.push(subscriber);
-                    }
-                }
-                Action::RequestKeyframe { track } => {
-                    if let Some(up) = self.up.get(&track) {
-                        let pli = PictureLossIndication {
-                            sender_ssrc: 0,
-                            media_ssrc: up.media_ssrc,
-                        };
-                        if up.remote.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
-                            metrics::counter!("rally_media_keyframe_requests_total").increment(1);
-                        }
-                    }
-                }
-                Action::AnnounceTracks => self.announce(),
-            }
-        }
-        offers.sort();
-        offers.dedup();
-        for subscriber in offers {
-            self.offer(subscriber).await;
-        }
-    }
-
-    /// Returns whether the subscriber needs a new offer.
-    async fn add_down_track(&mut self, subscriber: ParticipantId, track: TrackId) -> bool {
-        let Some(up) = self.up.get(&track) else {
-            return false;
-        };
-        let Some(peer) = self.peers.get_mut(&subscriber) else {
-            return false;
-        };
-        if peer.subscribe.is_none() {
-            match self
-                .factory
-                .build(subscriber, Transport::Subscribe, self.events.clone())
-                .await
-            {
-                Ok(link) => peer.subscribe = Some(link),
-                Err(err) => {
-                    tracing::warn!(campaign = %self.campaign, error = %err, "cannot open a subscriber connection");
-                    return false;
-                }
-            }
-        }
-        let link = peer.subscribe.as_ref().expect("made above");
-        let ssrc = u32::from_le_bytes(crate::clock::random_bytes());
-        let kind = match up.kind {
-            MediaKind::Audio => RtpCodecKind::Audio,
-            MediaKind::Video => RtpCodecKind::Video,
-        };
-        let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            up.publisher.to_string(),
-            format!("{}-{}", up.publisher, track.0),
-            up.name.clone(),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: up.codec.clone(),
-                ..Default::default()
-            }],
-        )));
-        let sender = match link
-            .pc
-            .add_track(local.clone() as Arc<dyn TrackLocal>)
-            .await
-        {
-            Ok(sender) => sender,
-            Err(err) => {
-                tracing::warn!(campaign = %self.campaign, error = %err, "cannot add a track for a subscriber");
-                return false;
-            }
-        };
-        let target = Arc::new(Downstream {
-            local,
-            ssrc,
-            payload_type: AtomicU8::new(0),
-        });
-        {
-            let mut targets = up.targets.write().expect("targets lock");
-            let mut list: Vec<Arc<Downstream>> = targets.iter().cloned().collect();
-            list.push(target.clone());
-            *targets = Arc::from(list);
-        }
-        peer.down.insert(
-            track,
-            DownTrack {
-                target,
-                sender,
-                mime_type: up.codec.mime_type.clone(),
-                negotiated: 0,
-                feedback: None,
-            },
-        );
-        peer.fresh.push(track);
-        true
-    }
-
-    async fn remove_down_track(&mut self, subscriber: ParticipantId, track: TrackId) -> bool {
-        let Some(peer) = self.peers.get_mut(&subscriber) else {
-            return false;
-        };
-        let Some(down) = peer.down.remove(&track) else {
-            return false;
-        };
-        if let Some(task) = down.feedback {
-            task.abort();
-        }
-        if let Some(up) = self.up.get(&track) {
-            let mut targets = up.targets.write().expect("targets lock");
-            let list: Vec<Arc<Downstream>> = targets
-                .iter()
-                .filter(|t| !Arc::ptr_eq(t, &down.target))
-                .cloned()
-                .collect();
-            *targets = Arc::from(list);
-        }
-        peer.fresh.retain(|t| *t != track);
-        if let Some(link) = &peer.subscribe {
-            if let Err(err) = link.pc.remove_track(&down.sender).await {
-                tracing::debug!(error = %err, "removing a subscriber track failed");
-            }
-        }
-        true
-    }
-
     /// Send the subscriber a new offer for its receiving connection (or remember to, after the
     /// outstanding one is answered).
-    async fn offer(&mut self, subscriber: ParticipantId) {
+    pub(super) async fn offer(&mut self, subscriber: ParticipantId) {
         let Some(peer) = self.peers.get_mut(&subscriber) else {
             return;
         };
@@ -764,7 +580,7 @@ impl Session {
         }
     }
 
-    fn announce(&self) {
+    pub(super) fn announce(&self) {
         let frame = crate::frames::push(
             TRACKS_EVENT,
             &MediaTracks {
@@ -777,83 +593,11 @@ impl Session {
             let _ = peer.pushes.try_send(frame.text.clone());
         }
     }
-
-    /// Keep the relay-wide participant and track counts current.
-    fn census(&mut self) {
-        let now = (self.table.participants(), self.table.track_count());
-        self.relay.recount(self.counted, now);
-        self.counted = now;
-    }
-
-    fn census_clear(&mut self) {
-        self.relay.recount(self.counted, (0, 0));
-        self.counted = (0, 0);
-    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The per-packet path: read the publisher's RTP and write it to every current subscriber.
-async fn forward(
-    remote: Arc<dyn TrackRemote>,
-    targets: Targets,
-    track: TrackId,
-    events: mpsc::UnboundedSender<Command>,
-    ops: Arc<crate::ops::OpsCounters>,
-) {
-    let received = metrics::counter!("rally_media_rtp_packets_received_total");
-    let forwarded = metrics::counter!("rally_media_rtp_packets_forwarded_total");
-    let forwarded_bytes = metrics::counter!("rally_media_rtp_bytes_forwarded_total");
-    while let Some(event) = remote.poll().await {
-        match event {
-            TrackRemoteEvent::OnRtpPacket(mut packet) => {
-                received.increment(1);
-                // Header extension ids are negotiated per connection; the publisher's would mean
-                // something else (or nothing) on a subscriber's, so none are forwarded.
-                packet.header.extension = false;
-                packet.header.extensions.clear();
-                packet.header.extension_profile = 0;
-                let list = targets.read().expect("targets lock").clone();
-                let size = packet.payload.len() as u64 + 12;
-                for target in list.iter() {
-                    let payload_type = target.payload_type.load(Ordering::Relaxed);
-                    if payload_type == 0 {
-                        continue;
-                    }
-                    let mut copy = packet.clone();
-                    copy.header.ssrc = target.ssrc;
-                    copy.header.payload_type = payload_type;
-                    if target.local.write_rtp(copy).await.is_ok() {
-                        forwarded.increment(1);
-                        forwarded_bytes.increment(size);
-                        ops.media_packets.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
-            _ => {}
-        }
-    }
-    let _ = events.send(Command::TrackEnded { track });
-}
-
-/// Pass a subscriber's keyframe requests for one track to its session.
-async fn relay_feedback(
-    local: Arc<TrackLocalStaticRTP>,
-    track: TrackId,
-    events: mpsc::UnboundedSender<Command>,
-) {
-    while let Some(event) = local.poll().await {
-        let TrackLocalEvent::OnRtcpPacket(packets) = event else {
-            continue;
-        };
-        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-            let _ = events.send(Command::KeyframeWanted { track });
-        }
     }
 }

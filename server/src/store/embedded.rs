@@ -16,8 +16,8 @@ use rally_app::protocol::campaign::CampaignSummary;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::CampaignRecord;
 use super::{Commit, Loaded, Store, StoreError, StoreFuture};
-use crate::campaigns::core::CampaignRecord;
 
 const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns");
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
@@ -404,7 +404,8 @@ impl Store for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::campaigns::core::{CampaignCore, Write};
+    use crate::campaigns::core::CampaignCore;
+    use rally_app::model::Write;
     use rally_app::model::{Actor, EventId, Timestamp, UserId};
     use rally_app::protocol::campaign::CreateCampaign;
 

@@ -10,10 +10,11 @@ pub mod redis;
 use std::future::Future;
 use std::pin::Pin;
 
-use rally_app::model::{CampaignEvent, CampaignId};
-use rally_app::protocol::campaign::CampaignSummary;
+use std::collections::BTreeMap;
 
-use crate::campaigns::core::CampaignRecord;
+use rally_app::model::{CampaignEvent, CampaignId, CampaignState, Role, UserId};
+use rally_app::protocol::campaign::CampaignSummary;
+use serde::{Deserialize, Serialize};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -33,6 +34,23 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl From<crate::redis::Outage> for StoreError {
+    fn from(outage: crate::redis::Outage) -> Self {
+        StoreError::Unavailable(outage.to_string())
+    }
+}
+
+/// What the store keeps for a campaign: the public state plus what only the server needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignRecord {
+    pub state: CampaignState,
+    /// For each field (`title`, `features`, `config.ui_content`, …) the version that last changed
+    /// it: the basis of `base_version` conflict checks.
+    pub field_versions: BTreeMap<String, u64>,
+    /// Granted roles (editors). The owner is `state.created_by` and is not listed.
+    pub members: BTreeMap<UserId, Role>,
 }
 
 /// A campaign as loaded: its record and the tail of its history (ascending).

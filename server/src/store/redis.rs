@@ -1,15 +1,6 @@
 //! The Redis store: in Redis mode, Redis is the single source of truth shared by all instances.
 //!
-//! Layout (every key of a campaign carries the hash tag `{<id>}`, so one campaign's keys live in
-//! one slot and the scripts work unchanged on Redis Cluster):
-//!
-//! | key | type | content |
-//! |---|---|---|
-//! | `rally:{<id>}:campaign` | hash | `version` (decimal), `record` (JSON of the durable record) |
-//! | `rally:{<id>}:events` | stream | entry id `<version>-0`, field `e` = JSON event; trimmed to the history length |
-//! | `rally:{<id>}:presence` | hash | one field per instance: its local viewers and an expiry |
-//! | `rally:campaigns` | set | every campaign id (for listings) |
-//! | `rally:secret:<name>` | string | shared secrets (the session key) |
+//! The keys are listed in [`crate::redis::keys`].
 //!
 //! Commits are one Lua script: check the stored version, write the record, append the events,
 //! trim the stream — atomically. A stale writer gets `VERSION <stored>` back and catches up.
@@ -20,30 +11,11 @@ use rally_app::model::{CampaignEvent, CampaignId};
 use rally_app::protocol::campaign::CampaignSummary;
 use redis::Script;
 
-use super::{Commit, Loaded, Store, StoreError, StoreFuture};
-use crate::campaigns::core::CampaignRecord;
-use crate::redis_link::RedisLink;
-
-pub fn campaign_key(id: &CampaignId) -> String {
-    format!("rally:{{{id}}}:campaign")
-}
-
-pub fn events_key(id: &CampaignId) -> String {
-    format!("rally:{{{id}}}:events")
-}
-
-pub fn turn_key(id: &CampaignId) -> String {
-    format!("rally:{{{id}}}:turn")
-}
+use super::{CampaignRecord, Commit, Loaded, Store, StoreError, StoreFuture};
+use crate::redis::{keys, RedisLink};
 
 /// How long a claimed turn lasts if its claimer never commits (it died).
 const TURN_MS: u64 = 250;
-
-pub fn presence_key(id: &CampaignId) -> String {
-    format!("rally:{{{id}}}:presence")
-}
-
-const CAMPAIGNS: &str = "rally:campaigns";
 
 fn commit_script() -> &'static Script {
     static SCRIPT: OnceLock<Script> = OnceLock::new();
@@ -120,7 +92,7 @@ impl RedisStore {
 
 impl Store for RedisStore {
     fn load(&self, id: &CampaignId, history_len: usize) -> StoreFuture<'_, Option<Loaded>> {
-        let (campaign, events) = (campaign_key(id), events_key(id));
+        let (campaign, events) = (keys::campaign(id), keys::events(id));
         Box::pin(async move {
             let answer: redis::RedisResult<(Option<String>, StreamEntries)> = self
                 .link
@@ -156,7 +128,7 @@ impl Store for RedisStore {
             let id = record.state.id.clone();
             let record_json = serde_json::to_string(&record).map_err(corrupt)?;
             let event_json = serde_json::to_string(&event).map_err(corrupt)?;
-            let (campaign, events) = (campaign_key(&id), events_key(&id));
+            let (campaign, events) = (keys::campaign(&id), keys::events(&id));
             let answer: redis::RedisResult<String> = self
                 .link
                 .run(|mut conn| async move {
@@ -182,7 +154,7 @@ impl Store for RedisStore {
             self.link
                 .run(|mut conn| async move {
                     redis::cmd("SADD")
-                        .arg(CAMPAIGNS)
+                        .arg(keys::CAMPAIGNS)
                         .arg(&id_text)
                         .query_async::<i64>(&mut conn)
                         .await
@@ -204,9 +176,9 @@ impl Store for RedisStore {
                 ));
             }
             let (campaign, stream, turn) = (
-                campaign_key(&commit.campaign_id),
-                events_key(&commit.campaign_id),
-                turn_key(&commit.campaign_id),
+                keys::campaign(&commit.campaign_id),
+                keys::events(&commit.campaign_id),
+                keys::turn(&commit.campaign_id),
             );
             let instance = format!("{:08x}", commit.instance);
             let expected = commit.expected_version;
@@ -249,7 +221,7 @@ impl Store for RedisStore {
     }
 
     fn claim_turn(&self, id: &CampaignId, instance: u32) -> StoreFuture<'_, ()> {
-        let key = turn_key(id);
+        let key = keys::turn(id);
         let instance = format!("{instance:08x}");
         Box::pin(async move {
             self.link
@@ -275,7 +247,7 @@ impl Store for RedisStore {
         after_version: u64,
         max: usize,
     ) -> StoreFuture<'_, Option<Vec<CampaignEvent>>> {
-        let stream = events_key(id);
+        let stream = keys::events(id);
         Box::pin(async move {
             let from = format!("{}-0", after_version + 1);
             let answer: redis::RedisResult<StreamEntries> = self
@@ -303,7 +275,7 @@ impl Store for RedisStore {
     }
 
     fn version(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>> {
-        let campaign = campaign_key(id);
+        let campaign = keys::campaign(id);
         Box::pin(async move {
             let answer: redis::RedisResult<Option<u64>> = self
                 .link
@@ -325,7 +297,7 @@ impl Store for RedisStore {
                 .link
                 .run(|mut conn| async move {
                     redis::cmd("SMEMBERS")
-                        .arg(CAMPAIGNS)
+                        .arg(keys::CAMPAIGNS)
                         .query_async(&mut conn)
                         .await
                 })
@@ -336,7 +308,7 @@ impl Store for RedisStore {
                 .filter_map(|id| CampaignId::parse(id).ok())
                 .collect();
             ids.sort();
-            let keys: Vec<String> = ids.iter().map(campaign_key).collect();
+            let keys: Vec<String> = ids.iter().map(keys::campaign).collect();
             let records: Vec<Option<String>> = if keys.is_empty() {
                 Vec::new()
             } else {
@@ -361,7 +333,7 @@ impl Store for RedisStore {
     }
 
     fn secret(&self, name: &str, generate: fn() -> Vec<u8>) -> StoreFuture<'_, Vec<u8>> {
-        let key = format!("rally:secret:{name}");
+        let key = keys::secret(name);
         Box::pin(async move {
             let fresh = crate::auth::hex(&generate());
             let stored: String = self

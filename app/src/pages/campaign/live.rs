@@ -2,121 +2,39 @@
 //! over it until confirmed (optimistic), and what the page shows about both.
 
 use leptos::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::client::{Connection, Output};
 use crate::model::{
-    describe_change, describe_event, merge_patch, CampaignId, CampaignState, ConfigMode, Feature,
-    FieldUpdates, Presence, Role, SectionName,
+    describe_change, describe_event, CampaignId, CampaignState, Presence, Role, Write,
 };
-use crate::protocol::campaign::{FeatureOp, Resume, WriteAck, CONFIG, FEATURE, UPDATE};
-use crate::protocol::{ErrorBody, EventType};
+use crate::protocol::campaign::{Resume, WriteAck};
+use crate::protocol::{ClientRequest, ErrorBody};
 
-/// An edit the user made, as sent to the server and as laid over the confirmed state.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Edit {
-    Fields(FieldUpdates),
-    Features {
-        op: FeatureOp,
-        features: Vec<Feature>,
-    },
-    Config {
-        section: SectionName,
-        values: Map<String, Value>,
-        mode: ConfigMode,
-    },
-}
-
-impl Edit {
-    fn event_type(&self) -> EventType {
-        match self {
-            Edit::Fields(_) => UPDATE,
-            Edit::Features { .. } => FEATURE,
-            Edit::Config { .. } => CONFIG,
+/// How a notice names a write that was refused: "Your change to title and status".
+fn describe_write(write: &Write) -> String {
+    match write {
+        Write::Update(w) => {
+            let u = &w.updates;
+            let fields: Vec<&str> = [
+                u.title.is_some().then_some("title"),
+                u.description.is_some().then_some("description"),
+                u.status.is_some().then_some("status"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            format!("Your change to {}", fields.join(" and "))
         }
-    }
-
-    fn payload(&self, campaign: &CampaignId, base_version: u64) -> Value {
-        match self {
-            Edit::Fields(updates) => {
-                json!({"campaign_id": campaign, "updates": updates, "base_version": base_version})
-            }
-            Edit::Features { op, features } => {
-                json!({"campaign_id": campaign, "op": op, "features": features, "base_version": base_version})
-            }
-            Edit::Config {
-                section,
-                values,
-                mode,
-            } => json!({
-                "campaign_id": campaign, "section": section, "values": values, "mode": mode,
-                "base_version": base_version,
-            }),
-        }
-    }
-
-    /// Show the edit before the server confirmed it.
-    pub fn overlay(&self, state: &mut CampaignState) {
-        match self {
-            Edit::Fields(u) => {
-                if let Some(title) = &u.title {
-                    state.title.clone_from(title);
-                }
-                if let Some(description) = &u.description {
-                    state.description.clone_from(description);
-                }
-                if let Some(status) = u.status {
-                    state.status = status;
-                }
-            }
-            Edit::Features { op, features } => match op {
-                FeatureOp::Add => state.features.extend(features.iter().cloned()),
-                FeatureOp::Remove => {
-                    for f in features {
-                        state.features.remove(f);
-                    }
-                }
-                FeatureOp::Set => state.features = features.iter().cloned().collect(),
-            },
-            Edit::Config {
-                section,
-                values,
-                mode,
-            } => {
-                let target = state.config.entry(section.clone()).or_default();
-                match mode {
-                    ConfigMode::Replace => *target = values.clone(),
-                    ConfigMode::Merge => merge_patch(target, values),
-                }
-            }
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Edit::Fields(u) => {
-                let mut fields = Vec::new();
-                if u.title.is_some() {
-                    fields.push("title");
-                }
-                if u.description.is_some() {
-                    fields.push("description");
-                }
-                if u.status.is_some() {
-                    fields.push("status");
-                }
-                format!("Your change to {}", fields.join(" and "))
-            }
-            Edit::Features { .. } => "Your feature change".into(),
-            Edit::Config { section, .. } => format!("Your change to config {section}"),
-        }
+        Write::Feature(_) => "Your feature change".into(),
+        Write::Config(w) => format!("Your change to config {}", w.section),
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEdit {
     pub local_id: u64,
-    pub edit: Edit,
+    pub write: Write,
     /// Set when the server acknowledged it: the version that includes it.
     pub confirmed_at: Option<u64>,
 }
@@ -152,6 +70,9 @@ pub struct CampaignModel {
     pub live: RwSignal<bool>,
     /// None while writable; otherwise why the campaign is read-only right now.
     pub read_only: RwSignal<Option<String>>,
+    /// Bumped whenever a write is refused, so fields show the saved value again even when the
+    /// shown state did not change (a refused write never changed it).
+    pub refusals: RwSignal<u64>,
     next_key: StoredValue<u64>,
     /// What is shown: confirmed state with pending edits laid over it.
     pub shown: Memo<CampaignState>,
@@ -170,8 +91,11 @@ impl CampaignModel {
         let shown = Memo::new(move |_| {
             let mut state = confirmed.get();
             pending.with(|edits| {
+                // The server's rule: a write it would refuse shows as no change.
                 for p in edits {
-                    p.edit.overlay(&mut state);
+                    if let Ok(Some(change)) = p.write.effect(&state) {
+                        let _ = state.apply_change(&change);
+                    }
                 }
             });
             state
@@ -186,6 +110,7 @@ impl CampaignModel {
             notices: RwSignal::new(Vec::new()),
             live: RwSignal::new(false),
             read_only: RwSignal::new(None),
+            refusals: RwSignal::new(0),
             next_key: StoredValue::new(1),
             shown,
         }
@@ -305,23 +230,26 @@ impl CampaignModel {
     }
 
     /// Show `edit` at once and send it; roll it back visibly if the server refuses.
-    pub fn submit(&self, connection: &Connection, edit: Edit) {
+    pub fn submit(&self, connection: &Connection, write: Write) {
         let model = *self;
         let local_id = self.key();
         let base = self.confirmed.with_untracked(|s| s.version);
-        let payload = edit.payload(&self.id.get_value(), base);
-        let event_type = edit.event_type();
-        let described = edit.describe();
+        let write = write.based_on(Some(base));
+        let described = describe_write(&write);
+        // The server's own checks: a write it would refuse is refused here, without a round trip.
+        if let Err(error) = self.shown.with_untracked(|state| write.effect(state)) {
+            self.refused(&described, &error);
+            return;
+        }
         self.pending.update(|p| {
             p.push(PendingEdit {
                 local_id,
-                edit,
+                write: write.clone(),
                 confirmed_at: None,
             })
         });
         connection.request(
-            event_type,
-            payload,
+            ClientRequest::Write(write),
             move |result: Result<Value, ErrorBody>| match result.and_then(|v| {
                 serde_json::from_value::<WriteAck>(v).map_err(|e| {
                     ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
@@ -344,13 +272,19 @@ impl CampaignModel {
                     model
                         .pending
                         .update(|p| p.retain(|e| e.local_id != local_id));
-                    model.notice(format!(
-                        "{described} was undone: {} ({})",
-                        error.message, error.code
-                    ));
+                    model.refused(&described, &error);
                 }
             },
         );
+    }
+
+    /// Say why a write did not happen, and show the saved values again.
+    fn refused(&self, described: &str, error: &ErrorBody) {
+        self.notice(format!(
+            "{described} was undone: {} ({})",
+            error.message, error.code
+        ));
+        self.refusals.update(|n| *n += 1);
     }
 
     /// The user's role allows editing and the campaign is not read-only right now.

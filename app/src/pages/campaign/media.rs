@@ -6,15 +6,16 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::client::media::{CandidateSink, LocalCandidate, MediaDevice, MediaStats, Quality};
 use crate::client::{Connection, ConnectionStatus, MediaPush, Output, SharedIo, SharedMedia};
 use crate::model::CampaignId;
+use crate::protocol::campaign::CampaignRef;
 use crate::protocol::media::{
-    IceServer, MediaJoined, MediaKind, Publisher, ANSWER, CANDIDATE, JOIN, LEAVE, PUBLISH,
+    IceCandidate, IceServer, MediaJoin, MediaJoined, MediaKind, Publisher, SessionDescription,
 };
-use crate::protocol::ErrorBody;
+use crate::protocol::{ClientRequest, ErrorBody};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -74,15 +75,16 @@ impl Room {
         let room = *self;
         Rc::new(move |c: LocalCandidate| {
             let Some(h) = room.handles() else { return };
-            let payload = json!({
-                "campaign_id": room.campaign.get_value(),
-                "transport": c.transport,
-                "candidate": c.candidate,
-                "sdpMid": c.sdp_mid,
-                "sdpMLineIndex": c.sdp_m_line_index,
-            });
+            let candidate = IceCandidate {
+                campaign_id: room.campaign.get_value(),
+                transport: c.transport,
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid,
+                sdp_m_line_index: c.sdp_m_line_index,
+            };
             // A refused candidate only means that path will not be tried.
-            h.connection.request(CANDIDATE, payload, |_| {});
+            h.connection
+                .request(ClientRequest::MediaCandidate(candidate), |_| {});
         })
     }
 
@@ -99,8 +101,10 @@ impl Room {
         self.generation.update_value(|g| *g += 1);
         h.connection
             .set_media_listener(Some(Rc::new(move |output: &Output| room.on_push(output))));
-        let payload = json!({ "campaign_id": self.campaign.get_value() });
-        h.connection.request(JOIN, payload, move |result| {
+        let join = ClientRequest::MediaJoin(MediaJoin {
+            campaign_id: self.campaign.get_value(),
+        });
+        h.connection.request(join, move |result| {
             let joined = result.and_then(|v| {
                 serde_json::from_value::<MediaJoined>(v).map_err(|e| {
                     ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
@@ -148,11 +152,11 @@ impl Room {
                 leptos::task::spawn_local(async move {
                     match h.engine.subscribe_offer(ice, sdp, sink).await {
                         Ok(answer) => {
-                            let payload = json!({
-                                "campaign_id": room.campaign.get_value(),
-                                "sdp": answer,
+                            let answer = ClientRequest::MediaAnswer(SessionDescription {
+                                campaign_id: room.campaign.get_value(),
+                                sdp: answer,
                             });
-                            h.connection.request(ANSWER, payload, move |result| {
+                            h.connection.request(answer, move |result| {
                                 if let Err(error) = result {
                                     room.fail("Receiving video failed", error);
                                 }
@@ -211,11 +215,19 @@ impl Room {
                     return;
                 }
             };
-            let payload = json!({ "campaign_id": room.campaign.get_value(), "sdp": offer });
+            let publish = ClientRequest::MediaPublish(SessionDescription {
+                campaign_id: room.campaign.get_value(),
+                sdp: offer,
+            });
             let engine = h.engine.clone();
-            h.connection.request(PUBLISH, payload, move |result| {
-                let answer =
-                    result.map(|v: Value| v["sdp"].as_str().unwrap_or_default().to_owned());
+            h.connection.request(publish, move |result| {
+                let answer = result.and_then(|v: Value| {
+                    serde_json::from_value::<SessionDescription>(v)
+                        .map(|d| d.sdp)
+                        .map_err(|e| {
+                            ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
+                        })
+                });
                 leptos::task::spawn_local(async move {
                     match answer {
                         Ok(sdp) => match engine.publish_answer(sdp).await {
@@ -246,8 +258,10 @@ impl Room {
 
     fn leave(&self) {
         if let Some(h) = self.handles() {
-            let payload = json!({ "campaign_id": self.campaign.get_value() });
-            h.connection.request(LEAVE, payload, |_| {});
+            let leave = ClientRequest::MediaLeave(CampaignRef {
+                campaign_id: self.campaign.get_value(),
+            });
+            h.connection.request(leave, |_| {});
         }
         self.teardown();
     }

@@ -14,7 +14,7 @@ use crate::model::CampaignId;
 use crate::protocol::campaign::CampaignSnapshot;
 use crate::protocol::{ErrorBody, ErrorCode};
 
-pub use live::{CampaignModel, Edit};
+pub use live::CampaignModel;
 use panels::{ConfigEditor, Details, Features, InvitePanel, Notices, PresencePanel, Timeline};
 
 #[component]
@@ -87,10 +87,10 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
         on_cleanup(move || connection.unsubscribe(&id));
     }
     let connection = StoredValue::new(connection.map(send_wrapper::SendWrapper::new));
-    let submit = move |edit: Edit| {
+    let submit = move |write: crate::model::Write| {
         connection.with_value(|c| {
             if let Some(c) = c {
-                model.submit(c, edit);
+                model.submit(c, write);
             }
         })
     };

@@ -4,11 +4,13 @@
 use leptos::prelude::*;
 use serde_json::{Map, Value};
 
-use super::live::{CampaignModel, Edit};
+use super::live::CampaignModel;
 use crate::client::SharedIo;
 use crate::data::decode_response;
-use crate::model::{CampaignStatus, ConfigMode, Feature, FieldUpdates, Role, SectionName};
-use crate::protocol::campaign::FeatureOp;
+use crate::model::{
+    CampaignStatus, ConfigChange, ConfigMode, Feature, FeatureChange, FeatureOp, FieldUpdates,
+    Role, SectionName, UpdateFields, Write,
+};
 
 #[component]
 pub fn Notices(model: CampaignModel) -> impl IntoView {
@@ -33,15 +35,24 @@ pub fn Notices(model: CampaignModel) -> impl IntoView {
 }
 
 #[component]
-pub fn Details(model: CampaignModel, submit: Callback<Edit>) -> impl IntoView {
+pub fn Details(model: CampaignModel, submit: Callback<Write>) -> impl IntoView {
     let readonly = move || !model.can_edit();
-    let fields = move |updates: FieldUpdates| submit.run(Edit::Fields(updates));
+    let fields = move |updates: FieldUpdates| {
+        submit.run(Write::Update(UpdateFields {
+            campaign_id: model.id.get_value(),
+            updates,
+            base_version: None,
+        }))
+    };
     view! {
         <section class="panel details">
             <input
                 class="title-input"
                 aria-label="Title"
-                prop:value=move || model.shown.with(|s| s.title.clone())
+                prop:value=move || {
+                    model.refusals.track();
+                    model.shown.with(|s| s.title.clone())
+                }
                 readonly=readonly
                 on:change=move |ev| {
                     let title = event_target_value(&ev);
@@ -88,7 +99,10 @@ pub fn Details(model: CampaignModel, submit: Callback<Edit>) -> impl IntoView {
                 class="description-input"
                 aria-label="Description"
                 placeholder=move || if model.can_edit() { "Describe the campaign" } else { "" }
-                prop:value=move || model.shown.with(|s| s.description.clone())
+                prop:value=move || {
+                    model.refusals.track();
+                    model.shown.with(|s| s.description.clone())
+                }
                 readonly=readonly
                 on:change=move |ev| {
                     let description = event_target_value(&ev);
@@ -103,7 +117,15 @@ pub fn Details(model: CampaignModel, submit: Callback<Edit>) -> impl IntoView {
 }
 
 #[component]
-pub fn Features(model: CampaignModel, submit: Callback<Edit>) -> impl IntoView {
+pub fn Features(model: CampaignModel, submit: Callback<Write>) -> impl IntoView {
+    let change = move |op: FeatureOp, feature: Feature| {
+        submit.run(Write::Feature(FeatureChange {
+            campaign_id: model.id.get_value(),
+            op,
+            features: vec![feature],
+            base_version: None,
+        }))
+    };
     let draft = RwSignal::new(String::new());
     let add = move || {
         let text = draft.get_untracked().trim().to_owned();
@@ -112,10 +134,7 @@ pub fn Features(model: CampaignModel, submit: Callback<Edit>) -> impl IntoView {
         }
         match Feature::parse(&text) {
             Ok(feature) => {
-                submit.run(Edit::Features {
-                    op: FeatureOp::Add,
-                    features: vec![feature],
-                });
+                change(FeatureOp::Add, feature);
                 draft.set(String::new());
             }
             Err(message) => model.notice(message),
@@ -132,7 +151,7 @@ pub fn Features(model: CampaignModel, submit: Callback<Edit>) -> impl IntoView {
                         let name = feature.to_string();
                         let label = format!("Remove {name}");
                         let remove = move |_| {
-                            submit.run(Edit::Features { op: FeatureOp::Remove, features: vec![feature.clone()] })
+                            change(FeatureOp::Remove, feature.clone())
                         };
                         view! {
                             <li class="chip" data-feature=name.clone()>
@@ -169,7 +188,7 @@ fn pretty(values: Option<&Map<String, Value>>) -> String {
 }
 
 #[component]
-pub fn ConfigEditor(model: CampaignModel, submit: Callback<Edit>) -> impl IntoView {
+pub fn ConfigEditor(model: CampaignModel, submit: Callback<Write>) -> impl IntoView {
     let first = model
         .shown
         .with_untracked(|s| s.config.keys().next().map(|k| k.to_string()))
@@ -201,11 +220,13 @@ pub fn ConfigEditor(model: CampaignModel, submit: Callback<Edit>) -> impl IntoVi
         match serde_json::from_str::<Value>(&text.get_untracked()) {
             Ok(Value::Object(values)) => {
                 dirty.set(false);
-                submit.run(Edit::Config {
+                submit.run(Write::Config(ConfigChange {
+                    campaign_id: model.id.get_value(),
                     section,
                     values,
                     mode,
-                });
+                    base_version: None,
+                }));
             }
             Ok(_) => model.notice("config values must be a JSON object".into()),
             Err(err) => model.notice(format!("config is not valid JSON: {err}")),

@@ -6,6 +6,10 @@
 //! `unavailable` instead of piling up on a dead socket. A probe task retries with exponential
 //! backoff and jitter (250 ms doubling to 10 s); when a PING succeeds the circuit closes, one Warn
 //! line reports the outage's length, and every loaded campaign catches up from Redis.
+//!
+//! [`keys`] names every Redis key and channel Rally uses, in one place.
+
+pub mod keys;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,12 +19,17 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 
 use crate::shutdown::ShutdownSignal;
-use crate::store::StoreError;
 
 /// How long one command may take before it counts as a failure.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_BASE: Duration = Duration::from_millis(250);
 const PROBE_MAX: Duration = Duration::from_secs(10);
+
+/// A command did not get an answer from Redis: the circuit is open, the connection broke, or
+/// Redis took longer than [`COMMAND_TIMEOUT`]. (An error *reply* from Redis is an answer.)
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Outage(String);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LinkError {
@@ -132,13 +141,13 @@ impl RedisLink {
     /// Run one Redis operation, failing fast while the circuit is open. The outer error is an
     /// outage (circuit open, connection lost, timeout); the inner result is Redis's own answer,
     /// which may be an error reply (a script refusing a stale version) for the caller to read.
-    pub async fn run<T, F, Fut>(&self, op: F) -> Result<redis::RedisResult<T>, StoreError>
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<redis::RedisResult<T>, Outage>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         if !self.is_up() {
-            return Err(StoreError::Unavailable(
+            return Err(Outage(
                 "Redis is unavailable (circuit open); retrying in the background".into(),
             ));
         }
@@ -147,7 +156,7 @@ impl RedisLink {
         match outcome {
             Ok(Err(err)) if is_outage(&err) => {
                 self.trip(err.to_string());
-                Err(StoreError::Unavailable(format!("Redis failed: {err}")))
+                Err(Outage(format!("Redis failed: {err}")))
             }
             Ok(answer) => Ok(answer),
             Err(_) => {
@@ -155,9 +164,7 @@ impl RedisLink {
                     "no answer within {} ms",
                     COMMAND_TIMEOUT.as_millis()
                 ));
-                Err(StoreError::Unavailable(
-                    "Redis did not answer in time".into(),
-                ))
+                Err(Outage("Redis did not answer in time".into()))
             }
         }
     }
@@ -167,7 +174,7 @@ impl RedisLink {
         &self,
         channel: &str,
         payload: &str,
-    ) -> Result<redis::RedisResult<i64>, StoreError> {
+    ) -> Result<redis::RedisResult<i64>, Outage> {
         self.run(|mut conn| async move {
             redis::cmd("PUBLISH")
                 .arg(channel)

@@ -1,7 +1,7 @@
 //! A headless participant for Rally's media relay: signaling over the WebSocket protocol and
 //! `webrtc` peer connections on loopback. The relay's integration tests and `rally-bench media`
-//! drive the server through it, as a browser would. Built only with the `media-client` feature;
-//! the server binary does not contain it.
+//! drive the server through it, as a browser would. Its own crate: the server binary does not
+//! contain it.
 //!
 //! Generated media: VP8-shaped video (RFC 7741 payload descriptor; a keyframe only at the start
 //! and when the relay asks with a PLI) and Opus-shaped audio. Every payload carries its frame
@@ -34,21 +34,21 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
-use super::feedback::{is_keyframe_request, FeedbackInterceptor, SLOT};
+use rally::media::feedback::{is_keyframe_request, FeedbackInterceptor, SLOT};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// One WebSocket, owned by a task that matches replies to requests and hands pushes out.
-pub struct Signal {
+pub struct Signaling {
     requests: mpsc::UnboundedSender<(Value, oneshot::Sender<Value>)>,
 }
 
-impl Signal {
+impl Signaling {
     /// Connect to `ws://{addr}/ws` (with a session token) and start the task.
     pub async fn connect(
         addr: std::net::SocketAddr,
         token: Option<&str>,
-    ) -> Result<(Signal, mpsc::UnboundedReceiver<Value>), Error> {
+    ) -> Result<(Signaling, mpsc::UnboundedReceiver<Value>), Error> {
         let mut request = format!("ws://{addr}/ws").into_client_request()?;
         if let Some(token) = token {
             request
@@ -81,7 +81,7 @@ impl Signal {
                 }
             }
         });
-        Ok((Signal { requests }, pushes))
+        Ok((Signaling { requests }, pushes))
     }
 
     /// Send a request; its reply (either state), or an error after 10 s.
@@ -176,7 +176,7 @@ impl Peer {
 
     /// Offer what this connection sends to the relay (`media:publish`) and apply its answer:
     /// the first time, or again after the tracks changed.
-    pub async fn publish(&mut self, signal: &Signal, campaign: &str) -> Result<(), Error> {
+    pub async fn publish(&mut self, signal: &Signaling, campaign: &str) -> Result<(), Error> {
         let offer = self.pc.create_offer(None).await?;
         self.pc.set_local_description(offer).await?;
         let sdp = self.local_sdp().await?;
@@ -209,7 +209,7 @@ pub type PacketSink = Arc<dyn Fn(RtpCodecKind, &[u8], Instant) + Send + Sync>;
 /// stops reading a publisher's tracks when `media:tracks` no longer lists them (as a browser
 /// removes the tile).
 pub struct Viewer {
-    pub signal: Arc<Signal>,
+    pub signal: Arc<Signaling>,
     pub connected_at: Arc<Mutex<Option<Instant>>>,
     pub offers: Arc<AtomicUsize>,
     /// The latest `media:tracks` payload.
@@ -221,7 +221,7 @@ pub struct Viewer {
 
 impl Viewer {
     pub fn start(
-        signal: Signal,
+        signal: Signaling,
         mut pushes: mpsc::UnboundedReceiver<Value>,
         campaign: &str,
         on_packet: PacketSink,
@@ -317,7 +317,7 @@ impl Viewer {
 async fn answer(
     peer: &mut Peer,
     offer: &str,
-    signal: &Signal,
+    signal: &Signaling,
     campaign: &str,
 ) -> Result<(), Error> {
     peer.pc
@@ -494,7 +494,7 @@ impl LocalTracks {
 impl Publisher {
     /// Publish in `campaign` (joined already on `signal`) and start sending.
     pub async fn go_live(
-        signal: &Signal,
+        signal: &Signaling,
         campaign: &str,
         stream: Stream,
         on_sent: SentSink,
@@ -635,7 +635,7 @@ impl Publisher {
 
     /// Stop sending audio: remove the track and renegotiate the publish connection through the
     /// relay (`media:publish` with a new offer), as a browser does when the microphone is removed.
-    pub async fn stop_audio(&mut self, signal: &Signal, campaign: &str) -> Result<(), Error> {
+    pub async fn stop_audio(&mut self, signal: &Signaling, campaign: &str) -> Result<(), Error> {
         let sender = self.audio_sender.take().ok_or("audio already stopped")?;
         self.peer.pc.remove_track(&sender).await?;
         self.peer.publish(signal, campaign).await

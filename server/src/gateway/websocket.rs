@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-/// An upgraded connection: tungstenite reads; [`write_texts`] writes text.
+/// An upgraded connection: tungstenite reads; [`send_texts`] sends text.
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// A valid WebSocket upgrade request, ready to be accepted.
@@ -164,7 +164,7 @@ fn header_len(len: usize) -> usize {
 
 /// Write `texts` (valid UTF-8, as every frame Rally makes) as text frames, in order, with as few `write` calls as the kernel allows.
 /// First flushes whatever tungstenite queued (a pong, say), so frames never interleave.
-pub async fn write_texts<S>(socket: &mut WebSocketStream<S>, texts: &[&[u8]]) -> std::io::Result<()>
+pub async fn send_texts<S>(socket: &mut WebSocketStream<S>, texts: &[&[u8]]) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -213,7 +213,7 @@ mod tests {
             .collect();
         let writer = tokio::spawn(async move {
             let bytes: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
-            write_texts(&mut server, &bytes).await.unwrap();
+            send_texts(&mut server, &bytes).await.unwrap();
             (server, texts)
         });
         let mut got = Vec::new();

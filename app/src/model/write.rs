@@ -1,0 +1,427 @@
+//! Writes: the requests that change a campaign, their checks, and the change each makes.
+//!
+//! One rule, two callers. The server's campaign core turns an accepted [`Write`] into an event
+//! with [`Write::effect`] and applies it with [`CampaignState::apply_event`]; the browser lays its
+//! not yet confirmed writes over the confirmed state with the same [`Write::effect`] and
+//! [`CampaignState::apply_change`]. What a person sees while waiting is therefore exactly what the
+//! server will make of the write, and a write the server would refuse as invalid or too large
+//! shows as no change at all.
+//!
+//! [`Write::effect`] checks only what the write itself decides (its shape and every size limit,
+//! including the limits of the result: a merge patch may be small and still make a section too
+//! large). Who may write and whether `base_version` is stale are the server's questions: the
+//! core answers them, after these checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::limits::*;
+use super::{
+    json_depth, merge_patch, CampaignId, CampaignState, CampaignStatus, Change, ConfigMode,
+    Feature, FieldUpdates, SectionName,
+};
+use crate::protocol::{ErrorBody, ErrorCode};
+
+/// `campaign:create:v1:requested`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCampaign {
+    pub campaign_id: CampaignId,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub status: CampaignStatus,
+    #[serde(default)]
+    pub features: Vec<Feature>,
+    #[serde(default)]
+    pub config: BTreeMap<SectionName, Map<String, Value>>,
+}
+
+impl CreateCampaign {
+    /// Every limit a new campaign must respect.
+    pub fn check(&self) -> Result<(), ErrorBody> {
+        check_title(&self.title)?;
+        check_description(&self.description)?;
+        let features: BTreeSet<&Feature> = self.features.iter().collect();
+        check_feature_count(features.len())?;
+        check_section_count(self.config.len())?;
+        for (section, values) in &self.config {
+            check_section(section, values)?;
+        }
+        Ok(())
+    }
+}
+
+/// `campaign:update:v1:requested`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFields {
+    pub campaign_id: CampaignId,
+    pub updates: FieldUpdates,
+    /// The version the client's edit was based on. If any field this update touches changed
+    /// after it, the update is refused with `conflict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureOp {
+    Add,
+    Remove,
+    Set,
+}
+
+/// `campaign:feature:v1:requested`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureChange {
+    pub campaign_id: CampaignId,
+    pub op: FeatureOp,
+    pub features: Vec<Feature>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+}
+
+/// `campaign:config:v1:requested`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigChange {
+    pub campaign_id: CampaignId,
+    pub section: SectionName,
+    pub values: Map<String, Value>,
+    #[serde(default)]
+    pub mode: ConfigMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+}
+
+/// A request that changes an existing campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Update(UpdateFields),
+    Feature(FeatureChange),
+    Config(ConfigChange),
+}
+
+impl Write {
+    pub fn campaign_id(&self) -> &CampaignId {
+        match self {
+            Write::Update(w) => &w.campaign_id,
+            Write::Feature(w) => &w.campaign_id,
+            Write::Config(w) => &w.campaign_id,
+        }
+    }
+
+    pub fn base_version(&self) -> Option<u64> {
+        match self {
+            Write::Update(w) => w.base_version,
+            Write::Feature(w) => w.base_version,
+            Write::Config(w) => w.base_version,
+        }
+    }
+
+    /// The same write based on `base_version`.
+    pub fn based_on(mut self, base_version: Option<u64>) -> Self {
+        match &mut self {
+            Write::Update(w) => w.base_version = base_version,
+            Write::Feature(w) => w.base_version = base_version,
+            Write::Config(w) => w.base_version = base_version,
+        }
+        self
+    }
+
+    /// Fields the write sets (for the update-field-count metric).
+    pub fn field_count(&self) -> usize {
+        match self {
+            Write::Update(w) => w.updates.len(),
+            Write::Feature(_) | Write::Config(_) => 1,
+        }
+    }
+
+    /// Check the write's limits against `state` and reduce it to the change it makes there:
+    /// `None` when `state` already has what the write asks for.
+    pub fn effect(&self, state: &CampaignState) -> Result<Option<Change>, ErrorBody> {
+        match self {
+            Write::Update(request) => {
+                let u = &request.updates;
+                if u.is_empty() {
+                    return Err(invalid(
+                        "updates must set at least one of title, description, status",
+                    ));
+                }
+                if let Some(title) = &u.title {
+                    check_title(title)?;
+                }
+                if let Some(description) = &u.description {
+                    check_description(description)?;
+                }
+                let effective = FieldUpdates {
+                    title: u.title.clone().filter(|t| *t != state.title),
+                    description: u.description.clone().filter(|d| *d != state.description),
+                    status: u.status.filter(|s| *s != state.status),
+                };
+                Ok((!effective.is_empty()).then_some(Change::Fields { updates: effective }))
+            }
+            Write::Feature(request) => {
+                let requested: BTreeSet<Feature> = request.features.iter().cloned().collect();
+                check_feature_count(requested.len())?;
+                let target: BTreeSet<Feature> = match request.op {
+                    FeatureOp::Add => state.features.union(&requested).cloned().collect(),
+                    FeatureOp::Remove => state.features.difference(&requested).cloned().collect(),
+                    FeatureOp::Set => requested,
+                };
+                check_feature_count(target.len())?;
+                let added: Vec<Feature> = target.difference(&state.features).cloned().collect();
+                let removed: Vec<Feature> = state.features.difference(&target).cloned().collect();
+                Ok((!added.is_empty() || !removed.is_empty())
+                    .then_some(Change::Features { added, removed }))
+            }
+            Write::Config(request) => {
+                check_section(&request.section, &request.values)?;
+                let current = state.config.get(&request.section);
+                if current.is_none() {
+                    check_section_count(state.config.len() + 1)?;
+                }
+                let mut result = current.cloned().unwrap_or_default();
+                match request.mode {
+                    ConfigMode::Replace => result = request.values.clone(),
+                    ConfigMode::Merge => merge_patch(&mut result, &request.values),
+                }
+                // The merged result must respect the limits too, not only the patch.
+                check_section(&request.section, &result)?;
+                let unchanged = current.is_some_and(|c| *c == result);
+                Ok((!unchanged).then(|| Change::Config {
+                    section: request.section.clone(),
+                    mode: request.mode,
+                    values: request.values.clone(),
+                }))
+            }
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Invalid, message)
+}
+
+fn too_large(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::TooLarge, message)
+}
+
+fn check_title(title: &str) -> Result<(), ErrorBody> {
+    let chars = title.chars().count();
+    if title.trim().is_empty() {
+        return Err(invalid("title must not be empty"));
+    }
+    if chars > TITLE_MAX_CHARS {
+        return Err(too_large(format!(
+            "title is {chars} characters; at most {TITLE_MAX_CHARS} are allowed"
+        )));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(invalid("title must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_description(description: &str) -> Result<(), ErrorBody> {
+    let chars = description.chars().count();
+    if chars > DESCRIPTION_MAX_CHARS {
+        return Err(too_large(format!(
+            "description is {chars} characters; at most {DESCRIPTION_MAX_CHARS} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+fn check_feature_count(count: usize) -> Result<(), ErrorBody> {
+    if count > FEATURES_MAX {
+        return Err(too_large(format!(
+            "{count} features; a campaign can have at most {FEATURES_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_section(section: &SectionName, values: &Map<String, Value>) -> Result<(), ErrorBody> {
+    let depth = 1 + values.values().map(json_depth).max().unwrap_or(0);
+    if depth > CONFIG_MAX_DEPTH {
+        return Err(too_large(format!(
+            "config section {section} is nested {depth} deep; at most {CONFIG_MAX_DEPTH} levels are allowed"
+        )));
+    }
+    let bytes = serde_json::to_vec(values)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if bytes > CONFIG_SECTION_MAX_BYTES {
+        return Err(too_large(format!(
+            "config section {section} is {bytes} bytes; at most {CONFIG_SECTION_MAX_BYTES} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+fn check_section_count(count: usize) -> Result<(), ErrorBody> {
+    if count > CONFIG_SECTIONS_MAX {
+        return Err(too_large(format!(
+            "{count} config sections; a campaign can have at most {CONFIG_SECTIONS_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Actor, Timestamp, UserId};
+    use serde_json::json;
+
+    fn state() -> CampaignState {
+        let actor = Actor {
+            user_id: UserId::parse("u1").unwrap(),
+            display_name: "Ada".into(),
+        };
+        CampaignState {
+            id: CampaignId::parse("c").unwrap(),
+            title: "Launch".into(),
+            description: String::new(),
+            status: CampaignStatus::Draft,
+            features: [Feature::parse("chat").unwrap()].into(),
+            config: BTreeMap::new(),
+            version: 3,
+            created_at: Timestamp::from_unix_nanos(1),
+            created_by: actor.clone(),
+            updated_at: Timestamp::from_unix_nanos(1),
+            updated_by: actor,
+        }
+    }
+
+    fn write(kind: &str, payload: serde_json::Value) -> Write {
+        match kind {
+            "update" => Write::Update(serde_json::from_value(payload).unwrap()),
+            "feature" => Write::Feature(serde_json::from_value(payload).unwrap()),
+            _ => Write::Config(serde_json::from_value(payload).unwrap()),
+        }
+    }
+
+    /// Each row: a write, and what it does to [`state`] — the state it shows afterwards (as the
+    /// browser's overlay does) or the error code it is refused with.
+    #[test]
+    fn effects_table() {
+        let rows: Vec<(&str, Write, Result<serde_json::Value, ErrorCode>)> = vec![
+            (
+                "a title change",
+                write(
+                    "update",
+                    json!({"campaign_id": "c", "updates": {"title": "Spring"}}),
+                ),
+                Ok(json!({"title": "Spring"})),
+            ),
+            (
+                "a status equal to the current one changes nothing",
+                write(
+                    "update",
+                    json!({"campaign_id": "c", "updates": {"status": "draft"}}),
+                ),
+                Ok(json!({})),
+            ),
+            (
+                "an empty update",
+                write("update", json!({"campaign_id": "c", "updates": {}})),
+                Err(ErrorCode::Invalid),
+            ),
+            (
+                "a title with a newline",
+                write(
+                    "update",
+                    json!({"campaign_id": "c", "updates": {"title": "a\nb"}}),
+                ),
+                Err(ErrorCode::Invalid),
+            ),
+            (
+                "a title over the limit",
+                write(
+                    "update",
+                    json!({"campaign_id": "c", "updates": {"title": "x".repeat(201)}}),
+                ),
+                Err(ErrorCode::TooLarge),
+            ),
+            (
+                "adding a feature",
+                write(
+                    "feature",
+                    json!({"campaign_id": "c", "op": "add", "features": ["polls"]}),
+                ),
+                Ok(json!({"features": ["chat", "polls"]})),
+            ),
+            (
+                "removing one that is not there changes nothing",
+                write(
+                    "feature",
+                    json!({"campaign_id": "c", "op": "remove", "features": ["qa"]}),
+                ),
+                Ok(json!({})),
+            ),
+            (
+                "setting the list",
+                write(
+                    "feature",
+                    json!({"campaign_id": "c", "op": "set", "features": ["qa"]}),
+                ),
+                Ok(json!({"features": ["qa"]})),
+            ),
+            (
+                "a merge patch into a new section",
+                write(
+                    "config",
+                    json!({"campaign_id": "c", "section": "ui", "values": {"a": 1}}),
+                ),
+                Ok(json!({"config": {"ui": {"a": 1}}})),
+            ),
+            (
+                "a section nested too deep",
+                write(
+                    "config",
+                    json!({"campaign_id": "c", "section": "ui",
+                    "values": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}}),
+                ),
+                Err(ErrorCode::TooLarge),
+            ),
+        ];
+        for (what, write, expected) in rows {
+            let before = state();
+            let outcome = write.effect(&before).map(|change| {
+                let mut after = before.clone();
+                if let Some(change) = &change {
+                    after.apply_change(change).unwrap();
+                }
+                let mut shown = serde_json::Map::new();
+                let (b, a) = (
+                    serde_json::to_value(&before).unwrap(),
+                    serde_json::to_value(&after).unwrap(),
+                );
+                for (key, value) in a.as_object().unwrap() {
+                    if b[key] != *value {
+                        shown.insert(key.clone(), value.clone());
+                    }
+                }
+                serde_json::Value::Object(shown)
+            });
+            assert_eq!(outcome.map_err(|e| e.code), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_base_version_travels_with_the_write() {
+        let w = write(
+            "feature",
+            json!({"campaign_id": "c", "op": "add", "features": ["x"]}),
+        );
+        assert_eq!(w.base_version(), None);
+        assert_eq!(w.based_on(Some(7)).base_version(), Some(7));
+    }
+}

@@ -1,0 +1,471 @@
+//! How a campaign's writes become durable: the rest of [`Writer`], for the commit protocol.
+//!
+//! Writes of one batch are applied to the core one by one ([`Writer::apply_write`]), then
+//! committed together ([`Writer::flush`]): acknowledged only once the store holds them, then
+//! broadcast.
+//!
+//! With a shared store (Redis mode) several instances may hold a writer for the same campaign.
+//! The store's version check serializes them: a writer that lost the race goes back to its
+//! state before the batch, catches up on the other instance's events (broadcasting them to its
+//! own subscribers, in order), re-applies its pending writes on top — re-validating each, so
+//! `base_version` conflicts stay exact — and commits again. When to retry and when to give up is
+//! [`CommitRace`], a pure rule with time and randomness passed in.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rally_app::model::{Actor, CampaignEvent, Role, UserId, Write};
+use rally_app::protocol::campaign::WriteAck;
+use rally_app::protocol::{ErrorBody, ErrorCode};
+
+use super::core::Applied;
+use super::writer::{not_found, read_only, unavailable, Reply, Writer, WriterError};
+use crate::bus::BusNote;
+use crate::clock;
+use crate::frames::{self, Frame};
+use crate::store::{Commit, StoreError};
+
+/// How long a batch keeps retrying when other instances keep winning the race for the same
+/// campaign (well inside the 5 s a request waits for its answer).
+pub const COMMIT_PATIENCE: Duration = Duration::from_secs(3);
+/// Attempts at granting a role under the same contention.
+const MAX_GRANT_ATTEMPTS: usize = 24;
+/// Events fetched per catch-up read.
+const CATCH_UP_BATCH: usize = 10_000;
+
+/// A write applied to the core but not yet durable.
+pub(super) struct Pending {
+    write: Write,
+    actor: Option<Actor>,
+    event: CampaignEvent,
+    reply: Reply<WriteAck>,
+}
+
+/// When a batch that lost the version race tries again.
+#[derive(Debug)]
+pub struct CommitRace {
+    deadline: Instant,
+    losses: u32,
+}
+
+/// The next attempt after a lost race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Wait this long first, so instances retrying together do not collide in step.
+    pub wait: Duration,
+    /// Claim the campaign's next commit: this instance lost twice in a row, and busier ones
+    /// must not starve it.
+    pub claim_turn: bool,
+}
+
+impl CommitRace {
+    pub fn new(now: Instant) -> Self {
+        CommitRace {
+            deadline: now + COMMIT_PATIENCE,
+            losses: 0,
+        }
+    }
+
+    /// The race was lost at `now`: retry, or `None` once [`COMMIT_PATIENCE`] is spent. `random`
+    /// picks the wait, uniformly in [0, 2^losses ms) capped at 20 ms.
+    pub fn lost(&mut self, now: Instant, random: u32) -> Option<Retry> {
+        if now >= self.deadline {
+            return None;
+        }
+        self.losses += 1;
+        let cap_ms = (1u64 << self.losses.min(5)).min(20);
+        Some(Retry {
+            wait: Duration::from_micros(u64::from(random) % (cap_ms * 1000)),
+            claim_turn: self.losses >= 2,
+        })
+    }
+}
+
+impl Writer {
+    /// The commit of `events` (and the core's record) on top of the durable version.
+    fn commit_of(&self, events: Vec<CampaignEvent>) -> Option<Commit> {
+        let core = self.core.as_ref()?;
+        Some(Commit {
+            campaign_id: self.id.clone(),
+            expected_version: self.durable_version,
+            record: core.record().clone(),
+            events,
+            history_len: self.context.config.history_len,
+            instance: self.context.event_ids.instance(),
+        })
+    }
+
+    /// Apply one write to the core; a change waits in `pending` for the batch's commit, anything
+    /// else is answered at once.
+    pub(super) async fn apply_write(
+        &mut self,
+        write: Write,
+        actor: Option<Actor>,
+        reply: Reply<WriteAck>,
+        pending: &mut Vec<Pending>,
+    ) {
+        if self.core.is_none() {
+            let _ = reply.send(Err(not_found(&self.id).into()));
+            return;
+        }
+        if !self.writable {
+            let _ = reply.send(Err(read_only().into()));
+            return;
+        }
+        if pending.is_empty() && self.context.bus.shared() {
+            self.backup = self.core.clone();
+        }
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        let now = clock::now();
+        let event_id = self.context.event_ids.next(now);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            core.apply(&write, actor.as_ref(), now, event_id)
+        }));
+        match outcome {
+            Ok(applied) => {
+                if let Ok(Applied::Changed(_)) = &applied {
+                    metrics::histogram!("rally_update_fields").record(write.field_count() as f64);
+                }
+                self.settle(write, actor, reply, applied, pending);
+            }
+            Err(panic) => {
+                self.recover_from_panic(panic, pending).await;
+                let _ = reply.send(Err(ErrorBody::new(
+                    ErrorCode::Internal,
+                    "internal error applying the change; the campaign was reloaded, nothing was applied",
+                )
+                .into()));
+            }
+        }
+    }
+
+    /// Where an applied write goes: a change into `pending`, an unchanged or refused write
+    /// answered now.
+    fn settle(
+        &self,
+        write: Write,
+        actor: Option<Actor>,
+        reply: Reply<WriteAck>,
+        applied: Result<Applied, ErrorBody>,
+        pending: &mut Vec<Pending>,
+    ) {
+        match applied {
+            Ok(Applied::Changed(event)) => pending.push(Pending {
+                write,
+                actor,
+                event,
+                reply,
+            }),
+            Ok(Applied::Unchanged { version }) => {
+                let _ = reply.send(Ok(WriteAck::unchanged(self.id.clone(), version)));
+            }
+            Err(rejection) => {
+                let _ = reply.send(Err(rejection.into()));
+            }
+        }
+    }
+
+    /// A panic mid-apply may have left the core half-changed: drop it (and the not yet durable
+    /// writes of this batch, which are answered `unavailable`), reload from the store.
+    pub(super) async fn recover_from_panic(
+        &mut self,
+        panic: Box<dyn std::any::Any + Send>,
+        pending: &mut Vec<Pending>,
+    ) {
+        let what = crate::panics::message(panic.as_ref());
+        tracing::error!(campaign = %self.id, panic = %what, "campaign task panicked; reloading from the store");
+        metrics::counter!("rally_panics_caught_total", "where" => "campaign").increment(1);
+        for p in pending.drain(..) {
+            let _ = p
+                .reply
+                .send(Err(unavailable("the campaign was reloaded; retry").into()));
+        }
+        if let Err(error) = self.load().await {
+            tracing::error!(campaign = %self.id, %error, "cannot reload campaign after a panic");
+            self.core = None;
+        }
+    }
+
+    /// Go back to the state before this batch: the backup (shared store) or the store itself.
+    async fn roll_back(&mut self) {
+        match self.backup.take() {
+            Some(backup) => self.core = Some(backup),
+            None => {
+                if let Err(error) = self.load().await {
+                    tracing::error!(campaign = %self.id, %error, "cannot reload campaign");
+                    self.core = None;
+                }
+            }
+        }
+    }
+
+    /// Apply pending writes again on the current core (after catching up): each is re-validated,
+    /// so one that now conflicts is answered with the conflict.
+    fn reapply(&mut self, pending: &mut Vec<Pending>) {
+        self.backup = self.core.clone();
+        let mut kept = Vec::with_capacity(pending.len());
+        for Pending {
+            write,
+            actor,
+            reply,
+            ..
+        } in pending.drain(..)
+        {
+            let Some(core) = self.core.as_mut() else {
+                return;
+            };
+            let now = clock::now();
+            let event_id = self.context.event_ids.next(now);
+            let applied = core.apply(&write, actor.as_ref(), now, event_id);
+            self.settle(write, actor, reply, applied, &mut kept);
+        }
+        *pending = kept;
+    }
+
+    /// Make pending writes durable, then acknowledge and broadcast them.
+    pub(super) async fn flush(&mut self, pending: &mut Vec<Pending>) {
+        let mut race = CommitRace::new(Instant::now());
+        loop {
+            if pending.is_empty() {
+                self.backup = None;
+                return;
+            }
+            let events = pending.iter().map(|p| p.event.clone()).collect();
+            let Some(commit) = self.commit_of(events) else {
+                return;
+            };
+            let outcome = self.context.store.commit(commit).await;
+            let error = match outcome {
+                Ok(()) => {
+                    self.backup = None;
+                    let mut events = Vec::with_capacity(pending.len());
+                    for Pending { event, reply, .. } in pending.drain(..) {
+                        let _ = reply.send(Ok(WriteAck::changed(&event)));
+                        events.push(event);
+                    }
+                    self.committed(&events);
+                    return;
+                }
+                Err(error) => error,
+            };
+            let lost = matches!(
+                error,
+                StoreError::VersionMismatch { .. } | StoreError::NotYourTurn
+            );
+            let retry = if lost {
+                race.lost(Instant::now(), u32::from_le_bytes(clock::random_bytes()))
+            } else {
+                None
+            };
+            let Some(retry) = retry else {
+                self.fail_batch(pending, &error).await;
+                return;
+            };
+            metrics::counter!("rally_commit_retries_total").increment(1);
+            self.roll_back().await;
+            if retry.claim_turn {
+                let _ = self
+                    .context
+                    .store
+                    .claim_turn(&self.id, self.context.event_ids.instance())
+                    .await;
+            }
+            tokio::time::sleep(retry.wait).await;
+            self.catch_up().await;
+            self.reapply(pending);
+        }
+    }
+
+    /// The store did not take the batch: every pending write is answered `unavailable`.
+    async fn fail_batch(&mut self, pending: &mut Vec<Pending>, error: &StoreError) {
+        if self.context.bus.shared() {
+            // The link logs an outage once; per-request failures are routine.
+            tracing::debug!(campaign = %self.id, %error, "commit failed");
+        } else {
+            tracing::error!(campaign = %self.id, %error, "commit failed; reloading campaign");
+        }
+        for p in pending.drain(..) {
+            let _ = p.reply.send(Err(unavailable(format!(
+                "could not store the change: {error}"
+            ))
+            .into()));
+        }
+        self.roll_back().await;
+    }
+
+    /// `events` are durable: the store holds the core's version. Broadcast them and tell the
+    /// other instances.
+    fn committed(&mut self, events: &[CampaignEvent]) {
+        let Some(version) = self.core.as_ref().map(|c| c.version()) else {
+            return;
+        };
+        self.set_durable(version);
+        self.publish(events);
+        self.notify(BusNote::Committed {
+            campaign: self.id.clone(),
+            version,
+        });
+    }
+
+    /// Grant `role` to `user` (an accepted invite) and make it durable: a record-only commit.
+    pub(super) async fn grant(&mut self, user: UserId, role: Role) -> Result<Role, WriterError> {
+        if !self.writable {
+            return Err(read_only().into());
+        }
+        for _ in 0..MAX_GRANT_ATTEMPTS {
+            let core = self.core.as_mut().ok_or_else(|| not_found(&self.id))?;
+            if !core.grant(user.clone(), role) {
+                return Ok(core.role_of(Some(&user)));
+            }
+            let Some(commit) = self.commit_of(Vec::new()) else {
+                break;
+            };
+            match self.context.store.commit(commit).await {
+                Ok(()) => {
+                    self.notify(BusNote::Record {
+                        campaign: self.id.clone(),
+                    });
+                    return Ok(role);
+                }
+                Err(StoreError::VersionMismatch { .. } | StoreError::NotYourTurn) => {
+                    // Reload (the grant is redone on the fresh record next round).
+                    let _ = self.load().await;
+                    self.catch_up().await;
+                }
+                Err(error) => {
+                    let _ = self.load().await;
+                    return Err(unavailable(format!("could not store the role: {error}")).into());
+                }
+            }
+        }
+        Err(unavailable("the campaign is too busy; retry").into())
+    }
+
+    /// Take every event the store has after `durable_version` (made by other instances) and
+    /// broadcast them in order. If the store's history no longer reaches back, reload and let
+    /// subscribers resync.
+    pub(super) async fn catch_up(&mut self) {
+        if self.core.is_none() {
+            let _ = self.load().await;
+            return;
+        }
+        loop {
+            let events = match self
+                .context
+                .store
+                .events_since(&self.id, self.durable_version, CATCH_UP_BATCH)
+                .await
+            {
+                Ok(Some(events)) => events,
+                Ok(None) => {
+                    tracing::debug!(campaign = %self.id, "history too short to catch up; reloading");
+                    if self.load().await.is_ok() {
+                        // Subscribers see a gap at the newest event and resync through backfill.
+                        if let Some(last) = self.encoded.newest() {
+                            let _ = self.broadcast.send(frames::single(last));
+                        }
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(campaign = %self.id, %error, "catch-up failed; will retry when the store is back");
+                    return;
+                }
+            };
+            let fetched = events.len();
+            let mut applied = Vec::with_capacity(fetched);
+            for event in events {
+                let Some(core) = self.core.as_mut() else {
+                    break;
+                };
+                if core.apply_remote(&event).is_err() {
+                    self.publish(&applied);
+                    let _ = self.load().await;
+                    return;
+                }
+                self.set_durable(event.version);
+                applied.push(event);
+            }
+            self.publish(&applied);
+            if self.core.is_none() || fetched < CATCH_UP_BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Remember the frames of durable events and broadcast them as one batch.
+    pub(super) fn publish(&mut self, events: &[CampaignEvent]) {
+        let Some(newest) = events.last() else {
+            return;
+        };
+        let durable_at = Some(Instant::now());
+        let history_len = self.context.config.history_len;
+        let batch: frames::Batch = events
+            .iter()
+            .map(|event| {
+                let frame = frames::state_event(event);
+                self.encoded.push(frame.clone(), history_len);
+                Frame {
+                    durable_at,
+                    ..frame
+                }
+            })
+            .collect();
+        self.gauges
+            .latest_version
+            .store(newest.version, Ordering::Relaxed);
+        self.context
+            .ops
+            .changes
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        metrics::counter!("rally_changes_applied_total").increment(events.len() as u64);
+        // Err means no subscriber right now, which is fine.
+        let _ = self.broadcast.send(batch);
+    }
+
+    /// Tell other instances, without waiting (they catch up by version if a note is lost).
+    pub(super) fn notify(&self, note: BusNote) {
+        if self.context.bus.shared() {
+            let bus = self.context.bus.clone();
+            tokio::spawn(async move { bus.publish(note).await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_race_is_retried_after_a_short_random_wait() {
+        let t0 = Instant::now();
+        let mut race = CommitRace::new(t0);
+        let first = race.lost(t0, 1_999).unwrap();
+        assert_eq!(first.wait, Duration::from_micros(1_999), "under 2 ms");
+        assert!(!first.claim_turn, "one loss is ordinary");
+        let second = race.lost(t0, 5_000).unwrap();
+        assert_eq!(
+            second.wait,
+            Duration::from_micros(1_000),
+            "5000 µs mod 4 ms"
+        );
+        assert!(second.claim_turn, "two losses in a row claim the turn");
+        for _ in 0..10 {
+            let retry = race.lost(t0, u32::MAX).unwrap();
+            assert!(retry.wait < Duration::from_millis(20), "capped");
+        }
+    }
+
+    #[test]
+    fn a_batch_gives_up_once_its_patience_is_spent() {
+        let t0 = Instant::now();
+        let mut race = CommitRace::new(t0);
+        assert!(race
+            .lost(t0 + COMMIT_PATIENCE - Duration::from_millis(1), 0)
+            .is_some());
+        assert!(race.lost(t0 + COMMIT_PATIENCE, 0).is_none());
+    }
+}

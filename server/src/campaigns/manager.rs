@@ -1,0 +1,310 @@
+//! [`StateManager`]: the front door to campaign state.
+//!
+//! Callers (the WebSocket gateway, the HTTP API, server-rendered pages) talk only to the manager.
+//! It routes each request to the campaign's single writer, starting one (which loads the campaign
+//! from the store) when none is running, and waits a bounded time for the answer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, UserId, Write};
+use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary, WriteAck};
+use rally_app::protocol::{ErrorBody, ErrorCode};
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+
+use super::presence::ConnectionId;
+use super::writer::{
+    self, Backfill, Command, Happening, Subscription, WriterConfig, WriterContext, WriterError,
+    WriterHandle,
+};
+use crate::bus::{EventBus, Incoming};
+use crate::clock::EventIds;
+use crate::registry::Registry;
+use crate::stats::OpsCounters;
+use crate::store::Store;
+
+/// How long any request waits for its campaign's writer before giving up with `unavailable`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct StateManager {
+    context: Arc<WriterContext>,
+}
+
+fn unavailable(message: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Unavailable, message)
+}
+
+impl StateManager {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
+        writable: tokio::sync::watch::Receiver<bool>,
+        event_ids: EventIds,
+        ops: Arc<OpsCounters>,
+        config: WriterConfig,
+    ) -> Self {
+        StateManager {
+            context: Arc::new(WriterContext {
+                store,
+                bus,
+                config,
+                event_ids,
+                ops,
+                writable,
+                registry: Registry::default(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.context.store
+    }
+
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.context.bus
+    }
+
+    /// Campaigns currently loaded in memory.
+    pub fn loaded(&self) -> Vec<CampaignId> {
+        let mut ids = Vec::new();
+        self.context.registry.each(|id, _| ids.push(id.clone()));
+        ids.sort();
+        ids
+    }
+
+    /// Subscribers per loaded campaign.
+    pub fn subscriber_counts(&self) -> Vec<(CampaignId, usize)> {
+        let mut counts = Vec::new();
+        self.context.registry.each(|id, handle| {
+            counts.push((
+                id.clone(),
+                handle.gauges.subscribers.load(Ordering::Relaxed),
+            ))
+        });
+        counts
+    }
+
+    /// Do loaded campaigns agree with the store? Checks up to `limit` of them; an error names
+    /// the first that does not.
+    pub async fn check_consistency(&self, limit: usize) -> Result<usize, String> {
+        let mut loaded: Vec<(CampaignId, u64)> = Vec::new();
+        self.context.registry.each(|id, handle| {
+            if loaded.len() < limit {
+                let believed = handle.gauges.durable_version.load(Ordering::Acquire);
+                loaded.push((id.clone(), believed));
+            }
+        });
+        for (id, believed) in &loaded {
+            if *believed == 0 {
+                continue; // still loading, or a campaign being created
+            }
+            let stored = self
+                .context
+                .store
+                .version(id)
+                .await
+                .map_err(|err| format!("cannot read {id} from the store: {err}"))?;
+            // The store may be ahead by a commit whose acknowledgement is in flight, never behind.
+            match stored {
+                Some(stored) if stored >= *believed => {}
+                Some(stored) => {
+                    return Err(format!(
+                        "campaign {id}: memory has version {believed}, store has {stored}"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "campaign {id} is loaded but missing from the store"
+                    ))
+                }
+            }
+        }
+        Ok(loaded.len())
+    }
+
+    /// The writer for `id`, started if none runs.
+    fn writer(&self, id: &CampaignId) -> WriterHandle {
+        self.context.registry.get_or_start(
+            id,
+            |handle| !handle.mailbox.is_closed(),
+            |generation| writer::start(&self.context, id.clone(), generation),
+        )
+    }
+
+    /// Send a command built by `make` to the campaign's writer and wait (bounded) for the answer,
+    /// re-resolving the writer if the one found was retiring.
+    async fn ask<T>(
+        &self,
+        id: &CampaignId,
+        make: impl Fn(oneshot::Sender<Result<T, WriterError>>) -> Command,
+    ) -> Result<T, ErrorBody> {
+        for _ in 0..3 {
+            let handle = self.writer(id);
+            let (reply, answer) = oneshot::channel();
+            let sent =
+                tokio::time::timeout(REQUEST_TIMEOUT, handle.mailbox.send(make(reply))).await;
+            match sent {
+                Err(_) => return Err(unavailable("campaign is overloaded; retry")),
+                Ok(Err(_)) => continue, // retired between lookup and send
+                Ok(Ok(())) => {}
+            }
+            match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+                Err(_) => return Err(unavailable("campaign did not answer within 5 s; retry")),
+                Ok(Err(_)) => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::Internal,
+                        "campaign task failed while handling the request; retry",
+                    ))
+                }
+                Ok(Ok(Ok(value))) => return Ok(value),
+                Ok(Ok(Err(WriterError::Rejected(error)))) => return Err(error),
+                Ok(Ok(Err(WriterError::Retry))) => continue,
+            }
+        }
+        Err(unavailable("campaign is restarting; retry"))
+    }
+
+    /// Tell the campaign's writer, if one runs, something that happened.
+    fn tell(&self, id: &CampaignId, happening: Happening) {
+        if let Some(handle) = self.context.registry.get(id) {
+            let _ = handle.happenings.send(happening);
+        }
+    }
+
+    /// Tell every loaded campaign.
+    fn tell_all(&self, happening: Happening) {
+        self.context.registry.each(|_, handle| {
+            let _ = handle.happenings.send(happening.clone());
+        });
+    }
+
+    pub async fn create(
+        &self,
+        request: CreateCampaign,
+        actor: Actor,
+    ) -> Result<CampaignSnapshot, ErrorBody> {
+        let id = request.campaign_id.clone();
+        self.ask(&id, |reply| Command::Create {
+            request: request.clone(),
+            actor: actor.clone(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn write(&self, write: Write, actor: Option<Actor>) -> Result<WriteAck, ErrorBody> {
+        let id = write.campaign_id().clone();
+        self.ask(&id, |reply| Command::Write {
+            write: write.clone(),
+            actor: actor.clone(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn subscribe(
+        &self,
+        id: &CampaignId,
+        connection: ConnectionId,
+        viewer: Option<Actor>,
+        since_version: Option<u64>,
+    ) -> Result<Subscription, ErrorBody> {
+        self.ask(id, |reply| Command::Subscribe {
+            connection,
+            viewer: viewer.clone(),
+            since_version,
+            reply,
+        })
+        .await
+    }
+
+    /// The connection no longer follows `id` (unsubscribed, resubscribing elsewhere, or gone).
+    pub fn leave(&self, id: &CampaignId, connection: ConnectionId) {
+        self.tell(id, Happening::Left(connection));
+    }
+
+    pub async fn backfill(
+        &self,
+        id: &CampaignId,
+        since_version: u64,
+        user: Option<UserId>,
+    ) -> Result<Backfill, ErrorBody> {
+        self.ask(id, |reply| Command::Backfill {
+            since_version,
+            user: user.clone(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn snapshot(
+        &self,
+        id: &CampaignId,
+        user: Option<UserId>,
+    ) -> Result<CampaignSnapshot, ErrorBody> {
+        self.ask(id, |reply| Command::Snapshot {
+            user: user.clone(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn grant(
+        &self,
+        id: &CampaignId,
+        user: UserId,
+        role: Role,
+    ) -> Result<Role, ErrorBody> {
+        self.ask(id, |reply| Command::Grant {
+            user: user.clone(),
+            role,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn list(&self) -> Result<Vec<CampaignSummary>, ErrorBody> {
+        self.context.store.list().await.map_err(|err| {
+            ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!("cannot list campaigns: {err}"),
+            )
+        })
+    }
+
+    /// Route what arrives from the bus to the loaded campaigns it concerns.
+    pub fn dispatch(&self, incoming: Incoming) {
+        match incoming {
+            Incoming::Note(note) => {
+                let id = note.campaign().clone();
+                self.tell(&id, Happening::Bus(note));
+            }
+            Incoming::Resync => self.tell_all(Happening::Resync),
+        }
+    }
+
+    /// Tell every loaded campaign the shared store went away or came back.
+    pub fn set_writable(&self, writable: bool) {
+        self.tell_all(Happening::Writable(writable));
+    }
+
+    /// Stop every writer after the commands already queued, and wait for them. Called once the
+    /// gateway has drained; any later request starts a writer again.
+    pub async fn shutdown(&self) {
+        // Writers exit when their mailbox has no senders left.
+        drop(self.context.registry.drain());
+        self.context.tasks.close();
+        self.context.tasks.wait().await;
+    }
+
+    /// Test hook: make the campaign's task panic inside its guarded section.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject_panic(&self, id: &CampaignId) -> Result<(), ErrorBody> {
+        self.ask(id, |reply| Command::Panic { reply }).await
+    }
+}

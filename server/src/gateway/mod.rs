@@ -1,0 +1,75 @@
+//! The WebSocket gateway: `GET /ws`, one task per connection.
+//!
+//! - [`upgrade`] (here): origin and credentials, the connection limit, then the upgrade.
+//! - `connection`: the connection's task — its loop, the reply pipeline, writing to the socket.
+//! - `requests`: one method per request group, with the permission rules named.
+//! - `delivery`: gap-free delivery of followed campaigns, backfill, the outgoing batch.
+//! - `media`: the connection's place in a media session.
+//! - [`limits`]: every per-connection limit, and the write budget.
+//! - `websocket`: Rally's own upgrade and text-frame writer.
+
+mod connection;
+mod delivery;
+pub mod limits;
+mod media;
+mod requests;
+mod websocket;
+
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use rally_app::protocol::ErrorCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use self::connection::Connection;
+pub use self::connection::GatewayState;
+pub use self::limits::GatewayConfig;
+use self::limits::{MAX_FRAME_BYTES, READ_BUFFER_BYTES};
+pub use self::websocket::Upgrade;
+use crate::auth;
+use crate::clock;
+use crate::http_error::ApiError;
+
+/// `GET /ws`: check origin and credentials, then upgrade, unless shutting down or full.
+pub async fn upgrade(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    upgrade: Upgrade,
+) -> Response {
+    if state.shutdown.is_triggered() {
+        return ApiError::new(ErrorCode::Unavailable, "server is shutting down").into_response();
+    }
+    if !auth::origin_allowed(&headers, &state.config.allowed_origins) {
+        return ApiError::new(ErrorCode::Forbidden, "WebSocket origin not allowed").into_response();
+    }
+    let identity = match auth::identify(&state.keys, &headers, uri.query(), clock::now()) {
+        Ok(identity) => identity,
+        Err(err) => {
+            let message = format!("session token rejected: {err}");
+            return ApiError::new(ErrorCode::Unauthorized, message).into_response();
+        }
+    };
+    let Some(slot) = state.stats.try_acquire() else {
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            "connection limit reached; retry later",
+        )
+        .into_response();
+    };
+    let tasks = state.tasks.clone();
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(READ_BUFFER_BYTES);
+    upgrade.accept(config, move |socket| {
+        tasks.track_future(async move {
+            let _slot = slot;
+            metrics::counter!("rally_websocket_connections_total").increment(1);
+            // Everything the connection needs moves into it; no second copy stays alive.
+            let ending = Connection::new(socket, identity, state).run().await;
+            metrics::counter!("rally_websocket_disconnects_total", "reason" => ending.as_str())
+                .increment(1);
+        })
+    })
+}

@@ -1,0 +1,325 @@
+//! What a connection does with each request: the rest of [`Connection`], one method per group
+//! of requests, with the permission rules named.
+//!
+//! Every frame gets exactly one reply, in request order (see the pipeline in connection.rs).
+//! Checks run before anything reaches campaign state: the frame must decode, writes must fit the
+//! connection's write budget, and then the rules below. Campaign-level permissions (who may edit
+//! which campaign) are the campaign core's; the rules here are about the connection itself.
+//!
+//! | rule | who passes |
+//! |---|---|
+//! | [`Connection::may_read`] | signed in, or anyone when anonymous visitors are allowed |
+//! | [`Connection::may_create`] | signed in |
+//! | [`Connection::may_watch_ops`] | anyone with `--ops-public`, otherwise the `--admins` |
+
+use std::time::Instant;
+
+use rally_app::model::{Actor, CampaignId, CreateCampaign, RequestId, Write};
+use rally_app::protocol::campaign::{CampaignRef, Subscribe};
+use rally_app::protocol::media::SessionDescription;
+use rally_app::protocol::ops::OpsHistory;
+use rally_app::protocol::{
+    decode_request, ClientRequest, ErrorBody, ErrorCode, EventType, PingReply, Request,
+};
+
+use super::connection::Connection;
+use super::delivery::Outgoing;
+use crate::clock;
+use crate::frames::{self, failure, outcome, success};
+use crate::media::{Call, CallReply, MediaError};
+
+fn unauthorized() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::Unauthorized,
+        "this server requires a session to watch campaigns",
+    )
+}
+
+impl Connection {
+    /// Reading campaigns (subscribe, snapshot, join a live room).
+    pub(super) fn may_read(&self) -> Result<(), ErrorBody> {
+        match self.identity {
+            None if !self.state.config.allow_anonymous => Err(unauthorized()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creating campaigns.
+    fn may_create(&self) -> Result<&Actor, ErrorBody> {
+        self.identity
+            .as_ref()
+            .ok_or_else(|| ErrorBody::new(ErrorCode::Forbidden, "sign in to create campaigns"))
+    }
+
+    /// Watching the `/ops` view.
+    fn may_watch_ops(&self) -> Result<(), ErrorBody> {
+        let config = &self.state.config;
+        let admin = self
+            .identity
+            .as_ref()
+            .is_some_and(|a| config.admins.iter().any(|id| id == a.user_id.as_str()));
+        if config.ops_public || admin {
+            return Ok(());
+        }
+        let who = match &self.identity {
+            Some(actor) => format!("user {}", actor.user_id),
+            None => "anonymous visitors".to_owned(),
+        };
+        Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            format!("the ops view is for admins (RALLY_ADMINS); {who} is not one"),
+        ))
+    }
+
+    /// Decode one text frame and handle the request it carries.
+    pub(super) async fn handle_request(&mut self, text: &str, out: &mut Outgoing) {
+        let request = match decode_request(text) {
+            Ok(request) => request,
+            Err(rejected) => {
+                tracing::debug!(connection = ?self.id, code = %rejected.error.code, "request rejected at decode");
+                self.pipeline.push_ready(frames::rejection(rejected));
+                return;
+            }
+        };
+        let Request {
+            event_type,
+            request_id,
+            body,
+        } = request;
+        tracing::debug!(connection = ?self.id, r#type = %event_type, "request");
+        if body.is_write() && !self.budget.take(Instant::now()) {
+            let error = ErrorBody::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} writes per second; slow down",
+                    self.budget.rate()
+                ),
+            );
+            self.pipeline
+                .push_ready(failure(&event_type, request_id, &error));
+            return;
+        }
+        let (t, id) = (event_type, request_id);
+        match body {
+            ClientRequest::Ping(_) => {
+                let pong = PingReply {
+                    server_time: clock::now(),
+                };
+                self.pipeline.push_ready(success(&t, id, &pong));
+            }
+            ClientRequest::Create(request) => self.create(t, id, request),
+            ClientRequest::Write(write) => self.write(t, id, write),
+            ClientRequest::Snapshot(CampaignRef { campaign_id }) => {
+                self.snapshot(t, id, campaign_id)
+            }
+            ClientRequest::Subscribe(request) => self.subscribe(t, id, request, out).await,
+            ClientRequest::Unsubscribe(CampaignRef { campaign_id }) => {
+                self.unsubscribe(t, id, campaign_id, out).await
+            }
+            ClientRequest::OpsSubscribe(_) => self.watch_ops(t, id, out).await,
+            ClientRequest::MediaJoin(request) => {
+                self.join_media(t, id, request.campaign_id, out).await
+            }
+            ClientRequest::MediaPublish(SessionDescription { campaign_id, sdp }) => {
+                let answer = |participant| Call::Publish { participant, sdp };
+                self.media_call(t, id, campaign_id, answer, |reply, campaign_id| {
+                    Ok(SessionDescription {
+                        campaign_id,
+                        sdp: reply.sdp()?,
+                    })
+                });
+            }
+            ClientRequest::MediaAnswer(SessionDescription { campaign_id, sdp }) => {
+                let call = |participant| Call::Answer { participant, sdp };
+                self.media_call(t, id, campaign_id, call, done);
+            }
+            ClientRequest::MediaCandidate(candidate) => {
+                let campaign_id = candidate.campaign_id.clone();
+                let call = |participant| Call::Candidate {
+                    participant,
+                    candidate,
+                };
+                self.media_call(t, id, campaign_id, call, done);
+            }
+            ClientRequest::MediaLeave(CampaignRef { campaign_id }) => {
+                self.leave_media(t, id, campaign_id, out).await
+            }
+        }
+    }
+
+    fn create(&mut self, t: EventType, id: Option<RequestId>, request: CreateCampaign) {
+        let actor = match self.may_create() {
+            Ok(actor) => actor.clone(),
+            Err(error) => return self.pipeline.push_ready(failure(&t, id, &error)),
+        };
+        let manager = self.state.manager.clone();
+        self.pipeline.push(async move {
+            let result = manager.create(request, actor).await;
+            outcome(&t, id, result)
+        });
+    }
+
+    /// Send a write to its campaign without waiting: the reply joins the pipeline.
+    fn write(&mut self, t: EventType, id: Option<RequestId>, write: Write) {
+        let started = Instant::now();
+        let manager = self.state.manager.clone();
+        let identity = self.identity.clone();
+        let ops = self.state.ops.clone();
+        self.pipeline.push(async move {
+            let result = manager.write(write, identity).await;
+            if result.is_ok() {
+                let elapsed = started.elapsed();
+                metrics::histogram!("rally_write_ack_seconds").record(elapsed.as_secs_f64());
+                ops.ack_latency.record(elapsed);
+            }
+            outcome(&t, id, result)
+        });
+    }
+
+    fn snapshot(&mut self, t: EventType, id: Option<RequestId>, campaign: CampaignId) {
+        if let Err(error) = self.may_read() {
+            return self.pipeline.push_ready(failure(&t, id, &error));
+        }
+        let user = self.identity.as_ref().map(|a| a.user_id.clone());
+        let manager = self.state.manager.clone();
+        self.pipeline.push(async move {
+            let result = manager.snapshot(&campaign, user).await;
+            outcome(&t, id, result)
+        });
+    }
+
+    async fn subscribe(
+        &mut self,
+        t: EventType,
+        id: Option<RequestId>,
+        request: Subscribe,
+        out: &mut Outgoing,
+    ) {
+        self.pipeline.drain(out).await;
+        if let Err(error) = self.may_read() {
+            return out.push(failure(&t, id, &error));
+        }
+        let Subscribe {
+            campaign_id: campaign,
+            since_version,
+        } = request;
+        let resubscribing = self.following.follows(&campaign);
+        let limit = self.state.config.max_subscriptions;
+        if !resubscribing && self.following.count() >= limit {
+            let error = ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "a connection may follow at most {limit} campaigns; unsubscribe from one first"
+                ),
+            );
+            return out.push(failure(&t, id, &error));
+        }
+        if resubscribing {
+            // Replace, never duplicate: the old stream (and its buffer) goes first.
+            self.following.forget(&campaign);
+        }
+        let viewer = self.identity.clone();
+        let manager = &self.state.manager;
+        match manager
+            .subscribe(&campaign, self.id, viewer, since_version)
+            .await
+        {
+            Ok(subscription) => {
+                out.push(success(&t, id, &subscription.reply));
+                self.following.start(campaign, subscription, out);
+            }
+            Err(error) => {
+                if resubscribing {
+                    manager.leave(&campaign, self.id);
+                }
+                out.push(failure(&t, id, &error));
+            }
+        }
+    }
+
+    async fn unsubscribe(
+        &mut self,
+        t: EventType,
+        id: Option<RequestId>,
+        campaign_id: CampaignId,
+        out: &mut Outgoing,
+    ) {
+        self.pipeline.drain(out).await;
+        if self.following.forget(&campaign_id) {
+            self.state.manager.leave(&campaign_id, self.id);
+        }
+        out.push(success(&t, id, &CampaignRef { campaign_id }));
+    }
+
+    async fn watch_ops(&mut self, t: EventType, id: Option<RequestId>, out: &mut Outgoing) {
+        self.pipeline.drain(out).await;
+        if let Err(error) = self.may_watch_ops() {
+            return out.push(failure(&t, id, &error));
+        }
+        self.ops_events = Some(self.state.ops_feed.subscribe());
+        let history = OpsHistory {
+            samples: self.state.ops_feed.history(),
+        };
+        out.push(success(&t, id, &history));
+    }
+
+    async fn join_media(
+        &mut self,
+        t: EventType,
+        id: Option<RequestId>,
+        campaign: CampaignId,
+        out: &mut Outgoing,
+    ) {
+        self.pipeline.drain(out).await;
+        if let Err(error) = self.may_read() {
+            return out.push(failure(&t, id, &error));
+        }
+        let state = &self.state;
+        let joined = self
+            .media
+            .join(
+                &state.relay,
+                &state.manager,
+                self.identity.as_ref(),
+                campaign,
+            )
+            .await;
+        out.push(outcome(&t, id, joined));
+    }
+
+    /// Send a media call to the relay now (so calls reach the session in order); its reply
+    /// joins the pipeline.
+    fn media_call<P: serde::Serialize>(
+        &mut self,
+        t: EventType,
+        id: Option<RequestId>,
+        campaign: CampaignId,
+        call: impl FnOnce(crate::media::ParticipantId) -> Call,
+        reply: impl FnOnce(CallReply, CampaignId) -> Result<P, MediaError> + Send + 'static,
+    ) {
+        let sent = self.media.call(&self.state.relay, &campaign, call);
+        self.pipeline.push(async move {
+            let result = sent.await.and_then(|answer| reply(answer, campaign));
+            outcome(&t, id, result.map_err(ErrorBody::from))
+        });
+    }
+
+    async fn leave_media(
+        &mut self,
+        t: EventType,
+        id: Option<RequestId>,
+        campaign_id: CampaignId,
+        out: &mut Outgoing,
+    ) {
+        // Not in the pipeline: later requests must see this connection out of the session.
+        self.pipeline.drain(out).await;
+        let left = self.media.leave(&self.state.relay, &campaign_id).await;
+        let result = left.map(|()| CampaignRef { campaign_id });
+        out.push(outcome(&t, id, result.map_err(ErrorBody::from)));
+    }
+}
+
+/// A media call's reply that carries nothing but "done".
+fn done(reply: CallReply, campaign_id: CampaignId) -> Result<CampaignRef, MediaError> {
+    reply.done().map(|()| CampaignRef { campaign_id })
+}

@@ -1,0 +1,73 @@
+//! Every Redis key and channel Rally uses. Each key of one campaign carries the hash tag `{<id>}`,
+//! so a campaign's keys live in one slot and its scripts work unchanged on Redis Cluster.
+//!
+//! | key | type | content | written by |
+//! |---|---|---|---|
+//! | `rally:{<id>}:campaign` | hash | `version` (decimal), `record` (JSON of the durable record) | store |
+//! | `rally:{<id>}:events` | stream | entry id `<version>-0`, field `e` = JSON event; trimmed to the history length | store |
+//! | `rally:{<id>}:turn` | string | the instance that claimed the next commit, for a moment | store |
+//! | `rally:{<id>}:presence` | hash | one field per instance: its local viewers and an expiry | bus |
+//! | `rally:{<id>}:media-owner` | string | `<instance hex>:<nonce>`: who runs the media session | media cluster |
+//! | `rally:campaigns` | set | every campaign id (for listings) | store |
+//! | `rally:secret:<name>` | string | shared secrets (the session key) | store |
+//!
+//! | channel | carries |
+//! |---|---|
+//! | `rally:bus` | commit, record and presence notes between instances |
+//! | `rally:media:<instance hex>` | media signaling for the sessions an instance runs or visits |
+
+use rally_app::model::CampaignId;
+
+pub fn campaign(id: &CampaignId) -> String {
+    format!("rally:{{{id}}}:campaign")
+}
+
+pub fn events(id: &CampaignId) -> String {
+    format!("rally:{{{id}}}:events")
+}
+
+pub fn turn(id: &CampaignId) -> String {
+    format!("rally:{{{id}}}:turn")
+}
+
+pub fn presence(id: &CampaignId) -> String {
+    format!("rally:{{{id}}}:presence")
+}
+
+pub fn media_owner(id: &CampaignId) -> String {
+    format!("rally:{{{id}}}:media-owner")
+}
+
+pub const CAMPAIGNS: &str = "rally:campaigns";
+
+pub fn secret(name: &str) -> String {
+    format!("rally:secret:{name}")
+}
+
+/// The channel of notes between instances.
+pub const BUS_CHANNEL: &str = "rally:bus";
+
+/// The media signaling channel of one instance.
+pub fn media_channel(instance: u32) -> String {
+    format!("rally:media:{instance:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn campaign_keys_share_one_hash_tag() {
+        let id = CampaignId::parse("spring").unwrap();
+        for key in [
+            campaign(&id),
+            events(&id),
+            turn(&id),
+            presence(&id),
+            media_owner(&id),
+        ] {
+            assert!(key.starts_with("rally:{spring}:"), "{key}");
+        }
+        assert_eq!(media_channel(0x4fc7de), "rally:media:004fc7de");
+    }
+}
