@@ -1,7 +1,7 @@
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{path, SsrMode};
 
 use crate::data::DataSource;
 use crate::pages::{
@@ -57,10 +57,15 @@ pub fn App() -> impl IntoView {
                 </header>
                 <main>
                     <Routes fallback=NotFound>
-                        <Route path=path!("/") view=Landing/>
-                        <Route path=path!("/campaigns/:id") view=CampaignPage/>
-                        <Route path=path!("/invite/:token") view=InvitePage/>
-                        <Route path=path!("/ops") view=OpsPage/>
+                        // Every page renders whole before its first byte goes out (SsrMode::Async):
+                        // the status (404 for a missing campaign) is known in time, and parallel
+                        // <Suspense> sections cannot stall a half-sent stream (leptos#4851 still
+                        // reproduces with out-of-order streaming on 0.8.23: a hardening test
+                        // caught one response in ~40 that never finished).
+                        <Route path=path!("/") view=Landing ssr=SsrMode::Async/>
+                        <Route path=path!("/campaigns/:id") view=CampaignPage ssr=SsrMode::Async/>
+                        <Route path=path!("/invite/:token") view=InvitePage ssr=SsrMode::Async/>
+                        <Route path=path!("/ops") view=OpsPage ssr=SsrMode::Async/>
                     </Routes>
                 </main>
             </div>

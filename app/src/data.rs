@@ -21,7 +21,8 @@ pub type DataFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub trait ServerData: Send + Sync + 'static {
     /// The session carried by this request, if valid.
     fn current_user(&self, request: &http::request::Parts) -> Option<Actor>;
-    fn list(&self) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>>;
+    /// The campaigns `user` may see listed.
+    fn list(&self, user: Option<Actor>) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>>;
     fn snapshot(
         &self,
         id: CampaignId,
@@ -68,8 +69,8 @@ impl DataSource {
 
     pub fn campaigns(&self) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>> {
         #[cfg(feature = "ssr")]
-        if let Some((data, _)) = &self.server {
-            return data.list();
+        if let Some((data, user)) = &self.server {
+            return data.list(user.clone());
         }
         self.get_json("/api/campaigns".to_owned())
     }

@@ -91,7 +91,14 @@ pub async fn start(target: Target, servers: &Servers) -> Result<Running> {
                 .env("RALLY_LOG_FORMAT", "json")
                 .env("RALLY_WRITE_RATE", "1000000")
                 .env("RALLY_MEDIA_IP", "127.0.0.1")
-                .env("RALLY_MAX_CONNECTIONS", "100000");
+                .env("RALLY_MAX_CONNECTIONS", "100000")
+                // Every client of the load tool is on loopback: no per-address caps.
+                .env("RALLY_MAX_CONNECTIONS_PER_IP", "0")
+                .env("RALLY_MAX_HTTP_CONNECTIONS", "1000000")
+                .env("RALLY_SESSIONS_PER_MINUTE", "1000000")
+                .env("RALLY_CAMPAIGNS_PER_MINUTE", "1000000")
+                .env("RALLY_API_PER_MINUTE", "100000000")
+                .env("RALLY_READ_RATE", "1000000");
             if let Some(url) = &servers.redis_url {
                 command.env("RALLY_REDIS_URL", url);
             }

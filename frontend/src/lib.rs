@@ -11,6 +11,18 @@ use std::rc::Rc;
 use leptos::prelude::*;
 use rally_app::client::{BrowserIo, Connection, MediaEngine, SharedIo, SharedMedia};
 
+/// Which kind of build this is, for the server to compare with its own at start-up: a release
+/// server cannot hydrate a debug site, nor the other way round, and a page that never hydrates
+/// looks alive but is dead. A WebAssembly custom section survives wasm-bindgen and wasm-opt.
+#[cfg(target_arch = "wasm32")]
+#[used]
+#[link_section = "rally_build"]
+static BUILD_PROFILE: [u8; 7] = if cfg!(debug_assertions) {
+    *b"debug  "
+} else {
+    *b"release"
+};
+
 fn app_with_browser() -> impl IntoView {
     let io: Rc<dyn BrowserIo> = Rc::new(browser::WebBrowser);
     provide_context::<SharedIo>(send_wrapper::SendWrapper::new(io.clone()));

@@ -2,9 +2,13 @@
 //! `{"error": {"code", "message"}}` with the code's HTTP status (see [`ApiError`]).
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, State};
+use axum::extract::{ConnectInfo, FromRequest, Path, State};
 use axum::http::header::SET_COOKIE;
-use axum::http::{HeaderMap, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,10 +18,11 @@ use rally_app::protocol::session::{SessionInfo, SignIn};
 use rally_app::protocol::ErrorCode;
 use serde::Serialize;
 
-use crate::auth::{self, Keys};
+use crate::auth::{self, Keys, Origins};
 use crate::campaigns::StateManager;
 use crate::clock;
 use crate::http_error::ApiError;
+use crate::quota::Quotas;
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -31,16 +36,79 @@ pub struct ApiState {
     pub secure_cookies: bool,
     /// Whether visitors without a session may read campaigns.
     pub allow_anonymous: bool,
+    /// Which pages may make cookie-authenticated requests.
+    pub origins: Origins,
+    /// What one address or one person may do per minute.
+    pub quotas: Arc<Quotas>,
 }
 
-pub fn router() -> Router<ApiState> {
+/// The API's routes, with `state`; `fallback` answers paths it does not know.
+pub fn router<S, H, T>(state: ApiState, fallback: H) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    H: axum::handler::Handler<T, ApiState>,
+    T: 'static,
+{
     Router::new()
         .route("/session", get(whoami).post(sign_in).delete(sign_out))
         .route("/campaigns", get(list).post(create))
         .route("/campaigns/{id}", get(snapshot))
         .route("/campaigns/{id}/invites", post(invite))
         .route("/invites/{token}/accept", post(accept_invite))
+        .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_cross_site,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            within_quota,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Every API request counts against its client address's quota.
+async fn within_quota(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !state.quotas.api.take(&peer.ip(), Instant::now()) {
+        return rate_limited(format!(
+            "more than {} API requests a minute from this address; slow down",
+            state.quotas.api.per_minute_rate()
+        ))
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn rate_limited(message: String) -> ApiError {
+    ApiError::new(ErrorCode::RateLimited, message)
+}
+
+/// A request that changes something and carries the session cookie must come from the site's
+/// own pages: browsers attach cookies to cross-site requests too (CSRF).
+async fn refuse_cross_site(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let reads = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let headers = request.headers();
+    if !reads && auth::uses_cookie(headers, None) && !state.origins.allow(headers) {
+        return ApiError::new(
+            ErrorCode::Forbidden,
+            "cross-site request refused: this page's origin may not use the session cookie",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// `Json<T>` whose rejections are API errors instead of axum's plain-text ones.
@@ -91,6 +159,17 @@ fn require_session(state: &ApiState, headers: &HeaderMap) -> Result<Actor, ApiEr
     })
 }
 
+/// Without `--allow-anonymous`, reading campaigns needs a session.
+fn may_read(state: &ApiState, user: &Option<Actor>) -> Result<(), ApiError> {
+    if user.is_none() && !state.allow_anonymous {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "this server requires a session to read campaigns",
+        ));
+    }
+    Ok(())
+}
+
 fn parse_id(id: &str) -> Result<CampaignId, ApiError> {
     CampaignId::parse(id).map_err(|err| ApiError::new(ErrorCode::Invalid, err.to_string()))
 }
@@ -98,6 +177,7 @@ fn parse_id(id: &str) -> Result<CampaignId, ApiError> {
 /// Sign in (or rename: an existing session keeps its user id).
 async fn sign_in(
     State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
@@ -106,7 +186,15 @@ async fn sign_in(
         Some(existing) => state
             .keys
             .reissue_session(&existing.user_id, &body.display_name, now),
-        None => state.keys.issue_session(&body.display_name, now),
+        None => {
+            if !state.quotas.sessions.take(&peer.ip(), Instant::now()) {
+                return Err(rate_limited(format!(
+                    "more than {} new sessions a minute from this address; try again shortly",
+                    state.quotas.sessions.per_minute_rate()
+                )));
+            }
+            state.keys.issue_session(&body.display_name, now)
+        }
     };
     let cookie = auth::session_cookie(&token, state.secure_cookies);
     Ok(([(SET_COOKIE, cookie)], Json(SessionInfo { user, token })).into_response())
@@ -128,7 +216,11 @@ async fn sign_out(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-async fn list(State(state): State<ApiState>) -> Result<Json<Vec<CampaignSummary>>, ApiError> {
+async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<CampaignSummary>>, ApiError> {
+    may_read(&state, &identity(&state, &headers)?)?;
     Ok(Json(state.manager.list().await?))
 }
 
@@ -138,6 +230,9 @@ async fn create(
     ApiJson(request): ApiJson<CreateCampaign>,
 ) -> Result<(StatusCode, Json<CampaignSnapshot>), ApiError> {
     let actor = require_session(&state, &headers)?;
+    if !state.quotas.campaigns.take(&actor.user_id, Instant::now()) {
+        return Err(rate_limited(state.quotas.campaigns_refused()));
+    }
     let snapshot = state.manager.create(request, actor).await?;
     Ok((StatusCode::CREATED, Json(snapshot)))
 }
@@ -149,12 +244,7 @@ async fn snapshot(
 ) -> Result<Json<CampaignSnapshot>, ApiError> {
     let id = parse_id(&id)?;
     let user = identity(&state, &headers)?;
-    if user.is_none() && !state.allow_anonymous {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "this server requires a session to read campaigns",
-        ));
-    }
+    may_read(&state, &user)?;
     let snapshot = state.manager.snapshot(&id, user.map(|a| a.user_id)).await?;
     Ok(Json(snapshot))
 }

@@ -253,18 +253,51 @@ pub fn identify(
     }
 }
 
-/// Browsers send `Origin`; only the site itself (or configured origins) may open a socket that
-/// carries the user's cookie. Clients without `Origin` (not browsers) authenticate by token.
-pub fn origin_allowed(headers: &axum::http::HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    if !allowed.is_empty() {
-        return allowed.iter().any(|a| a.eq_ignore_ascii_case(origin));
+/// Which browser pages may use a visitor's cookie: the site itself, and configured extras.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// The site's own origin (`https://rally.example.com`). Unset: the origin whose host is the
+    /// request's `Host`, over `https` with secure cookies and `http` without.
+    pub public: Option<String>,
+    /// Served over HTTPS (secure cookies): the scheme same-site pages use when `public` is unset.
+    pub secure: bool,
+    /// More origins whose pages may connect (in addition to the site itself).
+    pub extra: Vec<String>,
+}
+
+impl Origins {
+    /// Browsers send `Origin`; only the site itself (or a configured origin) may open a socket
+    /// or make a request that carries the user's cookie. Requests without `Origin` (not
+    /// browsers) pass: they authenticate by token.
+    pub fn allow(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) else {
+            return true;
+        };
+        if self.extra.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+            return true;
+        }
+        match &self.public {
+            Some(public) => public.trim_end_matches('/').eq_ignore_ascii_case(origin),
+            None => {
+                let scheme = if self.secure { "https" } else { "http" };
+                let host = headers.get("host").and_then(|v| v.to_str().ok());
+                let same = origin
+                    .split_once("://")
+                    .filter(|(s, _)| s.eq_ignore_ascii_case(scheme))
+                    .map(|(_, rest)| rest);
+                matches!((host, same), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+            }
+        }
     }
-    let host = headers.get("host").and_then(|v| v.to_str().ok());
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+/// Whether the request's credential is the session cookie (which browsers attach on their own,
+/// so a cross-site page could make the request: check [`Origins::allow`]).
+pub fn uses_cookie(headers: &axum::http::HeaderMap, query: Option<&str>) -> bool {
+    matches!(
+        token_from_request(headers, query),
+        Some((_, Source::Cookie))
+    )
 }
 
 /// `Set-Cookie` value for a session token (`secure` when served over HTTPS).
@@ -385,27 +418,39 @@ mod tests {
 
     #[test]
     fn origin_rules() {
+        let same_host = Origins::default();
+        let h = |origin: &str| headers(&[("host", "a:3000"), ("origin", origin)]);
         assert!(
-            origin_allowed(&headers(&[("host", "a:3000")]), &[]),
+            same_host.allow(&headers(&[("host", "a:3000")])),
             "no Origin: not a browser"
         );
-        assert!(origin_allowed(
-            &headers(&[("host", "a:3000"), ("origin", "http://a:3000")]),
-            &[]
-        ));
-        assert!(!origin_allowed(
-            &headers(&[("host", "a:3000"), ("origin", "http://evil:3000")]),
-            &[]
-        ));
-        let allowed = vec!["http://127.0.0.1:8080".to_string()];
-        assert!(origin_allowed(
-            &headers(&[("host", "a:3000"), ("origin", "http://127.0.0.1:8080")]),
-            &allowed
-        ));
-        assert!(!origin_allowed(
-            &headers(&[("host", "a:3000"), ("origin", "http://a:3000")]),
-            &allowed
-        ));
+        assert!(same_host.allow(&h("http://a:3000")));
+        assert!(!same_host.allow(&h("https://a:3000")), "the scheme counts");
+        assert!(!same_host.allow(&h("http://evil:3000")));
+        let extra = Origins {
+            extra: vec!["http://127.0.0.1:8080".into()],
+            ..Origins::default()
+        };
+        assert!(extra.allow(&h("http://127.0.0.1:8080")));
+        assert!(
+            extra.allow(&h("http://a:3000")),
+            "extras add to the site itself"
+        );
+        let public = Origins {
+            public: Some("https://rally.example.com".into()),
+            secure: true,
+            extra: Vec::new(),
+        };
+        let spoofed = headers(&[("host", "evil.example"), ("origin", "https://evil.example")]);
+        assert!(
+            !public.allow(&spoofed),
+            "Host is not trusted once the site's origin is known"
+        );
+        let real = headers(&[
+            ("host", "evil.example"),
+            ("origin", "https://rally.example.com"),
+        ]);
+        assert!(public.allow(&real));
     }
 
     #[test]

@@ -45,9 +45,21 @@ pub struct Config {
     pub allow_anonymous: bool,
 
     /// Extra origins (comma-separated, like `http://127.0.0.1:8080`) whose pages may open
-    /// WebSockets. By default only pages served by this host may.
+    /// WebSockets and make cookie-authenticated requests, besides the site itself.
     #[arg(long, env = "RALLY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// The site's public origin, like `https://rally.example.com`. Set it in production: then
+    /// only pages from exactly this origin (and --allowed-origins) count as the site itself.
+    /// Unset, a page counts when its origin's host is the request's `Host` (over https with
+    /// --secure-cookies, http without).
+    #[arg(long, env = "RALLY_PUBLIC_ORIGIN")]
+    pub public_origin: Option<String>,
+
+    /// List subscribers per campaign on `/metrics` (`rally_campaign_subscribers{campaign}`).
+    /// Off by default: the series name campaigns, and `/metrics` needs no session.
+    #[arg(long, env = "RALLY_METRICS_CAMPAIGNS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_campaigns: bool,
 
     /// Let anyone watch the live ops view (`/ops`); otherwise only `--admins` may.
     #[arg(long, env = "RALLY_OPS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
@@ -77,6 +89,54 @@ pub struct Config {
     /// Events kept per campaign for resuming subscribers.
     #[arg(long, env = "RALLY_HISTORY_LEN", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub history_len: u32,
+
+    /// Encoded bytes of events kept per campaign (whichever of this and --history-len is
+    /// reached first); also bounds what one resuming subscriber is sent.
+    #[arg(long, env = "RALLY_HISTORY_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65_536..=1 << 32))]
+    pub history_bytes: u64,
+
+    /// Reads (subscribe, snapshot, joining a live room) per second one connection may sustain
+    /// (bursts of twice as many are allowed).
+    #[arg(long, env = "RALLY_READ_RATE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub read_rate: u32,
+
+    /// Open TCP connections (HTTP and WebSocket) at most; lowered to fit the process's open-file
+    /// limit (`ulimit -n`) less 256.
+    #[arg(long, env = "RALLY_MAX_HTTP_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_http_connections: u32,
+
+    /// Open TCP connections from one client address at most; 0 turns the cap off (behind a
+    /// reverse proxy every client has the proxy's address).
+    #[arg(long, env = "RALLY_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub max_connections_per_ip: u32,
+
+    /// Seconds a client has to send a request's headers; an idle keep-alive connection is
+    /// closed after as long.
+    #[arg(long, env = "RALLY_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub header_read_timeout_secs: u64,
+
+    /// New sessions (sign-ins) one client address may make per minute (bursts of twice as
+    /// many).
+    #[arg(long, env = "RALLY_SESSIONS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub sessions_per_minute: u32,
+
+    /// Campaigns one user may create per minute (bursts of twice as many).
+    #[arg(long, env = "RALLY_CAMPAIGNS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub campaigns_per_minute: u32,
+
+    /// HTTP API requests one client address may make per minute (bursts of twice as many).
+    #[arg(long, env = "RALLY_API_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub api_per_minute: u32,
+
+    /// Seconds of silence from a WebSocket client before the server pings it; a client that
+    /// stays silent as long again is disconnected (close code 4009).
+    #[arg(long, env = "RALLY_WS_PING_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub ws_ping_secs: u64,
+
+    /// Seconds a WebSocket that follows nothing (no campaign, live room or ops view) and sends
+    /// no request stays open (then close code 4010).
+    #[arg(long, env = "RALLY_WS_IDLE_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ws_idle_secs: u64,
 
     /// Seconds a campaign nobody subscribes to stays in memory.
     #[arg(long, env = "RALLY_IDLE_UNLOAD_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
@@ -146,6 +206,23 @@ fn parse_port_range(text: &str) -> Result<PortRange, String> {
 
 impl Config {
     /// The media relay's settings.
+    pub fn quotas(&self) -> crate::quota::QuotaConfig {
+        crate::quota::QuotaConfig {
+            sessions_per_minute: self.sessions_per_minute,
+            campaigns_per_minute: self.campaigns_per_minute,
+            api_per_minute: self.api_per_minute,
+        }
+    }
+
+    /// Which browser pages count as the site (WebSockets, cookie-authenticated requests).
+    pub fn origins(&self) -> crate::auth::Origins {
+        crate::auth::Origins {
+            public: self.public_origin.clone(),
+            secure: self.secure_cookies,
+            extra: self.allowed_origins.clone(),
+        }
+    }
+
     pub fn media(&self) -> crate::media::MediaConfig {
         let ice_servers = self
             .ice_servers

@@ -27,6 +27,52 @@ pub const CONSISTENCY_SAMPLE: usize = 50;
 /// and a tenth of the open connections (one slow client is the client's problem; many are ours).
 pub const STALLED_ALLOWED: usize = 10;
 
+/// The data directory, checked without saying where it is (readiness is public) and written
+/// to at most once per [`DATA_DIR_PROBE_EVERY`], however often readiness is asked.
+#[derive(Clone)]
+pub struct DataDir {
+    path: PathBuf,
+    last_write: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+/// Least time between two write probes of the data directory.
+pub const DATA_DIR_PROBE_EVERY: Duration = Duration::from_secs(10);
+
+impl DataDir {
+    pub fn new(path: PathBuf) -> Self {
+        DataDir {
+            path,
+            last_write: Arc::default(),
+        }
+    }
+
+    async fn check(&self) -> Result<String, String> {
+        let is_dir = tokio::fs::metadata(&self.path)
+            .await
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        if !is_dir {
+            return Err("the data directory is gone: not writable".into());
+        }
+        let due = {
+            let mut last = self.last_write.lock().expect("probe lock");
+            let due = last.is_none_or(|at| at.elapsed() >= DATA_DIR_PROBE_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            let probe = self.path.join(".rally-ready-probe");
+            tokio::fs::write(&probe, b"ok")
+                .await
+                .map_err(|err| format!("the data directory is not writable: {}", err.kind()))?;
+            let _ = tokio::fs::remove_file(&probe).await;
+        }
+        Ok("writable".into())
+    }
+}
+
 /// How long one readiness check may take before it counts as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -45,7 +91,7 @@ pub enum Check {
     /// Subscriber channels are draining: few sockets have refused writes for over a second.
     SubscriberChannels(GatewayStats),
     /// The data directory exists and is writable.
-    DataDir(PathBuf),
+    DataDir(DataDir),
     /// The campaign store answers a read.
     Store(Arc<dyn Store>),
     /// Redis mode: the link to Redis is up and answers PING.
@@ -118,14 +164,7 @@ impl Check {
                     Ok(format!("{stalled} of {open} subscriber sockets stuck"))
                 }
             }
-            Check::DataDir(dir) => {
-                let probe = dir.join(".rally-ready-probe");
-                tokio::fs::write(&probe, b"ok")
-                    .await
-                    .map_err(|err| format!("{} is not writable: {err}", dir.display()))?;
-                let _ = tokio::fs::remove_file(&probe).await;
-                Ok(format!("{} is writable", dir.display()))
-            }
+            Check::DataDir(dir) => dir.check().await,
             Check::Store(store) => {
                 store.check().await.map_err(|err| err.to_string())?;
                 Ok("answers reads".into())

@@ -7,6 +7,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, OriginalUri};
+use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,12 +18,13 @@ use rally_app::data::ServerData;
 use rally_app::protocol::ErrorCode;
 use rally_app::{shell, App};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::ApiState;
-use crate::campaigns::StateManager;
 use crate::gateway::{self, GatewayState};
 use crate::health::{self, Readiness};
 use crate::http_error::ApiError;
+use crate::metrics::MetricsState;
 
 /// What every handler can reach; each takes only its part (an axum sub-state). Cheap to clone.
 #[derive(Clone)]
@@ -31,6 +33,7 @@ pub struct AppState {
     pub gateway: GatewayState,
     pub api: ApiState,
     pub readiness: Readiness,
+    pub metrics: MetricsState,
     /// Campaign data for server-rendered pages.
     pub page_data: Arc<dyn ServerData>,
 }
@@ -53,18 +56,16 @@ impl FromRef<AppState> for Readiness {
     }
 }
 
-impl FromRef<AppState> for StateManager {
+impl FromRef<AppState> for MetricsState {
     fn from_ref(state: &AppState) -> Self {
-        state.gateway.manager.clone()
+        state.metrics.clone()
     }
 }
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    let api = crate::api::router()
-        .fallback(api_not_found)
-        .with_state(state.api.clone());
-    Router::new()
+    let api = crate::api::router(state.api.clone(), api_not_found);
+    let router: Router<AppState> = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(crate::metrics::scrape))
@@ -83,8 +84,31 @@ pub fn router(state: AppState) -> Router {
             },
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(state)
+        .layer(CatchPanicLayer::custom(panic_response));
+    security_headers(router).with_state(state)
+}
+
+/// The page's content policy. Leptos hydrates from inline scripts and the app is WebAssembly,
+/// hence `'unsafe-inline'` and `'wasm-unsafe-eval'` for scripts; everything else comes from the
+/// site itself (media from the browser's own camera: `blob:`), and no other site may frame it.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; \
+    script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self' ws: wss:; \
+    object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// Headers every response carries (unless a handler set its own).
+fn security_headers(router: Router<AppState>) -> Router<AppState> {
+    let set = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    router
+        .layer(set(
+            header::CONTENT_SECURITY_POLICY,
+            CONTENT_SECURITY_POLICY,
+        ))
+        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(set(header::REFERRER_POLICY, "same-origin"))
 }
 
 async fn api_not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {

@@ -13,14 +13,17 @@ pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod http_error;
+pub mod listener;
 pub mod media;
 pub mod metrics;
 pub mod ops;
 pub mod page_data;
 pub mod panics;
+pub mod quota;
 pub mod redis;
 pub mod registry;
 pub mod shutdown;
+pub mod site;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
@@ -44,6 +47,7 @@ use crate::config::Config;
 use crate::gateway::{GatewayConfig, GatewayState};
 use crate::health::{Check, Readiness};
 use crate::http::AppState;
+use crate::listener::ListenerConfig;
 use crate::media::MediaRelay;
 use crate::ops::OpsFeed;
 use crate::redis::RedisLink;
@@ -66,8 +70,8 @@ pub enum ServerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("site root {0} has no pkg/ directory; build the site first (`cargo leptos build`) or set --site-root")]
-    SiteRoot(std::path::PathBuf),
+    #[error("{0}")]
+    Site(#[from] crate::site::SiteError),
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
@@ -186,9 +190,7 @@ impl Rally {
             path: config.data_dir.clone(),
             source,
         })?;
-        if !config.site_root.join("pkg").is_dir() {
-            return Err(ServerError::SiteRoot(config.site_root.clone()));
-        }
+        crate::site::check(&config.site_root)?;
         let shutdown = Shutdown::new();
         let event_ids = EventIds::new();
         let instance = event_ids.instance();
@@ -211,6 +213,7 @@ impl Rally {
             ops.clone(),
             WriterConfig {
                 history_len: config.history_len as usize,
+                history_bytes: usize::try_from(config.history_bytes).unwrap_or(usize::MAX),
                 idle_unload: Duration::from_secs(config.idle_unload_secs),
             },
         );
@@ -219,10 +222,14 @@ impl Rally {
             max_subscriptions: config.max_subscriptions as usize,
             write_rate: f64::from(config.write_rate),
             write_burst: 2.0 * f64::from(config.write_rate),
+            read_rate: f64::from(config.read_rate),
+            read_burst: 2.0 * f64::from(config.read_rate),
             allow_anonymous: config.allow_anonymous,
-            allowed_origins: config.allowed_origins.clone(),
+            origins: config.origins(),
             ops_public: config.ops_public,
             admins: config.admins.clone(),
+            ping_interval: Duration::from_secs(config.ws_ping_secs),
+            idle_timeout: Duration::from_secs(config.ws_idle_secs),
         };
         let media = MediaRelay::new(
             config.media(),
@@ -297,7 +304,7 @@ impl Rally {
             Check::StateConsistency(manager.clone()),
             bus_check,
             Check::SubscriberChannels(stats.clone()),
-            Check::DataDir(config.data_dir.clone()),
+            Check::DataDir(crate::health::DataDir::new(config.data_dir.clone())),
             Check::Store(store.clone()),
         ];
         crate::metrics::handle(); // install the recorder before anything records
@@ -317,15 +324,27 @@ impl Rally {
         ));
         let tasks = TaskTracker::new();
         let shutdown_manager = manager.clone();
+        let quotas = Arc::new(crate::quota::Quotas::new(config.quotas()));
         let state = AppState {
             leptos_options: leptos_options(&config, addr),
             readiness: Readiness(Arc::from(checks)),
-            page_data: crate::page_data::PageData::shared(manager.clone(), keys.clone()),
+            metrics: crate::metrics::MetricsState {
+                manager: manager.clone(),
+                per_campaign: config.metrics_campaigns,
+            },
+            page_data: crate::page_data::PageData {
+                manager: manager.clone(),
+                keys: keys.clone(),
+                allow_anonymous: config.allow_anonymous,
+            }
+            .shared(),
             api: ApiState {
                 manager: manager.clone(),
                 keys: keys.clone(),
                 secure_cookies: config.secure_cookies,
                 allow_anonymous: config.allow_anonymous,
+                origins: config.origins(),
+                quotas: quotas.clone(),
             },
             gateway: GatewayState {
                 config: Arc::new(gateway_config),
@@ -337,14 +356,24 @@ impl Rally {
                 ops_feed,
                 shutdown: shutdown.signal(),
                 tasks: tasks.clone(),
+                quotas,
             },
         };
 
         tracing::info!(%addr, data_dir = %config.data_dir.display(), redis = config.redis_url.is_some(), "rally started");
-        let mut stop = shutdown.signal();
-        let serve = axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(async move { stop.recv().await });
-        let serve = tokio::spawn(async move { serve.await });
+        let listening = ListenerConfig {
+            max_connections: listener::connection_cap(config.max_http_connections as usize),
+            max_per_ip: config.max_connections_per_ip as usize,
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+            tcp_keepalive: Duration::from_secs(60),
+        };
+        let serve = tokio::spawn(listener::serve(
+            listener,
+            http::router(state),
+            listening,
+            tasks.clone(),
+            shutdown.signal(),
+        ));
 
         shutdown_requested.await;
         tracing::info!("rally shutting down");
@@ -358,8 +387,7 @@ impl Rally {
         })
         .await;
         match drained {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(err))) => return Err(ServerError::Serve(err)),
+            Ok(Ok(())) => {}
             Ok(Err(join)) => return Err(ServerError::Serve(std::io::Error::other(join))),
             Err(_) => tracing::warn!(
                 grace_secs = config.shutdown_grace_secs,

@@ -2,9 +2,10 @@
 //! `metrics-exporter-prometheus`.
 //!
 //! Names follow Prometheus conventions (`_total` counters, base units: `_seconds`, `_bytes`).
-//! Per-campaign series are the one place where labels could explode, so they are not recorded
-//! through the facade at all: [`render`] appends them at scrape time for loaded campaigns only,
-//! the busiest [`TOP_CAMPAIGNS`] first.
+//! Per-campaign series are the one place where labels could explode, and they name campaigns
+//! (`/metrics` is unauthenticated), so they are off unless `--metrics-campaigns` turns them on;
+//! then [`render`] appends them at scrape time for loaded campaigns only, the busiest
+//! [`TOP_CAMPAIGNS`] first.
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -159,9 +160,17 @@ fn describe() {
     );
 }
 
+/// What `/metrics` reads (an axum sub-state).
+#[derive(Clone)]
+pub struct MetricsState {
+    pub manager: StateManager,
+    /// List subscribers per campaign (with campaign ids as labels).
+    pub per_campaign: bool,
+}
+
 /// `GET /metrics`: Prometheus text exposition.
-pub async fn scrape(State(manager): State<StateManager>) -> Response {
-    let body = render(&manager).await;
+pub async fn scrape(State(state): State<MetricsState>) -> Response {
+    let body = render(&state.manager, state.per_campaign).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -173,7 +182,7 @@ pub async fn scrape(State(manager): State<StateManager>) -> Response {
 }
 
 /// The scrape body: everything recorded, plus per-campaign subscriber counts.
-pub async fn render(manager: &StateManager) -> String {
+pub async fn render(manager: &StateManager, per_campaign: bool) -> String {
     let handle = handle();
     handle.run_upkeep();
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -188,6 +197,9 @@ pub async fn render(manager: &StateManager) -> String {
     );
     let _ = writeln!(out, "# TYPE rally_campaigns_loaded gauge");
     let _ = writeln!(out, "rally_campaigns_loaded {}", counts.len());
+    if !per_campaign {
+        return out;
+    }
     let _ = writeln!(
         out,
         "# HELP rally_campaign_subscribers Subscribers per loaded campaign (the {TOP_CAMPAIGNS} busiest)"

@@ -1,12 +1,13 @@
 //! The server's answer to [`rally_app::data::ServerData`]: pages rendered on the server read
-//! campaign state straight from the state manager, as the request's user.
+//! campaign state straight from the state manager, as the request's user — with the same read
+//! rule as the WebSocket and the HTTP API (without `--allow-anonymous`, nobody unsigned reads).
 
 use std::sync::Arc;
 
 use rally_app::data::{DataFuture, ServerData};
 use rally_app::model::{Actor, CampaignId};
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
-use rally_app::protocol::ErrorBody;
+use rally_app::protocol::{ErrorBody, ErrorCode};
 
 use crate::auth::{self, Keys};
 use crate::campaigns::StateManager;
@@ -15,11 +16,23 @@ use crate::clock;
 pub struct PageData {
     pub manager: StateManager,
     pub keys: Keys,
+    /// Whether visitors without a session may read campaigns.
+    pub allow_anonymous: bool,
 }
 
 impl PageData {
-    pub fn shared(manager: StateManager, keys: Keys) -> Arc<dyn ServerData> {
-        Arc::new(PageData { manager, keys })
+    pub fn shared(self) -> Arc<dyn ServerData> {
+        Arc::new(self)
+    }
+
+    fn may_read(&self, user: &Option<Actor>) -> Result<(), ErrorBody> {
+        if user.is_none() && !self.allow_anonymous {
+            return Err(ErrorBody::new(
+                ErrorCode::Unauthorized,
+                "sign in to see campaigns on this server",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -31,9 +44,13 @@ impl ServerData for PageData {
             .flatten()
     }
 
-    fn list(&self) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>> {
+    fn list(&self, user: Option<Actor>) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>> {
+        let allowed = self.may_read(&user);
         let manager = self.manager.clone();
-        Box::pin(async move { manager.list().await })
+        Box::pin(async move {
+            allowed?;
+            manager.list().await
+        })
     }
 
     fn snapshot(
@@ -41,7 +58,11 @@ impl ServerData for PageData {
         id: CampaignId,
         user: Option<Actor>,
     ) -> DataFuture<Result<CampaignSnapshot, ErrorBody>> {
+        let allowed = self.may_read(&user);
         let manager = self.manager.clone();
-        Box::pin(async move { manager.snapshot(&id, user.map(|u| u.user_id)).await })
+        Box::pin(async move {
+            allowed?;
+            manager.snapshot(&id, user.map(|u| u.user_id)).await
+        })
     }
 }

@@ -201,7 +201,7 @@ async fn a_publisher_reaches_two_subscribers_and_a_late_joiner_gets_a_keyframe()
     let forbidden = request(
         &bob.viewer.signal,
         "media:publish:v1:requested",
-        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
+        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n"}),
     )
     .await;
     assert_eq!(forbidden["payload"]["code"], "forbidden", "{forbidden}");
@@ -513,7 +513,7 @@ async fn a_media_session_logs_only_lifecycle_lines() {
     let refused = request(
         &watcher.viewer.signal,
         "media:publish:v1:requested",
-        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
+        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n"}),
     )
     .await;
     assert_eq!(refused["payload"]["code"], "forbidden");
@@ -658,7 +658,7 @@ async fn a_session_spans_instances_and_recovers_when_an_instance_dies() {
     let forbidden = request(
         &bob.viewer.signal,
         "media:publish:v1:requested",
-        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
+        json!({"campaign_id": CAMPAIGN, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n"}),
     )
     .await;
     assert_eq!(forbidden["type"], "media:publish:v1:failed", "{forbidden}");

@@ -31,7 +31,13 @@ async fn scrape(server: &ChildServer) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_a_scripted_session_did() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ChildServer::spawn(dir.path(), &[("RALLY_WRITE_RATE", "1000")]);
+    let server = ChildServer::spawn(
+        dir.path(),
+        &[
+            ("RALLY_WRITE_RATE", "1000"),
+            ("RALLY_METRICS_CAMPAIGNS", "true"),
+        ],
+    );
     let (_, token) = common::sign_in(server.addr, "Metrics").await;
     let mut owner = common::connect(server.addr, Some(&token)).await;
     owner.create_campaign("observed", "Observed").await;

@@ -62,11 +62,11 @@ impl SocketEvents for Events {
         }
     }
 
-    fn closed(&self, _code: u16, _reason: String) {
+    fn closed(&self, code: u16, _reason: String) {
         if let Some(inner) = self.0.upgrade() {
             inner.socket.borrow_mut().take();
             let random = inner.io.random();
-            let out = inner.client.borrow_mut().closed(random);
+            let out = inner.client.borrow_mut().closed(code, random);
             run(&inner, out);
         }
     }
@@ -101,7 +101,7 @@ fn run(inner: &Rc<Inner>, outputs: Vec<Output>) {
                     Ok(socket) => *inner.socket.borrow_mut() = Some(socket),
                     Err(_) => {
                         let random = inner.io.random();
-                        let out = inner.client.borrow_mut().closed(random);
+                        let out = inner.client.borrow_mut().closed(1006, random);
                         run(inner, out);
                     }
                 }

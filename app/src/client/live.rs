@@ -5,7 +5,9 @@
 //! this text, open a socket, wake me in N ms, show this status, deliver this event). That keeps the
 //! rules testable natively and deterministically:
 //!
-//! - reconnect with exponential backoff and jitter, forever, resetting after a successful open;
+//! - reconnect with exponential backoff and jitter, forever, resetting after a successful open —
+//!   except after an idle close (4010) while nothing is followed: then rest, and connect again
+//!   when a subscription or request needs the server;
 //! - queue requests while disconnected and send them, in order, after reconnecting; requests that
 //!   were in flight when the socket dropped are sent again (every Rally write is idempotent: it
 //!   sets values, so applying it twice equals applying it once);
@@ -41,6 +43,9 @@ pub enum ConnectionStatus {
     },
     /// The browser says it has no network; retrying resumes when it comes back.
     Offline,
+    /// Closed by the server because nothing here needed it (close code 4010); the next
+    /// subscription or request connects again.
+    Resting,
 }
 
 /// Exponential backoff with "equal jitter": half the delay is fixed, half random, so a crowd of
@@ -215,8 +220,9 @@ impl LiveClient {
         out
     }
 
-    /// The socket closed (or failed to open). `random` in [0, 1) jitters the retry delay.
-    pub fn closed(&mut self, random: f64) -> Vec<Output> {
+    /// The socket closed with `code` (or failed to open: 1006). `random` in [0, 1) jitters the
+    /// retry delay.
+    pub fn closed(&mut self, code: u16, random: f64) -> Vec<Output> {
         self.open = false;
         // In-flight requests go back to the front of the queue, in their original order; media
         // requests fail (their session ended with the connection).
@@ -244,9 +250,27 @@ impl LiveClient {
             }
         }
         self.in_flight.clear();
-        let mut out = self.closed_status(random);
+        let idle = code == crate::protocol::close::IDLE
+            && self.subscriptions.is_empty()
+            && !self.ops
+            && self.outbox.is_empty();
+        let mut out = if idle {
+            self.status = ConnectionStatus::Resting;
+            vec![Output::Status(self.status)]
+        } else {
+            self.closed_status(random)
+        };
         out.extend(failed);
         out
+    }
+
+    /// Resting: connect again, because something needs the server now.
+    fn wake(&mut self) -> Vec<Output> {
+        if self.status != ConnectionStatus::Resting {
+            return Vec::new();
+        }
+        self.status = ConnectionStatus::Connecting;
+        vec![Output::Status(self.status), Output::OpenSocket]
     }
 
     fn closed_status(&mut self, random: f64) -> Vec<Output> {
@@ -265,7 +289,7 @@ impl LiveClient {
 
     /// The retry timer fired.
     pub fn retry(&mut self) -> Vec<Output> {
-        if self.open || self.offline {
+        if self.open || self.offline || self.status == ConnectionStatus::Resting {
             return Vec::new();
         }
         self.status = ConnectionStatus::Connecting;
@@ -292,7 +316,7 @@ impl LiveClient {
         if self.open {
             vec![self.subscribe_frame(&campaign, since_version)]
         } else {
-            Vec::new()
+            self.wake()
         }
     }
 
@@ -302,7 +326,7 @@ impl LiveClient {
         if self.open {
             vec![self.ops_frame()]
         } else {
-            Vec::new()
+            self.wake()
         }
     }
 
@@ -359,6 +383,13 @@ impl LiveClient {
             return (id, vec![out]);
         }
         let id = self.next_id();
+        if !is_media(&request) {
+            let wake = self.wake();
+            if !wake.is_empty() {
+                self.outbox.push_back((id.clone(), request));
+                return (id, wake);
+            }
+        }
         if is_media(&request) {
             return (
                 id.clone(),
@@ -664,7 +695,7 @@ mod tests {
         client.opened();
         let (a, _) = client.request(title(1));
         let (b, _) = client.request(title(2));
-        let out = client.closed(0.5);
+        let out = client.closed(1006, 0.5);
         assert!(matches!(
             out[0],
             Output::Status(ConnectionStatus::Reconnecting { attempt: 1, .. })
@@ -716,7 +747,7 @@ mod tests {
             sdp: "v=0".into(),
         }));
         let (c, _) = client.request(title(1));
-        let out = client.closed(0.5);
+        let out = client.closed(1006, 0.5);
         assert!(
             out.iter().any(
                 |o| matches!(o, Output::Reply { request_id, result: Err(_) } if *request_id == b)
@@ -761,7 +792,7 @@ mod tests {
         client.start();
         let delays: Vec<u64> = (0..4)
             .map(|_| {
-                let out = client.closed(0.0);
+                let out = client.closed(1006, 0.0);
                 client.retry();
                 match out[1] {
                     Output::RetryIn(ms) => ms,
@@ -771,7 +802,7 @@ mod tests {
             .collect();
         assert_eq!(delays, [125, 250, 500, 1000]);
         client.opened();
-        assert!(matches!(client.closed(0.0)[1], Output::RetryIn(125)));
+        assert!(matches!(client.closed(1006, 0.0)[1], Output::RetryIn(125)));
     }
 
     #[test]
@@ -801,7 +832,7 @@ mod tests {
         );
 
         // After a reconnect it resumes from 6 as well.
-        client.closed(0.1);
+        client.closed(1006, 0.1);
         client.retry();
         let frames = sent(&client.opened());
         assert_eq!(frames[0]["type"], "campaign:subscribe:v1:requested");
@@ -816,13 +847,47 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_close_rests_until_something_needs_the_server() {
+        let mut client = LiveClient::default();
+        client.start();
+        client.opened();
+        assert_eq!(
+            client.closed(crate::protocol::close::IDLE, 0.5),
+            vec![Output::Status(ConnectionStatus::Resting)],
+            "no retry timer"
+        );
+        assert!(client.retry().is_empty(), "resting until needed");
+        let (_, out) = client.request(title(1));
+        assert_eq!(
+            out,
+            vec![
+                Output::Status(ConnectionStatus::Connecting),
+                Output::OpenSocket
+            ]
+        );
+        assert_eq!(client.queued(), 1, "sent once open");
+
+        let mut following = LiveClient::default();
+        following.start();
+        following.opened();
+        following.subscribe(id("c"), None);
+        assert!(
+            matches!(
+                following.closed(crate::protocol::close::IDLE, 0.5)[1],
+                Output::RetryIn(_)
+            ),
+            "a page that follows something reconnects"
+        );
+    }
+
+    #[test]
     fn offline_waits_for_online_instead_of_retrying() {
         let mut client = LiveClient::default();
         client.start();
         client.opened();
         client.set_offline(true);
         assert_eq!(
-            client.closed(0.3),
+            client.closed(1006, 0.3),
             vec![Output::Status(ConnectionStatus::Offline)]
         );
         assert!(client.retry().is_empty());

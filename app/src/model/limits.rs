@@ -19,3 +19,5 @@ pub const CONFIG_SECTION_MAX_BYTES: usize = 16 * 1024;
 pub const CONFIG_MAX_DEPTH: usize = 8;
 /// Longest display name, in characters.
 pub const DISPLAY_NAME_MAX_CHARS: usize = 40;
+/// Most members (people granted a role) a campaign can have.
+pub const MEMBERS_MAX: usize = 1000;

@@ -235,6 +235,16 @@ fn check_description(description: &str) -> Result<(), ErrorBody> {
             "description is {chars} characters; at most {DESCRIPTION_MAX_CHARS} are allowed"
         )));
     }
+    // Line breaks and tabs are text; other control characters are not (and each would cost six
+    // bytes of JSON escape in every copy of the event).
+    if description
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(invalid(
+            "description must not contain control characters other than line breaks and tabs",
+        ));
+    }
     Ok(())
 }
 
@@ -341,6 +351,22 @@ mod tests {
                     json!({"campaign_id": "c", "updates": {"title": "a\nb"}}),
                 ),
                 Err(ErrorCode::Invalid),
+            ),
+            (
+                "a description with a control character",
+                write(
+                    "update",
+                    json!({"campaign_id": "c", "updates": {"description": "a\u{1}b"}}),
+                ),
+                Err(ErrorCode::Invalid),
+            ),
+            (
+                "a description with line breaks and tabs",
+                write(
+                    "update",
+                    json!({"campaign_id": "c", "updates": {"description": "a\n\tb\r\n"}}),
+                ),
+                Ok(json!({"description": "a\n\tb\r\n"})),
             ),
             (
                 "a title over the limit",

@@ -29,12 +29,14 @@ pub fn ConnectionBadge() -> impl IntoView {
             )
         }
         ConnectionStatus::Offline => "offline".to_owned(),
+        ConnectionStatus::Resting => "ready".to_owned(),
     };
     let kind = move || match state() {
         ConnectionStatus::Connecting => "connecting",
         ConnectionStatus::Connected => "connected",
         ConnectionStatus::Reconnecting { .. } => "reconnecting",
         ConnectionStatus::Offline => "offline",
+        ConnectionStatus::Resting => "resting",
     };
     let waiting = move || queued.map(|q| q.get()).unwrap_or(0);
     view! {

@@ -76,12 +76,24 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// Longest error message, in bytes. Messages may quote what a client sent (a decoder naming the
+/// bad value); a reply never echoes more than this of it.
+pub const MESSAGE_MAX_BYTES: usize = 300;
+
 impl ErrorBody {
+    /// An error; a message over [`MESSAGE_MAX_BYTES`] is cut (at a character boundary) and
+    /// marked with "…".
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody {
-            code,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MESSAGE_MAX_BYTES {
+            let mut end = MESSAGE_MAX_BYTES - '…'.len_utf8();
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
         }
+        ErrorBody { code, message }
     }
 }
 
@@ -94,6 +106,20 @@ impl fmt::Display for ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let long = format!("invalid value: string \"{}\"", "é".repeat(30_000));
+        let body = ErrorBody::new(ErrorCode::Invalid, long);
+        assert!(
+            body.message.len() <= MESSAGE_MAX_BYTES,
+            "{}",
+            body.message.len()
+        );
+        assert!(body.message.ends_with('…'));
+        let short = ErrorBody::new(ErrorCode::Invalid, "fine");
+        assert_eq!(short.message, "fine");
+    }
 
     #[test]
     fn codes_serialize_as_their_stable_names() {

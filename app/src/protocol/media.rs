@@ -37,6 +37,8 @@ pub const CANDIDATE_MAX_BYTES: usize = 512;
 pub const TRACKS_PER_PARTICIPANT_MAX: usize = 4;
 /// Most participants in one campaign's media session.
 pub const PARTICIPANTS_MAX: usize = 500;
+/// Of those, kept for participants who may go live: watchers alone cannot fill a session.
+pub const PUBLISHER_SLOTS: usize = 20;
 
 /// `media:join:v1:requested`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

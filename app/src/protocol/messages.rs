@@ -47,11 +47,6 @@ pub enum ClientRequest {
 }
 
 impl ClientRequest {
-    /// True for requests that change state (and count against the write rate limit).
-    pub fn is_write(&self) -> bool {
-        matches!(self, ClientRequest::Create(_) | ClientRequest::Write(_))
-    }
-
     /// The `requested` type this request travels as.
     pub fn event_type(&self) -> EventType {
         match self {
@@ -209,7 +204,11 @@ pub fn decode_request(text: &str) -> Result<Request, RejectedFrame> {
     })
 }
 
+/// A payload is a JSON object: serde would also fill a struct from an array, by position.
 fn typed_payload<T: DeserializeOwned>(payload: serde_json::Value) -> Result<T, String> {
+    if !payload.is_object() {
+        return Err("invalid payload: expected a JSON object".into());
+    }
     serde_json::from_value(payload).map_err(|err| format!("invalid payload: {err}"))
 }
 
@@ -356,6 +355,12 @@ mod tests {
             (ty.as_str(), id.as_deref()),
             ("system:ping:v1:failed", Some("r3"))
         );
+
+        let (ty, _, _, msg) = rejected(
+            r#"{"type":"campaign:create:v1:requested","payload":["pos","title"],"request_id":"r4"}"#,
+        );
+        assert_eq!(ty, "campaign:create:v1:failed");
+        assert!(msg.contains("expected a JSON object"), "{msg}");
 
         let (ty, id, _, _) =
             rejected(r#"{"type":"system:ping:v1:requested","payload":{},"request_id":""}"#);

@@ -2,6 +2,7 @@
 //! once and compiled into both the server and the browser, so they cannot disagree.
 
 pub mod campaign;
+pub mod close;
 mod envelope;
 mod error;
 mod event_type;

@@ -31,8 +31,8 @@ use crate::store::{Commit, StoreError};
 pub const COMMIT_PATIENCE: Duration = Duration::from_secs(3);
 /// Attempts at granting a role under the same contention.
 const MAX_GRANT_ATTEMPTS: usize = 24;
-/// Events fetched per catch-up read.
-const CATCH_UP_BATCH: usize = 10_000;
+/// Events fetched per catch-up read (each may be tens of KiB).
+const CATCH_UP_BATCH: usize = 256;
 
 /// A write applied to the core but not yet durable.
 pub(super) struct Pending {
@@ -317,7 +317,7 @@ impl Writer {
         }
         for _ in 0..MAX_GRANT_ATTEMPTS {
             let core = self.core.as_mut().ok_or_else(|| not_found(&self.id))?;
-            if !core.grant(user.clone(), role) {
+            if !core.grant(user.clone(), role)? {
                 return Ok(core.role_of(Some(&user)));
             }
             let Some(commit) = self.commit_of(Vec::new()) else {
@@ -402,18 +402,21 @@ impl Writer {
             return;
         };
         let durable_at = Some(Instant::now());
-        let history_len = self.context.config.history_len;
+        let limits = self.context.config.history();
         let batch: frames::Batch = events
             .iter()
             .map(|event| {
                 let frame = frames::state_event(event);
-                self.encoded.push(frame.clone(), history_len);
+                self.encoded.push(frame.clone(), limits);
                 Frame {
                     durable_at,
                     ..frame
                 }
             })
             .collect();
+        if let (Some(core), Some(first)) = (self.core.as_mut(), self.encoded.first_version()) {
+            core.forget_history_before(first);
+        }
         self.gauges
             .latest_version
             .store(newest.version, Ordering::Relaxed);

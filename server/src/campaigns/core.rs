@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use rally_app::model::limits::MEMBERS_MAX;
 use rally_app::model::{
     Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Role, Timestamp,
     UserId, Write,
@@ -171,13 +172,19 @@ impl CampaignCore {
     }
 
     /// Grant a role (from an accepted invite). Returns false if nothing changed. Never demotes and
-    /// never touches the owner.
-    pub fn grant(&mut self, user: UserId, role: Role) -> bool {
+    /// never touches the owner; a campaign has at most [`MEMBERS_MAX`] members.
+    pub fn grant(&mut self, user: UserId, role: Role) -> Result<bool, ErrorBody> {
         if self.role_of(Some(&user)) >= role {
-            return false;
+            return Ok(false);
+        }
+        if !self.record.members.contains_key(&user) && self.record.members.len() >= MEMBERS_MAX {
+            return Err(err(
+                ErrorCode::LimitExceeded,
+                format!("a campaign has at most {MEMBERS_MAX} members"),
+            ));
         }
         self.record.members.insert(user, role);
-        true
+        Ok(true)
     }
 
     /// Validate, authorize, check for conflicts, and apply one write.
@@ -251,6 +258,13 @@ impl CampaignCore {
             }
         }
         Ok(())
+    }
+
+    /// Keep history only from `version` on (the writer keeps it within bytes as well as events).
+    pub fn forget_history_before(&mut self, version: u64) {
+        while self.history.front().is_some_and(|e| e.version < version) {
+            self.history.pop_front();
+        }
     }
 
     fn remember(&mut self, event: CampaignEvent) {
@@ -577,14 +591,24 @@ mod tests {
             ErrorCode::Invalid
         );
 
-        assert!(core.grant(viewer.user_id.clone(), Role::Editor));
+        assert!(core.grant(viewer.user_id.clone(), Role::Editor).unwrap());
         assert!(
-            !core.grant(viewer.user_id.clone(), Role::Viewer),
+            !core.grant(viewer.user_id.clone(), Role::Viewer).unwrap(),
             "never demotes"
         );
         assert!(
-            !core.grant(actor("owner").user_id, Role::Editor),
+            !core.grant(actor("owner").user_id, Role::Editor).unwrap(),
             "owner stays owner"
+        );
+        for n in core.record().members.len()..MEMBERS_MAX {
+            core.grant(UserId::parse(&format!("m{n}")).unwrap(), Role::Editor)
+                .unwrap();
+        }
+        assert_eq!(
+            core.grant(UserId::parse("one-more").unwrap(), Role::Editor)
+                .map_err(|e| e.code),
+            Err(ErrorCode::LimitExceeded),
+            "members are bounded"
         );
         assert!(core.apply(&write, Some(&viewer), t(2), eid(2)).is_ok());
         assert_eq!(core.role_of(Some(&actor("owner").user_id)), Role::Owner);

@@ -169,6 +169,22 @@ impl StateManager {
         Err(unavailable("campaign is restarting; retry"))
     }
 
+    /// A campaign that is neither loaded nor stored is `not_found` without starting anything: a
+    /// visitor naming campaigns that do not exist costs one store read each, and no task.
+    async fn exists(&self, id: &CampaignId) -> Result<(), ErrorBody> {
+        if self.context.registry.get(id).is_some() {
+            return Ok(());
+        }
+        match self.context.store.version(id).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("campaign {id} does not exist"),
+            )),
+            Err(err) => Err(unavailable(&format!("cannot read the campaign: {err}"))),
+        }
+    }
+
     /// Tell the campaign's writer, if one runs, something that happened.
     fn tell(&self, id: &CampaignId, happening: Happening) {
         if let Some(handle) = self.context.registry.get(id) {
@@ -199,6 +215,7 @@ impl StateManager {
 
     pub async fn write(&self, write: Write, actor: Option<Actor>) -> Result<WriteAck, ErrorBody> {
         let id = write.campaign_id().clone();
+        self.exists(&id).await?;
         self.ask(&id, |reply| Command::Write {
             write: write.clone(),
             actor: actor.clone(),
@@ -214,6 +231,7 @@ impl StateManager {
         viewer: Option<Actor>,
         since_version: Option<u64>,
     ) -> Result<Subscription, ErrorBody> {
+        self.exists(id).await?;
         self.ask(id, |reply| Command::Subscribe {
             connection,
             viewer: viewer.clone(),
@@ -247,6 +265,7 @@ impl StateManager {
         id: &CampaignId,
         user: Option<UserId>,
     ) -> Result<CampaignSnapshot, ErrorBody> {
+        self.exists(id).await?;
         self.ask(id, |reply| Command::Snapshot {
             user: user.clone(),
             reply,
@@ -260,6 +279,7 @@ impl StateManager {
         user: UserId,
         role: Role,
     ) -> Result<Role, ErrorBody> {
+        self.exists(id).await?;
         self.ask(id, |reply| Command::Grant {
             user: user.clone(),
             role,

@@ -144,16 +144,37 @@ pub fn merge_viewers(lists: impl IntoIterator<Item = Viewer>) -> Vec<Viewer> {
     merged
 }
 
-/// Everyone watching `campaign`: this instance's viewers and the other instances' lists.
+/// Everyone watching `campaign`: this instance's viewers and the other instances' lists (their
+/// entries one after the other, `remote_people` people in all).
+///
+/// A person signed in on two instances is one person: while every list is complete, `count`
+/// counts signed-in users once each (and every anonymous connection). Lists are capped, so in
+/// a crowd larger than the cap the instances' counts are added up instead.
 pub fn presence(
     campaign: &CampaignId,
     local: &LocalViewers,
     remote: &[Viewer],
     remote_people: u32,
 ) -> Presence {
+    let listed_named = remote.iter().filter(|v| v.user_id.is_some()).count() as u32;
+    let remote_anonymous: u32 = remote
+        .iter()
+        .filter(|v| v.user_id.is_none())
+        .map(|v| v.connections)
+        .sum();
+    let complete =
+        local.users.len() <= PRESENCE_LIST_MAX && listed_named + remote_anonymous == remote_people;
+    let count = if complete {
+        let mut named: std::collections::HashSet<&UserId> =
+            local.users.keys().map(|(_, id)| id).collect();
+        named.extend(remote.iter().filter_map(|v| v.user_id.as_ref()));
+        named.len() as u32 + local.anonymous + remote_anonymous
+    } else {
+        local.people() + remote_people
+    };
     Presence {
         campaign_id: campaign.clone(),
-        count: local.people() + remote_people,
+        count,
         viewers: merge_viewers(local.listed().into_iter().chain(remote.iter().cloned())),
     }
 }
@@ -313,6 +334,26 @@ mod tests {
             (0..150).map(|i| viewer(Some(&format!("u{i:03}")), &format!("N{i:03}"), 1)),
         );
         assert_eq!(crowd.len(), PRESENCE_LIST_MAX, "the list is capped");
+    }
+
+    #[test]
+    fn a_person_on_two_instances_counts_once() {
+        let id = CampaignId::parse("c").unwrap();
+        let mut local = LocalViewers::default();
+        local.add(&actor("u1", "Ada"));
+        local.add(&None);
+        // Another instance: Ada again, Bob, and two anonymous visitors (4 people there).
+        let remote = [
+            viewer(Some("u1"), "Ada", 1),
+            viewer(Some("u2"), "Bob", 1),
+            viewer(None, "Anonymous", 2),
+        ];
+        let both = presence(&id, &local, &remote, 4);
+        assert_eq!(both.count, 5, "Ada, Bob and three anonymous visitors");
+        assert_eq!(both.viewers[0], viewer(Some("u1"), "Ada", 2));
+        // A remote list that was cut short: its people cannot be told apart, so they add up.
+        let partial = presence(&id, &local, &remote[..1], 4);
+        assert_eq!(partial.count, 2 + 4);
     }
 
     fn presence_of(viewers: Vec<Viewer>) -> Presence {

@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use super::core::{CampaignCore, ResumePlan, DEFAULT_HISTORY_LEN};
-use super::history::EncodedHistory;
+use super::history::{EncodedHistory, HistoryLimits};
 use super::presence::{self, ConnectionId, LocalViewers, PresenceAnnouncer};
 use crate::bus::{BusNote, EventBus, PRESENCE_HEARTBEAT};
 use crate::clock::{self, EventIds};
@@ -46,14 +46,26 @@ pub(super) const MAILBOX: usize = 1024;
 pub struct WriterConfig {
     /// Events kept per campaign for resuming subscribers.
     pub history_len: usize,
+    /// Encoded bytes of those events kept, at most.
+    pub history_bytes: usize,
     /// How long a campaign with no subscribers stays loaded.
     pub idle_unload: Duration,
+}
+
+impl WriterConfig {
+    pub(super) fn history(&self) -> HistoryLimits {
+        HistoryLimits {
+            events: self.history_len,
+            bytes: self.history_bytes,
+        }
+    }
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             history_len: DEFAULT_HISTORY_LEN,
+            history_bytes: 4 * 1024 * 1024,
             idle_unload: Duration::from_secs(30),
         }
     }
@@ -360,6 +372,11 @@ impl Writer {
                 }
             }
             self.process(batch).await;
+            // A campaign that does not exist keeps nothing loaded: nothing a visitor names
+            // outlives the request, unless it exists.
+            if self.core.is_none() && self.retire(None) {
+                return;
+            }
         }
     }
 
@@ -368,9 +385,13 @@ impl Writer {
         let history_len = self.context.config.history_len;
         self.backup = None;
         if let Some(loaded) = self.context.store.load(&self.id, history_len).await? {
-            let core = CampaignCore::restore(loaded.record, loaded.history, history_len);
+            let mut core = CampaignCore::restore(loaded.record, loaded.history, history_len);
+            let limits = self.context.config.history();
             self.encoded
-                .replace(core.history().map(frames::state_event).collect());
+                .replace(core.history().map(frames::state_event), limits);
+            if let Some(first) = self.encoded.first_version() {
+                core.forget_history_before(first);
+            }
             self.set_durable(core.version());
             self.gauges
                 .latest_version

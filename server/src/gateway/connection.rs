@@ -12,30 +12,30 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use rally_app::model::Actor;
 use rally_app::protocol::{ErrorBody, ErrorCode, RejectedFrame, FRAME_FAILED};
 use tokio::sync::broadcast;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::task::TaskTracker;
 
 use super::delivery::{Delivery, Following, Outgoing, Reader};
 use super::limits::{
-    GatewayConfig, WriteBudget, CLOSE_SLOW_CONSUMER, MAX_PIPELINE, SLOW_CONSUMER_TIMEOUT,
-    STALL_THRESHOLD,
+    GatewayConfig, Liveness, LivenessCheck, CLOSE_GRACE, CLOSE_IDLE, CLOSE_SLOW_CONSUMER,
+    CLOSE_UNRESPONSIVE, MAX_PIPELINE, SLOW_CONSUMER_TIMEOUT, STALL_THRESHOLD,
 };
 use super::media::MediaPlace;
-use super::websocket::{send_texts, Socket};
+use super::websocket::{rest_of_frame, send_close, send_texts, Socket};
 use crate::auth::Keys;
 use crate::campaigns::{ConnectionId, StateManager};
 use crate::frames::{self, Frame};
 use crate::media::MediaRelay;
 use crate::ops::OpsFeed;
+use crate::quota::{Budget, Quotas};
 use crate::shutdown::ShutdownSignal;
 use crate::stats::{GatewayStats, OpsCounters};
 
@@ -52,40 +52,71 @@ pub struct GatewayState {
     pub shutdown: ShutdownSignal,
     /// Tasks that outlive their HTTP request (upgraded WebSockets); shutdown waits for them.
     pub tasks: TaskTracker,
+    /// What one person may do across connections (campaigns created).
+    pub quotas: Arc<Quotas>,
 }
 
 /// Why a connection ended; decides the close frame, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
+    /// The client's TCP stream ended.
     ClientLeft,
+    /// The client sent a close frame with this code (echoed, as RFC 6455 asks).
+    ClientClosed(u16),
     ServerShutdown,
     Broken,
     TooBig,
+    /// A text frame that is not UTF-8.
+    NotUtf8,
+    /// Not the WebSocket protocol (unmasked client frames, bad opcodes, …).
+    ProtocolViolation,
     SlowConsumer,
+    Unresponsive,
+    Idle,
 }
 
 impl Ending {
     pub fn as_str(self) -> &'static str {
         match self {
-            Ending::ClientLeft => "client_left",
+            Ending::ClientLeft | Ending::ClientClosed(_) => "client_left",
             Ending::ServerShutdown => "server_shutdown",
             Ending::Broken => "broken",
             Ending::TooBig => "frame_too_big",
+            Ending::NotUtf8 => "not_utf8",
+            Ending::ProtocolViolation => "protocol_violation",
             Ending::SlowConsumer => "slow_consumer",
+            Ending::Unresponsive => "unresponsive",
+            Ending::Idle => "idle",
         }
     }
 
-    fn close_frame(self) -> Option<CloseFrame> {
-        let (code, reason) = match self {
-            Ending::ServerShutdown => (CloseCode::Away, "server shutting down"),
-            Ending::TooBig => (CloseCode::Size, "frame over 65536 bytes"),
-            Ending::SlowConsumer => (CloseCode::from(CLOSE_SLOW_CONSUMER), "slow_consumer"),
+    /// The close frame's code and reason, if one is sent.
+    fn close_frame(self) -> Option<(u16, &'static str)> {
+        Some(match self {
+            Ending::ClientClosed(code) => (code, ""),
+            Ending::ServerShutdown => (1001, "server shutting down"),
+            Ending::TooBig => (1009, "frame over 65536 bytes"),
+            Ending::NotUtf8 => (1007, "text frame is not UTF-8"),
+            Ending::ProtocolViolation => (1002, "WebSocket protocol violation"),
+            Ending::SlowConsumer => (CLOSE_SLOW_CONSUMER, "slow_consumer"),
+            Ending::Unresponsive => (CLOSE_UNRESPONSIVE, "no answer to ping"),
+            Ending::Idle => (CLOSE_IDLE, "idle"),
             Ending::ClientLeft | Ending::Broken => return None,
-        };
-        Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
         })
+    }
+
+    /// What a read error means.
+    fn of_read_error(err: &tungstenite::Error) -> Ending {
+        match err {
+            tungstenite::Error::Capacity(_) => Ending::TooBig,
+            tungstenite::Error::Utf8(_) => Ending::NotUtf8,
+            // The peer went away without a close frame: gone, not misbehaving.
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                Ending::Broken
+            }
+            tungstenite::Error::Protocol(_) => Ending::ProtocolViolation,
+            _ => Ending::Broken,
+        }
     }
 }
 
@@ -135,6 +166,8 @@ impl Pipeline {
 
 enum Input {
     Frame(Option<Result<Message, tungstenite::Error>>),
+    /// Time to check the client's liveness.
+    Check,
     Reply(Utf8Bytes),
     Delivery(usize, Delivery),
     Ops(Result<Frame, broadcast::error::RecvError>),
@@ -147,11 +180,17 @@ pub(super) struct Connection {
     pub(super) identity: Option<Actor>,
     pub(super) state: GatewayState,
     pub(super) following: Following,
-    pub(super) budget: WriteBudget,
+    /// Writes and reads this connection may still make (token buckets).
+    pub(super) writes: Budget,
+    pub(super) reads: Budget,
     /// `/ops` samples, once subscribed.
     pub(super) ops_events: Option<broadcast::Receiver<Frame>>,
     pub(super) pipeline: Pipeline,
     pub(super) media: MediaPlace,
+    liveness: Liveness,
+    /// After a slow consumer's write timed out inside a frame: the rest of that frame, to send
+    /// before the close frame.
+    unfinished: Vec<u8>,
 }
 
 /// The next `/ops` sample (only polled while subscribed).
@@ -166,21 +205,23 @@ async fn next_ops(
 
 impl Connection {
     pub(super) fn new(socket: Socket, identity: Option<Actor>, state: GatewayState) -> Self {
-        let budget = WriteBudget::new(
-            state.config.write_rate,
-            state.config.write_burst,
-            Instant::now(),
-        );
+        let now = Instant::now();
+        let config = state.config.clone();
+        let writes = Budget::new(config.write_rate, config.write_burst, now);
+        let reads = Budget::new(config.read_rate, config.read_burst, now);
         Connection {
             id: ConnectionId::next(),
             socket,
             identity,
             state,
             following: Following::default(),
-            budget,
+            writes,
+            reads,
             ops_events: None,
             pipeline: Pipeline::default(),
             media: MediaPlace::default(),
+            liveness: Liveness::new(config.ping_interval, config.idle_timeout, now),
+            unfinished: Vec::new(),
         }
     }
 
@@ -191,13 +232,11 @@ impl Connection {
             self.state.manager.leave(campaign, self.id);
         }
         self.media.forget(&self.state.relay);
-        if let Some(frame) = ending.close_frame() {
-            // Best effort: a slow consumer may not take even this.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                self.socket.send(Message::Close(Some(frame))),
-            )
-            .await;
+        if let Some((code, reason)) = ending.close_frame() {
+            // Best effort, bounded: a slow consumer may not take even this.
+            let rest = std::mem::take(&mut self.unfinished);
+            let closing = send_close(&mut self.socket, &rest, code, reason);
+            let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
         }
         tracing::debug!(connection = ?self.id, reason = ending.as_str(), "websocket disconnected");
         ending
@@ -205,6 +244,9 @@ impl Connection {
 
     async fn serve(&mut self) -> Ending {
         let mut shutdown = self.state.shutdown.clone();
+        let mut checks = tokio::time::interval(self.liveness.period());
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        checks.reset();
         loop {
             let following = !self.following.is_empty();
             let input = tokio::select! {
@@ -215,17 +257,44 @@ impl Connection {
                 (slot, delivery) = self.following.next(), if following => Input::Delivery(slot, delivery),
                 sample = next_ops(&mut self.ops_events), if self.ops_events.is_some() => Input::Ops(sample),
                 push = self.media.next_push(), if self.media.is_in() => Input::Media(push),
+                _ = checks.tick() => Input::Check,
             };
+            if let Input::Frame(Some(Ok(message))) = &input {
+                let request = matches!(message, Message::Text(_) | Message::Binary(_));
+                self.liveness.heard(Instant::now(), request);
+            }
             let mut out = Outgoing::default();
             match input {
-                Input::Frame(None | Some(Ok(Message::Close(_)))) => return Ending::ClientLeft,
+                Input::Check => {
+                    let busy = !self.following.is_empty()
+                        || self.media.is_in()
+                        || self.ops_events.is_some()
+                        || self.pipeline.len() > 0;
+                    match self.liveness.check(Instant::now(), busy) {
+                        LivenessCheck::Fine => continue,
+                        LivenessCheck::SendPing => {
+                            if self
+                                .socket
+                                .send(Message::Ping(Default::default()))
+                                .await
+                                .is_err()
+                            {
+                                return Ending::Broken;
+                            }
+                            continue;
+                        }
+                        LivenessCheck::Unresponsive => return Ending::Unresponsive,
+                        LivenessCheck::Idle => return Ending::Idle,
+                    }
+                }
+                Input::Frame(None) => return Ending::ClientLeft,
+                Input::Frame(Some(Ok(Message::Close(frame)))) => {
+                    return Ending::ClientClosed(frame.map_or(1000, |f| u16::from(f.code)));
+                }
                 Input::Frame(Some(Err(err))) => {
-                    return if matches!(err, tungstenite::Error::Capacity(_)) {
-                        Ending::TooBig
-                    } else {
-                        tracing::debug!(connection = ?self.id, error = %err, "websocket read failed");
-                        Ending::Broken
-                    };
+                    let ending = Ending::of_read_error(&err);
+                    tracing::debug!(connection = ?self.id, error = %err, reason = ending.as_str(), "websocket read failed");
+                    return ending;
                 }
                 Input::Frame(Some(Ok(Message::Text(text)))) => {
                     // Boxed: handling nests the whole request path's state; keeping it out of
@@ -248,10 +317,15 @@ impl Connection {
                     };
                     out.push(frames::rejection(rejected));
                 }
-                // Pings are answered by the WebSocket layer itself; raw frames are only written.
-                Input::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
-                    continue
+                // tungstenite queued the pong; send it now.
+                Input::Frame(Some(Ok(Message::Ping(_)))) => {
+                    if self.socket.flush().await.is_err() {
+                        return Ending::Broken;
+                    }
+                    continue;
                 }
+                // A pong only counts as being heard; raw frames are only ever written.
+                Input::Frame(Some(Ok(Message::Pong(_) | Message::Frame(_)))) => continue,
                 Input::Ops(Ok(frame)) => out.push(frame.text),
                 // Missed a sample: the next one is complete anyway.
                 Input::Ops(Err(broadcast::error::RecvError::Lagged(_))) => {}
@@ -285,19 +359,25 @@ impl Connection {
             return Ok(());
         }
         let texts = out.texts();
-        let sending = send_texts(&mut self.socket, &texts);
-        tokio::pin!(sending);
-        let sent = match sending.as_mut().now_or_never() {
-            Some(result) => Ok(result),
-            None => match tokio::time::timeout(STALL_THRESHOLD, &mut sending).await {
-                Ok(result) => Ok(result),
-                Err(_) => {
-                    let _stall = self.state.stats.stall();
-                    tokio::time::timeout(SLOW_CONSUMER_TIMEOUT - STALL_THRESHOLD, &mut sending)
-                        .await
-                }
-            },
+        let mut progress = 0;
+        let sent = {
+            let sending = send_texts(&mut self.socket, &texts, &mut progress);
+            tokio::pin!(sending);
+            match sending.as_mut().now_or_never() {
+                Some(result) => Ok(result),
+                None => match tokio::time::timeout(STALL_THRESHOLD, &mut sending).await {
+                    Ok(result) => Ok(result),
+                    Err(_) => {
+                        let _stall = self.state.stats.stall();
+                        tokio::time::timeout(SLOW_CONSUMER_TIMEOUT - STALL_THRESHOLD, &mut sending)
+                            .await
+                    }
+                },
+            }
         };
+        if sent.is_err() {
+            self.unfinished = rest_of_frame(&texts, progress);
+        }
         match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Ending::Broken),

@@ -3,6 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use rally_app::protocol::close;
+
+use crate::auth::Origins;
+
 /// Largest text frame (and message) a client may send. Larger ones close the connection with
 /// 1009 (message too big): the frame cannot be read, so there is no request to answer.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -13,7 +17,15 @@ pub const READ_BUFFER_BYTES: usize = 1024;
 /// A socket that accepts no write for this long belongs to a slow consumer.
 pub const SLOW_CONSUMER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Close code sent to a slow consumer (application range 4000-4999).
-pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+pub const CLOSE_SLOW_CONSUMER: u16 = close::SLOW_CONSUMER;
+/// Close code for a connection that did not answer a ping within a ping interval.
+pub const CLOSE_UNRESPONSIVE: u16 = close::UNRESPONSIVE;
+/// Close code for a connection that followed nothing and asked nothing for the idle timeout.
+/// A client should not reconnect until it needs the server again.
+pub const CLOSE_IDLE: u16 = close::IDLE;
+/// How long a closing connection may take to get its close frame out: a slow consumer that
+/// reads again has this long to drain its backlog and see why it was cut.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// A write pending this long marks the subscriber's channel as stuck (readiness reports it).
 pub const STALL_THRESHOLD: Duration = Duration::from_secs(1);
 /// Requests a connection may have in flight before it stops reading more.
@@ -34,14 +46,24 @@ pub struct GatewayConfig {
     pub write_rate: f64,
     /// Writes a connection may burst above the sustained rate.
     pub write_burst: f64,
+    /// Sustained reads (subscribe, snapshot, media join) per second per connection.
+    pub read_rate: f64,
+    /// Reads a connection may burst above the sustained rate.
+    pub read_burst: f64,
     /// Whether visitors without a session may subscribe and read.
     pub allow_anonymous: bool,
-    /// Origins allowed to open WebSockets from a browser; empty means same host only.
-    pub allowed_origins: Vec<String>,
+    /// Which browser pages may open WebSockets.
+    pub origins: Origins,
     /// Anyone may watch `/ops`; otherwise only `admins`.
     pub ops_public: bool,
     /// User ids allowed to watch `/ops`.
     pub admins: Vec<String>,
+    /// A connection the client has sent nothing on for this long gets a ping; one that then
+    /// stays silent as long again is closed ([`CLOSE_UNRESPONSIVE`]).
+    pub ping_interval: Duration,
+    /// A connection that follows no campaign, is in no live room and watches no ops view, and
+    /// has sent no request for this long, is closed ([`CLOSE_IDLE`]).
+    pub idle_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -51,49 +73,83 @@ impl Default for GatewayConfig {
             max_subscriptions: 16,
             write_rate: 20.0,
             write_burst: 40.0,
+            read_rate: 50.0,
+            read_burst: 100.0,
             allow_anonymous: true,
-            allowed_origins: Vec::new(),
+            origins: Origins::default(),
             ops_public: false,
             admins: Vec::new(),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
 
-/// A token bucket for writes: `rate` tokens a second, at most `burst` saved up.
+/// Where a connection stands with its client's liveness, from what the client sent and when:
+/// pure, time passed in.
 #[derive(Debug)]
-pub struct WriteBudget {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    at: Instant,
+pub struct Liveness {
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    /// Any frame from the client (a pong included).
+    last_heard: Instant,
+    /// A request from the client.
+    last_request: Instant,
+    ping_sent: Option<Instant>,
 }
 
-impl WriteBudget {
-    /// A full bucket at `now`.
-    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
-        WriteBudget {
-            tokens: burst,
-            rate,
-            burst,
-            at: now,
+/// What to do when a liveness check comes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LivenessCheck {
+    Fine,
+    SendPing,
+    /// A ping went unanswered for a whole interval.
+    Unresponsive,
+    /// Nothing to do here for the idle timeout.
+    Idle,
+}
+
+impl Liveness {
+    pub fn new(ping_interval: Duration, idle_timeout: Duration, now: Instant) -> Self {
+        Liveness {
+            ping_interval,
+            idle_timeout,
+            last_heard: now,
+            last_request: now,
+            ping_sent: None,
         }
     }
 
-    /// Spend a token at `now`, if one has accrued.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.at = self.at.max(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
+    /// How often [`Liveness::check`] should run.
+    pub fn period(&self) -> Duration {
+        (self.ping_interval.min(self.idle_timeout) / 2).max(Duration::from_millis(50))
+    }
+
+    /// The client sent a frame; `request` when it was a request (a text frame).
+    pub fn heard(&mut self, now: Instant, request: bool) {
+        self.last_heard = now;
+        self.ping_sent = None;
+        if request {
+            self.last_request = now;
         }
     }
 
-    pub fn rate(&self) -> f64 {
-        self.rate
+    /// `busy`: the connection follows something, is in a live room or has replies pending.
+    pub fn check(&mut self, now: Instant, busy: bool) -> LivenessCheck {
+        if !busy && now.saturating_duration_since(self.last_request) >= self.idle_timeout {
+            return LivenessCheck::Idle;
+        }
+        match self.ping_sent {
+            Some(sent) if now.saturating_duration_since(sent) >= self.ping_interval => {
+                LivenessCheck::Unresponsive
+            }
+            Some(_) => LivenessCheck::Fine,
+            None if now.saturating_duration_since(self.last_heard) >= self.ping_interval => {
+                self.ping_sent = Some(now);
+                LivenessCheck::SendPing
+            }
+            None => LivenessCheck::Fine,
+        }
     }
 }
 
@@ -102,25 +158,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_budget_table() {
+    fn liveness_table() {
         let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        // (at, taken?) in order, for 10 writes/s with bursts of 2.
-        let steps = [
-            (0, true),
-            (0, true),
-            (0, false), // burst spent
-            (50, false),
-            (150, true), // 1.5 tokens accrued since 0
-            (150, false),
-            (10_000, true), // a long pause refills only up to the burst
-            (10_000, true),
-            (10_000, false),
-            (9_000, false), // time going backwards adds nothing
-        ];
-        let mut budget = WriteBudget::new(10.0, 2.0, t0);
-        for (i, (at, expected)) in steps.into_iter().enumerate() {
-            assert_eq!(budget.take(ms(at)), expected, "step {i} at {at} ms");
-        }
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut live = Liveness::new(Duration::from_secs(30), Duration::from_secs(300), t0);
+        assert_eq!(live.period(), Duration::from_secs(15));
+        assert_eq!(live.check(s(10), true), LivenessCheck::Fine);
+        assert_eq!(live.check(s(30), true), LivenessCheck::SendPing);
+        assert_eq!(
+            live.check(s(45), true),
+            LivenessCheck::Fine,
+            "waiting for the pong"
+        );
+        live.heard(s(50), false); // the pong
+        assert_eq!(live.check(s(60), true), LivenessCheck::Fine);
+        assert_eq!(live.check(s(80), true), LivenessCheck::SendPing);
+        assert_eq!(live.check(s(110), true), LivenessCheck::Unresponsive);
+
+        let mut quiet = Liveness::new(Duration::from_secs(30), Duration::from_secs(300), t0);
+        quiet.heard(s(290), false); // pongs keep it alive but do not make it busy
+        assert_eq!(quiet.check(s(299), false), LivenessCheck::Fine);
+        assert_eq!(
+            quiet.check(s(300), true),
+            LivenessCheck::Fine,
+            "following something"
+        );
+        assert_eq!(quiet.check(s(300), false), LivenessCheck::Idle);
+        quiet.heard(s(301), true);
+        assert_eq!(
+            quiet.check(s(302), false),
+            LivenessCheck::Fine,
+            "a request resets it"
+        );
     }
 }

@@ -40,7 +40,7 @@ pub async fn upgrade(
     if state.shutdown.is_triggered() {
         return ApiError::new(ErrorCode::Unavailable, "server is shutting down").into_response();
     }
-    if !auth::origin_allowed(&headers, &state.config.allowed_origins) {
+    if !state.config.origins.allow(&headers) {
         return ApiError::new(ErrorCode::Forbidden, "WebSocket origin not allowed").into_response();
     }
     let identity = match auth::identify(&state.keys, &headers, uri.query(), clock::now()) {

@@ -71,6 +71,25 @@ impl Connection {
         ))
     }
 
+    /// Writes and reads each have a per-connection budget (token buckets); pings, leaving and
+    /// media signaling do not count.
+    fn within_budget(&mut self, request: &ClientRequest) -> Result<(), ErrorBody> {
+        let (budget, what) = match request {
+            ClientRequest::Create(_) | ClientRequest::Write(_) => (&mut self.writes, "writes"),
+            ClientRequest::Subscribe(_)
+            | ClientRequest::Snapshot(_)
+            | ClientRequest::MediaJoin(_) => (&mut self.reads, "reads"),
+            _ => return Ok(()),
+        };
+        if budget.take(Instant::now()) {
+            return Ok(());
+        }
+        Err(ErrorBody::new(
+            ErrorCode::RateLimited,
+            format!("more than {} {what} per second; slow down", budget.rate()),
+        ))
+    }
+
     /// Decode one text frame and handle the request it carries.
     pub(super) async fn handle_request(&mut self, text: &str, out: &mut Outgoing) {
         let request = match decode_request(text) {
@@ -87,14 +106,7 @@ impl Connection {
             body,
         } = request;
         tracing::debug!(connection = ?self.id, r#type = %event_type, "request");
-        if body.is_write() && !self.budget.take(Instant::now()) {
-            let error = ErrorBody::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "more than {} writes per second; slow down",
-                    self.budget.rate()
-                ),
-            );
+        if let Err(error) = self.within_budget(&body) {
             self.pipeline
                 .push_ready(failure(&event_type, request_id, &error));
             return;
@@ -152,6 +164,11 @@ impl Connection {
             Ok(actor) => actor.clone(),
             Err(error) => return self.pipeline.push_ready(failure(&t, id, &error)),
         };
+        let quotas = &self.state.quotas;
+        if !quotas.campaigns.take(&actor.user_id, Instant::now()) {
+            let error = ErrorBody::new(ErrorCode::RateLimited, quotas.campaigns_refused());
+            return self.pipeline.push_ready(failure(&t, id, &error));
+        }
         let manager = self.state.manager.clone();
         self.pipeline.push(async move {
             let result = manager.create(request, actor).await;

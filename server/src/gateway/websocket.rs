@@ -162,9 +162,16 @@ fn header_len(len: usize) -> usize {
     }
 }
 
-/// Write `texts` (valid UTF-8, as every frame Rally makes) as text frames, in order, with as few `write` calls as the kernel allows.
-/// First flushes whatever tungstenite queued (a pong, say), so frames never interleave.
-pub async fn send_texts<S>(socket: &mut WebSocketStream<S>, texts: &[&[u8]]) -> std::io::Result<()>
+/// Write `texts` (valid UTF-8, as every frame Rally makes) as text frames, in order, with as
+/// few `write` calls as the kernel allows. First flushes whatever tungstenite queued (a pong,
+/// say), so frames never interleave. `sent` counts the batch's bytes the kernel has taken, also
+/// when the future is dropped half-way (a slow consumer's write timed out): see
+/// [`rest_of_frame`].
+pub async fn send_texts<S>(
+    socket: &mut WebSocketStream<S>,
+    texts: &[&[u8]],
+    sent: &mut usize,
+) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -189,9 +196,54 @@ where
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
+        *sent += written;
         IoSlice::advance_slices(&mut remaining, written);
     }
     Ok(())
+}
+
+/// The bytes that complete the frame a batch write stopped in, after `sent` of its bytes went
+/// out (empty when it stopped between frames). Sending them first keeps the stream valid, so a
+/// close frame can follow.
+pub fn rest_of_frame(texts: &[&[u8]], sent: usize) -> Vec<u8> {
+    let mut start = 0;
+    for text in texts {
+        let mut frame = Vec::with_capacity(header_len(text.len()) + text.len());
+        text_header(text.len(), &mut frame);
+        let end = start + frame.len() + text.len();
+        if sent < end {
+            if sent <= start {
+                return Vec::new();
+            }
+            frame.extend_from_slice(text);
+            return frame[sent - start..].to_vec();
+        }
+        start = end;
+    }
+    Vec::new()
+}
+
+/// Send `rest` (see [`rest_of_frame`]), then a close frame with `code` and `reason` (at most
+/// 123 bytes), written directly: this also works after tungstenite gave up on the stream.
+pub async fn send_close<S>(
+    socket: &mut WebSocketStream<S>,
+    rest: &[u8],
+    code: u16,
+    reason: &str,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    const FIN_CLOSE: u8 = 0x88;
+    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let mut frame = Vec::with_capacity(rest.len() + 4 + reason.len());
+    frame.extend_from_slice(rest);
+    frame.extend_from_slice(&[FIN_CLOSE, 2 + reason.len() as u8]);
+    frame.extend_from_slice(&code.to_be_bytes());
+    frame.extend_from_slice(reason);
+    let io = socket.get_mut();
+    io.write_all(&frame).await?;
+    io.flush().await
 }
 
 #[cfg(test)]
@@ -213,7 +265,8 @@ mod tests {
             .collect();
         let writer = tokio::spawn(async move {
             let bytes: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
-            send_texts(&mut server, &bytes).await.unwrap();
+            let mut sent = 0;
+            send_texts(&mut server, &bytes, &mut sent).await.unwrap();
             (server, texts)
         });
         let mut got = Vec::new();
@@ -225,6 +278,62 @@ mod tests {
         }
         let (_, texts) = writer.await.unwrap();
         assert_eq!(got, texts);
+    }
+
+    /// A write cut off in the middle of a frame (the reader stalled) is completed before the
+    /// close frame, so a reader that comes back sees whole frames, then the close and its code.
+    #[tokio::test]
+    async fn a_close_after_a_stalled_write_arrives_intact() {
+        let (server_io, client_io) = tokio::io::duplex(1_000);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let texts: Vec<String> = (0..4).map(|i| format!("{i}").repeat(700)).collect();
+        let bytes: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        let mut sent = 0;
+        let stalled = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            send_texts(&mut server, &bytes, &mut sent),
+        )
+        .await;
+        assert!(stalled.is_err(), "nobody reads: the write stalls");
+        assert!(
+            sent > 0 && sent < 4 * 704,
+            "it stopped inside the batch: {sent}"
+        );
+        let rest = rest_of_frame(&bytes, sent);
+        assert!(!rest.is_empty(), "inside a frame");
+        let closing =
+            tokio::spawn(
+                async move { send_close(&mut server, &rest, 4008, "slow_consumer").await },
+            );
+        let mut frames = Vec::new();
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Text(text))) => frames.push(text.len()),
+                Some(Ok(Message::Close(Some(close)))) => {
+                    assert_eq!(u16::from(close.code), 4008);
+                    assert_eq!(close.reason.as_str(), "slow_consumer");
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(
+            !frames.is_empty() && frames.iter().all(|n| *n == 700),
+            "{frames:?}"
+        );
+        closing.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_rest_of_a_frame_starts_where_the_write_stopped() {
+        let texts: [&[u8]; 2] = [b"abc", b"defg"];
+        // Frames: [81 03 a b c] [81 04 d e f g]
+        assert_eq!(rest_of_frame(&texts, 0), b"");
+        assert_eq!(rest_of_frame(&texts, 3), b"bc");
+        assert_eq!(rest_of_frame(&texts, 5), b"", "between frames");
+        assert_eq!(rest_of_frame(&texts, 6), [0x04, b'd', b'e', b'f', b'g']);
+        assert_eq!(rest_of_frame(&texts, 11), b"", "all sent");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rally_app::protocol::media::{
-    MediaKind, PublishedTrack, Publisher, PARTICIPANTS_MAX, TRACKS_PER_PARTICIPANT_MAX,
+    MediaKind, PublishedTrack, Publisher, PARTICIPANTS_MAX, PUBLISHER_SLOTS,
+    TRACKS_PER_PARTICIPANT_MAX,
 };
 
 use super::call::{MediaError, ParticipantId};
@@ -109,6 +110,15 @@ impl ForwardingTable {
             return Err(MediaError::AlreadyJoined);
         }
         if self.participants.len() >= PARTICIPANTS_MAX {
+            return Err(MediaError::SessionFull);
+        }
+        // Watchers (anonymous visitors among them) leave room for those who may go live.
+        let watchers = self
+            .participants
+            .values()
+            .filter(|p| !p.can_publish)
+            .count();
+        if !can_publish && watchers >= PARTICIPANTS_MAX - PUBLISHER_SLOTS {
             return Err(MediaError::SessionFull);
         }
         let receiving: BTreeSet<TrackId> = self.tracks.keys().copied().collect();
@@ -431,12 +441,21 @@ mod tests {
             })
         );
         let mut full = ForwardingTable::new();
-        for i in 0..PARTICIPANTS_MAX as u64 {
+        for i in 0..(PARTICIPANTS_MAX - PUBLISHER_SLOTS) as u64 {
             full.join(ParticipantId(100 + i), "x".into(), false)
                 .unwrap();
         }
         assert_eq!(
-            full.join(ParticipantId(1), "late".into(), false),
+            full.join(ParticipantId(1), "late watcher".into(), false),
+            Err(MediaError::SessionFull),
+            "watchers cannot take the publishers' slots"
+        );
+        for i in 0..PUBLISHER_SLOTS as u64 {
+            full.join(ParticipantId(10_000 + i), "editor".into(), true)
+                .unwrap();
+        }
+        assert_eq!(
+            full.join(ParticipantId(2), "late editor".into(), true),
             Err(MediaError::SessionFull)
         );
     }

@@ -43,9 +43,22 @@ pub fn check(sdp: &str) -> Result<SdpSummary, MediaError> {
             }
         }
     };
+    // Every media section names itself (`a=mid`): the relay's answer and BUNDLE need it, and a
+    // section without one would leave the peer connection half-negotiated.
+    let mut sections = 0usize;
+    let mut with_mid = 0usize;
     for line in sdp.lines() {
         let line = line.trim_end_matches('\r');
+        if line.starts_with("a=mid:") && sections > with_mid {
+            with_mid += 1;
+        }
         if let Some(media) = line.strip_prefix("m=") {
+            if sections > with_mid {
+                return Err(MediaError::InvalidSdp(format!(
+                    "media section {sections} has no a=mid line"
+                )));
+            }
+            sections += 1;
             close(section.take(), &mut summary);
             let mut parts = media.split_whitespace();
             let kind = parts.next().unwrap_or_default();
@@ -66,6 +79,11 @@ pub fn check(sdp: &str) -> Result<SdpSummary, MediaError> {
         }
     }
     close(section, &mut summary);
+    if sections > with_mid {
+        return Err(MediaError::InvalidSdp(format!(
+            "media section {sections} has no a=mid line"
+        )));
+    }
     if summary.media_sections == 0 && !sdp.contains("m=application") {
         return Err(MediaError::InvalidSdp(
             "the SDP has no media sections".into(),
@@ -140,5 +158,15 @@ mod tests {
         ));
         let huge = format!("v=0\r\n{}", "a=x\r\n".repeat(SDP_MAX_BYTES));
         assert!(matches!(check(&huge), Err(MediaError::TooLarge { .. })));
+        let no_mid = OFFER.replace("a=mid:2\r\n", "");
+        assert!(
+            matches!(check(&no_mid), Err(MediaError::InvalidSdp(m)) if m.contains("section 3")),
+            "every media section names itself"
+        );
+        let last_without = format!("{OFFER}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\n");
+        assert!(matches!(
+            check(&last_without),
+            Err(MediaError::InvalidSdp(_))
+        ));
     }
 }

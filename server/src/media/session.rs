@@ -337,15 +337,19 @@ impl Session {
             .set_remote_description(description)
             .await
             .map_err(|err| MediaError::InvalidSdp(err.to_string()))?;
-        let answer = link
-            .pc
-            .create_answer(None)
-            .await
-            .map_err(|err| MediaError::InvalidSdp(err.to_string()))?;
-        link.pc
-            .set_local_description(answer)
-            .await
-            .map_err(|err| MediaError::Relay(err.to_string()))?;
+        let answered = async {
+            let answer = link.pc.create_answer(None).await?;
+            link.pc.set_local_description(answer).await
+        }
+        .await;
+        if let Err(err) = answered {
+            // The offer was taken but cannot be answered: go back to stable, so the next
+            // offer starts from a clean state.
+            if let Ok(rollback) = RTCSessionDescription::rollback(None) {
+                let _ = link.pc.set_remote_description(rollback).await;
+            }
+            return Err(MediaError::InvalidSdp(err.to_string()));
+        }
         let answer = link.local_sdp().await?;
         // A new offer may stop tracks (the browser removed its microphone): WebRTC does not end
         // the relay's copy of a track whose sender went away, so the offer decides.

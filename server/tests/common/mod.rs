@@ -40,6 +40,24 @@ impl TestDir {
     }
 }
 
+/// Limits lifted for tests (flag, value; the environment variable is the flag's name).
+const LOOPBACK_LIMITS: [(&str, &str); 5] = [
+    ("--max-connections-per-ip", "0"),
+    ("--sessions-per-minute", "1000000"),
+    ("--campaigns-per-minute", "1000000"),
+    ("--api-per-minute", "100000000"),
+    ("--read-rate", "1000000"),
+];
+
+fn env_name(flag: &str) -> String {
+    format!(
+        "RALLY_{}",
+        flag.trim_start_matches("--")
+            .replace('-', "_")
+            .to_uppercase()
+    )
+}
+
 pub fn test_config(dir: &std::path::Path, extra: &[&str]) -> Config {
     let site = dir.join("site");
     std::fs::create_dir_all(site.join("pkg")).unwrap();
@@ -55,6 +73,12 @@ pub fn test_config(dir: &std::path::Path, extra: &[&str]) -> Config {
         "--shutdown-grace-secs".into(),
         "5".into(),
     ];
+    // Every test client is on loopback: per-address caps and quotas only where a test sets them.
+    for (flag, value) in LOOPBACK_LIMITS {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_string(), value.to_string()]);
+        }
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     Config::from_args_iter(args).expect("test config is valid")
 }
@@ -325,6 +349,9 @@ impl ChildServer {
             .env("RALLY_SITE_ROOT", site)
             .env("RALLY_ADDR", "127.0.0.1:0")
             .env("RALLY_LOG_FORMAT", "json");
+        for (flag, value) in LOOPBACK_LIMITS {
+            cmd.env(env_name(flag), value);
+        }
         for (key, value) in env {
             cmd.env(key, value);
         }
