@@ -47,7 +47,11 @@ fuzz_target!(|input: &str| {
         campaign_id: state.id.clone(),
         section: section.clone(),
         values: patch,
-        mode: if replace { ConfigMode::Replace } else { ConfigMode::Merge },
+        mode: if replace {
+            ConfigMode::Replace
+        } else {
+            ConfigMode::Merge
+        },
         base_version: None,
     });
     if let Ok(Some(change)) = write.effect(&state) {

@@ -20,5 +20,8 @@ fuzz_target!(|token: &str| {
     if let Ok(value) = HeaderValue::from_str(&format!("a=b; rally_session={token}")) {
         headers.insert("cookie", value);
     }
-    assert!(!matches!(identify(&keys, &headers, Some(token), now), Ok(Some(_))));
+    assert!(!matches!(
+        identify(&keys, &headers, Some(token), now),
+        Ok(Some(_))
+    ));
 });

@@ -31,8 +31,11 @@ fuzz_target!(|bytes: &[u8]| {
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .read_buffer_size(READ_BUFFER_BYTES);
-    let mut socket =
-        WebSocket::from_raw_socket(Wire(Cursor::new(bytes.to_vec())), Role::Server, Some(config));
+    let mut socket = WebSocket::from_raw_socket(
+        Wire(Cursor::new(bytes.to_vec())),
+        Role::Server,
+        Some(config),
+    );
     for _ in 0..1024 {
         match socket.read() {
             Ok(message) => assert!(message.len() <= MAX_FRAME_BYTES),

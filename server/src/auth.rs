@@ -189,7 +189,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Where a request's credentials come from, in order of precedence.
-pub fn token_from_request<'a>(
+fn token_from_request<'a>(
     headers: &'a axum::http::HeaderMap,
     query: Option<&'a str>,
 ) -> Option<(&'a str, Source)> {
@@ -228,7 +228,7 @@ pub fn token_from_request<'a>(
 /// Where a token was found. An explicit bad token (header, query) is an error; a stale cookie is
 /// just treated as no session, so an expired cookie never locks a browser out of watching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+enum Source {
     Header,
     Query,
     Cookie,

@@ -119,7 +119,7 @@ async fn idle_sockets_are_cheap_and_reaped() {
         dir.path(),
         &[
             ("RALLY_MAX_CONNECTIONS", "20000"),
-            ("RALLY_WS_IDLE_SECS", "20"),
+            ("RALLY_WS_IDLE_SECS", "45"),
         ],
     );
     let pid = server.child.id();

@@ -259,6 +259,17 @@ async fn a_publisher_reaches_two_subscribers_and_a_late_joiner_gets_a_keyframe()
         carol.received().len()
     );
 
+    // A refused re-offer (a media section without `a=mid`) changes nothing: the next valid
+    // offer still renegotiates (an adversarial pass once left the connection stuck).
+    let refused = request(
+        &ada_signal,
+        "media:publish:v1:requested",
+        json!({"campaign_id": CAMPAIGN,
+               "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
+    )
+    .await;
+    assert_eq!(refused["payload"]["code"], "invalid", "{refused}");
+
     // Ada removes her microphone: the relay renegotiates, the others see only her camera.
     let mut ada = ada;
     ada.stop_audio(&ada_signal, CAMPAIGN).await.unwrap();
