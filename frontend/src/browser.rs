@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use rally_app::client::io::HttpFuture;
+use rally_app::client::io::{CopyFuture, HttpFuture};
 use rally_app::client::{BrowserIo, SocketEvents, SocketHandle};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -151,5 +151,14 @@ impl BrowserIo for WebBrowser {
 
     fn reload(&self) {
         let _ = window().location().reload();
+    }
+
+    fn origin(&self) -> String {
+        window().location().origin().unwrap_or_default()
+    }
+
+    fn copy_text(&self, text: &str) -> CopyFuture {
+        let written = window().navigator().clipboard().write_text(text);
+        Box::pin(async move { wasm_bindgen_futures::JsFuture::from(written).await.is_ok() })
     }
 }

@@ -22,6 +22,8 @@ struct Inner {
     io: Rc<dyn BrowserIo>,
     client: RefCell<LiveClient>,
     socket: RefCell<Option<Rc<dyn SocketHandle>>>,
+    /// Counts sockets opened, so a socket given up ([`Output::DropSocket`]) cannot report later.
+    socket_number: std::cell::Cell<u64>,
     replies: RefCell<HashMap<String, ReplyFn>>,
     listeners: RefCell<HashMap<CampaignId, CampaignListener>>,
     ops_listener: RefCell<Option<CampaignListener>>,
@@ -45,25 +47,37 @@ pub fn use_connection() -> Option<Connection> {
     use_context::<Connection>()
 }
 
-struct Events(Weak<Inner>);
+struct Events {
+    inner: Weak<Inner>,
+    socket_number: u64,
+}
+
+impl Events {
+    /// The connection, if this is still its current socket.
+    fn current(&self) -> Option<Rc<Inner>> {
+        self.inner
+            .upgrade()
+            .filter(|inner| inner.socket_number.get() == self.socket_number)
+    }
+}
 
 impl SocketEvents for Events {
     fn opened(&self) {
-        if let Some(inner) = self.0.upgrade() {
+        if let Some(inner) = self.current() {
             let out = inner.client.borrow_mut().opened();
             run(&inner, out);
         }
     }
 
     fn message(&self, text: String) {
-        if let Some(inner) = self.0.upgrade() {
+        if let Some(inner) = self.current() {
             let out = inner.client.borrow_mut().received(&text);
             run(&inner, out);
         }
     }
 
     fn closed(&self, code: u16, _reason: String) {
-        if let Some(inner) = self.0.upgrade() {
+        if let Some(inner) = self.current() {
             inner.socket.borrow_mut().take();
             let random = inner.io.random();
             let out = inner.client.borrow_mut().closed(code, random);
@@ -96,7 +110,12 @@ fn run(inner: &Rc<Inner>, outputs: Vec<Output>) {
                 }
             }
             Output::OpenSocket => {
-                let events: Rc<dyn SocketEvents> = Rc::new(Events(Rc::downgrade(inner)));
+                let socket_number = inner.socket_number.get() + 1;
+                inner.socket_number.set(socket_number);
+                let events: Rc<dyn SocketEvents> = Rc::new(Events {
+                    inner: Rc::downgrade(inner),
+                    socket_number,
+                });
                 match inner.io.open_socket("/ws", events) {
                     Ok(socket) => *inner.socket.borrow_mut() = Some(socket),
                     Err(_) => {
@@ -113,6 +132,25 @@ fn run(inner: &Rc<Inner>, outputs: Vec<Output>) {
                     Box::new(move || {
                         if let Some(inner) = weak.upgrade() {
                             let out = inner.client.borrow_mut().retry();
+                            run(&inner, out);
+                        }
+                    }),
+                );
+            }
+            Output::DropSocket => {
+                inner.socket_number.set(inner.socket_number.get() + 1);
+                if let Some(socket) = inner.socket.borrow_mut().take() {
+                    socket.close();
+                }
+            }
+            Output::ProbeDeadline { request_id, ms } => {
+                let weak = Rc::downgrade(inner);
+                inner.io.set_timeout(
+                    ms,
+                    Box::new(move || {
+                        if let Some(inner) = weak.upgrade() {
+                            let random = inner.io.random();
+                            let out = inner.client.borrow_mut().probe_expired(&request_id, random);
                             run(&inner, out);
                         }
                     }),
@@ -163,6 +201,7 @@ impl Connection {
             io: io.clone(),
             client: RefCell::new(LiveClient::default()),
             socket: RefCell::new(None),
+            socket_number: std::cell::Cell::new(0),
             replies: RefCell::new(HashMap::new()),
             listeners: RefCell::new(HashMap::new()),
             ops_listener: RefCell::new(None),
@@ -199,6 +238,18 @@ impl Connection {
             .borrow_mut()
             .insert(id.clone(), Box::new(on_reply));
         run(inner, out);
+        // A reply that does not come may mean a socket that died quietly.
+        let weak = Rc::downgrade(inner);
+        let watched = id.clone();
+        inner.io.set_timeout(
+            super::live::REPLY_PATIENCE_MS,
+            Box::new(move || {
+                if let Some(inner) = weak.upgrade() {
+                    let out = inner.client.borrow_mut().overdue(&watched);
+                    run(&inner, out);
+                }
+            }),
+        );
         id
     }
 

@@ -1,4 +1,4 @@
-//! What the browser must provide: HTTP, a WebSocket, timers and randomness. The `frontend` crate
+//! What the browser must provide: HTTP, a WebSocket, timers, randomness and the clipboard. The `frontend` crate
 //! implements this with web-sys; keeping it a trait keeps `app` free of browser bindings.
 
 use std::future::Future;
@@ -21,6 +21,8 @@ pub trait SocketHandle {
 }
 
 pub type HttpFuture = Pin<Box<dyn Future<Output = Result<(u16, String), String>>>>;
+/// Resolves to whether the text reached the clipboard.
+pub type CopyFuture = Pin<Box<dyn Future<Output = bool>>>;
 
 pub trait BrowserIo {
     /// An HTTP request to this site with an optional JSON body: (status, body text).
@@ -41,6 +43,10 @@ pub trait BrowserIo {
     fn on_network_change(&self, f: Rc<dyn Fn(bool)>);
     /// Reload the page (after signing in, so the socket carries the new session).
     fn reload(&self);
+    /// This site's origin as the browser sees it (`https://rally.example`), for links people share.
+    fn origin(&self) -> String;
+    /// Put `text` on the clipboard.
+    fn copy_text(&self, text: &str) -> CopyFuture;
 }
 
 /// How pages find the browser's I/O. Leptos contexts must be `Send + Sync`; the browser is single

@@ -14,7 +14,11 @@
 //! - resubscribe to every campaign with `since_version` = the last version delivered, so the
 //!   server replays exactly what was missed;
 //! - deliver state events strictly in version order: duplicates are dropped, and a gap triggers a
-//!   resubscribe instead of a wrong state.
+//!   resubscribe instead of a wrong state;
+//! - trust the browser's `offline` event at once (the status says offline even while a socket
+//!   is still open: it may be dead), and distrust a socket that may have died quietly: when the
+//!   network comes back, or a request gets no reply for [`REPLY_PATIENCE_MS`], send a ping
+//!   (the probe) and give the socket up if no pong arrives within [`PROBE_MS`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -30,6 +34,12 @@ use crate::protocol::media::{
 };
 use crate::protocol::ops::{OpsHistory, OpsSample, OPS_SAMPLE};
 use crate::protocol::{ClientRequest, Empty, Envelope, ErrorBody, ErrorCode, EventState};
+
+/// How long a request may go unanswered before the socket is probed (the shell's timer calls
+/// [`LiveClient::overdue`]).
+pub const REPLY_PATIENCE_MS: u64 = 4_000;
+/// How long the probe waits for its pong.
+pub const PROBE_MS: u64 = 2_500;
 
 /// What the connection indicator shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +122,14 @@ pub enum Output {
     OpsSample(Box<OpsSample>),
     /// A push from the media relay for this connection's media session.
     Media(Box<MediaPush>),
+    /// Call [`LiveClient::probe_expired`] with this request id after `ms` milliseconds.
+    ProbeDeadline {
+        request_id: String,
+        ms: u64,
+    },
+    /// Give the socket up without waiting for it to close (it is presumed dead); the state
+    /// machine already treats it as closed.
+    DropSocket,
 }
 
 /// What the media relay pushes to a participant.
@@ -143,6 +161,8 @@ pub struct LiveClient {
     in_flight_order: Vec<String>,
     /// Following the ops view (re-requested after every reconnect).
     ops: bool,
+    /// The ping in flight to test the socket, if any.
+    probe: Option<String>,
 }
 
 impl Default for LiveClient {
@@ -182,6 +202,7 @@ impl LiveClient {
             in_flight: HashMap::new(),
             in_flight_order: Vec::new(),
             ops: false,
+            probe: None,
         }
     }
 
@@ -224,6 +245,7 @@ impl LiveClient {
     /// retry delay.
     pub fn closed(&mut self, code: u16, random: f64) -> Vec<Output> {
         self.open = false;
+        self.probe = None;
         // In-flight requests go back to the front of the queue, in their original order; media
         // requests fail (their session ended with the connection).
         let mut failed = Vec::new();
@@ -232,9 +254,11 @@ impl LiveClient {
             if let Some(pending) = self.in_flight.remove(&id) {
                 if matches!(
                     pending,
-                    ClientRequest::Subscribe(_) | ClientRequest::OpsSubscribe(_)
+                    ClientRequest::Subscribe(_)
+                        | ClientRequest::OpsSubscribe(_)
+                        | ClientRequest::Ping(_)
                 ) {
-                    continue; // subscriptions are re-made on open
+                    continue; // subscriptions are re-made on open; a probe died with its socket
                 }
                 if is_media(&pending) {
                     failed.push(Output::Reply {
@@ -299,15 +323,56 @@ impl LiveClient {
     /// The browser went offline or came back online.
     pub fn set_offline(&mut self, offline: bool) -> Vec<Output> {
         self.offline = offline;
-        if offline && !self.open {
-            self.status = ConnectionStatus::Offline;
-            return vec![Output::Status(self.status)];
+        match (offline, self.open) {
+            (true, _) => {
+                self.status = ConnectionStatus::Offline;
+                vec![Output::Status(self.status)]
+            }
+            // The socket may have died while the network was away: test it.
+            (false, true) => {
+                self.status = ConnectionStatus::Connecting;
+                let mut out = vec![Output::Status(self.status)];
+                out.extend(self.probe());
+                out
+            }
+            (false, false) => {
+                self.attempt = 0;
+                self.retry()
+            }
         }
-        if !offline && !self.open {
-            self.attempt = 0;
-            return self.retry();
+    }
+
+    /// Request `request_id` has had no reply for [`REPLY_PATIENCE_MS`]: test the socket.
+    pub fn overdue(&mut self, request_id: &str) -> Vec<Output> {
+        if !self.open || !self.in_flight.contains_key(request_id) {
+            return Vec::new();
         }
-        Vec::new()
+        self.probe()
+    }
+
+    fn probe(&mut self) -> Vec<Output> {
+        if self.probe.is_some() || !self.open {
+            return Vec::new();
+        }
+        let (id, send) = self.send_now(ClientRequest::Ping(Empty {}));
+        self.probe = Some(id.clone());
+        vec![
+            send,
+            Output::ProbeDeadline {
+                request_id: id,
+                ms: PROBE_MS,
+            },
+        ]
+    }
+
+    /// The probe's deadline passed: without its pong, the socket is given up and replaced.
+    pub fn probe_expired(&mut self, request_id: &str, random: f64) -> Vec<Output> {
+        if self.probe.as_deref() != Some(request_id) || !self.open {
+            return Vec::new();
+        }
+        let mut out = vec![Output::DropSocket];
+        out.extend(self.closed(1006, random));
+        out
     }
 
     /// Follow a campaign from `since_version` (None: fresh snapshot).
@@ -423,6 +488,17 @@ impl LiveClient {
             ..
         } = envelope;
         if let Some(request_id) = request_id {
+            if self.probe.as_deref() == Some(request_id.as_str()) {
+                // The pong: the socket works.
+                self.probe = None;
+                self.in_flight.remove(request_id.as_str());
+                self.in_flight_order.retain(|id| id != request_id.as_str());
+                if self.offline || self.status == ConnectionStatus::Connected {
+                    return Vec::new();
+                }
+                self.status = ConnectionStatus::Connected;
+                return vec![Output::Status(self.status)];
+            }
             if let Some(pending) = self.in_flight.remove(request_id.as_str()) {
                 self.in_flight_order.retain(|id| id != request_id.as_str());
                 return self.reply(request_id.as_str(), pending, &event_type, payload);
@@ -885,7 +961,11 @@ mod tests {
         let mut client = LiveClient::default();
         client.start();
         client.opened();
-        client.set_offline(true);
+        // Shown at once, even though the socket has not noticed yet.
+        assert_eq!(
+            client.set_offline(true),
+            vec![Output::Status(ConnectionStatus::Offline)]
+        );
         assert_eq!(
             client.closed(1006, 0.3),
             vec![Output::Status(ConnectionStatus::Offline)]
@@ -898,5 +978,56 @@ mod tests {
                 Output::OpenSocket
             ]
         );
+    }
+
+    fn pong(request_id: &str) -> String {
+        json!({"type": "system:ping:v1:success", "payload": {"server_time": "2026-11-28T00:00:00.000000000Z"}, "request_id": request_id}).to_string()
+    }
+
+    #[test]
+    fn back_online_with_a_socket_open_probes_it() {
+        let mut client = LiveClient::default();
+        client.start();
+        client.opened();
+        client.set_offline(true);
+        let out = client.set_offline(false);
+        assert_eq!(out[0], Output::Status(ConnectionStatus::Connecting));
+        assert_eq!(sent(&out)[0]["type"], "system:ping:v1:requested");
+        let Output::ProbeDeadline { request_id, ms } = out[2].clone() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(ms, PROBE_MS);
+        // The pong arrives: connected again; the late deadline does nothing.
+        assert_eq!(
+            client.received(&pong(&request_id)),
+            vec![Output::Status(ConnectionStatus::Connected)]
+        );
+        assert!(client.probe_expired(&request_id, 0.5).is_empty());
+    }
+
+    #[test]
+    fn a_probe_without_a_pong_gives_the_socket_up_and_keeps_the_writes() {
+        let mut client = LiveClient::default();
+        client.start();
+        client.opened();
+        let (write_id, _) = client.request(title(1));
+        let out = client.overdue(&write_id);
+        let Output::ProbeDeadline { request_id, .. } = out[1].clone() else {
+            panic!("{out:?}")
+        };
+        assert!(client.overdue(&write_id).is_empty(), "one probe at a time");
+        let out = client.probe_expired(&request_id, 0.5);
+        assert_eq!(out[0], Output::DropSocket);
+        assert!(matches!(
+            out[1],
+            Output::Status(ConnectionStatus::Reconnecting { .. })
+        ));
+        assert_eq!(
+            client.queued(),
+            1,
+            "the write waits for the next socket; the ping does not"
+        );
+        // A reply to a request no longer waited for changes nothing.
+        assert!(client.overdue(&write_id).is_empty());
     }
 }

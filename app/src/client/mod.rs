@@ -6,9 +6,11 @@
 //! the snapshot alone.
 
 pub mod connection;
+pub mod edits;
 pub mod io;
 pub mod live;
 pub mod media;
+pub mod shared_text;
 
 pub use connection::{use_connection, Connection};
 pub use io::{BrowserIo, SharedIo, SocketEvents, SocketHandle};

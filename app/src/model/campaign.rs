@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::limits::*;
-use super::{CampaignId, EventId, Timestamp, UserId};
+use super::{CampaignId, EditId, EventId, LengthMismatch, TextEdit, Timestamp, UserId};
 
 /// Where a campaign is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -163,6 +163,41 @@ impl FieldUpdates {
     }
 }
 
+/// The fields people type into together, with [`TextEdit`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextField {
+    Title,
+    Description,
+}
+
+impl TextField {
+    pub const ALL: [TextField; 2] = [TextField::Title, TextField::Description];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TextField::Title => "title",
+            TextField::Description => "description",
+        }
+    }
+}
+
+impl fmt::Display for TextField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FieldUpdates {
+    /// Whether this update sets `field` (replacing its whole text).
+    pub fn sets(&self, field: TextField) -> bool {
+        match field {
+            TextField::Title => self.title.is_some(),
+            TextField::Description => self.description.is_some(),
+        }
+    }
+}
+
 /// How a config change combines with the section's current values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -195,6 +230,13 @@ pub enum Change {
         mode: ConfigMode,
         values: Map<String, Value>,
     },
+    /// Someone typed: `edit` applies to the field's text at the previous version. `edit_id` is
+    /// the one the client chose, so it knows its own edit when it comes back.
+    Text {
+        field: TextField,
+        edit: TextEdit,
+        edit_id: EditId,
+    },
 }
 
 impl Change {
@@ -218,6 +260,7 @@ impl Change {
             }
             Change::Features { .. } => vec!["features".to_owned()],
             Change::Config { section, .. } => vec![format!("config.{section}")],
+            Change::Text { field, .. } => vec![field.as_str().to_owned()],
         }
     }
 
@@ -228,6 +271,7 @@ impl Change {
             Change::Fields { .. } => "fields",
             Change::Features { .. } => "features",
             Change::Config { .. } => "config",
+            Change::Text { .. } => "text",
         }
     }
 }
@@ -252,6 +296,11 @@ pub enum ApplyError {
     Gap { state: u64, event: u64 },
     #[error("a creation event can only start a campaign")]
     UnexpectedCreate,
+    #[error("a {field} edit does not fit the text: {mismatch}")]
+    TextMismatch {
+        field: TextField,
+        mismatch: LengthMismatch,
+    },
 }
 
 impl CampaignState {
@@ -310,8 +359,31 @@ impl CampaignState {
                     ConfigMode::Merge => merge_patch(target, values),
                 }
             }
+            Change::Text { field, edit, .. } => {
+                let text = self.text_mut(*field);
+                *text = edit
+                    .apply(text)
+                    .map_err(|mismatch| ApplyError::TextMismatch {
+                        field: *field,
+                        mismatch,
+                    })?;
+            }
         }
         Ok(())
+    }
+
+    pub fn text(&self, field: TextField) -> &str {
+        match field {
+            TextField::Title => &self.title,
+            TextField::Description => &self.description,
+        }
+    }
+
+    fn text_mut(&mut self, field: TextField) -> &mut String {
+        match field {
+            TextField::Title => &mut self.title,
+            TextField::Description => &mut self.description,
+        }
     }
 }
 
@@ -338,6 +410,37 @@ pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) 
             }
         }
     }
+}
+
+/// The smallest merge patch that turns `base` into `target` (when `target` holds no `null`s,
+/// which a merge patch cannot store): only what changed, `null` for what was removed. A config
+/// editor sends this rather than the whole section, so two people changing different settings
+/// of one section do not clash.
+pub fn merge_patch_between(
+    base: &Map<String, Value>,
+    target: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut patch = Map::new();
+    for key in base.keys() {
+        if !target.contains_key(key) {
+            patch.insert(key.clone(), Value::Null);
+        }
+    }
+    for (key, value) in target {
+        match (base.get(key), value) {
+            (Some(before), after) if before == after => {}
+            (Some(Value::Object(before)), Value::Object(after)) => {
+                patch.insert(
+                    key.clone(),
+                    Value::Object(merge_patch_between(before, after)),
+                );
+            }
+            _ => {
+                patch.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    patch
 }
 
 /// Nesting depth of a JSON value: scalars 0, `{}`/`[]` 1, `{"a": {}}` 2.
@@ -374,6 +477,26 @@ mod tests {
             Value::Object(target),
             json!({"title": "Hello!", "author": {"givenName": "John"}, "tags": ["example"], "content": "x", "phoneNumber": "+01-123-456-7890"})
         );
+    }
+
+    #[test]
+    fn the_patch_between_two_sections_changes_only_what_differs() {
+        let base = obj(json!({"hero": {"title": "A", "image": "x.png"}, "footer": "f", "old": 1}));
+        let target =
+            obj(json!({"hero": {"title": "B", "image": "x.png"}, "footer": "f", "new": [1]}));
+        let patch = merge_patch_between(&base, &target);
+        assert_eq!(
+            Value::Object(patch.clone()),
+            json!({"hero": {"title": "B"}, "old": null, "new": [1]})
+        );
+        let mut applied = base.clone();
+        merge_patch(&mut applied, &patch);
+        assert_eq!(applied, target);
+        // Emptying an object removes its keys; an empty object where there was none creates it.
+        let emptied = obj(json!({"hero": {}, "footer": "f", "old": 1, "box": {}}));
+        let mut applied = base.clone();
+        merge_patch(&mut applied, &merge_patch_between(&base, &emptied));
+        assert_eq!(applied, emptied);
     }
 
     #[test]

@@ -29,9 +29,10 @@ pub fn describe_change(change: &Change) -> String {
             }
         }
         Change::Config { section, mode, .. } => match mode {
-            ConfigMode::Merge => format!("updated config {section}"),
-            ConfigMode::Replace => format!("replaced config {section}"),
+            ConfigMode::Merge => format!("changed the {section} settings"),
+            ConfigMode::Replace => format!("replaced the {section} settings"),
         },
+        Change::Text { field, .. } => format!("edited the {field}"),
     }
 }
 

@@ -117,6 +117,49 @@ impl<'de> Deserialize<'de> for UserId {
     }
 }
 
+/// A client-chosen id for one text edit. It travels into the event the edit becomes, so a client
+/// recognises its own edits in the stream, and an edit sent twice (after a reconnect) lands once.
+/// 1–40 ASCII letters, digits, `_` and `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct EditId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("edit_id must be 1-40 characters of ASCII letters, digits, '_' and '-'")]
+pub struct EditIdError;
+
+impl EditId {
+    pub fn parse(text: &str) -> Result<Self, EditIdError> {
+        let valid = !text.is_empty()
+            && text.len() <= 40
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(EditId(text.to_owned()))
+        } else {
+            Err(EditIdError)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EditId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EditId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        EditId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Longest request id a client may send; it is echoed on the reply and nowhere else.
 pub const MAX_REQUEST_ID_LEN: usize = 64;
 

@@ -5,18 +5,23 @@ mod campaign;
 mod describe;
 mod ids;
 pub mod limits;
+mod text;
 mod timestamp;
 mod write;
 
 pub use access::{DisplayName, Presence, Role, Viewer, PRESENCE_LIST_MAX};
 pub use campaign::{
-    json_depth, merge_patch, Actor, ApplyError, CampaignEvent, CampaignState, CampaignStatus,
-    Change, ConfigMode, Feature, FieldUpdates, SectionName,
+    json_depth, merge_patch, merge_patch_between, Actor, ApplyError, CampaignEvent, CampaignState,
+    CampaignStatus, Change, ConfigMode, Feature, FieldUpdates, SectionName, TextField,
 };
 pub use describe::{describe_change, describe_event};
 pub use ids::{
-    CampaignId, CampaignIdError, EventId, EventIdError, RequestId, RequestIdError, UserId,
-    UserIdError, MAX_CAMPAIGN_ID_LEN, MAX_REQUEST_ID_LEN,
+    CampaignId, CampaignIdError, EditId, EditIdError, EventId, EventIdError, RequestId,
+    RequestIdError, UserId, UserIdError, MAX_CAMPAIGN_ID_LEN, MAX_REQUEST_ID_LEN,
 };
+pub use text::{LengthMismatch, TextEdit, TextStep};
 pub use timestamp::{Timestamp, TimestampError};
-pub use write::{ConfigChange, CreateCampaign, FeatureChange, FeatureOp, UpdateFields, Write};
+pub use write::{
+    check_text, ConfigChange, CreateCampaign, FeatureChange, FeatureOp, TextChange, UpdateFields,
+    Write,
+};

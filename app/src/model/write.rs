@@ -11,6 +11,14 @@
 //! including the limits of the result: a merge patch may be small and still make a section too
 //! large). Who may write and whether `base_version` is stale are the server's questions: the
 //! core answers them, after these checks.
+//!
+//! Writes based on an older version meet changes that landed since. Two rules decide what happens,
+//! both here so the server and the browser agree on them:
+//! - [`Write::clashes_with`]: whether a landed change decided something the write would silently
+//!   undo — the same scalar field, the same feature name, overlapping config paths. Only a clash
+//!   is a `conflict`; adding `polls` while someone added `qa` is not.
+//! - [`TextChange::rebase`]: text edits never clash with other text edits; they are transformed
+//!   over them ([`TextEdit::transform`]), so both people keep what they typed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,8 +27,8 @@ use serde_json::{Map, Value};
 
 use super::limits::*;
 use super::{
-    json_depth, merge_patch, CampaignId, CampaignState, CampaignStatus, Change, ConfigMode,
-    Feature, FieldUpdates, SectionName,
+    json_depth, merge_patch, CampaignId, CampaignState, CampaignStatus, Change, ConfigMode, EditId,
+    Feature, FieldUpdates, SectionName, TextEdit, TextField,
 };
 use crate::protocol::{ErrorBody, ErrorCode};
 
@@ -99,12 +107,66 @@ pub struct ConfigChange {
     pub base_version: Option<u64>,
 }
 
+/// `campaign:text:v1:requested`: part of the title or description, as someone types it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextChange {
+    pub campaign_id: CampaignId,
+    pub field: TextField,
+    /// Made on the field's text at `base_version`.
+    pub edit: TextEdit,
+    pub base_version: u64,
+    pub edit_id: EditId,
+}
+
+impl TextChange {
+    /// The edit moved over `landed`, the changes made since `base_version` (oldest first), so it
+    /// applies to the text they produced. Refused with `conflict` if one of them replaced the
+    /// whole field (`campaign:update`): there is nothing to merge into.
+    pub fn rebase<'a>(
+        &self,
+        landed: impl IntoIterator<Item = &'a Change>,
+    ) -> Result<TextEdit, ErrorBody> {
+        let mut edit = self.edit.clone();
+        for change in landed {
+            match change {
+                Change::Text {
+                    field: other,
+                    edit: theirs,
+                    ..
+                } if *other == self.field => {
+                    edit = edit.transform(theirs).map_err(|e| self.misfit(e))?.0;
+                }
+                Change::Fields { updates } if updates.sets(self.field) => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "the {} was replaced after base_version {}; this edit cannot be merged into it",
+                            self.field, self.base_version
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(edit)
+    }
+
+    fn misfit(&self, error: super::LengthMismatch) -> ErrorBody {
+        invalid(format!(
+            "the edit does not fit the {} at base_version {}: {error}",
+            self.field, self.base_version
+        ))
+    }
+}
+
 /// A request that changes an existing campaign.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     Update(UpdateFields),
     Feature(FeatureChange),
     Config(ConfigChange),
+    Text(TextChange),
 }
 
 impl Write {
@@ -113,6 +175,7 @@ impl Write {
             Write::Update(w) => &w.campaign_id,
             Write::Feature(w) => &w.campaign_id,
             Write::Config(w) => &w.campaign_id,
+            Write::Text(w) => &w.campaign_id,
         }
     }
 
@@ -121,15 +184,17 @@ impl Write {
             Write::Update(w) => w.base_version,
             Write::Feature(w) => w.base_version,
             Write::Config(w) => w.base_version,
+            Write::Text(w) => Some(w.base_version),
         }
     }
 
-    /// The same write based on `base_version`.
+    /// The same write based on `base_version` (a text edit always has one; `None` keeps it).
     pub fn based_on(mut self, base_version: Option<u64>) -> Self {
         match &mut self {
             Write::Update(w) => w.base_version = base_version,
             Write::Feature(w) => w.base_version = base_version,
             Write::Config(w) => w.base_version = base_version,
+            Write::Text(w) => w.base_version = base_version.unwrap_or(w.base_version),
         }
         self
     }
@@ -138,7 +203,46 @@ impl Write {
     pub fn field_count(&self) -> usize {
         match self {
             Write::Update(w) => w.updates.len(),
-            Write::Feature(_) | Write::Config(_) => 1,
+            Write::Feature(_) | Write::Config(_) | Write::Text(_) => 1,
+        }
+    }
+
+    /// Whether `landed`, a change made after this write's base version, decided something this
+    /// write would silently undo: the same scalar field; the same feature name (or any feature,
+    /// for `set`); overlapping paths of one config section (or any, for `replace`); a text field
+    /// replaced under a text edit. Everything else merges.
+    pub fn clashes_with(&self, landed: &Change) -> bool {
+        match (self, landed) {
+            (_, Change::Created { .. }) => true,
+            (Write::Update(w), Change::Fields { updates }) => {
+                let u = &w.updates;
+                (u.title.is_some() && updates.title.is_some())
+                    || (u.description.is_some() && updates.description.is_some())
+                    || (u.status.is_some() && updates.status.is_some())
+            }
+            (Write::Update(w), Change::Text { field, .. }) => w.updates.sets(*field),
+            (Write::Text(w), Change::Fields { updates }) => updates.sets(w.field),
+            (Write::Feature(w), Change::Features { added, removed }) => match w.op {
+                FeatureOp::Set => true,
+                FeatureOp::Add | FeatureOp::Remove => added
+                    .iter()
+                    .chain(removed)
+                    .any(|feature| w.features.contains(feature)),
+            },
+            (
+                Write::Config(w),
+                Change::Config {
+                    section,
+                    mode,
+                    values,
+                },
+            ) => {
+                *section == w.section
+                    && (w.mode == ConfigMode::Replace
+                        || *mode == ConfigMode::Replace
+                        || patches_overlap(&w.values, values))
+            }
+            _ => false,
         }
     }
 
@@ -200,8 +304,57 @@ impl Write {
                     values: request.values.clone(),
                 }))
             }
+            // The edit must already be made on `state`'s text: the server rebases it first
+            // (TextChange::rebase), the browser sends it on the text it shows.
+            Write::Text(request) => {
+                let current = state.text(request.field);
+                let text = request.edit.apply(current).map_err(|e| request.misfit(e))?;
+                check_text(request.field, &text)?;
+                Ok((text != current).then(|| Change::Text {
+                    field: request.field,
+                    edit: request.edit.clone(),
+                    edit_id: request.edit_id.clone(),
+                }))
+            }
         }
     }
+}
+
+/// The paths a JSON merge patch decides: each key down to a value that is not a non-empty object
+/// (a scalar, an array, `null` for delete, `{}`).
+fn patch_paths<'a>(
+    patch: &'a Map<String, Value>,
+    prefix: &mut Vec<&'a str>,
+    out: &mut BTreeSet<Vec<&'a str>>,
+) {
+    for (key, value) in patch {
+        prefix.push(key);
+        match value {
+            Value::Object(inner) if !inner.is_empty() => patch_paths(inner, prefix, out),
+            _ => {
+                out.insert(prefix.clone());
+            }
+        }
+        prefix.pop();
+    }
+}
+
+/// Whether two merge patches of one section decide overlapping paths: one path equal to or inside
+/// another. `{"hero": {"title": …}}` and `{"hero": {"image": …}}` do not; `{"hero": null}` overlaps
+/// both. Costs O(n log n) in the patches' sizes, whatever their shapes.
+fn patches_overlap(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    let (mut mine, mut theirs) = (BTreeSet::new(), BTreeSet::new());
+    patch_paths(a, &mut Vec::new(), &mut mine);
+    patch_paths(b, &mut Vec::new(), &mut theirs);
+    theirs.iter().any(|path| {
+        // One of mine is this path or contains it...
+        (1..=path.len()).any(|n| mine.contains(&path[..n]))
+            // ...or lies inside it: such paths sort right after it.
+            || mine
+                .range::<[&str], _>((std::ops::Bound::Excluded(&path[..]), std::ops::Bound::Unbounded))
+                .next()
+                .is_some_and(|next| next.starts_with(path))
+    })
 }
 
 fn invalid(message: impl Into<String>) -> ErrorBody {
@@ -210,6 +363,14 @@ fn invalid(message: impl Into<String>) -> ErrorBody {
 
 fn too_large(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(ErrorCode::TooLarge, message)
+}
+
+/// Every limit of a text field's content (what [`Write::effect`] checks of the result).
+pub fn check_text(field: TextField, text: &str) -> Result<(), ErrorBody> {
+    match field {
+        TextField::Title => check_title(text),
+        TextField::Description => check_description(text),
+    }
 }
 
 fn check_title(title: &str) -> Result<(), ErrorBody> {

@@ -39,6 +39,7 @@ pub fn InvitePage() -> impl IntoView {
         });
     };
     view! {
+        <leptos_meta::Title text="Invitation — Rally"/>
         <section class="invite-page">
             <h1>"You are invited to edit a campaign"</h1>
             <Suspense fallback=|| ()>

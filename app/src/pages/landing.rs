@@ -19,6 +19,7 @@ pub fn Landing() -> impl IntoView {
     let campaigns = Resource::new(|| (), move |_| source.campaigns());
 
     view! {
+        <leptos_meta::Title text="Rally — live campaign rooms"/>
         <section class="landing">
             <h1>"Rally"</h1>
             <p class="lead">
@@ -40,8 +41,17 @@ pub fn Landing() -> impl IntoView {
             <h2>"Campaigns"</h2>
             <Suspense fallback=|| view! { <p class="loading">"Loading campaigns…"</p> }>
                 {move || Suspend::new(async move {
+                    let signed_in = session.await.is_some();
                     match campaigns.await {
-                        Ok(list) if list.is_empty() => view! { <p class="empty">"No campaigns yet. Create the first one."</p> }.into_any(),
+                        Ok(list) if list.is_empty() => view! {
+                            <p class="empty">
+                                {if signed_in {
+                                    "No campaigns yet. Create the first one above."
+                                } else {
+                                    "No campaigns yet. Pick a name above, then create the first one."
+                                }}
+                            </p>
+                        }.into_any(),
                         Ok(list) => view! {
                             <ul class="campaign-list">
                                 {list.into_iter().map(|c| view! {
@@ -49,7 +59,13 @@ pub fn Landing() -> impl IntoView {
                                         <a href=format!("/campaigns/{}", c.id)>{c.title}</a>
                                         <span class=format!("status status-{}", c.status)>{c.status.as_str()}</span>
                                         <span class="owner">{format!("by {}", c.owner)}</span>
-                                        <span class="version">{format!("v{}", c.version)}</span>
+                                        <span class="version">
+                                            {match c.version - 1 {
+                                                0 => "no changes yet".to_owned(),
+                                                1 => "1 change".to_owned(),
+                                                n => format!("{n} changes"),
+                                            }}
+                                        </span>
                                     </li>
                                 }).collect_view()}
                             </ul>
@@ -161,6 +177,7 @@ fn OpenCampaign() -> impl IntoView {
             <a
                 class="button open-button"
                 class:disabled=move || !matches!(verdict.get(), Some(Ok(_)))
+                aria-disabled=move || (!matches!(verdict.get(), Some(Ok(_)))).to_string()
                 href=target
             >
                 "Open"

@@ -10,6 +10,7 @@ pub fn NotFound() -> impl IntoView {
         }
     }
     view! {
+        <leptos_meta::Title text="Page not found — Rally"/>
         <section class="not-found">
             <h1>"Page not found"</h1>
             <p>"There is nothing at this address. "<a href="/">"Back to the start"</a></p>

@@ -25,8 +25,11 @@ fn nice_max(value: f64) -> f64 {
         .unwrap_or(10.0 * magnitude)
 }
 
+/// A chart value, short: whole numbers stay whole ("2", not "2.00").
 fn format_value(value: f64) -> String {
-    if value >= 1_000_000.0 {
+    if value.fract() == 0.0 && value.abs() < 10_000.0 {
+        format!("{value:.0}")
+    } else if value >= 1_000_000.0 {
         format!("{:.1}M", value / 1_000_000.0)
     } else if value >= 10_000.0 {
         format!("{:.0}k", value / 1000.0)
@@ -157,6 +160,7 @@ pub fn OpsPage() -> impl IntoView {
     }
     let latest = Memo::new(move |_| samples.with(|s| s.last().cloned()));
     view! {
+        <leptos_meta::Title text="Operations — Rally"/>
         <section class="ops" data-samples=move || samples.with(|s| s.len())>
             <h1>"Operations"</h1>
             {move || error.get().map(|e| view! { <p class="error ops-denied">{e}</p> })}

@@ -6,7 +6,8 @@ use crate::client::{use_connection, ConnectionStatus, SharedIo};
 use crate::data::decode_response;
 use crate::model::{Actor, DisplayName};
 
-/// The connection indicator: connected / reconnecting / offline.
+/// The connection indicator, in plain words: Live / Connecting… / Reconnecting… / Offline, and how
+/// many of your changes wait to be sent.
 #[component]
 pub fn ConnectionBadge() -> impl IntoView {
     let status = use_connection().map(|c| c.status);
@@ -17,19 +18,11 @@ pub fn ConnectionBadge() -> impl IntoView {
             .unwrap_or(ConnectionStatus::Connecting)
     };
     let label = move || match state() {
-        ConnectionStatus::Connecting => "connecting".to_owned(),
-        ConnectionStatus::Connected => "connected".to_owned(),
-        ConnectionStatus::Reconnecting {
-            attempt,
-            retry_in_ms,
-        } => {
-            format!(
-                "reconnecting (try {attempt}, in {:.1} s)",
-                retry_in_ms as f64 / 1000.0
-            )
-        }
-        ConnectionStatus::Offline => "offline".to_owned(),
-        ConnectionStatus::Resting => "ready".to_owned(),
+        ConnectionStatus::Connecting => "Connecting…",
+        ConnectionStatus::Connected => "Live",
+        ConnectionStatus::Reconnecting { .. } => "Reconnecting…",
+        ConnectionStatus::Offline => "Offline",
+        ConnectionStatus::Resting => "Ready",
     };
     let kind = move || match state() {
         ConnectionStatus::Connecting => "connecting",
@@ -40,11 +33,16 @@ pub fn ConnectionBadge() -> impl IntoView {
     };
     let waiting = move || queued.map(|q| q.get()).unwrap_or(0);
     view! {
-        <span class="connection" data-status=kind title="Live connection">
+        <span class="connection" data-status=kind role="status">
             <span class="dot"></span>
             {label}
             <Show when=move || { waiting() > 0 }>
-                <span class="queued">{move || format!(" · {} edits waiting", waiting())}</span>
+                <span class="queued">
+                    {move || match waiting() {
+                        1 => " · 1 change waiting".to_owned(),
+                        n => format!(" · {n} changes waiting"),
+                    }}
+                </span>
             </Show>
         </span>
     }

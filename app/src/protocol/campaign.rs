@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ErrorBody, EventState, EventType};
 use crate::model::{CampaignId, CampaignState, CampaignStatus, EventId, Presence, Role, UserId};
-pub use crate::model::{ConfigChange, CreateCampaign, FeatureChange, FeatureOp, UpdateFields};
+pub use crate::model::{
+    ConfigChange, CreateCampaign, FeatureChange, FeatureOp, TextChange, UpdateFields,
+};
 
 pub const CREATE: EventType = EventType::new("campaign", "create", 1, EventState::Requested);
 pub const SUBSCRIBE: EventType = EventType::new("campaign", "subscribe", 1, EventState::Requested);
@@ -15,6 +17,7 @@ pub const SNAPSHOT: EventType = EventType::new("campaign", "snapshot", 1, EventS
 pub const UPDATE: EventType = EventType::new("campaign", "update", 1, EventState::Requested);
 pub const FEATURE: EventType = EventType::new("campaign", "feature", 1, EventState::Requested);
 pub const CONFIG: EventType = EventType::new("campaign", "config", 1, EventState::Requested);
+pub const TEXT: EventType = EventType::new("campaign", "text", 1, EventState::Requested);
 /// Pushed for every applied change; payload [`crate::model::CampaignEvent`].
 pub const STATE_EVENT: EventType = EventType::new("campaign", "state", 1, EventState::Success);
 /// Pushed when someone joins or leaves; payload [`PresenceChanged`].

@@ -36,7 +36,7 @@ pub enum ClientRequest {
     Subscribe(Subscribe),
     Unsubscribe(CampaignRef),
     Snapshot(CampaignRef),
-    /// `campaign:update`, `campaign:feature` and `campaign:config`.
+    /// `campaign:update`, `campaign:feature`, `campaign:config` and `campaign:text`.
     Write(Write),
     OpsSubscribe(Empty),
     MediaJoin(MediaJoin),
@@ -58,6 +58,7 @@ impl ClientRequest {
             ClientRequest::Write(Write::Update(_)) => campaign::UPDATE,
             ClientRequest::Write(Write::Feature(_)) => campaign::FEATURE,
             ClientRequest::Write(Write::Config(_)) => campaign::CONFIG,
+            ClientRequest::Write(Write::Text(_)) => campaign::TEXT,
             ClientRequest::OpsSubscribe(_) => OPS_SUBSCRIBE,
             ClientRequest::MediaJoin(_) => media::JOIN,
             ClientRequest::MediaPublish(_) => media::PUBLISH,
@@ -86,6 +87,7 @@ impl ClientRequest {
             ClientRequest::Write(Write::Update(p)) => frame(event_type, p, request_id),
             ClientRequest::Write(Write::Feature(p)) => frame(event_type, p, request_id),
             ClientRequest::Write(Write::Config(p)) => frame(event_type, p, request_id),
+            ClientRequest::Write(Write::Text(p)) => frame(event_type, p, request_id),
             ClientRequest::MediaJoin(p) => frame(event_type, p, request_id),
             ClientRequest::MediaPublish(p) | ClientRequest::MediaAnswer(p) => {
                 frame(event_type, p, request_id)
@@ -183,6 +185,9 @@ pub fn decode_request(text: &str) -> Result<Request, RejectedFrame> {
         ("campaign", "config", 1) => {
             typed_payload(payload).map(|w| ClientRequest::Write(Write::Config(w)))
         }
+        ("campaign", "text", 1) => {
+            typed_payload(payload).map(|w| ClientRequest::Write(Write::Text(w)))
+        }
         ("ops", "subscribe", 1) => typed_payload(payload).map(ClientRequest::OpsSubscribe),
         ("media", "join", 1) => typed_payload(payload).map(ClientRequest::MediaJoin),
         ("media", "publish", 1) => typed_payload(payload).map(ClientRequest::MediaPublish),
@@ -278,6 +283,12 @@ mod tests {
             ClientRequest::Write(Write::Config(
                 serde_json::from_str(
                     r#"{"campaign_id":"c","section":"ui","values":{"a":[1]},"mode":"replace"}"#,
+                )
+                .unwrap(),
+            )),
+            ClientRequest::Write(Write::Text(
+                serde_json::from_str(
+                    r#"{"campaign_id":"c","field":"description","edit":[3,"ab",-2],"base_version":7,"edit_id":"e-1"}"#,
                 )
                 .unwrap(),
             )),

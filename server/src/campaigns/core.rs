@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rally_app::model::limits::MEMBERS_MAX;
 use rally_app::model::{
-    Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Role, Timestamp,
-    UserId, Write,
+    Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Role,
+    TextChange, Timestamp, UserId, Write,
 };
 use rally_app::protocol::campaign::SnapshotReason;
 use rally_app::protocol::{ErrorBody, ErrorCode};
@@ -27,6 +27,14 @@ pub enum Applied {
     Changed(CampaignEvent),
     /// The campaign already had the requested values; nothing to persist or broadcast.
     Unchanged { version: u64 },
+}
+
+/// A text edit, moved over the edits made since its base version.
+enum Rebased {
+    /// It had landed already (sent again after a reconnect), at this version.
+    Landed(u64),
+    /// It now applies to the current text.
+    Moved(TextChange),
 }
 
 /// How to bring a subscriber from `since_version` to live.
@@ -190,8 +198,12 @@ impl CampaignCore {
     /// Validate, authorize, check for conflicts, and apply one write.
     ///
     /// Order matters and is part of the contract: a malformed request is `invalid`/`too_large`
-    /// whoever sends it; a well-formed one from a viewer is `forbidden`; a permitted one based on
-    /// an outdated version of a field it touches is `conflict`.
+    /// whoever sends it; a well-formed one from a viewer is `forbidden`; a permitted one that
+    /// clashes with a change made after its `base_version` is `conflict`
+    /// ([`Write::clashes_with`]). A text edit is authorized first, because whether it fits is a
+    /// question about the text at its base version: it is moved over the edits made since
+    /// ([`TextChange::rebase`]), and one that already landed (sent again after a reconnect) is
+    /// acknowledged with the version it landed at.
     pub fn apply(
         &mut self,
         write: &Write,
@@ -199,27 +211,29 @@ impl CampaignCore {
         now: Timestamp,
         event_id: EventId,
     ) -> Result<Applied, ErrorBody> {
-        let change = write.effect(&self.record.state)?;
-        let Some(actor) = actor else {
-            return Err(err(
-                ErrorCode::Forbidden,
-                "anonymous visitors can watch but not edit; sign in",
-            ));
+        let rebased;
+        let write = match write {
+            Write::Text(text) => {
+                self.editor(actor)?;
+                match self.rebase_text(text, actor)? {
+                    Rebased::Landed(version) => return Ok(Applied::Unchanged { version }),
+                    Rebased::Moved(text) => {
+                        rebased = Write::Text(text);
+                        &rebased
+                    }
+                }
+            }
+            other => other,
         };
-        let role = self.role_of(Some(&actor.user_id));
-        if !role.can_edit() {
-            return Err(err(
-                ErrorCode::Forbidden,
-                format!("a {role} can watch but not edit this campaign"),
-            ));
-        }
+        let change = write.effect(&self.record.state)?;
+        let actor = self.editor(actor)?;
         let Some(change) = change else {
             return Ok(Applied::Unchanged {
                 version: self.version(),
             });
         };
         if let Some(base) = write.base_version() {
-            self.check_conflict(base, &change)?;
+            self.check_conflict(base, write, &change)?;
         }
         let event = CampaignEvent {
             campaign_id: self.record.state.id.clone(),
@@ -240,7 +254,65 @@ impl CampaignCore {
         Ok(Applied::Changed(event))
     }
 
-    fn check_conflict(&self, base: u64, change: &Change) -> Result<(), ErrorBody> {
+    /// The actor, if they may edit this campaign.
+    fn editor<'a>(&self, actor: Option<&'a Actor>) -> Result<&'a Actor, ErrorBody> {
+        let Some(actor) = actor else {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "anonymous visitors can watch but not edit; sign in",
+            ));
+        };
+        let role = self.role_of(Some(&actor.user_id));
+        if !role.can_edit() {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!("a {role} can watch but not edit this campaign"),
+            ));
+        }
+        Ok(actor)
+    }
+
+    /// The events after `base`, if history still holds all of them.
+    fn events_since(&self, base: u64) -> Option<impl Iterator<Item = &CampaignEvent>> {
+        let reaches =
+            base >= self.version() || self.history.front().is_some_and(|e| e.version <= base + 1);
+        reaches.then(|| self.history.iter().filter(move |e| e.version > base))
+    }
+
+    fn rebase_text(&self, text: &TextChange, actor: Option<&Actor>) -> Result<Rebased, ErrorBody> {
+        let (base, version) = (text.base_version, self.version());
+        if base > version {
+            return Err(err(
+                ErrorCode::Invalid,
+                format!("base_version {base} is ahead of the campaign's version {version}"),
+            ));
+        }
+        let Some(since) = self.events_since(base) else {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("base_version {base} is older than the history this server keeps; the current version is {version}"),
+            ));
+        };
+        let since: Vec<&CampaignEvent> = since.collect();
+        let own = |e: &&&CampaignEvent| {
+            matches!(&e.change, Change::Text { edit_id, .. } if *edit_id == text.edit_id)
+                && actor.is_some_and(|a| a.user_id == e.changed_by.user_id)
+        };
+        if let Some(landed) = since.iter().find(own) {
+            return Ok(Rebased::Landed(landed.version));
+        }
+        let edit = text.rebase(since.iter().map(|e| &e.change))?;
+        Ok(Rebased::Moved(TextChange {
+            edit,
+            base_version: version,
+            ..text.clone()
+        }))
+    }
+
+    /// Refuse `write` if a change made after `base` clashes with it. Field versions answer the
+    /// common case at once (nothing it touches changed since); otherwise the history decides, and
+    /// where history no longer reaches back, the write is refused rather than guessed about.
+    fn check_conflict(&self, base: u64, write: &Write, change: &Change) -> Result<(), ErrorBody> {
         let version = self.version();
         if base > version {
             return Err(err(
@@ -248,16 +320,35 @@ impl CampaignCore {
                 format!("base_version {base} is ahead of the campaign's version {version}"),
             ));
         }
-        for field in change.touched_fields() {
-            let changed_at = self.record.field_versions.get(&field).copied().unwrap_or(1);
-            if changed_at > base {
-                return Err(err(
+        let touched = change.touched_fields();
+        let stale = touched
+            .iter()
+            .find(|field| self.record.field_versions.get(*field).copied().unwrap_or(1) > base);
+        let Some(stale) = stale else {
+            return Ok(());
+        };
+        let Some(mut since) = self.events_since(base) else {
+            let changed_at = self.record.field_versions[stale];
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("{stale} changed at version {changed_at}, after base_version {base}; current version is {version}"),
+            ));
+        };
+        match since.find(|e| write.clashes_with(&e.change)) {
+            Some(clash) => {
+                let field = clash
+                    .change
+                    .touched_fields()
+                    .into_iter()
+                    .find(|f| touched.contains(f))
+                    .unwrap_or_else(|| stale.clone());
+                Err(err(
                     ErrorCode::Conflict,
-                    format!("{field} changed at version {changed_at}, after base_version {base}; current version is {version}"),
-                ));
+                    format!("{field} changed at version {}, after base_version {base}; current version is {version}", clash.version),
+                ))
             }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Keep history only from `version` on (the writer keeps it within bytes as well as events).
@@ -651,6 +742,198 @@ mod tests {
             json!({"campaign_id": "launch", "updates": {"title": "Z"}, "base_version": core.version()}),
         );
         assert!(apply(&mut core, &current).is_ok());
+    }
+
+    fn based(write: Write, base: u64) -> Write {
+        write.based_on(Some(base))
+    }
+
+    /// Each row: writes made one after another, all based on the version before the first;
+    /// whether the last one lands or is refused with `conflict`.
+    #[test]
+    fn only_clashing_writes_conflict() {
+        let rows: Vec<(&str, Vec<Write>, bool)> = vec![
+            (
+                "features of different names merge",
+                vec![features("add", &["live_chat"]), features("add", &["polls"])],
+                true,
+            ),
+            (
+                "a remove of another name merges",
+                vec![
+                    features("add", &["live_chat"]),
+                    features("remove", &["chat"]),
+                ],
+                true,
+            ),
+            (
+                "adding a feature someone just removed clashes",
+                vec![features("remove", &["chat"]), features("add", &["chat"])],
+                false,
+            ),
+            (
+                "set stays checked",
+                vec![features("add", &["qa"]), features("set", &["polls"])],
+                false,
+            ),
+            (
+                "disjoint paths of one section merge",
+                vec![
+                    config("ui", "merge", json!({"hero": {"title": "A"}})),
+                    config("ui", "merge", json!({"hero": {"image": "b.png"}})),
+                ],
+                true,
+            ),
+            (
+                "the same path clashes",
+                vec![
+                    config("ui", "merge", json!({"hero": {"title": "A"}})),
+                    config("ui", "merge", json!({"hero": {"title": "B"}})),
+                ],
+                false,
+            ),
+            (
+                "deleting a parent clashes with a child",
+                vec![
+                    config("ui", "merge", json!({"hero": {"title": "A"}})),
+                    config("ui", "merge", json!({"hero": null})),
+                ],
+                false,
+            ),
+            (
+                "a replace clashes with any change to the section",
+                vec![
+                    config("ui", "merge", json!({"a": 1})),
+                    config("ui", "replace", json!({"b": 2})),
+                ],
+                false,
+            ),
+            (
+                "other fields merge",
+                vec![
+                    update(json!({"campaign_id": "launch", "updates": {"title": "T"}})),
+                    update(json!({"campaign_id": "launch", "updates": {"status": "active"}})),
+                ],
+                true,
+            ),
+        ];
+        for (what, writes, lands) in rows {
+            let mut core = new_core(10);
+            apply(&mut core, &features("add", &["chat"])).unwrap();
+            apply(
+                &mut core,
+                &config("ui", "merge", json!({"hero": {"title": "0"}})),
+            )
+            .unwrap();
+            let base = core.version();
+            let (last, earlier) = writes.split_last().unwrap();
+            for write in earlier {
+                apply(&mut core, &based(write.clone(), base)).unwrap();
+            }
+            let outcome = apply(&mut core, &based(last.clone(), base));
+            assert_eq!(outcome.is_ok(), lands, "{what}: {outcome:?}");
+            if !lands {
+                assert_eq!(code(outcome), ErrorCode::Conflict, "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_clash_older_than_the_history_is_refused_not_guessed() {
+        let mut core = new_core(2);
+        apply(&mut core, &features("add", &["a"])).unwrap(); // v2
+        for n in 0..3 {
+            apply(
+                &mut core,
+                &update(json!({"campaign_id": "launch", "updates": {"title": format!("t{n}")}})),
+            )
+            .unwrap(); // v3..v5; history keeps v4, v5
+        }
+        let error = apply(&mut core, &based(features("add", &["b"]), 1)).unwrap_err();
+        assert_eq!(error.code, ErrorCode::Conflict, "{}", error.message);
+        assert!(apply(&mut core, &based(features("add", &["b"]), 3)).is_ok());
+    }
+
+    fn text(field: &str, edit: serde_json::Value, base: u64, id: &str) -> Write {
+        Write::Text(
+            serde_json::from_value(json!({"campaign_id": "launch", "field": field, "edit": edit, "base_version": base, "edit_id": id}))
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn concurrent_text_edits_are_transformed_and_both_kept() {
+        let mut core = new_core(10);
+        let base = core.version(); // "Launch"
+        apply(&mut core, &text("title", json!(["Big ", 6]), base, "a1")).unwrap();
+        // Made on "Launch" too, without seeing "Big ": lands after it, moved over it.
+        let Applied::Changed(event) =
+            apply(&mut core, &text("title", json!([6, " day"]), base, "b1")).unwrap()
+        else {
+            panic!("a change")
+        };
+        assert_eq!(core.state().title, "Big Launch day");
+        // The event carries the edit as it applies at its version.
+        let Change::Text { edit, .. } = &event.change else {
+            panic!("a text change")
+        };
+        assert_eq!(edit.to_string(), r#"[10," day"]"#);
+        // Sent again after a reconnect: acknowledged, not applied twice.
+        let again = apply(&mut core, &text("title", json!([6, " day"]), base, "b1")).unwrap();
+        assert_eq!(
+            again,
+            Applied::Unchanged {
+                version: event.version
+            }
+        );
+        assert_eq!(core.state().title, "Big Launch day");
+    }
+
+    #[test]
+    fn text_edits_are_refused_where_they_cannot_merge() {
+        let mut core = new_core(10);
+        let base = core.version();
+        apply(
+            &mut core,
+            &update(json!({"campaign_id": "launch", "updates": {"title": "New"}})),
+        )
+        .unwrap();
+        let rows = [
+            (
+                "replaced since its base",
+                text("title", json!([6, "!"]), base, "x1"),
+                ErrorCode::Conflict,
+            ),
+            (
+                "made on another length",
+                text("title", json!([2, "!"]), core.version(), "x2"),
+                ErrorCode::Invalid,
+            ),
+            (
+                "a result over the limit",
+                text("title", json!([3, "x".repeat(200)]), core.version(), "x3"),
+                ErrorCode::TooLarge,
+            ),
+            (
+                "a base from the future",
+                text("title", json!([3]), 99, "x4"),
+                ErrorCode::Invalid,
+            ),
+        ];
+        for (what, write, expected) in rows {
+            assert_eq!(code(apply(&mut core, &write)), expected, "{what}");
+        }
+        let viewer = core.apply(
+            &text("title", json!([3, "!"]), 1, "v1"),
+            Some(&actor("stranger")),
+            t(9),
+            eid(9),
+        );
+        assert_eq!(
+            code(viewer),
+            ErrorCode::Forbidden,
+            "authorized before anything else"
+        );
     }
 
     #[test]

@@ -1,45 +1,27 @@
-//! The campaign page's live model: the confirmed state from the server, the user's edits laid
-//! over it until confirmed (optimistic), and what the page shows about both.
+//! The campaign page's live model: the confirmed state from the server, the person's writes laid
+//! over it until confirmed ([`EditQueue`]), the text they are typing ([`SharedText`]), and what
+//! the page says about all of it. The rules live in those two state machines; this is the shell
+//! that connects them to signals, the connection and timers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use leptos::prelude::*;
+use send_wrapper::SendWrapper;
 use serde_json::Value;
 
+use super::notices::{explain_refusal, Notice, Place};
+use crate::client::edits::{EditNumber, EditQueue, Outgoing};
+use crate::client::shared_text::SharedText;
 use crate::client::{Connection, Output};
 use crate::model::{
-    describe_change, describe_event, CampaignId, CampaignState, Presence, Role, Write,
+    describe_change, describe_event, CampaignId, CampaignState, CampaignStatus, Change, EditId,
+    Feature, Presence, Role, TextEdit, TextField, Write,
 };
 use crate::protocol::campaign::{Resume, WriteAck};
-use crate::protocol::{ClientRequest, ErrorBody};
+use crate::protocol::{ClientRequest, ErrorBody, ErrorCode};
 
-/// How a notice names a write that was refused: "Your change to title and status".
-fn describe_write(write: &Write) -> String {
-    match write {
-        Write::Update(w) => {
-            let u = &w.updates;
-            let fields: Vec<&str> = [
-                u.title.is_some().then_some("title"),
-                u.description.is_some().then_some("description"),
-                u.status.is_some().then_some("status"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            format!("Your change to {}", fields.join(" and "))
-        }
-        Write::Feature(_) => "Your feature change".into(),
-        Write::Config(w) => format!("Your change to config {}", w.section),
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingEdit {
-    pub local_id: u64,
-    pub write: Write,
-    /// Set when the server acknowledged it: the version that includes it.
-    pub confirmed_at: Option<u64>,
-}
-
-/// One line of the event timeline.
+/// One line of the activity list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimelineEntry {
     pub key: String,
@@ -49,14 +31,20 @@ pub struct TimelineEntry {
     pub version: Option<u64>,
 }
 
-/// A visible message about something the server refused or changed under the user.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notice {
-    pub key: u64,
-    pub text: String,
-}
+/// Least time between two text edits of one field: edits flow while someone types, and a fast
+/// typist stays well inside the write rate limit (two fields at once: ~17 writes/s of 20).
+const TYPING_FLUSH_MS: u64 = 120;
+/// How long a notice stays before it dismisses itself.
+const NOTICE_MS: u64 = 12_000;
+const TIMELINE_LEN: usize = 50;
+/// How far back in the activity list a typing line is found and continued.
+const TYPING_LINES_MERGED: usize = 6;
 
-/// Everything the campaign page shows, as signals.
+/// Puts someone else's edit on screen without disturbing the caret (the field component
+/// registers one; nothing is registered while rendering on the server).
+pub type ShowEdit = Rc<dyn Fn(&TextEdit, &str)>;
+
+/// Everything the campaign page shows, as signals. `Copy`: every field is a handle.
 #[derive(Clone, Copy)]
 pub struct CampaignModel {
     pub id: StoredValue<CampaignId>,
@@ -64,55 +52,75 @@ pub struct CampaignModel {
     pub role: RwSignal<Role>,
     pub presence: RwSignal<Option<Presence>>,
     pub timeline: RwSignal<Vec<TimelineEntry>>,
-    pub pending: RwSignal<Vec<PendingEdit>>,
+    pub queue: RwSignal<EditQueue>,
+    pub title: RwSignal<SharedText>,
+    pub description: RwSignal<SharedText>,
     pub notices: RwSignal<Vec<Notice>>,
     /// Subscribed and receiving live events.
     pub live: RwSignal<bool>,
     /// None while writable; otherwise why the campaign is read-only right now.
     pub read_only: RwSignal<Option<String>>,
-    /// Bumped whenever a write is refused, so fields show the saved value again even when the
-    /// shown state did not change (a refused write never changed it).
-    pub refusals: RwSignal<u64>,
-    next_key: StoredValue<u64>,
-    /// What is shown: confirmed state with pending edits laid over it.
+    /// Who last changed each field (`title`, `status`, `features`, `config.<section>`).
+    pub changed_by: RwSignal<BTreeMap<String, String>>,
+    /// What is shown: the confirmed state with the writes not yet in it laid over.
     pub shown: Memo<CampaignState>,
+    pub status: Memo<CampaignStatus>,
+    pub features: Memo<Vec<Feature>>,
+    next_key: StoredValue<u64>,
+    connection: StoredValue<Option<Connection>>,
+    edit_prefix: StoredValue<String>,
+    show_edit: StoredValue<BTreeMap<TextField, SendWrapper<ShowEdit>>>,
+    /// Fields with a timer set to send their typing.
+    flushing: StoredValue<BTreeSet<TextField>>,
+    /// When each field last sent an edit (`SharedIo::now_ms`).
+    last_sent: StoredValue<BTreeMap<TextField, f64>>,
+    /// Text edits acknowledged as changing nothing at a version this page has not reached yet.
+    settling: StoredValue<Vec<(TextField, EditId, u64)>>,
 }
-
-const TIMELINE_LEN: usize = 50;
 
 fn clock_time(ts: crate::model::Timestamp) -> String {
     ts.to_string().get(11..19).unwrap_or_default().to_owned()
 }
 
 impl CampaignModel {
-    pub fn new(state: CampaignState, role: Role) -> Self {
+    pub fn new(state: CampaignState, role: Role, connection: Option<Connection>) -> Self {
         let confirmed = RwSignal::new(state.clone());
-        let pending: RwSignal<Vec<PendingEdit>> = RwSignal::new(Vec::new());
-        let shown = Memo::new(move |_| {
-            let mut state = confirmed.get();
-            pending.with(|edits| {
-                // The server's rule: a write it would refuse shows as no change.
-                for p in edits {
-                    if let Ok(Some(change)) = p.write.effect(&state) {
-                        let _ = state.apply_change(&change);
-                    }
-                }
-            });
-            state
-        });
+        let queue = RwSignal::new(EditQueue::default());
+        let shown = Memo::new(move |_| queue.with(|q| confirmed.with(|c| q.overlay(c))));
+        let edit_prefix = connection
+            .as_ref()
+            .map(|c| format!("{:08x}", (c.io().random() * f64::from(u32::MAX)) as u32))
+            .unwrap_or_default();
         CampaignModel {
             id: StoredValue::new(state.id.clone()),
             confirmed,
             role: RwSignal::new(role),
             presence: RwSignal::new(None),
-            timeline: RwSignal::new(Vec::new()),
-            pending,
+            timeline: RwSignal::new(vec![initial_entry(&state)]),
+            queue,
+            title: RwSignal::new(SharedText::new(TextField::Title, &state.title)),
+            description: RwSignal::new(SharedText::new(TextField::Description, &state.description)),
             notices: RwSignal::new(Vec::new()),
             live: RwSignal::new(false),
             read_only: RwSignal::new(None),
-            refusals: RwSignal::new(0),
-            next_key: StoredValue::new(1),
+            changed_by: RwSignal::new(BTreeMap::new()),
             shown,
+            status: Memo::new(move |_| shown.with(|s| s.status)),
+            features: Memo::new(move |_| shown.with(|s| s.features.iter().cloned().collect())),
+            next_key: StoredValue::new(1),
+            connection: StoredValue::new(connection),
+            edit_prefix: StoredValue::new(edit_prefix),
+            show_edit: StoredValue::new(BTreeMap::new()),
+            flushing: StoredValue::new(BTreeSet::new()),
+            last_sent: StoredValue::new(BTreeMap::new()),
+            settling: StoredValue::new(Vec::new()),
+        }
+    }
+
+    pub fn text(&self, field: TextField) -> RwSignal<SharedText> {
+        match field {
+            TextField::Title => self.title,
+            TextField::Description => self.description,
         }
     }
 
@@ -122,12 +130,35 @@ impl CampaignModel {
         key
     }
 
-    pub fn notice(&self, text: String) {
+    /// Show a notice at `place`; it dismisses itself after a while.
+    pub fn notice(&self, place: Place, text: String, restore: Option<(String, Write)>) {
         let key = self.key();
         self.notices.update(|n| {
-            n.push(Notice { key, text });
-            if n.len() > 5 {
+            n.retain(|x| x.place != place || x.restore.is_none() != restore.is_none());
+            n.push(Notice {
+                key,
+                place,
+                text,
+                restore,
+            });
+            if n.len() > 8 {
                 n.remove(0);
+            }
+        });
+        let notices = self.notices;
+        self.after(NOTICE_MS, move || {
+            notices.update(|n| n.retain(|x| x.key != key));
+        });
+    }
+
+    pub fn dismiss(&self, key: u64) {
+        self.notices.update(|n| n.retain(|x| x.key != key));
+    }
+
+    fn after(&self, ms: u64, f: impl FnOnce() + 'static) {
+        self.connection.with_value(|c| {
+            if let Some(c) = c {
+                c.io().set_timeout(ms, Box::new(f));
             }
         });
     }
@@ -148,13 +179,6 @@ impl CampaignModel {
         });
     }
 
-    /// Drop pending edits the confirmed state now includes.
-    fn settle(&self) {
-        let version = self.confirmed.with_untracked(|s| s.version);
-        self.pending
-            .update(|p| p.retain(|e| e.confirmed_at.is_none_or(|v| v > version)));
-    }
-
     /// Apply one output of the live connection for this campaign.
     pub fn handle(&self, output: &Output) {
         match output {
@@ -162,31 +186,45 @@ impl CampaignModel {
                 self.role.set(reply.role);
                 self.presence.set(Some(reply.presence.clone()));
                 self.read_only.set(
-                    (!reply.writable).then(|| {
-                        "the campaign's store is unreachable; changes are paused".to_owned()
-                    }),
+                    (!reply.writable)
+                        .then(|| "the server cannot save right now; changes will wait".to_owned()),
                 );
                 if let Resume::Snapshot { campaign, .. } = &reply.resume {
                     if self.confirmed.with_untracked(|s| s.version) != campaign.version {
-                        self.confirmed.set((**campaign).clone());
+                        self.replace_state((**campaign).clone());
                     }
                 }
                 self.live.set(true);
-                self.settle();
+                self.confirmed_moved();
             }
             Output::State(event) => {
                 let applied = self
                     .confirmed
                     .try_update(|s| s.apply_event(event).is_ok())
                     .unwrap_or(false);
-                if applied {
-                    self.log(
-                        clock_time(event.changed_at),
-                        describe_event(event),
-                        Some(event.version),
-                    );
-                    self.settle();
+                if !applied {
+                    return;
                 }
+                let by = event.changed_by.display_name.clone();
+                self.changed_by.update(|m| {
+                    for field in event.change.touched_fields() {
+                        m.insert(field, by.clone());
+                    }
+                });
+                let touched = event.change.touched_fields();
+                for field in TextField::ALL {
+                    if !touched.iter().any(|f| f == field.as_str()) {
+                        continue;
+                    }
+                    let on_screen = self
+                        .text(field)
+                        .try_update(|t| t.received(&event.change, &by));
+                    if let Some(Some(edit)) = on_screen {
+                        self.show(field, &edit);
+                    }
+                }
+                self.log_event(event);
+                self.confirmed_moved();
             }
             Output::Presence(change) => {
                 self.presence.set(Some(change.presence.clone()));
@@ -202,12 +240,14 @@ impl CampaignModel {
                 }
             }
             Output::Resync(resync) => {
-                self.confirmed.set(resync.campaign.clone());
+                self.replace_state(resync.campaign.clone());
                 self.role.set(resync.role);
                 self.notice(
-                    "This page fell too far behind and was reloaded with the current state.".into(),
+                    Place::Page,
+                    "This page was away too long to catch up change by change, so it now shows the latest version.".into(),
+                    None,
                 );
-                self.settle();
+                self.confirmed_moved();
             }
             Output::Writable(status) => {
                 self.read_only.set(if status.writable {
@@ -223,92 +263,276 @@ impl CampaignModel {
             }
             Output::SubscribeFailed { error, .. } => {
                 self.live.set(false);
-                self.notice(format!("Cannot follow this campaign: {}", error.message));
+                self.notice(
+                    Place::Page,
+                    format!("This page cannot follow the campaign: {}", error.message),
+                    None,
+                );
             }
             _ => {}
         }
     }
 
-    /// Show `edit` at once and send it; roll it back visibly if the server refuses.
-    pub fn submit(&self, connection: &Connection, write: Write) {
-        let model = *self;
-        let local_id = self.key();
-        let base = self.confirmed.with_untracked(|s| s.version);
-        let write = write.based_on(Some(base));
-        let described = describe_write(&write);
-        // The server's own checks: a write it would refuse is refused here, without a round trip.
-        if let Err(error) = self.shown.with_untracked(|state| write.effect(state)) {
-            self.refused(&described, &error);
-            return;
-        }
-        self.pending.update(|p| {
-            p.push(PendingEdit {
-                local_id,
-                write: write.clone(),
-                confirmed_at: None,
-            })
-        });
-        connection.request(
-            ClientRequest::Write(write),
-            move |result: Result<Value, ErrorBody>| match result.and_then(|v| {
-                serde_json::from_value::<WriteAck>(v).map_err(|e| {
-                    ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
+    /// Typing would be one activity line per keystroke batch: a person's edits of one field
+    /// share a line while it is among the newest few, moved to the top as they go on.
+    fn log_event(&self, event: &crate::model::CampaignEvent) {
+        if let Change::Text { .. } = &event.change {
+            let text = describe_event(event);
+            let time = clock_time(event.changed_at);
+            let merged = self.timeline.try_update(|t| {
+                let recent = t
+                    .iter()
+                    .take(TYPING_LINES_MERGED)
+                    .position(|e| e.text == text);
+                recent.map(|at| {
+                    let mut entry = t.remove(at);
+                    entry.time = time.clone();
+                    entry.version = Some(event.version);
+                    t.insert(0, entry);
                 })
-            }) {
-                Ok(ack) if ack.unchanged => {
-                    model
-                        .pending
-                        .update(|p| p.retain(|e| e.local_id != local_id));
-                }
-                Ok(ack) => {
-                    model.pending.update(|p| {
-                        if let Some(e) = p.iter_mut().find(|e| e.local_id == local_id) {
-                            e.confirmed_at = Some(ack.version);
-                        }
-                    });
-                    model.settle();
-                }
-                Err(error) => {
-                    model
-                        .pending
-                        .update(|p| p.retain(|e| e.local_id != local_id));
-                    model.refused(&described, &error);
-                }
-            },
+            });
+            if let Some(Some(())) = merged {
+                return;
+            }
+        }
+        self.log(
+            clock_time(event.changed_at),
+            describe_event(event),
+            Some(event.version),
         );
     }
 
-    /// Say why a write did not happen, and show the saved values again.
-    fn refused(&self, described: &str, error: &ErrorBody) {
-        self.notice(format!(
-            "{described} was undone: {} ({})",
-            error.message, error.code
-        ));
-        self.refusals.update(|n| *n += 1);
+    fn replace_state(&self, state: CampaignState) {
+        for field in TextField::ALL {
+            let text = state.text(field).to_owned();
+            let on_screen = self
+                .text(field)
+                .try_update(|t| t.replaced(&text, "the page reloaded the latest version"));
+            if let Some(Some(edit)) = on_screen {
+                self.show(field, &edit);
+            }
+        }
+        self.confirmed.set(state);
     }
 
-    /// The user's role allows editing and the campaign is not read-only right now.
+    /// The confirmed state moved: settle writes it includes, send what that unblocks.
+    fn confirmed_moved(&self) {
+        let confirmed = self.confirmed.get_untracked();
+        let out = self
+            .queue
+            .try_update(|q| q.confirmed(&confirmed))
+            .unwrap_or_default();
+        self.send(out);
+        let version = confirmed.version;
+        let settled: Vec<(TextField, EditId, u64)> = self.settling.with_value(|s| {
+            s.iter()
+                .filter(|(_, _, v)| *v <= version)
+                .cloned()
+                .collect()
+        });
+        if !settled.is_empty() {
+            self.settling
+                .update_value(|s| s.retain(|(_, _, v)| *v > version));
+            for (field, edit_id, _) in settled {
+                self.text(field).update(|t| t.settled_unchanged(&edit_id));
+            }
+        }
+        for field in TextField::ALL {
+            self.flush(field);
+        }
+    }
+
+    /// Make a write: it shows at once and goes out when nothing it clashes with is on its way.
+    pub fn submit(&self, write: Write) {
+        let confirmed = self.confirmed.get_untracked();
+        match self
+            .queue
+            .try_update(|q| q.submit(write.clone(), &confirmed))
+        {
+            Some(Ok((_, out))) => self.send(out),
+            Some(Err(error)) => self.refused(&write, &error),
+            None => {}
+        }
+    }
+
+    fn send(&self, out: Vec<Outgoing>) {
+        let Some(connection) = self.connection.get_value() else {
+            return;
+        };
+        for Outgoing { number, write } in out {
+            let model = *self;
+            connection.request(ClientRequest::Write(write), move |result| {
+                model.answered(number, result)
+            });
+        }
+    }
+
+    fn answered(&self, number: EditNumber, result: Result<Value, ErrorBody>) {
+        let confirmed = self.confirmed.get_untracked();
+        match result.and_then(parse_ack) {
+            Ok(ack) => {
+                let out = self
+                    .queue
+                    .try_update(|q| q.accepted(number, ack.version, ack.unchanged, &confirmed))
+                    .unwrap_or_default();
+                self.send(out);
+            }
+            Err(error) => {
+                let (lost, out) = self
+                    .queue
+                    .try_update(|q| q.refused(number, &confirmed))
+                    .unwrap_or_default();
+                if let Some(write) = lost {
+                    self.refused(&write, &error);
+                }
+                self.send(out);
+            }
+        }
+    }
+
+    /// Say, next to the field, what was not saved and why, with a way to try again.
+    fn refused(&self, write: &Write, error: &ErrorBody) {
+        let (place, text, restore) = explain_refusal(
+            write,
+            error,
+            &self.shown.get_untracked(),
+            &self.changed_by.get_untracked(),
+        );
+        self.notice(place, text, restore);
+    }
+
+    /// The person typed: the field now shows `text`.
+    pub fn typed(&self, field: TextField, text: &str) {
+        self.text(field).update(|t| t.typed(text));
+        self.flush(field);
+    }
+
+    /// Send what was typed in `field`, if the state machine says it may go now and the field has
+    /// not sent within [`TYPING_FLUSH_MS`]; otherwise a timer sends it when that time is up. The
+    /// first keystroke goes at once; a fast typist sends one edit per interval, whatever the
+    /// round trip.
+    fn flush(&self, field: TextField) {
+        let Some(connection) = self.connection.get_value() else {
+            return;
+        };
+        if self.flushing.with_value(|f| f.contains(&field)) {
+            return; // a timer will
+        }
+        let now = connection.io().now_ms();
+        let next = self
+            .last_sent
+            .with_value(|l| l.get(&field).copied())
+            .unwrap_or(f64::MIN)
+            + TYPING_FLUSH_MS as f64;
+        if now < next {
+            self.flushing.update_value(|f| {
+                f.insert(field);
+            });
+            let model = *self;
+            self.after((next - now).ceil() as u64, move || {
+                model.flushing.update_value(|f| {
+                    f.remove(&field);
+                });
+                model.flush(field);
+            });
+            return;
+        }
+        let version = self.confirmed.with_untracked(|s| s.version);
+        let edit_id = EditId::parse(&format!("{}-{}", self.edit_prefix.get_value(), self.key()))
+            .expect("hex and digits make a valid edit id");
+        let campaign = self.id.get_value();
+        let Some(Some(change)) = self
+            .text(field)
+            .try_update(|t| t.take_outgoing(&campaign, version, edit_id))
+        else {
+            return;
+        };
+        self.last_sent.update_value(|l| {
+            l.insert(field, now);
+        });
+        let model = *self;
+        let edit_id = change.edit_id.clone();
+        connection.request(ClientRequest::Write(Write::Text(change)), move |result| {
+            match result.and_then(parse_ack) {
+                Ok(ack) if ack.unchanged => model.settle_later(field, edit_id, ack.version),
+                Ok(_) => {} // it comes back in the confirmed stream
+                Err(error) => {
+                    let reason = crate::pages::campaign::notices::plain_reason(&error);
+                    model.text(field).update(|t| t.refused(&edit_id, &reason));
+                }
+            }
+        });
+    }
+
+    fn settle_later(&self, field: TextField, edit_id: EditId, version: u64) {
+        self.settling
+            .update_value(|s| s.push((field, edit_id, version)));
+        self.confirmed_moved();
+    }
+
+    /// Keep the typed text of a field that diverged, or take the saved one.
+    pub fn resolve(&self, field: TextField, keep_mine: bool) {
+        if keep_mine {
+            self.text(field).update(SharedText::keep_mine);
+            self.flush(field);
+        } else if let Some(edit) = self.text(field).try_update(SharedText::use_saved) {
+            self.show(field, &edit);
+        }
+    }
+
+    /// Register how `field` puts other people's edits on screen.
+    pub fn on_show(&self, field: TextField, show: ShowEdit) {
+        self.show_edit.update_value(|m| {
+            m.insert(field, SendWrapper::new(show));
+        });
+    }
+
+    fn show(&self, field: TextField, edit: &TextEdit) {
+        let text = self.text(field).with_untracked(|t| t.text().to_owned());
+        let show = self
+            .show_edit
+            .with_value(|m| m.get(&field).map(|s| (**s).clone()));
+        if let Some(show) = show {
+            show(edit, &text);
+        }
+    }
+
+    /// Writes and typing not yet saved by the server.
+    pub fn unsaved(&self) -> usize {
+        self.queue.with(EditQueue::unsaved)
+            + TextField::ALL
+                .into_iter()
+                .filter(|f| self.text(*f).with(SharedText::has_unsaved))
+                .count()
+    }
+
+    /// The person's role allows editing and the campaign is not read-only right now.
     pub fn can_edit(&self) -> bool {
         self.role.get().can_edit() && self.read_only.with(Option::is_none)
     }
 }
 
-/// Timeline text for a change, exposed for the page's initial entries.
+fn parse_ack(value: Value) -> Result<WriteAck, ErrorBody> {
+    serde_json::from_value::<WriteAck>(value)
+        .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// The activity list's first line for a page rendered at `state`.
 pub fn initial_entry(state: &CampaignState) -> TimelineEntry {
     TimelineEntry {
         key: format!("{}-0", state.version),
         time: clock_time(state.updated_at),
-        text: format!(
-            "{} — version {}",
-            if state.version == 1 {
-                describe_change(&crate::model::Change::Created {
+        text: if state.version == 1 {
+            format!(
+                "{} {}",
+                state.created_by.display_name,
+                describe_change(&Change::Created {
                     state: Box::new(state.clone()),
                 })
-            } else {
-                format!("last changed by {}", state.updated_by.display_name)
-            },
-            state.version
-        ),
+            )
+        } else {
+            format!("Last changed by {}", state.updated_by.display_name)
+        },
         version: Some(state.version),
     }
 }

@@ -1,9 +1,12 @@
 //! `/campaigns/:id`: one campaign, live. Server-rendered from the snapshot; once hydrated it
 //! subscribes from the snapshot's version and every change shows up as it happens.
 
+mod config;
 mod live;
 mod media;
+mod notices;
 mod panels;
+mod text_field;
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -14,8 +17,10 @@ use crate::model::CampaignId;
 use crate::protocol::campaign::CampaignSnapshot;
 use crate::protocol::{ErrorBody, ErrorCode};
 
+use config::ConfigEditor;
 pub use live::CampaignModel;
-use panels::{ConfigEditor, Details, Features, InvitePanel, Notices, PresencePanel, Timeline};
+use notices::{Notices, Place};
+use panels::{Details, Features, InvitePanel, PresencePanel, Timeline};
 
 #[component]
 pub fn CampaignPage() -> impl IntoView {
@@ -64,11 +69,8 @@ fn Missing(error: ErrorBody) -> impl IntoView {
 
 #[component]
 fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
-    let model = CampaignModel::new(snapshot.campaign.clone(), snapshot.role);
-    model
-        .timeline
-        .set(vec![live::initial_entry(&snapshot.campaign)]);
     let connection = use_connection();
+    let model = CampaignModel::new(snapshot.campaign.clone(), snapshot.role, connection.clone());
 
     // Browser only: follow the campaign from the version this page was rendered at.
     if let Some(connection) = connection.clone() {
@@ -82,34 +84,32 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
                 subscriber.subscribe(id.clone(), Some(since), listener);
             }
         });
-        let connection = connection.clone();
         let id = snapshot.campaign.id.clone();
         on_cleanup(move || connection.unsubscribe(&id));
     }
-    let connection = StoredValue::new(connection.map(send_wrapper::SendWrapper::new));
-    let submit = move |write: crate::model::Write| {
-        connection.with_value(|c| {
-            if let Some(c) = c {
-                model.submit(c, write);
-            }
-        })
-    };
-    let submit = Callback::new(submit);
+    let page_title = move || format!("{} — Rally", model.title.with(|t| t.saved().to_owned()));
 
     view! {
+        <leptos_meta::Title text=page_title/>
         <article
             class="campaign"
             data-version=move || model.confirmed.with(|s| s.version)
             data-role=move || model.role.get().as_str()
             data-live=move || model.live.get().to_string()
+            data-unsaved=move || model.unsaved()
         >
-            <Notices model/>
+            <h1 class="visually-hidden">{move || model.title.with(|t| t.saved().to_owned())}</h1>
+            <OfflineBanner model/>
+            <Notices model place=Place::Page/>
+            <Show when=move || !model.role.get().can_edit()>
+                <p class="viewer-hint">"You can watch this campaign. Ask its owner for an invite link to edit it."</p>
+            </Show>
             <div class="campaign-grid">
                 <div class="main-column">
                     <media::LiveRoom campaign=snapshot.campaign.id.clone()/>
-                    <Details model submit/>
-                    <Features model submit/>
-                    <ConfigEditor model submit/>
+                    <Details model/>
+                    <Features model/>
+                    <ConfigEditor model/>
                 </div>
                 <aside class="side-column">
                     <PresencePanel model/>
@@ -120,4 +120,39 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
         </article>
     }
     .into_any()
+}
+
+/// Says so at once when this page cannot reach the server, and how many changes will be sent
+/// when it can.
+#[component]
+fn OfflineBanner(model: CampaignModel) -> impl IntoView {
+    use crate::client::ConnectionStatus;
+    let status = use_connection().map(|c| c.status);
+    let away = move || {
+        status.is_some_and(|s| {
+            matches!(
+                s.get(),
+                ConnectionStatus::Offline | ConnectionStatus::Reconnecting { .. }
+            )
+        })
+    };
+    let message = move || {
+        let waiting = model.unsaved();
+        let offline = status.is_some_and(|s| s.get() == ConnectionStatus::Offline);
+        let head = if offline {
+            "You are offline"
+        } else {
+            "Cannot reach the server; trying again"
+        };
+        match waiting {
+            0 => format!("{head}. Changes made by others will show when you are back."),
+            1 => format!("{head}. Your 1 change will be saved when you are back."),
+            n => format!("{head}. Your {n} changes will be saved when you are back."),
+        }
+    };
+    view! {
+        <Show when=away>
+            <p class="offline-banner" role="status">{message}</p>
+        </Show>
+    }
 }
