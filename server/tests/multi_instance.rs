@@ -390,3 +390,73 @@ async fn clients_of_a_killed_instance_resume_on_the_other_without_a_gap() {
     assert_eq!(resumed.last().unwrap().1, "after 14");
     assert_eq!(b.terminate(), Some(0));
 }
+
+/// Two people type into one description through different instances, every edit based on the
+/// same old version: the version-checked commit orders them, each instance transforms what it
+/// commits over what landed since, and both keep every character, the same text everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_text_edits_on_two_instances_keep_every_character() {
+    let redis = TestRedis::start();
+    let a = instance(&redis, &[]).await;
+    let b = instance(&redis, &[]).await;
+    let (_, token) = a.sign_in("Ada").await;
+    let mut setup = a.connect_as(&token).await;
+    setup.create_campaign("typing", "Typing").await;
+    let reply = setup
+        .update("typing", json!({"description": "Top.Bottom."}), "d")
+        .await;
+    let base = reply["payload"]["version"].as_u64().unwrap();
+    const EDITS: usize = 25;
+
+    // A inserts before "Top.", B after "Bottom." — each edit made on the text at `base`.
+    let mut typists = Vec::new();
+    for (side, addr) in [("a", a.addr), ("b", b.addr)] {
+        let token = token.clone();
+        typists.push(tokio::spawn(async move {
+            let mut client = common::connect(addr, Some(&token)).await;
+            for n in 0..EDITS {
+                let piece = format!("{side}{n:02};");
+                let edit = if side == "a" {
+                    json!([piece, 11])
+                } else {
+                    json!([11, piece])
+                };
+                let reply = client
+                    .request(
+                        "campaign:text:v1:requested",
+                        json!({"campaign_id": "typing", "field": "description", "edit": edit,
+                               "base_version": base, "edit_id": format!("{side}-{n}")}),
+                        &format!("{side}{n}"),
+                    )
+                    .await;
+                assert_eq!(reply["type"], "campaign:text:v1:success", "{reply}");
+            }
+        }));
+    }
+    for typist in typists {
+        typist.await.unwrap();
+    }
+
+    let mut texts = Vec::new();
+    for server in [&a, &b] {
+        let mut reader = server.connect().await;
+        let reply = reader.subscribe("typing", None).await;
+        let campaign = &reply["payload"]["resume"]["campaign"];
+        assert_eq!(campaign["version"], base + 2 * EDITS as u64, "{reply}");
+        texts.push(campaign["description"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(texts[0], texts[1], "one text on both instances");
+    let text = &texts[0];
+    let (before, after) = text
+        .split_once("Top.Bottom.")
+        .expect("the base text is intact");
+    for n in 0..EDITS {
+        assert!(before.contains(&format!("a{n:02};")), "{text}");
+        assert!(after.contains(&format!("b{n:02};")), "{text}");
+    }
+    assert_eq!(
+        text.chars().count(),
+        11 + 2 * EDITS * 4,
+        "nothing else: {text}"
+    );
+}
