@@ -175,6 +175,8 @@ test(`two people typing 200 characters into one description both keep every char
   await Promise.all([
     ada.page.keyboard.type(adaText, { delay: 15 }),
     bob.page.keyboard.type(bobText, { delay: 15 }),
+    // Cy sees who is typing where.
+    cy.page.waitForSelector('.description-field .typing-now:text-matches("(Ada|Bob) is typing…")'),
   ]);
   await settled([ada.page, bob.page, cy.page]);
 

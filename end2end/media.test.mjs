@@ -44,6 +44,11 @@ test(`one person goes live and another sees and hears them (${mode})`, async () 
   const bob = await person('Bob');
   await bob.page.goto(`${server.url}/campaigns/studio`);
   await bob.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+  // Before joining, Bob is told who is live — in the room and in the list of people here.
+  await bob.page.waitForSelector('.live-now:text("Ada is live.")');
+  await bob.page.waitForSelector('.viewer[data-live="true"]:has-text("Ada")');
+  assert.equal(await bob.page.locator('.join-live').innerText(), 'Watch');
+  await ada.page.waitForSelector('.own-tile figcaption:has-text("LIVE You")');
   await bob.page.click('.join-live');
   await bob.page.waitForSelector('.live-room[data-phase="in"]');
   assert.equal(await bob.page.locator('.go-live').count(), 0, 'a viewer cannot go live');
@@ -67,10 +72,13 @@ test(`one person goes live and another sees and hears them (${mode})`, async () 
   // Muting is local and immediate.
   await ada.page.click('.toggle-audio');
   await ada.page.waitForSelector('.toggle-audio:text("Unmute microphone")');
+  await ada.page.waitForSelector('.own-tile .muted-mic');
 
   // Ada stops: Bob's tile goes away.
   await ada.page.click('.stop-live');
   await bob.page.waitForSelector('.nobody-live', { timeout: 15_000 });
+  await bob.page.waitForSelector('.event:has-text("Ada stopped being live")');
+  assert.match(await ada.page.locator('.events').innerText(), /Ada went live[\s\S]*Ada stopped being live|Ada stopped being live[\s\S]*Ada went live/);
   await ada.page.waitForSelector('.live-room[data-phase="in"] .go-live');
 
   assert.deepEqual([...ada.errors, ...bob.errors], []);

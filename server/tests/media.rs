@@ -116,6 +116,46 @@ async fn media_server() -> (TestServer, String) {
     (server, owner)
 }
 
+/// Whether a presence push shows `name` with `live`.
+fn shows_live(frame: &Value, name: &str, live: bool) -> bool {
+    frame["type"] == "campaign:presence:v1:success"
+        && frame["payload"]["presence"]["viewers"]
+            .as_array()
+            .is_some_and(|v| {
+                v.iter()
+                    .any(|v| v["display_name"] == name && v["live"] == live)
+            })
+}
+
+/// Someone following the campaign without joining its live room learns from presence who is
+/// live, and when they stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_shows_who_is_live_to_people_outside_the_room() {
+    let (server, owner) = media_server().await;
+    let mut follower = server.connect().await;
+    follower.subscribe(CAMPAIGN, None).await;
+
+    let (ada_signal, _ada_pushes) = Signaling::connect(server.addr, Some(&owner)).await.unwrap();
+    let campaign = json!({"campaign_id": CAMPAIGN});
+    let reply = request(
+        &ada_signal,
+        "campaign:subscribe:v1:requested",
+        campaign.clone(),
+    )
+    .await;
+    assert_eq!(reply["type"], "campaign:subscribe:v1:success", "{reply}");
+    follower.recv_until(|f| shows_live(f, "Ada", false)).await;
+    let reply = request(&ada_signal, "media:join:v1:requested", campaign.clone()).await;
+    assert_eq!(reply["type"], "media:join:v1:success", "{reply}");
+    let ada = go_live(&ada_signal, &Default::default()).await;
+    follower.recv_until(|f| shows_live(f, "Ada", true)).await;
+
+    let reply = request(&ada_signal, "media:leave:v1:requested", campaign).await;
+    assert_eq!(reply["type"], "media:leave:v1:success", "{reply}");
+    follower.recv_until(|f| shows_live(f, "Ada", false)).await;
+    ada.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_reaches_two_subscribers_and_a_late_joiner_gets_a_keyframe() {
     let (server, owner) = media_server().await;

@@ -90,6 +90,10 @@ pub struct Viewer {
     pub user_id: Option<UserId>,
     pub display_name: String,
     pub connections: u32,
+    /// Publishing camera or microphone in the campaign's live room right now (from any of their
+    /// connections that follows the campaign).
+    #[serde(default)]
+    pub live: bool,
 }
 
 /// Most signed-in viewers listed by name in a [`Presence`]; `count` still counts everyone.

@@ -6,7 +6,7 @@ use crate::client::{use_connection, ConnectionStatus, SharedIo};
 use crate::data::decode_response;
 use crate::model::{Actor, DisplayName};
 
-/// The connection indicator, in plain words: Live / Connecting… / Reconnecting… / Offline, and how
+/// The connection indicator, in plain words: Connected / Connecting… / Reconnecting… / Offline, and how
 /// many of your changes wait to be sent.
 #[component]
 pub fn ConnectionBadge() -> impl IntoView {
@@ -19,7 +19,7 @@ pub fn ConnectionBadge() -> impl IntoView {
     };
     let label = move || match state() {
         ConnectionStatus::Connecting => "Connecting…",
-        ConnectionStatus::Connected => "Live",
+        ConnectionStatus::Connected => "Connected",
         ConnectionStatus::Reconnecting { .. } => "Reconnecting…",
         ConnectionStatus::Offline => "Offline",
         ConnectionStatus::Resting => "Ready",

@@ -246,6 +246,12 @@ impl StateManager {
         self.tell(id, Happening::Left(connection));
     }
 
+    /// The connection, following `id`, started (`true`) or stopped publishing in its live room:
+    /// presence shows the person as live.
+    pub fn set_live(&self, id: &CampaignId, connection: ConnectionId, live: bool) {
+        self.tell(id, Happening::Live(connection, live));
+    }
+
     pub async fn backfill(
         &self,
         id: &CampaignId,

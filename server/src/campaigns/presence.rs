@@ -42,6 +42,8 @@ impl ConnectionId {
 pub struct LocalViewers {
     users: BTreeMap<(String, UserId), u32>,
     anonymous: u32,
+    /// Connections publishing in the live room, per user (anonymous visitors never publish).
+    live: HashMap<UserId, u32>,
 }
 
 impl LocalViewers {
@@ -72,6 +74,18 @@ impl LocalViewers {
         }
     }
 
+    /// One of `user`'s connections started (`true`) or stopped (`false`) publishing.
+    pub fn set_live(&mut self, user: &UserId, live: bool) {
+        if live {
+            *self.live.entry(user.clone()).or_default() += 1;
+        } else if let Some(count) = self.live.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                self.live.remove(user);
+            }
+        }
+    }
+
     /// People watching here: each signed-in user once, each anonymous connection once.
     pub fn people(&self) -> u32 {
         self.users.len() as u32 + self.anonymous
@@ -87,6 +101,7 @@ impl LocalViewers {
                 user_id: Some(id.clone()),
                 display_name: name.clone(),
                 connections: *connections,
+                live: self.live.contains_key(id),
             })
             .collect();
         if self.anonymous > 0 {
@@ -94,6 +109,7 @@ impl LocalViewers {
                 user_id: None,
                 display_name: ANONYMOUS.into(),
                 connections: self.anonymous,
+                live: false,
             });
         }
         viewers
@@ -115,7 +131,7 @@ pub fn person(viewer: &Option<Actor>) -> PresencePerson {
 }
 
 /// Merge viewer lists from several instances: one entry per signed-in user (connections added
-/// up) sorted by name, at most [`PRESENCE_LIST_MAX`], then one "Anonymous" entry for all
+/// up, live if live anywhere) sorted by name, at most [`PRESENCE_LIST_MAX`], then one "Anonymous" entry for all
 /// anonymous connections.
 pub fn merge_viewers(lists: impl IntoIterator<Item = Viewer>) -> Vec<Viewer> {
     let mut by_user: HashMap<String, Viewer> = HashMap::new();
@@ -125,7 +141,10 @@ pub fn merge_viewers(lists: impl IntoIterator<Item = Viewer>) -> Vec<Viewer> {
             Some(id) => {
                 by_user
                     .entry(id.to_string())
-                    .and_modify(|v| v.connections += viewer.connections)
+                    .and_modify(|v| {
+                        v.connections += viewer.connections;
+                        v.live |= viewer.live;
+                    })
                     .or_insert(viewer);
             }
             None => anonymous += viewer.connections,
@@ -139,6 +158,7 @@ pub fn merge_viewers(lists: impl IntoIterator<Item = Viewer>) -> Vec<Viewer> {
             user_id: None,
             display_name: ANONYMOUS.into(),
             connections: anonymous,
+            live: false,
         });
     }
     merged
@@ -200,7 +220,7 @@ impl Default for PresenceAnnouncer {
 }
 
 impl PresenceAnnouncer {
-    /// Someone joined or left here.
+    /// Someone joined or left here (or neither: someone went live or stopped).
     pub fn changed(&mut self, joined: Option<PresencePerson>, left: Option<PresencePerson>) {
         let (joining, leaving) = self.pending.get_or_insert_with(Default::default);
         for (list, person) in [(joining, joined), (leaving, left)] {
@@ -283,11 +303,33 @@ mod tests {
             user_id: id.map(|i| UserId::parse(i).unwrap()),
             display_name: name.into(),
             connections,
+            live: false,
         }
     }
 
     fn names(people: &[PresencePerson]) -> Vec<&str> {
         people.iter().map(|p| p.display_name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_person_is_live_while_any_of_their_connections_publishes_on_any_instance() {
+        let ada = UserId::parse("u1").unwrap();
+        let mut local = LocalViewers::default();
+        local.add(&actor("u1", "Ada"));
+        local.add(&actor("u1", "Ada"));
+        local.set_live(&ada, true);
+        local.set_live(&ada, true);
+        local.set_live(&ada, false);
+        assert!(local.listed()[0].live, "one tab still publishes");
+        local.set_live(&ada, false);
+        assert!(!local.listed()[0].live);
+
+        let mut there = viewer(Some("u1"), "Ada", 1);
+        there.live = true;
+        let merged = merge_viewers([viewer(Some("u1"), "Ada", 2), there]);
+        assert_eq!(merged.len(), 1);
+        assert!(merged[0].live, "live on another instance is live");
+        assert_eq!(merged[0].connections, 3);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! instances in Redis mode, is in commit.rs (the same type, continued); this file has the loop and
 //! one method per command.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,6 +196,8 @@ impl Command {
 pub(super) enum Happening {
     /// A connection stopped following the campaign.
     Left(ConnectionId),
+    /// A following connection started (`true`) or stopped publishing in the live room.
+    Live(ConnectionId, bool),
     /// Another instance changed something.
     Bus(BusNote),
     /// Bus notes may have been missed: catch up from the store.
@@ -264,6 +266,8 @@ pub(super) struct Writer {
     subscribers: HashMap<ConnectionId, Option<Actor>>,
     /// The same, counted per person.
     local: LocalViewers,
+    /// Those of them publishing in the live room.
+    live: HashSet<ConnectionId>,
     /// Viewers other instances reported (shared store only), and how many people they are.
     remote_viewers: Vec<Viewer>,
     remote_people: u32,
@@ -321,6 +325,7 @@ impl Writer {
             encoded: EncodedHistory::default(),
             subscribers: HashMap::new(),
             local: LocalViewers::default(),
+            live: HashSet::new(),
             remote_viewers: Vec::new(),
             remote_people: 0,
             announcer: PresenceAnnouncer::default(),
@@ -438,6 +443,7 @@ impl Writer {
     async fn happened(&mut self, happening: Happening) {
         match happening {
             Happening::Left(connection) => self.leave(connection),
+            Happening::Live(connection, live) => self.set_live(connection, live),
             Happening::Bus(BusNote::Committed { version, .. }) => {
                 if version > self.durable_version {
                     self.catch_up().await;
@@ -691,11 +697,28 @@ impl Writer {
     }
 
     fn leave(&mut self, connection: ConnectionId) {
+        self.set_live(connection, false);
         if let Some(viewer) = self.subscribers.remove(&connection) {
             self.local.remove(&viewer);
             self.count_subscribers();
             self.announcer
                 .changed(None, Some(presence::person(&viewer)));
+        }
+    }
+
+    /// A following connection of a signed-in person went live or stopped; others are ignored.
+    fn set_live(&mut self, connection: ConnectionId, live: bool) {
+        let Some(Some(actor)) = self.subscribers.get(&connection) else {
+            return;
+        };
+        let changed = if live {
+            self.live.insert(connection)
+        } else {
+            self.live.remove(&connection)
+        };
+        if changed {
+            self.local.set_live(&actor.user_id, live);
+            self.announcer.changed(None, None);
         }
     }
 

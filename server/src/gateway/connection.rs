@@ -330,8 +330,18 @@ impl Connection {
                 // Missed a sample: the next one is complete anyway.
                 Input::Ops(Err(broadcast::error::RecvError::Lagged(_))) => {}
                 Input::Ops(Err(broadcast::error::RecvError::Closed)) => self.ops_events = None,
-                Input::Media(Some(push)) => out.push(push),
-                Input::Media(None) => self.media.ended(),
+                Input::Media(Some(push)) => {
+                    if let Some((campaign, live)) = self.media.observe(&push) {
+                        self.state.manager.set_live(&campaign, self.id, live);
+                    }
+                    out.push(push);
+                }
+                Input::Media(None) => {
+                    if let Some(campaign) = self.media.live_in() {
+                        self.state.manager.set_live(campaign, self.id, false);
+                    }
+                    self.media.ended();
+                }
                 Input::Delivery(slot, delivery) => {
                     let user = self.identity.as_ref().map(|a| &a.user_id);
                     let reader = Reader {

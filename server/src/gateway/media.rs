@@ -9,7 +9,7 @@
 use std::future::Future;
 
 use rally_app::model::{Actor, CampaignId};
-use rally_app::protocol::media::MediaJoined;
+use rally_app::protocol::media::{MediaJoined, MediaTracks, TRACKS_EVENT};
 use rally_app::protocol::ErrorBody;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -23,6 +23,14 @@ struct Membership {
     participant: ParticipantId,
     /// Offers, track lists and endings from the relay; closed when the relay lets go.
     pushes: mpsc::Receiver<Utf8Bytes>,
+    /// The relay's last track list had tracks of this participant.
+    live: bool,
+}
+
+/// The part of a `media:tracks` push that says who is live.
+#[derive(serde::Deserialize)]
+struct TracksPush {
+    payload: MediaTracks,
 }
 
 /// Where a connection is in media: nowhere, or in one session.
@@ -40,6 +48,32 @@ impl MediaPlace {
             Some(member) => member.pushes.recv().await,
             None => std::future::pending().await,
         }
+    }
+
+    /// Whether `push` (from [`Self::next_push`]) changed this participant's being live: the
+    /// campaign and the new state. Presence shows it to everyone following the campaign,
+    /// including people who have not joined the live room.
+    pub fn observe(&mut self, push: &str) -> Option<(CampaignId, bool)> {
+        let member = self.0.as_mut()?;
+        // Signaling pushes are few (a handful per change in the room): decoding is cheap here.
+        if !push.contains(&*TRACKS_EVENT.to_string()) {
+            return None;
+        }
+        let tracks = serde_json::from_str::<TracksPush>(push).ok()?.payload;
+        let me = member.participant.to_string();
+        let live = tracks
+            .publishers
+            .iter()
+            .any(|p| p.participant_id == me && !p.tracks.is_empty());
+        (live != member.live).then(|| {
+            member.live = live;
+            (member.campaign.clone(), live)
+        })
+    }
+
+    /// The campaign this connection is live in, if it is.
+    pub fn live_in(&self) -> Option<&CampaignId> {
+        self.0.as_ref().filter(|m| m.live).map(|m| &m.campaign)
     }
 
     /// The relay ended this participant (it said why in its last push).
@@ -88,6 +122,7 @@ impl MediaPlace {
             campaign,
             participant,
             pushes,
+            live: false,
         }));
         Ok(joined)
     }

@@ -330,6 +330,9 @@ impl Connection {
     ) {
         // Not in the pipeline: later requests must see this connection out of the session.
         self.pipeline.drain(out).await;
+        if let Some(campaign) = self.media.live_in().filter(|c| **c == campaign_id) {
+            self.state.manager.set_live(campaign, self.id, false);
+        }
         let left = self.media.leave(&self.state.relay, &campaign_id).await;
         let result = left.map(|()| CampaignRef { campaign_id });
         out.push(outcome(&t, id, result.map_err(ErrorBody::from)));

@@ -34,6 +34,8 @@ pub struct TimelineEntry {
 /// Least time between two text edits of one field: edits flow while someone types, and a fast
 /// typist stays well inside the write rate limit (two fields at once: ~17 writes/s of 20).
 const TYPING_FLUSH_MS: u64 = 120;
+/// How long "<name> is typing…" stays after their last edit arrived.
+const TYPING_SHOWN_MS: u64 = 3_000;
 /// How long a notice stays before it dismisses itself.
 const NOTICE_MS: u64 = 12_000;
 const TIMELINE_LEN: usize = 50;
@@ -60,6 +62,8 @@ pub struct CampaignModel {
     pub live: RwSignal<bool>,
     /// None while writable; otherwise why the campaign is read-only right now.
     pub read_only: RwSignal<Option<String>>,
+    /// Who else is typing into each text field (their edits arrived in the last few seconds).
+    pub typing: RwSignal<BTreeMap<TextField, (String, u64)>>,
     /// Who last changed each field (`title`, `status`, `features`, `config.<section>`).
     pub changed_by: RwSignal<BTreeMap<String, String>>,
     /// What is shown: the confirmed state with the writes not yet in it laid over.
@@ -104,6 +108,7 @@ impl CampaignModel {
             live: RwSignal::new(false),
             read_only: RwSignal::new(None),
             changed_by: RwSignal::new(BTreeMap::new()),
+            typing: RwSignal::new(BTreeMap::new()),
             shown,
             status: Memo::new(move |_| shown.with(|s| s.status)),
             features: Memo::new(move |_| shown.with(|s| s.features.iter().cloned().collect())),
@@ -221,12 +226,32 @@ impl CampaignModel {
                         .try_update(|t| t.received(&event.change, &by));
                     if let Some(Some(edit)) = on_screen {
                         self.show(field, &edit);
+                        if matches!(event.change, Change::Text { .. }) {
+                            self.typing_now(field, &by);
+                        }
                     }
                 }
                 self.log_event(event);
                 self.confirmed_moved();
             }
             Output::Presence(change) => {
+                let live = |p: &Presence| -> Vec<String> {
+                    p.viewers
+                        .iter()
+                        .filter(|v| v.live)
+                        .map(|v| v.display_name.clone())
+                        .collect()
+                };
+                let before = self.presence.with_untracked(|p| p.as_ref().map(live));
+                let after = live(&change.presence);
+                if let Some(before) = before {
+                    for name in after.iter().filter(|n| !before.contains(n)) {
+                        self.log(String::new(), format!("{name} went live"), None);
+                    }
+                    for name in before.iter().filter(|n| !after.contains(n)) {
+                        self.log(String::new(), format!("{name} stopped being live"), None);
+                    }
+                }
                 self.presence.set(Some(change.presence.clone()));
                 for person in &change.joined {
                     self.log(
@@ -271,6 +296,22 @@ impl CampaignModel {
             }
             _ => {}
         }
+    }
+
+    /// `name`'s edit of `field` arrived: say they are typing there until they pause.
+    fn typing_now(&self, field: TextField, name: &str) {
+        let key = self.key();
+        self.typing.update(|t| {
+            t.insert(field, (name.to_owned(), key));
+        });
+        let typing = self.typing;
+        self.after(TYPING_SHOWN_MS, move || {
+            typing.update(|t| {
+                if t.get(&field).is_some_and(|(_, k)| *k == key) {
+                    t.remove(&field);
+                }
+            });
+        });
     }
 
     /// Typing would be one activity line per keystroke batch: a person's edits of one field

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::client::media::{CandidateSink, LocalCandidate, MediaDevice, MediaStats, Quality};
 use crate::client::{Connection, ConnectionStatus, MediaPush, Output, SharedIo, SharedMedia};
-use crate::model::CampaignId;
+use crate::model::{CampaignId, Presence};
 use crate::protocol::campaign::CampaignRef;
 use crate::protocol::media::{
     IceCandidate, IceServer, MediaJoin, MediaJoined, MediaKind, Publisher, SessionDescription,
@@ -322,8 +322,10 @@ impl Room {
     }
 }
 
+/// `presence` (the campaign's, which says who is live) lets the room say who is live before
+/// joining.
 #[component]
-pub fn LiveRoom(campaign: CampaignId) -> impl IntoView {
+pub fn LiveRoom(campaign: CampaignId, presence: RwSignal<Option<Presence>>) -> impl IntoView {
     let connection = crate::client::use_connection();
     let engine = use_context::<SharedMedia>();
     let io = use_context::<SharedIo>();
@@ -394,10 +396,12 @@ pub fn LiveRoom(campaign: CampaignId) -> impl IntoView {
         >
             <h2>"Live room"</h2>
             {move || room.error.get().map(|e| view! { <p class="error media-error" role="alert">{e}</p> })}
-            <Show when=move || room.phase.get() == Phase::In fallback=move || outside(room)>
+            <Show when=move || room.phase.get() == Phase::In fallback=move || outside(room, presence)>
                 {tiles(room)}
                 <Show when=move || room.can_publish.get()>{publish_controls(room)}</Show>
-                <p class="quality">"Connection: " <span>{move || room.quality.get().as_str()}</span></p>
+                <Show when=move || room.quality.get() != Quality::Unknown>
+                    <p class="quality">"Connection: " <span>{move || room.quality.get().as_str()}</span></p>
+                </Show>
                 <button class="button small leave-live" on:click=move |_| room.leave()>"Leave the live room"</button>
             </Show>
         </section>
@@ -405,14 +409,37 @@ pub fn LiveRoom(campaign: CampaignId) -> impl IntoView {
     .into_any()
 }
 
-fn outside(room: Room) -> AnyView {
+/// Before joining: who is live (from presence), and a button that says what it does.
+fn outside(room: Room, presence: RwSignal<Option<Presence>>) -> AnyView {
+    let live = move || {
+        presence.with(|p| {
+            p.as_ref()
+                .map(|p| {
+                    p.viewers
+                        .iter()
+                        .filter(|v| v.live)
+                        .map(|v| v.display_name.clone())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+    };
+    let said = move || match live().as_slice() {
+        [] => {
+            "Nobody is live right now. Join to watch when someone goes live, or go live yourself."
+                .to_owned()
+        }
+        [one] => format!("{one} is live."),
+        [one, two] => format!("{one} and {two} are live."),
+        [one, rest @ ..] => format!("{one} and {} others are live.", rest.len()),
+    };
     view! {
-        <p class="muted">"Watch whoever is live in this campaign, or go live yourself."</p>
+        <p class="live-now" class:someone-live=move || !live().is_empty()>{said}</p>
         <button
             class="button join-live"
             disabled=move || room.phase.get() == Phase::Joining
             on:click=move |_| room.join()
-        >"Join the live room"</button>
+        >{move || if live().is_empty() { "Join the live room" } else { "Watch" }}</button>
     }
     .into_any()
 }
@@ -424,11 +451,17 @@ fn tiles(room: Room) -> AnyView {
             <For each=move || room.publishers.get() key=|p| p.participant_id.clone() let:publisher>
                 <figure class="tile" data-participant=publisher.participant_id.clone()>
                     <video id=format!("remote-{}", publisher.participant_id) autoplay playsinline></video>
-                    <figcaption>{publisher.display_name.clone()}</figcaption>
+                    <figcaption><span class="live-badge">"LIVE"</span> {publisher.display_name.clone()}</figcaption>
                 </figure>
             </For>
             <Show when=move || room.publishers.with(Vec::is_empty)>
-                <p class="muted nobody-live">"Nobody is live right now."</p>
+                <p class="muted nobody-live">
+                    {move || if room.live.get() == Live::On {
+                        "Nobody else is live right now."
+                    } else {
+                        "Nobody is live right now."
+                    }}
+                </p>
             </Show>
         </div>
     }
@@ -439,13 +472,27 @@ fn tiles(room: Room) -> AnyView {
 fn publish_controls(room: Room) -> AnyView {
     view! {
         <div class="go-live-panel">
-            <video
-                id="local-preview"
-                class:hidden=move || room.live.get() == Live::Off
-                autoplay
-                playsinline
-                muted
-            ></video>
+            <figure class="tile own-tile" class:hidden=move || room.live.get() == Live::Off>
+                <video
+                    id="local-preview"
+                    class:camera-off=move || !room.video_on.get()
+                    autoplay
+                    playsinline
+                    muted
+                ></video>
+                <Show when=move || !room.video_on.get()>
+                    <p class="camera-off-note">"Your camera is off"</p>
+                </Show>
+                <figcaption>
+                    <Show when=move || room.live.get() == Live::On>
+                        <span class="live-badge">"LIVE"</span>
+                    </Show>
+                    " You"
+                    <Show when=move || !room.audio_on.get()>
+                        <span class="muted-mic">" · microphone muted"</span>
+                    </Show>
+                </figcaption>
+            </figure>
             <Show when=move || room.live.get() != Live::Off fallback=move || device_picker(room)>
                 {live_controls(room)}
             </Show>

@@ -106,7 +106,7 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
             </Show>
             <div class="campaign-grid">
                 <div class="main-column">
-                    <media::LiveRoom campaign=snapshot.campaign.id.clone()/>
+                    <media::LiveRoom campaign=snapshot.campaign.id.clone() presence=model.presence/>
                     <Details model/>
                     <Features model/>
                     <ConfigEditor model/>

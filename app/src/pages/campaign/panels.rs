@@ -165,7 +165,8 @@ pub fn PresencePanel(model: CampaignModel) -> impl IntoView {
                         .map(|viewer| {
                             let tabs = (viewer.connections > 1)
                                 .then(|| format!(" ({} tabs)", viewer.connections));
-                            view! { <li class="viewer">{viewer.display_name}{tabs}</li> }
+                            let live = viewer.live.then(|| view! { <span class="live-badge">"LIVE"</span> });
+                            view! { <li class="viewer" data-live=viewer.live.to_string()>{viewer.display_name}{tabs}" "{live}</li> }
                         })
                         .collect_view()
                 }}

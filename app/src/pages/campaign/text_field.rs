@@ -172,6 +172,9 @@ pub fn SharedTextField(model: CampaignModel, field: TextField) -> impl IntoView 
             <Show when=move || model.role.get().can_edit() fallback=reader>
                 {editor.clone()}
             </Show>
+            <p class="typing-now" aria-live="off">
+                {move || model.typing.with(|t| t.get(&field).map(|(name, _)| format!("{name} is typing…")))}
+            </p>
             <HoldNotice model field/>
             <Notices model place=Place::Field(field.as_str().into())/>
         </div>
