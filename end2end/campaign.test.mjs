@@ -54,18 +54,28 @@ test(`two people edit one campaign live; viewers cannot edit; refused text stays
   await bob.page.waitForSelector('.chip[data-feature="live_chat"]');
   await ada.page.selectOption('.status-select', 'active');
   await bob.page.waitForFunction(() => document.querySelector('.status-select').value === 'active');
-  await ada.page.fill('.config-input', '{"hero": {"headline": "Spring is here"}}');
+  // Settings: pasted as JSON once, then edited in the form.
+  await ada.page.click('.config-mode:text("Edit as JSON")');
+  await ada.page.fill('.config-input', '{"hero": {"headline": "Spring is here", "show_banner": false}}');
   await ada.page.click('.save-config');
-  await bob.page.waitForFunction(() => document.querySelector('.config-input').value.includes('Spring is here'));
+  await bob.page.waitForFunction(() => document.querySelector('#setting-hero-headline')?.value === 'Spring is here');
   await bob.page.waitForSelector('.event:has-text("Ada changed the ui_content settings")');
   await ada.page.waitForSelector('.event:has-text("Ada changed the ui_content settings")');
   await bob.page.waitForSelector('.event:has-text("Ada edited the title")');
   assert.equal(await version(bob.page), 5);
   assert.equal(await version(ada.page), 5);
+  await ada.page.click('.config-mode:text("Show as a form")');
+  await ada.page.fill('#setting-hero-headline', 'Spring is really here');
+  await ada.page.check('#setting-hero-show_banner');
+  await ada.page.click('.save-config');
+  await bob.page.waitForFunction(() => document.querySelector('#setting-hero-headline')?.value === 'Spring is really here');
+  await bob.page.waitForFunction(() => document.querySelector('#setting-hero-show_banner')?.checked === true);
+  assert.equal(await version(bob.page), 6);
 
   // Bob is a viewer: nothing on his page edits, and the page says why.
   assert.equal(await bob.page.locator('.title-input, .description-input').count(), 0);
-  assert.equal(await bob.page.$eval('.config-input', (el) => el.readOnly), true);
+  assert.equal(await bob.page.$eval('#setting-hero-headline', (el) => el.readOnly), true);
+  assert.equal(await bob.page.locator('.new-setting').count(), 0);
   assert.equal(await ada.page.$eval('.title-input', (el) => el.readOnly), false);
   assert.equal(await bob.page.locator('.add-feature').count(), 0);
   assert.equal(await bob.page.locator('.chip-remove').count(), 0);

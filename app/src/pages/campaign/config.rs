@@ -1,4 +1,4 @@
-//! The config editor: one section at a time, as JSON.
+//! The config editor: one section at a time, as a form ([`ConfigForm`]) or as JSON.
 //!
 //! While nobody edits, the text follows the section live. Once the person starts typing, the
 //! text is theirs: remote changes no longer replace it, and if the section changes underneath,
@@ -10,12 +10,14 @@
 use leptos::prelude::*;
 use serde_json::{Map, Value};
 
+use super::config_form::{self, ConfigForm};
 use super::live::CampaignModel;
 use super::notices::{Notices, Place};
 use crate::model::{merge_patch_between, ConfigChange, ConfigMode, SectionName, Write};
 
+/// The draft text of a section (`{}` when it does not exist yet).
 fn pretty(values: Option<&Map<String, Value>>) -> String {
-    serde_json::to_string_pretty(&values.cloned().unwrap_or_default()).unwrap_or_default()
+    config_form::pretty(values.unwrap_or(&Map::new()))
 }
 
 /// What the person began editing from.
@@ -120,6 +122,8 @@ pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
         }
     };
     let new_section = RwSignal::new(String::new());
+    // The form is the default; JSON is for lists, empty values and pasting whole sections.
+    let as_json = RwSignal::new(false);
     let sections = move || {
         model
             .shown
@@ -184,19 +188,38 @@ pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
                     </form>
                 </Show>
             </div>
-            <label class="section-name" for="config-json">{move || selected.get()}</label>
-            <textarea
-                id="config-json"
-                class="config-input"
-                spellcheck="false"
-                prop:value=move || text.get()
-                readonly=move || !model.can_edit()
-                aria-readonly=move || (!model.can_edit()).to_string()
-                on:input=move |ev| {
-                    begin();
-                    text.set(event_target_value(&ev));
+            <Show
+                when=move || as_json.get()
+                fallback=move || view! {
+                    <h3 class="section-name">{move || selected.get()}</h3>
+                    <ConfigForm
+                        text
+                        edited=Callback::new(move |()| begin())
+                        editable=Signal::derive(move || model.can_edit())
+                    />
                 }
-            ></textarea>
+            >
+                <label class="section-name" for="config-json">{move || selected.get()}</label>
+                <textarea
+                    id="config-json"
+                    class="config-input"
+                    spellcheck="false"
+                    prop:value=move || text.get()
+                    readonly=move || !model.can_edit()
+                    aria-readonly=move || (!model.can_edit()).to_string()
+                    on:input=move |ev| {
+                        begin();
+                        text.set(event_target_value(&ev));
+                    }
+                ></textarea>
+            </Show>
+            <button class="link-button config-mode" on:click=move |_| as_json.update(|j| *j = !*j)>
+                {move || match (as_json.get(), model.can_edit()) {
+                    (false, true) => "Edit as JSON",
+                    (false, false) => "Show as JSON",
+                    (true, _) => "Show as a form",
+                }}
+            </button>
             <Show when=move || changed_under.get()>
                 <div class="notice hold diverged">
                     <p>

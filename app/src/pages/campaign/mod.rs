@@ -2,6 +2,7 @@
 //! subscribes from the snapshot's version and every change shows up as it happens.
 
 mod config;
+mod config_form;
 mod live;
 mod media;
 mod notices;
