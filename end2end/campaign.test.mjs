@@ -98,6 +98,19 @@ test(`two people edit one campaign live; viewers cannot edit; refused text stays
 
   await ada.page.screenshot({ path: join(screenshotDir, `campaign-owner-${mode}.png`), fullPage: true });
   await bob.page.screenshot({ path: join(screenshotDir, `campaign-viewer-${mode}.png`), fullPage: true });
+
+  // Bob changes his name (same account): everyone sees the new one. Then he signs out.
+  await bob.page.click('.user-menu summary');
+  await bob.page.fill('#new-display-name', 'Robert');
+  await bob.page.click('.rename button');
+  await bob.page.waitForSelector('.user:text("Robert")');
+  await ada.page.waitForSelector('.viewer:has-text("Robert")');
+  await bob.page.waitForSelector('[data-hydrated="true"]');
+  await bob.page.click('.user-menu summary');
+  await bob.page.click('.sign-out');
+  await bob.page.waitForSelector('.sign-in-link');
+  assert.equal(await bob.page.locator('.user').count(), 0);
+  await ada.page.waitForSelector('.viewer:has-text("Anonymous")');
   assert.deepEqual([...ada.errors, ...bob.errors], []);
   await ada.context.close();
   await bob.context.close();

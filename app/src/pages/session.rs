@@ -48,16 +48,86 @@ pub fn ConnectionBadge() -> impl IntoView {
     }
 }
 
+/// Who you are, with a menu to change your name or sign out of this browser; or a way to sign in.
 #[component]
 pub fn UserBadge(user: Option<Actor>) -> impl IntoView {
-    user.map(|user| view! { <span class="user" data-user-id=user.user_id.to_string()>{user.display_name}</span> })
+    let Some(user) = user else {
+        return view! { <a class="sign-in-link" href="/">"Sign in"</a> }.into_any();
+    };
+    {
+        let name = user.display_name.to_string();
+        view! {
+            <details class="user-menu">
+                <summary class="user" data-user-id=user.user_id.to_string()>{name.clone()}</summary>
+                <div class="user-menu-panel">
+                    <NameForm initial=name label="Change your name" button="Save name" form_class="rename"/>
+                    <SignOut/>
+                </div>
+            </details>
+        }
+        .into_any()
+    }
+}
+
+/// Forget the session on this browser (the cookie), then reload.
+#[component]
+fn SignOut() -> impl IntoView {
+    let io = use_context::<SharedIo>();
+    let error = RwSignal::new(None::<String>);
+    let sign_out = move |_| {
+        let Some(io) = io.clone() else { return };
+        let io = (*io).clone();
+        leptos::task::spawn_local(async move {
+            match io.http("DELETE", "/api/session", None).await {
+                Ok((status, _)) if status < 300 => io.reload(),
+                Ok((status, text)) => {
+                    let message = decode_response::<serde_json::Value>(status, &text)
+                        .err()
+                        .map(|e| e.message)
+                        .unwrap_or_default();
+                    error.set(Some(format!("Could not sign out: {message}")))
+                }
+                Err(_) => error.set(Some(
+                    "Could not sign out: the server cannot be reached.".into(),
+                )),
+            }
+        });
+    };
+    view! {
+        <button class="button small secondary sign-out" on:click=sign_out>"Sign out"</button>
+        {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+    }
 }
 
 /// Pick a display name and get a session (cookie), then reload so the live connection carries it.
 #[component]
 pub fn SignIn() -> impl IntoView {
+    view! {
+        <NameForm
+            initial=String::new()
+            label="Your name, as others will see it"
+            button="Sign in"
+            form_class="panel sign-in"
+        />
+    }
+}
+
+/// A display name sent to `/api/session`: signs in, or renames the person signed in (same
+/// account, new name), then reloads so the live connection carries it.
+#[component]
+fn NameForm(
+    initial: String,
+    label: &'static str,
+    button: &'static str,
+    form_class: &'static str,
+) -> impl IntoView {
     let io = use_context::<SharedIo>();
-    let name = RwSignal::new(String::new());
+    let name = RwSignal::new(initial);
+    let input_id = if form_class.contains("sign-in") {
+        "display-name"
+    } else {
+        "new-display-name"
+    };
     let error = RwSignal::new(None::<String>);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -80,16 +150,16 @@ pub fn SignIn() -> impl IntoView {
         });
     };
     view! {
-        <form class="panel sign-in" on:submit=submit>
-            <label for="display-name">"Your name"</label>
+        <form class=form_class on:submit=submit>
+            <label for=input_id>{label}</label>
             <input
-                id="display-name"
-                placeholder="How others see you"
+                id=input_id
+                placeholder="Ada Lovelace"
                 autocomplete="nickname"
                 prop:value=move || name.get()
                 on:input=move |ev| name.set(event_target_value(&ev))
             />
-            <button class="button" type="submit">"Join"</button>
+            <button class="button" type="submit">{button}</button>
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         </form>
     }
