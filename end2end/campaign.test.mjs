@@ -145,6 +145,7 @@ test(`an invited editor who loses the connection queues edits and catches up (${
     });
   });
   await carol.page.goto(inviteUrl);
+  assert.equal(await carol.page.locator('h1').innerText(), 'Ada invites you to edit “Outage drill”');
   await carol.page.click('.accept-invite');
   await carol.page.waitForURL('**/campaigns/outage');
   await carol.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });

@@ -1,5 +1,5 @@
 //! What pages load before they go live: the signed-in user, the campaign list, a campaign's
-//! snapshot. On the server it comes straight from the state manager ([`ServerData`], provided by
+//! snapshot, an invite's details. On the server it comes straight from the state manager ([`ServerData`], provided by
 //! the server as context, so the first paint already has real content); in the browser, from the
 //! JSON API. Leptos resources serialize the server's answer into the page, so hydration does not
 //! fetch it again.
@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::client::SharedIo;
 use crate::model::{Actor, CampaignId};
 use crate::protocol::campaign::{CampaignSnapshot, CampaignSummary};
+use crate::protocol::session::InviteDetails;
 use crate::protocol::{ErrorBody, ErrorCode};
 
 pub type DataFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -28,6 +29,12 @@ pub trait ServerData: Send + Sync + 'static {
         id: CampaignId,
         user: Option<Actor>,
     ) -> DataFuture<Result<CampaignSnapshot, ErrorBody>>;
+    /// What the invite `token` offers.
+    fn invite(
+        &self,
+        token: String,
+        user: Option<Actor>,
+    ) -> DataFuture<Result<InviteDetails, ErrorBody>>;
 }
 
 /// The context a page's loaders need, captured while rendering.
@@ -81,6 +88,14 @@ impl DataSource {
             return data.snapshot(id, user.clone());
         }
         self.get_json(format!("/api/campaigns/{id}"))
+    }
+
+    pub fn invite(&self, token: String) -> DataFuture<Result<InviteDetails, ErrorBody>> {
+        #[cfg(feature = "ssr")]
+        if let Some((data, user)) = &self.server {
+            return data.invite(token, user.clone());
+        }
+        self.get_json(format!("/api/invites/{token}"))
     }
 
     fn get_json<T: DeserializeOwned + 'static>(

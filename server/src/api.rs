@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, Timestamp};
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
-use rally_app::protocol::session::{SessionInfo, SignIn};
+use rally_app::protocol::session::{InviteDetails, SessionInfo, SignIn};
 use rally_app::protocol::ErrorCode;
 use serde::Serialize;
 
@@ -54,6 +54,7 @@ where
         .route("/campaigns", get(list).post(create))
         .route("/campaigns/{id}", get(snapshot))
         .route("/campaigns/{id}/invites", post(invite))
+        .route("/invites/{token}", get(describe_invite))
         .route("/invites/{token}/accept", post(accept_invite))
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
@@ -267,14 +268,19 @@ async fn invite(
 ) -> Result<(StatusCode, Json<InviteCreated>), ApiError> {
     let id = parse_id(&id)?;
     let actor = require_session(&state, &headers)?;
-    let snapshot = state.manager.snapshot(&id, Some(actor.user_id)).await?;
+    let snapshot = state
+        .manager
+        .snapshot(&id, Some(actor.user_id.clone()))
+        .await?;
     if snapshot.role != Role::Owner {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "only the campaign's owner can invite editors",
         ));
     }
-    let (token, invite) = state.keys.issue_invite(&id, Role::Editor, clock::now());
+    let (token, invite) = state
+        .keys
+        .issue_invite(&id, Role::Editor, &actor, clock::now());
     Ok((
         StatusCode::CREATED,
         Json(InviteCreated {
@@ -285,6 +291,38 @@ async fn invite(
             expires_at: invite.expires_at,
         }),
     ))
+}
+
+/// What an invite link offers: the campaign (as it is now), who made the link, the role. Reads
+/// like any read of the campaign (a closed server asks for a session first).
+async fn describe_invite(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Json<InviteDetails>, ApiError> {
+    may_read(&state, &identity(&state, &headers)?)?;
+    Ok(Json(
+        invite_details(&state.keys, &state.manager, &token).await?,
+    ))
+}
+
+/// The details of a valid invite token (the API and the invite page both show them).
+pub(crate) async fn invite_details(
+    keys: &Keys,
+    manager: &StateManager,
+    token: &str,
+) -> Result<InviteDetails, rally_app::protocol::ErrorBody> {
+    let invite = keys.verify_invite(token, clock::now()).map_err(|err| {
+        rally_app::protocol::ErrorBody::new(ErrorCode::Invalid, format!("invite rejected: {err}"))
+    })?;
+    let snapshot = manager.snapshot(&invite.campaign_id, None).await?;
+    Ok(InviteDetails {
+        campaign_id: invite.campaign_id,
+        title: snapshot.campaign.title,
+        invited_by: invite.invited_by,
+        role: invite.role,
+        expires_at: invite.expires_at,
+    })
 }
 
 async fn accept_invite(

@@ -58,6 +58,9 @@ struct InviteClaims {
     cid: CampaignId,
     role: Role,
     exp: u64,
+    /// Who made the link (display name), so the invite page can say so.
+    #[serde(default)]
+    by: String,
 }
 
 /// A verified invite.
@@ -66,6 +69,8 @@ pub struct Invite {
     pub campaign_id: CampaignId,
     pub role: Role,
     pub expires_at: Timestamp,
+    /// Display name of the owner who made it.
+    pub invited_by: String,
 }
 
 fn unix_secs(at: Timestamp) -> u64 {
@@ -151,6 +156,7 @@ impl Keys {
         &self,
         campaign_id: &CampaignId,
         role: Role,
+        by: &Actor,
         now: Timestamp,
     ) -> (String, Invite) {
         let exp = unix_secs(now) + INVITE_TTL_SECS;
@@ -159,11 +165,13 @@ impl Keys {
             cid: campaign_id.clone(),
             role,
             exp,
+            by: by.display_name.clone(),
         };
         let invite = Invite {
             campaign_id: campaign_id.clone(),
             role,
             expires_at: Timestamp::from_unix_nanos(exp * 1_000_000_000),
+            invited_by: claims.by.clone(),
         };
         (self.sign(&claims), invite)
     }
@@ -180,6 +188,7 @@ impl Keys {
             campaign_id: claims.cid,
             role: claims.role,
             expires_at: Timestamp::from_unix_nanos(claims.exp * 1_000_000_000),
+            invited_by: claims.by,
         })
     }
 }
@@ -357,8 +366,13 @@ mod tests {
     fn invites_are_not_sessions_and_expire() {
         let keys = Keys::new(b"k");
         let id = CampaignId::parse("c").unwrap();
-        let (token, invite) = keys.issue_invite(&id, Role::Editor, at(10));
+        let ada = Actor {
+            user_id: UserId::parse("u1").unwrap(),
+            display_name: "Ada".into(),
+        };
+        let (token, invite) = keys.issue_invite(&id, Role::Editor, &ada, at(10));
         assert_eq!(keys.verify_invite(&token, at(11)).unwrap(), invite);
+        assert_eq!(invite.invited_by, "Ada");
         assert_eq!(
             keys.verify_session(&token, at(11)),
             Err(TokenError::Malformed)

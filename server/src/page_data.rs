@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rally_app::data::{DataFuture, ServerData};
 use rally_app::model::{Actor, CampaignId};
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
+use rally_app::protocol::session::InviteDetails;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
 use crate::auth::{self, Keys};
@@ -63,6 +64,19 @@ impl ServerData for PageData {
         Box::pin(async move {
             allowed?;
             manager.snapshot(&id, user.map(|u| u.user_id)).await
+        })
+    }
+
+    fn invite(
+        &self,
+        token: String,
+        user: Option<Actor>,
+    ) -> DataFuture<Result<InviteDetails, ErrorBody>> {
+        let allowed = self.may_read(&user);
+        let (keys, manager) = (self.keys.clone(), self.manager.clone());
+        Box::pin(async move {
+            allowed?;
+            crate::api::invite_details(&keys, &manager, &token).await
         })
     }
 }

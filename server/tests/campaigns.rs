@@ -379,6 +379,25 @@ async fn viewers_cannot_write_until_invited() {
         .unwrap();
     let token = invite["token"].as_str().unwrap();
     assert!(invite["path"].as_str().unwrap().starts_with("/invite/"));
+    // The link says what it offers and who made it, to anyone holding it.
+    let details: Value = http
+        .get(server.url(&format!("/api/invites/{token}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(details["campaign_id"], "guarded");
+    assert_eq!(details["invited_by"], "Owner");
+    assert_eq!(details["role"], "editor");
+    assert!(details["title"].is_string(), "{details}");
+    let bad = http
+        .get(server.url("/api/invites/not.valid"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
     let accepted: Value = http
         .post(server.url(&format!("/api/invites/{token}/accept")))
         .bearer_auth(&viewer_token)

@@ -10,7 +10,10 @@ use crate::data::{decode_response, DataSource};
 pub fn InvitePage() -> impl IntoView {
     let params = use_params_map();
     let source = DataSource::from_context();
-    let session = Resource::new(|| (), move |_| source.session());
+    let session = {
+        let source = source.clone();
+        Resource::new(|| (), move |_| source.session())
+    };
     let io = use_context::<SharedIo>();
     let navigate = use_navigate();
     let error = RwSignal::new(None::<String>);
@@ -38,22 +41,60 @@ pub fn InvitePage() -> impl IntoView {
             }
         });
     };
+    let details = Resource::new(
+        move || params.read().get("token").unwrap_or_default(),
+        move |token| source.invite(token),
+    );
     view! {
         <leptos_meta::Title text="Invitation — Rally"/>
         <section class="invite-page">
-            <h1>"You are invited to edit a campaign"</h1>
+            <Suspense fallback=|| view! { <h1>"You are invited to edit a campaign"</h1> }>
+                {move || Suspend::new(async move {
+                    match details.await {
+                        Ok(invite) => {
+                            let who = if invite.invited_by.is_empty() {
+                                "You are invited".to_owned()
+                            } else {
+                                format!("{} invites you", invite.invited_by)
+                            };
+                            view! {
+                                <h1>{format!("{who} to edit “{}”", invite.title)}</h1>
+                                <p class="muted">
+                                    "As an editor you can change its title, description, features and settings, and go live. "
+                                    {format!("The link works until {}.", invite.expires_at.to_string().get(..10).unwrap_or_default())}
+                                </p>
+                            }
+                            .into_any()
+                        }
+                        Err(error) => view! {
+                            <h1>"This invite link does not work"</h1>
+                            <p class="error">
+                                {if error.message.contains("expired") {
+                                    "It has expired. Ask the campaign's owner for a new one.".to_owned()
+                                } else {
+                                    format!("{} Ask the campaign's owner for a new one.", error.message)
+                                }}
+                            </p>
+                        }
+                        .into_any(),
+                    }
+                })}
+            </Suspense>
             <Suspense fallback=|| ()>
                 {
                     let accept = accept.clone();
                     move || {
                         let accept = accept.clone();
                         Suspend::new(async move {
+                            if details.await.is_err() {
+                                return ().into_any();
+                            }
                             match session.await {
                                 Some(user) => view! {
                                     <p>"Signed in as " <strong>{user.display_name}</strong></p>
                                     <button class="button accept-invite" on:click=accept>"Accept and open it"</button>
                                 }.into_any(),
-                                None => view! { <p>"Pick a name first."</p> <SignIn/> }.into_any(),
+                                None => view! { <p>"First, tell us your name."</p> <SignIn/> }.into_any(),
                             }
                         })
                     }

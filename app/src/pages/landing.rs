@@ -38,7 +38,7 @@ pub fn Landing() -> impl IntoView {
                 })}
             </Suspense>
             <OpenCampaign/>
-            <h2>"Campaigns"</h2>
+            <h2>"Recently changed"</h2>
             <Suspense fallback=|| view! { <p class="loading">"Loading campaigns…"</p> }>
                 {move || Suspend::new(async move {
                     let signed_in = session.await.is_some();
@@ -52,29 +52,49 @@ pub fn Landing() -> impl IntoView {
                                 }}
                             </p>
                         }.into_any(),
-                        Ok(list) => view! {
-                            <ul class="campaign-list">
-                                {list.into_iter().map(|c| view! {
-                                    <li class="campaign-row" data-campaign=c.id.to_string()>
-                                        <a href=format!("/campaigns/{}", c.id)>{c.title}</a>
-                                        <span class=format!("status status-{}", c.status)>{c.status.as_str()}</span>
-                                        <span class="owner">{format!("by {}", c.owner)}</span>
-                                        <span class="version">
-                                            {match c.version - 1 {
-                                                0 => "no changes yet".to_owned(),
-                                                1 => "1 change".to_owned(),
-                                                n => format!("{n} changes"),
-                                            }}
-                                        </span>
-                                    </li>
-                                }).collect_view()}
-                            </ul>
-                        }.into_any(),
+                        Ok(mut list) => {
+                            list.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+                            let rest = list.split_off(list.len().min(RECENT_SHOWN));
+                            view! {
+                                <CampaignList list/>
+                                {(!rest.is_empty()).then(|| view! {
+                                    <details class="more-campaigns">
+                                        <summary>{format!("{} more", rest.len())}</summary>
+                                        <CampaignList list=rest/>
+                                    </details>
+                                })}
+                            }.into_any()
+                        }
                         Err(error) => view! { <p class="error">{error.message}</p> }.into_any(),
                     }
                 })}
             </Suspense>
         </section>
+    }
+}
+
+/// Campaigns listed before "N more".
+const RECENT_SHOWN: usize = 12;
+
+#[component]
+fn CampaignList(list: Vec<crate::protocol::campaign::CampaignSummary>) -> impl IntoView {
+    view! {
+        <ul class="campaign-list">
+            {list.into_iter().map(|c| view! {
+                <li class="campaign-row" data-campaign=c.id.to_string()>
+                    <a href=format!("/campaigns/{}", c.id)>{c.title}</a>
+                    <span class=format!("status status-{}", c.status)>{c.status.as_str()}</span>
+                    <span class="owner">{format!("by {}", c.owner)}</span>
+                    <span class="version">
+                        {match c.version - 1 {
+                            0 => "no changes yet".to_owned(),
+                            1 => "1 change".to_owned(),
+                            n => format!("{n} changes"),
+                        }}
+                    </span>
+                </li>
+            }).collect_view()}
+        </ul>
     }
 }
 
