@@ -68,7 +68,7 @@ fn Chart(
     unit: &'static str,
     samples: RwSignal<Vec<OpsSample>>,
     series: Vec<Series>,
-) -> impl IntoView {
+) -> AnyView {
     let series = StoredValue::new(series);
     let data = Memo::new(move |_| {
         samples.with(|s| {
@@ -130,6 +130,7 @@ fn Chart(
             </svg>
         </figure>
     }
+    .into_any()
 }
 
 #[component]
