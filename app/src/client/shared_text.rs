@@ -178,6 +178,9 @@ impl SharedText {
                 self.local = on_screen
                     .apply(&self.local)
                     .expect("transformed edits fit the text on screen");
+                if matches!(self.hold, Some(Hold::Invalid(_))) {
+                    self.hold = None; // someone else's edit may have made it valid: checked again
+                }
                 Some(on_screen)
             }
             Err(_) => {
@@ -364,6 +367,27 @@ mod tests {
         t.typed("fixed");
         let out = t.take_outgoing(&campaign(), 1, id(1)).unwrap();
         assert_eq!(out.edit.apply("ok").unwrap(), "fixed");
+    }
+
+    #[test]
+    fn a_held_text_made_valid_by_someone_else_is_sent() {
+        let mut t = SharedText::new(TextField::Title, "ok");
+        t.typed(""); // an empty title is refused: held, not sent
+        assert_eq!(t.take_outgoing(&campaign(), 1, id(1)), None);
+        assert!(matches!(t.hold(), Some(Hold::Invalid(_))));
+        // Someone else types into the title meanwhile: "ok" becomes "okay".
+        let theirs: TextEdit = serde_json::from_str(r#"[2, "ay"]"#).unwrap();
+        let change = Change::Text {
+            field: TextField::Title,
+            edit: theirs,
+            edit_id: id(99),
+        };
+        t.received(&change, "Bob");
+        assert_eq!(t.text(), "ay", "their text next to the emptied one");
+        let out = t
+            .take_outgoing(&campaign(), 2, id(2))
+            .expect("valid again: sent");
+        assert_eq!(out.edit.apply("okay").unwrap(), "ay");
     }
 
     #[test]

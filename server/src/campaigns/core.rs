@@ -328,7 +328,7 @@ impl CampaignCore {
             return Ok(());
         };
         let Some(mut since) = self.events_since(base) else {
-            let changed_at = self.record.field_versions[stale];
+            let changed_at = self.record.field_versions.get(stale).copied().unwrap_or(1);
             return Err(err(
                 ErrorCode::Conflict,
                 format!("{stale} changed at version {changed_at}, after base_version {base}; current version is {version}"),
@@ -852,6 +852,11 @@ mod tests {
         let error = apply(&mut core, &based(features("add", &["b"]), 1)).unwrap_err();
         assert_eq!(error.code, ErrorCode::Conflict, "{}", error.message);
         assert!(apply(&mut core, &based(features("add", &["b"]), 3)).is_ok());
+        // Base 0 predates every version: a section never written counts as made at creation,
+        // which history no longer reaches — refused, not a panic.
+        let new_section = based(config("new_section", "merge", json!({"a": 1})), 0);
+        let error = apply(&mut core, &new_section).unwrap_err();
+        assert_eq!(error.code, ErrorCode::Conflict, "{}", error.message);
     }
 
     fn text(field: &str, edit: serde_json::Value, base: u64, id: &str) -> Write {

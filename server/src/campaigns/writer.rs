@@ -8,7 +8,7 @@
 //! instances in Redis mode, is in commit.rs (the same type, continued); this file has the loop and
 //! one method per command.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -266,8 +266,9 @@ pub(super) struct Writer {
     subscribers: HashMap<ConnectionId, Option<Actor>>,
     /// The same, counted per person.
     local: LocalViewers,
-    /// Those of them publishing in the live room.
-    live: HashSet<ConnectionId>,
+    /// Those of them publishing in the live room, and whose they are (kept apart from
+    /// `subscribers`, so a connection that stopped following is still taken off).
+    live: HashMap<ConnectionId, UserId>,
     /// Viewers other instances reported (shared store only), and how many people they are.
     remote_viewers: Vec<Viewer>,
     remote_people: u32,
@@ -325,7 +326,7 @@ impl Writer {
             encoded: EncodedHistory::default(),
             subscribers: HashMap::new(),
             local: LocalViewers::default(),
-            live: HashSet::new(),
+            live: HashMap::new(),
             remote_viewers: Vec::new(),
             remote_people: 0,
             announcer: PresenceAnnouncer::default(),
@@ -706,18 +707,23 @@ impl Writer {
         }
     }
 
-    /// A following connection of a signed-in person went live or stopped; others are ignored.
+    /// A following connection of a signed-in person went live (a connection that does not
+    /// follow the campaign is ignored), or a connection stopped being live.
     fn set_live(&mut self, connection: ConnectionId, live: bool) {
-        let Some(Some(actor)) = self.subscribers.get(&connection) else {
-            return;
-        };
-        let changed = if live {
-            self.live.insert(connection)
-        } else {
-            self.live.remove(&connection)
-        };
-        if changed {
-            self.local.set_live(&actor.user_id, live);
+        if live {
+            let Some(Some(actor)) = self.subscribers.get(&connection) else {
+                return;
+            };
+            if self
+                .live
+                .insert(connection, actor.user_id.clone())
+                .is_none()
+            {
+                self.local.set_live(&actor.user_id, true);
+                self.announcer.changed(None, None);
+            }
+        } else if let Some(user) = self.live.remove(&connection) {
+            self.local.set_live(&user, false);
             self.announcer.changed(None, None);
         }
     }

@@ -358,7 +358,10 @@ impl CampaignModel {
 
     /// The confirmed state moved: settle writes it includes, send what that unblocks.
     fn confirmed_moved(&self) {
-        let confirmed = self.confirmed.get_untracked();
+        // Timers and replies may arrive after the page was left: then there is nothing to do.
+        let Some(confirmed) = self.confirmed.try_get_untracked() else {
+            return;
+        };
         let out = self
             .queue
             .try_update(|q| q.confirmed(&confirmed))
@@ -397,7 +400,7 @@ impl CampaignModel {
     }
 
     fn send(&self, out: Vec<Outgoing>) {
-        let Some(connection) = self.connection.get_value() else {
+        let Some(Some(connection)) = self.connection.try_get_value() else {
             return;
         };
         for Outgoing { number, write } in out {
@@ -409,7 +412,9 @@ impl CampaignModel {
     }
 
     fn answered(&self, number: EditNumber, result: Result<Value, ErrorBody>) {
-        let confirmed = self.confirmed.get_untracked();
+        let Some(confirmed) = self.confirmed.try_get_untracked() else {
+            return; // the page was left
+        };
         match result.and_then(parse_ack) {
             Ok(ack) => {
                 let out = self
@@ -453,7 +458,8 @@ impl CampaignModel {
     /// first keystroke goes at once; a fast typist sends one edit per interval, whatever the
     /// round trip.
     fn flush(&self, field: TextField) {
-        let Some(connection) = self.connection.get_value() else {
+        // Also runs from a timer, which may fire after the page was left.
+        let Some(Some(connection)) = self.connection.try_get_value() else {
             return;
         };
         if self.flushing.with_value(|f| f.contains(&field)) {
