@@ -116,6 +116,43 @@ test(`two people edit one campaign live; viewers cannot edit; refused text stays
   await bob.context.close();
 });
 
+test(`signing out in one tab ends the session in every open tab at once; the menu lists where you are signed in (${mode})`, async () => {
+  const ada = await personOn('Ada');
+  await ada.page.fill('#new-campaign-id', 'devices');
+  await ada.page.fill('#new-campaign-title', 'Devices');
+  await ada.page.click('.create-campaign button');
+  await ada.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+
+  // A second tab of the same browser: the same session.
+  const tab = await ada.context.newPage();
+  await tab.goto(server.url + '/campaigns/devices');
+  await tab.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+  await tab.click('.user-menu summary');
+  await tab.click('.show-devices');
+  await tab.waitForSelector('.device');
+  assert.equal(await tab.locator('.device').count(), 1);
+  assert.match(await tab.locator('.device-name').innerText(), /Chrome on Linux/);
+  assert.equal(await tab.locator('.device-seen').innerText(), 'This device');
+  assert.equal(await tab.locator('.end-device').count(), 0, 'this device signs out with "Sign out"');
+  await tab.screenshot({ path: join(screenshotDir, `devices-menu-${mode}.png`) });
+
+  const started = Date.now();
+  await tab.click('.sign-out');
+  await tab.waitForSelector('.sign-in-link');
+  await ada.page.waitForSelector('.connection[data-status="signed-out"]', { timeout: 2_000 });
+  const took = Date.now() - started;
+  console.log(`the other tab showed "Signed out" ${took} ms after the click`);
+  assert.match(await ada.page.locator('.signed-out').innerText(), /You were signed out/);
+  await ada.page.screenshot({ path: join(screenshotDir, `signed-out-${mode}.png`), fullPage: true });
+  // Reloading goes on watching, signed out.
+  await ada.page.click('.signed-out .reload');
+  await ada.page.waitForSelector('.sign-in-link');
+  await ada.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+  assert.equal(await ada.page.getAttribute('article.campaign', 'data-role'), 'viewer');
+  assert.deepEqual(ada.errors, []);
+  await ada.context.close();
+});
+
 test(`an invited editor who loses the connection queues edits and catches up (${mode})`, async () => {
   const ada = await personOn('Ada');
   await ada.page.fill('#new-campaign-id', 'outage');

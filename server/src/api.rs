@@ -3,7 +3,7 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, Path, State};
-use axum::http::header::SET_COOKIE;
+use axum::http::header::{SET_COOKIE, USER_AGENT};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, Timestamp};
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
-use rally_app::protocol::session::{InviteDetails, SessionInfo, SignIn};
+use rally_app::protocol::session::{InviteDetails, SessionInfo, SessionSummary, SignIn};
 use rally_app::protocol::ErrorCode;
 use serde::Serialize;
 
@@ -23,6 +23,8 @@ use crate::campaigns::StateManager;
 use crate::clock;
 use crate::http_error::ApiError;
 use crate::quota::Quotas;
+use crate::sessions::{self, IdentifyError, Sessions, Signed};
+use crate::store::StoreError;
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -31,7 +33,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct ApiState {
     pub manager: StateManager,
+    /// Signs and checks invite links.
     pub keys: Keys,
+    pub sessions: Sessions,
     /// Mark cookies `Secure` (the site is served over HTTPS).
     pub secure_cookies: bool,
     /// Whether visitors without a session may read campaigns.
@@ -51,6 +55,8 @@ where
 {
     Router::new()
         .route("/session", get(whoami).post(sign_in).delete(sign_out))
+        .route("/sessions", get(list_sessions).delete(end_all_sessions))
+        .route("/sessions/{id}", axum::routing::delete(end_session))
         .route("/campaigns", get(list).post(create))
         .route("/campaigns/{id}", get(snapshot))
         .route("/campaigns/{id}/invites", post(invite))
@@ -141,23 +147,40 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// The caller's session, if any (see [`auth::identify`]).
-fn identity(state: &ApiState, headers: &HeaderMap) -> Result<Option<Actor>, ApiError> {
-    auth::identify(&state.keys, headers, None, clock::now()).map_err(|err| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            format!("session token rejected: {err}"),
-        )
-    })
+/// The caller's session, if any (see [`Sessions::identify`]).
+async fn signed(state: &ApiState, headers: &HeaderMap) -> Result<Option<Signed>, ApiError> {
+    state
+        .sessions
+        .identify(headers, None, clock::now())
+        .await
+        .map_err(|err| match err {
+            IdentifyError::Rejected(_) => ApiError::new(ErrorCode::Unauthorized, err.to_string()),
+            IdentifyError::Unavailable(_) => ApiError::new(ErrorCode::Unavailable, err.to_string()),
+        })
 }
 
-fn require_session(state: &ApiState, headers: &HeaderMap) -> Result<Actor, ApiError> {
-    identity(state, headers)?.ok_or_else(|| {
+async fn identity(state: &ApiState, headers: &HeaderMap) -> Result<Option<Actor>, ApiError> {
+    Ok(signed(state, headers).await?.map(|signed| signed.actor))
+}
+
+async fn require_signed(state: &ApiState, headers: &HeaderMap) -> Result<Signed, ApiError> {
+    signed(state, headers).await?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
             "sign in first: POST /api/session {\"display_name\": ...}",
         )
     })
+}
+
+async fn require_session(state: &ApiState, headers: &HeaderMap) -> Result<Actor, ApiError> {
+    Ok(require_signed(state, headers).await?.actor)
+}
+
+fn store_unavailable(err: StoreError) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        format!("sessions unavailable: {err}"),
+    )
 }
 
 /// Without `--allow-anonymous`, reading campaigns needs a session.
@@ -175,7 +198,8 @@ fn parse_id(id: &str) -> Result<CampaignId, ApiError> {
     CampaignId::parse(id).map_err(|err| ApiError::new(ErrorCode::Invalid, err.to_string()))
 }
 
-/// Sign in (or rename: an existing session keeps its user id).
+/// Sign in (or rename: an existing session keeps its user id, and every session of the user
+/// takes the new name).
 async fn sign_in(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -183,21 +207,48 @@ async fn sign_in(
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
     let now = clock::now();
-    let (user, token) = match identity(&state, &headers)? {
-        Some(existing) => state
-            .keys
-            .reissue_session(&existing.user_id, &body.display_name, now),
-        None => {
-            if !state.quotas.sessions.take(&peer.ip(), Instant::now()) {
-                return Err(rate_limited(format!(
-                    "more than {} new sessions a minute from this address; try again shortly",
-                    state.quotas.sessions.per_minute_rate()
-                )));
+    let (user, session) =
+        match signed(&state, &headers).await? {
+            Some(Signed { session: None, .. }) => {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "your name comes from your organization's sign-in; change it there",
+                ))
             }
-            state.keys.issue_session(&body.display_name, now)
-        }
-    };
-    let cookie = auth::session_cookie(&token, state.secure_cookies);
+            Some(existing) => {
+                let user = state
+                    .sessions
+                    .rename(&existing, &body.display_name)
+                    .await
+                    .map_err(store_unavailable)?;
+                (user, existing.session.expect("matched a stored session"))
+            }
+            None if !state.sessions.guests() => return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this server does not let guests sign in by name; use your organization's sign-in",
+            )),
+            None => {
+                if !state.quotas.sessions.take(&peer.ip(), Instant::now()) {
+                    return Err(rate_limited(format!(
+                        "more than {} new sessions a minute from this address; try again shortly",
+                        state.quotas.sessions.per_minute_rate()
+                    )));
+                }
+                let agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
+                let (signed, _) = state
+                    .sessions
+                    .start(None, &body.display_name, sessions::device_label(agent), now)
+                    .await
+                    .map_err(store_unavailable)?;
+                (
+                    signed.actor,
+                    signed.session.expect("a started session is stored"),
+                )
+            }
+        };
+    let token = state.sessions.token(&session);
+    let max_age = session.expires_at.nanos_since(now) / 1_000_000_000;
+    let cookie = auth::session_cookie(&token, max_age, state.secure_cookies);
     Ok(([(SET_COOKIE, cookie)], Json(SessionInfo { user, token })).into_response())
 }
 
@@ -205,23 +256,103 @@ async fn whoami(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let user = require_session(&state, &headers)?;
+    let user = require_session(&state, &headers).await?;
     Ok(Json(serde_json::json!({ "user": user })))
 }
 
-async fn sign_out(State(state): State<ApiState>) -> Response {
-    (
+/// Sign out: the session ends everywhere (its open connections close) and the cookie goes.
+async fn sign_out(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    // A token that no longer verifies has nothing left to end; the cookie still goes.
+    if let Ok(Some(Signed {
+        session: Some(session),
+        ..
+    })) = signed(&state, &headers).await
+    {
+        state
+            .sessions
+            .end(&session.id)
+            .await
+            .map_err(store_unavailable)?;
+    }
+    Ok((
         StatusCode::NO_CONTENT,
         [(SET_COOKIE, auth::clear_cookie(state.secure_cookies))],
     )
-        .into_response()
+        .into_response())
+}
+
+/// The caller's sessions that are still going, most recently used first.
+async fn list_sessions(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<SessionSummary>>, ApiError> {
+    let me = require_signed(&state, &headers).await?;
+    let records = state
+        .sessions
+        .list(&me.actor.user_id, clock::now())
+        .await
+        .map_err(store_unavailable)?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|record| SessionSummary {
+                current: me.session.as_ref().is_some_and(|s| s.id == record.id),
+                expires_at: record.ends_at(),
+                id: record.id,
+                device: record.device,
+                started_at: record.started_at,
+                last_seen_at: record.last_seen_at,
+            })
+            .collect(),
+    ))
+}
+
+/// Sign out everywhere: every session of the caller ends (their open connections close) and this
+/// browser's cookie goes.
+async fn end_all_sessions(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let me = require_signed(&state, &headers).await?;
+    let ended = state
+        .sessions
+        .end_all(&me.actor.user_id)
+        .await
+        .map_err(store_unavailable)?;
+    Ok((
+        [(SET_COOKIE, auth::clear_cookie(state.secure_cookies))],
+        Json(serde_json::json!({ "ended": ended })),
+    )
+        .into_response())
+}
+
+/// End one of the caller's sessions (another browser, a lost phone). Someone else's session
+/// answers exactly like one that does not exist.
+async fn end_session(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let me = require_signed(&state, &headers).await?;
+    let mine = state
+        .sessions
+        .list(&me.actor.user_id, clock::now())
+        .await
+        .map_err(store_unavailable)?
+        .into_iter()
+        .any(|record| record.id == id);
+    if !mine {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such session"));
+    }
+    state.sessions.end(&id).await.map_err(store_unavailable)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<CampaignSummary>>, ApiError> {
-    may_read(&state, &identity(&state, &headers)?)?;
+    may_read(&state, &identity(&state, &headers).await?)?;
     Ok(Json(state.manager.list().await?))
 }
 
@@ -230,7 +361,7 @@ async fn create(
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateCampaign>,
 ) -> Result<(StatusCode, Json<CampaignSnapshot>), ApiError> {
-    let actor = require_session(&state, &headers)?;
+    let actor = require_session(&state, &headers).await?;
     if !state.quotas.campaigns.take(&actor.user_id, Instant::now()) {
         return Err(rate_limited(state.quotas.campaigns_refused()));
     }
@@ -244,9 +375,12 @@ async fn snapshot(
     Path(id): Path<String>,
 ) -> Result<Json<CampaignSnapshot>, ApiError> {
     let id = parse_id(&id)?;
-    let user = identity(&state, &headers)?;
-    may_read(&state, &user)?;
-    let snapshot = state.manager.snapshot(&id, user.map(|a| a.user_id)).await?;
+    let who = signed(&state, &headers)
+        .await?
+        .map(Signed::into_who)
+        .unwrap_or_default();
+    may_read(&state, &who.actor)?;
+    let snapshot = state.manager.snapshot(&id, who.caller(&id)).await?;
     Ok(Json(snapshot))
 }
 
@@ -267,11 +401,9 @@ async fn invite(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<InviteCreated>), ApiError> {
     let id = parse_id(&id)?;
-    let actor = require_session(&state, &headers)?;
-    let snapshot = state
-        .manager
-        .snapshot(&id, Some(actor.user_id.clone()))
-        .await?;
+    let who = require_signed(&state, &headers).await?.into_who();
+    let snapshot = state.manager.snapshot(&id, who.caller(&id)).await?;
+    let actor = who.actor.expect("signed in");
     if snapshot.role != Role::Owner {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -300,7 +432,7 @@ async fn describe_invite(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Json<InviteDetails>, ApiError> {
-    may_read(&state, &identity(&state, &headers)?)?;
+    may_read(&state, &identity(&state, &headers).await?)?;
     Ok(Json(
         invite_details(&state.keys, &state.manager, &token).await?,
     ))
@@ -330,7 +462,7 @@ async fn accept_invite(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let actor = require_session(&state, &headers)?;
+    let actor = require_session(&state, &headers).await?;
     let invite = state
         .keys
         .verify_invite(&token, clock::now())

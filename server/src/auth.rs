@@ -1,27 +1,23 @@
-//! Sessions, identities and invites.
+//! Signed tokens, where requests carry them, and which pages may use the session cookie.
 //!
-//! A visitor picks a display name and gets a session: a signed token naming a fresh user id and
-//! that name. Browsers carry it in an HttpOnly cookie; other clients send it as
-//! `Authorization: Bearer <token>` (or `?token=` on the WebSocket URL). Tokens are stateless:
-//! `base64url(json claims) "." base64url(HMAC-SHA256(claims))` with a server secret, so any
-//! instance sharing the secret accepts them.
+//! A session token names a server-side session (see [`crate::sessions`]):
+//! `base64url(json claims) "." base64url(HMAC-SHA256(claims))` with a server secret, so a forged
+//! token is refused before the store is asked, and any instance sharing the secret can check it.
+//! Browsers carry it in an HttpOnly cookie; other clients send it as
+//! `Authorization: Bearer <token>` (or `?token=` on the WebSocket URL).
 //!
-//! Invites work the same way: the owner gets a signed, expiring token that grants `editor` on one
-//! campaign to whoever accepts it while signed in.
+//! Invites are signed the same way: an expiring token that grants `editor` on one campaign to
+//! whoever accepts it while signed in.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use rally_app::model::{Actor, CampaignId, DisplayName, Role, Timestamp, UserId};
+use rally_app::model::{Actor, CampaignId, Role, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::clock;
-
 /// The session cookie's name.
 pub const COOKIE_NAME: &str = "rally_session";
-/// How long a session lasts.
-pub const SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
 /// How long an invite link stays valid.
 pub const INVITE_TTL_SECS: u64 = 7 * 24 * 3600;
 
@@ -41,15 +37,43 @@ pub enum TokenError {
     BadSignature,
     #[error("token has expired")]
     Expired,
+    /// The session it names was signed out, revoked, or expired from disuse.
+    #[error("session has ended")]
+    Ended,
+    /// A backend-minted token whose `nbf` is still ahead.
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token is for another audience")]
+    WrongAudience,
+    #[error("token is from another issuer")]
+    WrongIssuer,
+    /// Signed with a key this server does not hold (or JWTs of that kind are not configured).
+    #[error("token is signed with an unknown key")]
+    UnknownKey,
+    #[error("token uses an algorithm this server does not accept")]
+    Algorithm,
+    /// A claim is missing or unusable.
+    #[error("token claim rejected: {0}")]
+    Claim(String),
+    /// The keys to check it could not be fetched (a 503: try again).
+    #[error("the token's signing keys cannot be fetched right now")]
+    KeysUnavailable,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SessionClaims {
     /// "s": distinguishes session tokens from invite tokens signed with the same key.
     kind: String,
-    uid: UserId,
-    name: String,
+    /// The session's id.
+    sid: String,
     exp: u64,
+}
+
+/// What a verified session token says: which session, until when at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionToken {
+    pub session_id: String,
+    pub expires_at: Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,34 +135,17 @@ impl Keys {
         serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
     }
 
-    /// A new session for a new user with this display name.
-    pub fn issue_session(&self, name: &DisplayName, now: Timestamp) -> (Actor, String) {
-        let user_id = UserId::parse(&format!("u{}", hex(&clock::random_bytes::<8>())))
-            .expect("generated user ids are valid");
-        self.reissue_session(&user_id, name, now)
-    }
-
-    /// A session for an existing user (renaming keeps the user id).
-    pub fn reissue_session(
-        &self,
-        user_id: &UserId,
-        name: &DisplayName,
-        now: Timestamp,
-    ) -> (Actor, String) {
-        let claims = SessionClaims {
+    /// The token for a session (the same session and expiry always give the same token).
+    pub fn session_token(&self, session_id: &str, expires_at: Timestamp) -> String {
+        self.sign(&SessionClaims {
             kind: "s".into(),
-            uid: user_id.clone(),
-            name: name.as_str().to_owned(),
-            exp: unix_secs(now) + SESSION_TTL_SECS,
-        };
-        let actor = Actor {
-            user_id: user_id.clone(),
-            display_name: name.as_str().to_owned(),
-        };
-        (actor, self.sign(&claims))
+            sid: session_id.to_owned(),
+            exp: unix_secs(expires_at),
+        })
     }
 
-    pub fn verify_session(&self, token: &str, now: Timestamp) -> Result<Actor, TokenError> {
+    /// Check a session token's signature and expiry (not yet whether its session still exists).
+    pub fn verify_session(&self, token: &str, now: Timestamp) -> Result<SessionToken, TokenError> {
         let claims: SessionClaims = self.verify(token)?;
         if claims.kind != "s" {
             return Err(TokenError::Malformed);
@@ -146,9 +153,9 @@ impl Keys {
         if claims.exp <= unix_secs(now) {
             return Err(TokenError::Expired);
         }
-        Ok(Actor {
-            user_id: claims.uid,
-            display_name: claims.name,
+        Ok(SessionToken {
+            session_id: claims.sid,
+            expires_at: Timestamp::from_unix_nanos(claims.exp * 1_000_000_000),
         })
     }
 
@@ -198,7 +205,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Where a request's credentials come from, in order of precedence.
-fn token_from_request<'a>(
+pub fn token_from_request<'a>(
     headers: &'a axum::http::HeaderMap,
     query: Option<&'a str>,
 ) -> Option<(&'a str, Source)> {
@@ -237,29 +244,10 @@ fn token_from_request<'a>(
 /// Where a token was found. An explicit bad token (header, query) is an error; a stale cookie is
 /// just treated as no session, so an expired cookie never locks a browser out of watching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
+pub enum Source {
     Header,
     Query,
     Cookie,
-}
-
-/// Who is making this request, for every entry point (WebSocket, HTTP API, rendered pages):
-/// the session its token names, or `None` without a token. An explicit token (header, query)
-/// that does not verify is an error; a stale cookie is no session.
-pub fn identify(
-    keys: &Keys,
-    headers: &axum::http::HeaderMap,
-    query: Option<&str>,
-    now: Timestamp,
-) -> Result<Option<Actor>, TokenError> {
-    let Some((token, source)) = token_from_request(headers, query) else {
-        return Ok(None);
-    };
-    match keys.verify_session(token, now) {
-        Ok(actor) => Ok(Some(actor)),
-        Err(_) if source == Source::Cookie => Ok(None),
-        Err(err) => Err(err),
-    }
 }
 
 /// Which browser pages may use a visitor's cookie: the site itself, and configured extras.
@@ -309,10 +297,11 @@ pub fn uses_cookie(headers: &axum::http::HeaderMap, query: Option<&str>) -> bool
     )
 }
 
-/// `Set-Cookie` value for a session token (`secure` when served over HTTPS).
-pub fn session_cookie(token: &str, secure: bool) -> String {
+/// `Set-Cookie` value for a session token that lasts `max_age_secs` (`secure` when served over
+/// HTTPS).
+pub fn session_cookie(token: &str, max_age_secs: u64, secure: bool) -> String {
     format!(
-        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_TTL_SECS}{}",
+        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{}",
         if secure { "; Secure" } else { "" }
     )
 }
@@ -333,12 +322,13 @@ mod tests {
     }
 
     #[test]
-    fn sessions_verify_and_resist_tampering_and_expire() {
+    fn session_tokens_verify_and_resist_tampering_and_expire() {
         let keys = Keys::new(b"test secret");
-        let name = DisplayName::parse("Ada").unwrap();
-        let (actor, token) = keys.issue_session(&name, at(1000));
-        assert_eq!(keys.verify_session(&token, at(1001)).unwrap(), actor);
-        assert!(actor.user_id.as_str().starts_with('u'));
+        let token = keys.session_token("abc", at(2000));
+        let verified = keys.verify_session(&token, at(1001)).unwrap();
+        assert_eq!(verified.session_id, "abc");
+        assert_eq!(verified.expires_at, at(2000));
+        assert_eq!(token, keys.session_token("abc", at(2000)), "deterministic");
 
         let other = Keys::new(b"another secret");
         assert_eq!(
@@ -347,7 +337,7 @@ mod tests {
         );
         let (body, sig) = token.split_once('.').unwrap();
         let forged_body =
-            URL_SAFE_NO_PAD.encode(br#"{"kind":"s","uid":"admin","name":"x","exp":99999999999}"#);
+            URL_SAFE_NO_PAD.encode(br#"{"kind":"s","sid":"other","exp":99999999999}"#);
         assert_eq!(
             keys.verify_session(&format!("{forged_body}.{sig}"), at(1001)),
             Err(TokenError::BadSignature)
@@ -357,13 +347,14 @@ mod tests {
             Err(TokenError::Malformed)
         );
         assert_eq!(
-            keys.verify_session(&token, at(1000 + SESSION_TTL_SECS)),
+            keys.verify_session(&token, at(2000)),
             Err(TokenError::Expired)
         );
     }
 
     #[test]
     fn invites_are_not_sessions_and_expire() {
+        use rally_app::model::UserId;
         let keys = Keys::new(b"k");
         let id = CampaignId::parse("c").unwrap();
         let ada = Actor {
@@ -377,7 +368,7 @@ mod tests {
             keys.verify_session(&token, at(11)),
             Err(TokenError::Malformed)
         );
-        let (_, session) = keys.issue_session(&DisplayName::parse("A").unwrap(), at(10));
+        let session = keys.session_token("s1", at(100));
         assert_eq!(
             keys.verify_invite(&session, at(11)),
             Err(TokenError::Malformed)
@@ -397,37 +388,6 @@ mod tests {
             );
         }
         map
-    }
-
-    #[test]
-    fn identify_accepts_good_tokens_ignores_stale_cookies_refuses_bad_tokens() {
-        let keys = Keys::new(b"k");
-        let (ada, token) = keys.issue_session(&DisplayName::parse("Ada").unwrap(), at(10));
-        let now = at(11);
-        assert_eq!(identify(&keys, &headers(&[]), None, now), Ok(None));
-        let bearer = format!("Bearer {token}");
-        assert_eq!(
-            identify(&keys, &headers(&[("authorization", &bearer)]), None, now),
-            Ok(Some(ada.clone()))
-        );
-        assert_eq!(
-            identify(&keys, &headers(&[]), Some(&format!("token={token}")), now),
-            Ok(Some(ada))
-        );
-        let stale = format!("{COOKIE_NAME}=garbage");
-        assert_eq!(
-            identify(&keys, &headers(&[("cookie", &stale)]), None, now),
-            Ok(None)
-        );
-        assert_eq!(
-            identify(
-                &keys,
-                &headers(&[("authorization", "Bearer garbage")]),
-                None,
-                now
-            ),
-            Err(TokenError::Malformed)
-        );
     }
 
     #[test]

@@ -40,6 +40,41 @@ pub struct Config {
     #[arg(long, env = "RALLY_SESSION_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub session_secret: Option<Secret>,
 
+    /// Seconds a session lasts from sign-in, however active (default 30 days).
+    #[arg(long, env = "RALLY_SESSION_LIFETIME_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..=10 * 365 * 24 * 3600))]
+    pub session_lifetime_secs: u64,
+
+    /// Seconds without use after which a session ends (default 7 days). Use counts at most once
+    /// a minute; an open page counts as use.
+    #[arg(long, env = "RALLY_SESSION_IDLE_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(120..=10 * 365 * 24 * 3600))]
+    pub session_idle_secs: u64,
+
+    /// Let anyone sign in by picking a display name (guests). Turn it off when people sign in
+    /// through your backend's tokens (`--jwt-secret` / `--jwt-jwks-url`).
+    #[arg(long, env = "RALLY_GUEST_SIGN_IN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub guest_sign_in: bool,
+
+    /// Accept HS256 tokens minted by your backend with this shared secret (at least 32
+    /// characters). See docs/protocol.md "Tokens from your backend".
+    #[arg(long, env = "RALLY_JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Accept RS256 and ES256 tokens signed by the keys published at this JWKS URL.
+    #[arg(long, env = "RALLY_JWT_JWKS_URL", value_parser = parse_http_url)]
+    pub jwt_jwks_url: Option<String>,
+
+    /// The `aud` every backend-minted token must carry.
+    #[arg(long, env = "RALLY_JWT_AUDIENCE", default_value = "rally")]
+    pub jwt_audience: String,
+
+    /// The `iss` backend-minted tokens must carry (unchecked when unset).
+    #[arg(long, env = "RALLY_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew allowed on a backend-minted token's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "RALLY_JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub jwt_leeway_secs: u64,
+
     /// Let visitors without a session watch campaigns (they can never edit).
     #[arg(long, env = "RALLY_ALLOW_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_anonymous: bool,
@@ -205,7 +240,24 @@ fn parse_port_range(text: &str) -> Result<PortRange, String> {
 }
 
 impl Config {
-    /// The media relay's settings.
+    /// How backend-minted tokens are checked, if any are accepted.
+    pub fn jwt(&self) -> Option<crate::jwt::JwtSettings> {
+        if self.jwt_secret.is_none() && self.jwt_jwks_url.is_none() {
+            return None;
+        }
+        Some(crate::jwt::JwtSettings {
+            secret: self
+                .jwt_secret
+                .as_ref()
+                .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            jwks_url: self.jwt_jwks_url.clone(),
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            leeway: std::time::Duration::from_secs(self.jwt_leeway_secs),
+        })
+    }
+
+    /// What one address or one person may do per minute.
     pub fn quotas(&self) -> crate::quota::QuotaConfig {
         crate::quota::QuotaConfig {
             sessions_per_minute: self.sessions_per_minute,
@@ -296,6 +348,14 @@ fn parse_secret(text: &str) -> Result<Secret, String> {
         ));
     }
     Ok(Secret(text.to_owned()))
+}
+
+fn parse_http_url(text: &str) -> Result<String, String> {
+    if text.starts_with("https://") || text.starts_with("http://") {
+        Ok(text.to_owned())
+    } else {
+        Err("must be an http:// or https:// URL".into())
+    }
 }
 
 fn parse_redis_url(text: &str) -> Result<RedisUrl, String> {

@@ -84,6 +84,10 @@ pub fn router(state: AppState) -> Router {
             },
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(
+            state.api.sessions.clone(),
+            crate::page_data::find_visitor,
+        ))
         .layer(CatchPanicLayer::custom(panic_response));
     security_headers(router).with_state(state)
 }

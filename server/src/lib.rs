@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod http_error;
+pub mod jwt;
 pub mod listener;
 pub mod media;
 pub mod metrics;
@@ -22,6 +23,7 @@ pub mod panics;
 pub mod quota;
 pub mod redis;
 pub mod registry;
+pub mod sessions;
 pub mod shutdown;
 pub mod site;
 pub mod stats;
@@ -51,10 +53,12 @@ use crate::listener::ListenerConfig;
 use crate::media::MediaRelay;
 use crate::ops::OpsFeed;
 use crate::redis::RedisLink;
+use crate::sessions::{SessionSettings, Sessions};
 use crate::shutdown::Shutdown;
 use crate::stats::{GatewayStats, OpsCounters};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
+use crate::store::sessions::SessionStore;
 use crate::store::Store;
 
 /// Why the server could not start or stopped abnormally.
@@ -128,6 +132,7 @@ pub struct Rally {
     config: Config,
     store: Arc<dyn Store>,
     keys: Keys,
+    sessions: Sessions,
     manager: StateManager,
     ops: Arc<OpsCounters>,
     gateway_config: GatewayConfig,
@@ -142,6 +147,7 @@ pub struct Rally {
 /// What the store and bus are, by mode.
 struct Backends {
     store: Arc<dyn Store>,
+    sessions: Arc<dyn SessionStore>,
     bus: Arc<dyn EventBus>,
     writable: watch::Receiver<bool>,
     redis: Option<(RedisLink, mpsc::UnboundedReceiver<Incoming>)>,
@@ -161,8 +167,10 @@ impl Backends {
             Some(url) => {
                 let link = RedisLink::connect(url.as_str()).await?;
                 let (bus, incoming) = RedisBus::start(link.clone(), instance, shutdown.signal());
+                let store = RedisStore::new(link.clone());
                 Backends {
-                    store: Arc::new(RedisStore::new(link.clone())),
+                    store: Arc::new(store.clone()),
+                    sessions: Arc::new(store),
                     bus: Arc::new(bus),
                     writable: link.watch(),
                     redis: Some((link, incoming)),
@@ -171,8 +179,10 @@ impl Backends {
             }
             None => {
                 let (sender, writable) = watch::channel(true);
+                let store = EmbeddedStore::open(&config.data_dir)?;
                 Backends {
-                    store: Arc::new(EmbeddedStore::open(&config.data_dir)?),
+                    store: Arc::new(store.clone()),
+                    sessions: Arc::new(store),
                     bus: Arc::new(InProcessBus),
                     writable,
                     redis: None,
@@ -204,6 +214,17 @@ impl Rally {
                     .await?,
             ),
         };
+        let sessions = Sessions::new(
+            keys.clone(),
+            backends.sessions,
+            backends.bus.clone(),
+            SessionSettings {
+                lifetime: Duration::from_secs(config.session_lifetime_secs),
+                idle: Duration::from_secs(config.session_idle_secs),
+            },
+            config.jwt().map(crate::jwt::JwtVerifier::new),
+            config.guest_sign_in,
+        );
         let ops = Arc::new(OpsCounters::default());
         let manager = StateManager::new(
             backends.store.clone(),
@@ -243,6 +264,7 @@ impl Rally {
             config,
             store: backends.store,
             keys,
+            sessions,
             manager,
             ops,
             gateway_config,
@@ -273,6 +295,7 @@ impl Rally {
             config,
             store,
             keys,
+            sessions,
             manager,
             ops,
             gateway_config,
@@ -286,6 +309,7 @@ impl Rally {
         if let Some((link, incoming)) = redis {
             tokio::spawn(route_bus(
                 manager.clone(),
+                sessions.clone(),
                 link,
                 incoming,
                 shutdown.signal(),
@@ -341,6 +365,7 @@ impl Rally {
             api: ApiState {
                 manager: manager.clone(),
                 keys: keys.clone(),
+                sessions: sessions.clone(),
                 secure_cookies: config.secure_cookies,
                 allow_anonymous: config.allow_anonymous,
                 origins: config.origins(),
@@ -348,7 +373,7 @@ impl Rally {
             },
             gateway: GatewayState {
                 config: Arc::new(gateway_config),
-                keys,
+                sessions,
                 manager,
                 relay: media,
                 stats,
@@ -405,9 +430,10 @@ impl Rally {
 }
 
 /// Redis mode: route notes from other instances, and the link's ups and downs, to the
-/// campaigns, until shutdown.
+/// campaigns (and the ends of sessions to the sessions), until shutdown.
 async fn route_bus(
     manager: StateManager,
+    sessions: Sessions,
     link: RedisLink,
     mut incoming: mpsc::UnboundedReceiver<Incoming>,
     mut stop: crate::shutdown::ShutdownSignal,
@@ -416,7 +442,10 @@ async fn route_bus(
     loop {
         tokio::select! {
             _ = stop.recv() => return,
-            Some(note) = incoming.recv() => manager.dispatch(note),
+            Some(note) = incoming.recv() => match note {
+                Incoming::SessionEnded(id) => sessions.ended_elsewhere(id),
+                note => manager.dispatch(note),
+            },
             changed = up.changed() => {
                 if changed.is_err() {
                     return;

@@ -10,12 +10,57 @@ use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
 use rally_app::protocol::session::InviteDetails;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
-use crate::auth::{self, Keys};
-use crate::campaigns::StateManager;
+use axum::extract::State;
+
+use crate::auth::Keys;
+use crate::campaigns::{Caller, StateManager};
 use crate::clock;
+use crate::sessions::Sessions;
+
+/// Who is asking for a page: found by [`find_visitor`] before the page renders, because pages
+/// read it synchronously (and must render the same on the server and when hydrating).
+#[derive(Debug, Clone)]
+pub struct PageVisitor(pub Option<Actor>);
+
+/// Middleware: find the session of a request for a page. A token that does not verify is no
+/// session (and so is one the store cannot confirm right now). The API, the WebSocket, probes
+/// and files identify themselves or need nobody.
+/// Files the site serves (invite paths carry dots too, so only these count as files).
+const ASSET_SUFFIXES: [&str; 9] = [
+    ".js",
+    ".wasm",
+    ".css",
+    ".ico",
+    ".png",
+    ".svg",
+    ".txt",
+    ".map",
+    ".webmanifest",
+];
+
+pub async fn find_visitor(
+    State(sessions): State<Sessions>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    let page = !(path.starts_with("/api/")
+        || path.starts_with("/pkg/")
+        || matches!(path, "/ws" | "/healthz" | "/readyz" | "/metrics")
+        || ASSET_SUFFIXES.iter().any(|suffix| path.ends_with(suffix)));
+    if page {
+        let signed = sessions
+            .identify(request.headers(), None, clock::now())
+            .await;
+        let visitor = signed.ok().flatten().map(|signed| signed.actor);
+        request.extensions_mut().insert(PageVisitor(visitor));
+    }
+    next.run(request).await
+}
 
 pub struct PageData {
     pub manager: StateManager,
+    /// Checks invite links.
     pub keys: Keys,
     /// Whether visitors without a session may read campaigns.
     pub allow_anonymous: bool,
@@ -39,10 +84,10 @@ impl PageData {
 
 impl ServerData for PageData {
     fn current_user(&self, request: &axum::http::request::Parts) -> Option<Actor> {
-        // A page renders for whoever is signed in; a token that does not verify is no session.
-        auth::identify(&self.keys, &request.headers, None, clock::now())
-            .ok()
-            .flatten()
+        request
+            .extensions
+            .get::<PageVisitor>()
+            .and_then(|visitor| visitor.0.clone())
     }
 
     fn list(&self, user: Option<Actor>) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>> {
@@ -63,7 +108,7 @@ impl ServerData for PageData {
         let manager = self.manager.clone();
         Box::pin(async move {
             allowed?;
-            manager.snapshot(&id, user.map(|u| u.user_id)).await
+            manager.snapshot(&id, user.map(Caller::person)).await
         })
     }
 

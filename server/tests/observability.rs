@@ -267,14 +267,14 @@ async fn readyz_follows_the_redis_bus_down_and_back() {
 
 #[tokio::test]
 async fn the_ops_feed_is_for_admins_and_streams_samples() {
-    let secret = "a-test-secret-that-is-long-enough-for-rally";
-    let first = common::TestServer::start_with(&["--session-secret", secret]).await;
+    // Sign in first, then restart as configured with the admin's id (sessions are kept).
+    let dir = tempfile::tempdir().unwrap();
+    let first = common::TestServer::start_in(&dir, &[]).await;
     let (admin_id, admin_token) = first.sign_in("Admin").await;
     let (_, other_token) = first.sign_in("Someone").await;
     first.stop().await.unwrap();
 
-    let server =
-        common::TestServer::start_with(&["--session-secret", secret, "--admins", &admin_id]).await;
+    let server = common::TestServer::start_in(&dir, &["--admins", &admin_id]).await;
     let mut anonymous = server.connect().await;
     let reply = anonymous
         .request("ops:subscribe:v1:requested", json!({}), "o1")

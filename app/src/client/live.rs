@@ -7,7 +7,8 @@
 //!
 //! - reconnect with exponential backoff and jitter, forever, resetting after a successful open —
 //!   except after an idle close (4010) while nothing is followed: then rest, and connect again
-//!   when a subscription or request needs the server;
+//!   when a subscription or request needs the server; and never after the session ended (4011:
+//!   signed out here or on another device): the page must be reloaded to go on, signed out;
 //! - queue requests while disconnected and send them, in order, after reconnecting; requests that
 //!   were in flight when the socket dropped are sent again (every Rally write is idempotent: it
 //!   sets values, so applying it twice equals applying it once);
@@ -56,6 +57,8 @@ pub enum ConnectionStatus {
     /// Closed by the server because nothing here needed it (close code 4010); the next
     /// subscription or request connects again.
     Resting,
+    /// The session this page was opened with ended (close code 4011): nothing reconnects.
+    SignedOut,
 }
 
 /// Exponential backoff with "equal jitter": half the delay is fixed, half random, so a crowd of
@@ -274,6 +277,12 @@ impl LiveClient {
             }
         }
         self.in_flight.clear();
+        if code == crate::protocol::close::SESSION_ENDED {
+            self.status = ConnectionStatus::SignedOut;
+            let mut out = vec![Output::Status(self.status)];
+            out.extend(failed);
+            return out;
+        }
         let idle = code == crate::protocol::close::IDLE
             && self.subscriptions.is_empty()
             && !self.ops
@@ -313,7 +322,13 @@ impl LiveClient {
 
     /// The retry timer fired.
     pub fn retry(&mut self) -> Vec<Output> {
-        if self.open || self.offline || self.status == ConnectionStatus::Resting {
+        if self.open
+            || self.offline
+            || matches!(
+                self.status,
+                ConnectionStatus::Resting | ConnectionStatus::SignedOut
+            )
+        {
             return Vec::new();
         }
         self.status = ConnectionStatus::Connecting;
@@ -323,6 +338,9 @@ impl LiveClient {
     /// The browser went offline or came back online.
     pub fn set_offline(&mut self, offline: bool) -> Vec<Output> {
         self.offline = offline;
+        if self.status == ConnectionStatus::SignedOut {
+            return Vec::new();
+        }
         match (offline, self.open) {
             (true, _) => {
                 self.status = ConnectionStatus::Offline;
@@ -953,6 +971,32 @@ mod tests {
                 Output::RetryIn(_)
             ),
             "a page that follows something reconnects"
+        );
+    }
+
+    #[test]
+    fn a_session_that_ended_never_reconnects_and_keeps_what_was_queued() {
+        let mut client = LiveClient::default();
+        client.start();
+        client.opened();
+        client.subscribe(id("c"), None);
+        let (_, _) = client.request(title(1));
+        assert_eq!(
+            client.closed(crate::protocol::close::SESSION_ENDED, 0.5),
+            vec![Output::Status(ConnectionStatus::SignedOut)],
+            "no retry timer"
+        );
+        assert!(client.retry().is_empty());
+        assert!(client.set_offline(true).is_empty());
+        assert!(
+            client.set_offline(false).is_empty(),
+            "coming back online does not reconnect"
+        );
+        assert_eq!(client.status(), ConnectionStatus::SignedOut);
+        assert_eq!(
+            client.queued(),
+            1,
+            "the unsent change is still held, not dropped"
         );
     }
 

@@ -397,10 +397,17 @@ fn check_description(description: &str) -> Result<(), ErrorBody> {
         )));
     }
     // Line breaks and tabs are text; other control characters are not (and each would cost six
-    // bytes of JSON escape in every copy of the event).
+    // bytes of JSON escape in every copy of the event). A line break is `\n` alone: browsers turn
+    // `\r\n` into `\n` in every text box, so a stored `\r` would make every edit there rewrite
+    // the text around it.
+    if description.contains('\r') {
+        return Err(invalid(
+            "description line breaks must be \\n alone (no \\r)",
+        ));
+    }
     if description
         .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\t'))
     {
         return Err(invalid(
             "description must not contain control characters other than line breaks and tabs",
@@ -525,9 +532,17 @@ mod tests {
                 "a description with line breaks and tabs",
                 write(
                     "update",
-                    json!({"campaign_id": "c", "updates": {"description": "a\n\tb\r\n"}}),
+                    json!({"campaign_id": "c", "updates": {"description": "a\n\tb\n"}}),
                 ),
-                Ok(json!({"description": "a\n\tb\r\n"})),
+                Ok(json!({"description": "a\n\tb\n"})),
+            ),
+            (
+                "a line break with a carriage return (text boxes drop it)",
+                write(
+                    "update",
+                    json!({"campaign_id": "c", "updates": {"description": "a\r\nb"}}),
+                ),
+                Err(ErrorCode::Invalid),
             ),
             (
                 "a title over the limit",

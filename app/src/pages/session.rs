@@ -4,7 +4,8 @@ use leptos::prelude::*;
 
 use crate::client::{use_connection, ConnectionStatus, SharedIo};
 use crate::data::decode_response;
-use crate::model::{Actor, DisplayName};
+use crate::model::{Actor, DisplayName, Timestamp};
+use crate::protocol::session::SessionSummary;
 
 /// The connection indicator, in plain words: Connected / Connecting… / Reconnecting… / Offline, and how
 /// many of your changes wait to be sent.
@@ -23,6 +24,7 @@ pub fn ConnectionBadge() -> impl IntoView {
         ConnectionStatus::Reconnecting { .. } => "Reconnecting…",
         ConnectionStatus::Offline => "Offline",
         ConnectionStatus::Resting => "Ready",
+        ConnectionStatus::SignedOut => "Signed out",
     };
     let kind = move || match state() {
         ConnectionStatus::Connecting => "connecting",
@@ -30,6 +32,7 @@ pub fn ConnectionBadge() -> impl IntoView {
         ConnectionStatus::Reconnecting { .. } => "reconnecting",
         ConnectionStatus::Offline => "offline",
         ConnectionStatus::Resting => "resting",
+        ConnectionStatus::SignedOut => "signed-out",
     };
     let waiting = move || queued.map(|q| q.get()).unwrap_or(0);
     view! {
@@ -61,6 +64,7 @@ pub fn UserBadge(user: Option<Actor>) -> impl IntoView {
                 <summary class="user" data-user-id=user.user_id.to_string()>{name.clone()}</summary>
                 <div class="user-menu-panel">
                     <NameForm initial=name label="Change your name" button="Save name" form_class="rename"/>
+                    <Devices/>
                     <SignOut/>
                 </div>
             </details>
@@ -69,7 +73,159 @@ pub fn UserBadge(user: Option<Actor>) -> impl IntoView {
     }
 }
 
-/// Forget the session on this browser (the cookie), then reload.
+/// How long ago `then` was, in plain words ("just now", "5 minutes ago", "3 days ago").
+pub fn time_ago(then: Timestamp, now_ms: u64) -> String {
+    let minutes = now_ms.saturating_sub(then.unix_millis()) / 60_000;
+    let plural = |n: u64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit} ago")
+        } else {
+            format!("{n} {unit}s ago")
+        }
+    };
+    match minutes {
+        0 => "just now".into(),
+        1..=59 => plural(minutes, "minute"),
+        60..=2879 => plural(minutes / 60, "hour"),
+        _ => plural(minutes / 1440, "day"),
+    }
+}
+
+/// The devices signed in as you (`GET /api/sessions`), each with a way to sign it out — a lost
+/// phone, a shared computer. Loaded when asked for: most visits never need it.
+#[component]
+fn Devices() -> impl IntoView {
+    let io = use_context::<SharedIo>();
+    let devices = RwSignal::new(None::<Result<Vec<SessionSummary>, String>>);
+    let load = {
+        let io = io.clone();
+        move || {
+            let Some(io) = io.clone() else { return };
+            let io = (*io).clone();
+            leptos::task::spawn_local(async move {
+                let answer = match io.http("GET", "/api/sessions", None).await {
+                    Ok((status, text)) => {
+                        decode_response::<Vec<SessionSummary>>(status, &text).map_err(|e| e.message)
+                    }
+                    Err(_) => Err("the server cannot be reached".into()),
+                };
+                devices.set(Some(answer));
+            });
+        }
+    };
+    let end = {
+        let (io, load) = (io.clone(), load.clone());
+        move |id: String| {
+            let Some(io) = io.clone() else { return };
+            let io = (*io).clone();
+            let load = load.clone();
+            leptos::task::spawn_local(async move {
+                let path = format!("/api/sessions/{id}");
+                match io.http("DELETE", &path, None).await {
+                    Ok((status, _)) if status < 300 => load(),
+                    Ok((status, text)) => {
+                        devices.set(Some(Err(decode_response::<serde_json::Value>(
+                            status, &text,
+                        )
+                        .err()
+                        .map(|e| e.message)
+                        .unwrap_or_default())))
+                    }
+                    Err(_) => devices.set(Some(Err("the server cannot be reached".into()))),
+                }
+            });
+        }
+    };
+    let everywhere = {
+        let io = io.clone();
+        move || {
+            let Some(io) = io.clone() else { return };
+            let io = (*io).clone();
+            leptos::task::spawn_local(async move {
+                match io.http("DELETE", "/api/sessions", None).await {
+                    Ok((status, _)) if status < 300 => io.reload(),
+                    _ => devices.set(Some(Err("could not sign out everywhere".into()))),
+                }
+            });
+        }
+    };
+    let now_ms = move || io.as_ref().map(|io| io.now_ms() as u64).unwrap_or(0);
+    let show = load.clone();
+    view! {
+        <section class="devices" aria-label="Signed-in devices">
+            {move || match devices.get() {
+                None => {
+                    let show = show.clone();
+                    view! {
+                        <button class="button small secondary show-devices" on:click=move |_| show()>
+                            "Where you are signed in"
+                        </button>
+                    }
+                    .into_any()
+                }
+                Some(Err(message)) => {
+                    view! { <p class="error">{format!("Could not list your devices: {message}")}</p> }
+                        .into_any()
+                }
+                Some(Ok(list)) => {
+                    let now = now_ms();
+                    let end = end.clone();
+                    let list_len = list.len();
+                    let everywhere = everywhere.clone();
+                    view! {
+                        <h2 class="devices-title">"Signed in on"</h2>
+                        <ul class="device-list">
+                            {list
+                                .into_iter()
+                                .map(|device| {
+                                    let end = end.clone();
+                                    let id = device.id.clone();
+                                    let seen = time_ago(device.last_seen_at, now);
+                                    let label = format!("Sign out {}", device.device);
+                                    view! {
+                                        <li class="device" data-session-id=device.id.clone()>
+                                            <span class="device-name">{device.device.clone()}</span>
+                                            <span class="device-seen">
+                                                {if device.current {
+                                                    "This device".to_owned()
+                                                } else {
+                                                    format!("Last used {seen}")
+                                                }}
+                                            </span>
+                                            {(!device.current)
+                                                .then(|| {
+                                                    view! {
+                                                        <button
+                                                            class="button small secondary end-device"
+                                                            aria-label=label
+                                                            on:click=move |_| end(id.clone())
+                                                        >
+                                                            "Sign out"
+                                                        </button>
+                                                    }
+                                                })}
+                                        </li>
+                                    }
+                                })
+                                .collect_view()}
+                        </ul>
+                        {(list_len > 1).then(|| view! {
+                            <button
+                                class="button small secondary sign-out-everywhere"
+                                on:click=move |_| everywhere()
+                            >
+                                "Sign out everywhere"
+                            </button>
+                        })}
+                    }
+                    .into_any()
+                }
+            }}
+        </section>
+    }
+}
+
+/// End this browser's session (everywhere it is open) and forget the cookie, then reload.
 #[component]
 fn SignOut() -> impl IntoView {
     let io = use_context::<SharedIo>();
@@ -162,5 +318,36 @@ fn NameForm(
             <button class="button" type="submit">{button}</button>
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         </form>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_ago_read_plainly() {
+        let at = |ms: u64| Timestamp::from_unix_nanos(ms * 1_000_000);
+        let minute = 60_000;
+        let cases = [
+            (0, "just now"),
+            (59_999, "just now"),
+            (minute, "1 minute ago"),
+            (59 * minute, "59 minutes ago"),
+            (60 * minute, "1 hour ago"),
+            (47 * 60 * minute, "47 hours ago"),
+            (48 * 60 * minute, "2 days ago"),
+        ];
+        for (elapsed, expected) in cases {
+            assert_eq!(
+                time_ago(at(1_000_000_000), 1_000_000_000 + elapsed),
+                expected
+            );
+        }
+        assert_eq!(
+            time_ago(at(5_000), 1_000),
+            "just now",
+            "a clock behind the server's"
+        );
     }
 }

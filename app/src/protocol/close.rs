@@ -8,3 +8,6 @@ pub const UNRESPONSIVE: u16 = 4009;
 /// The connection followed nothing and asked nothing for the idle timeout. Reconnect when
 /// there is something to follow, not at once.
 pub const IDLE: u16 = 4010;
+/// The connection's session ended: signed out (here or elsewhere), revoked, or past its
+/// lifetime. Do not reconnect with the same token; sign in again.
+pub const SESSION_ENDED: u16 = 4011;

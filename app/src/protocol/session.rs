@@ -19,6 +19,21 @@ pub struct SessionInfo {
     pub token: String,
 }
 
+/// `GET /api/sessions`: one of your sessions (a browser or client signed in as you).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// Ends it: `DELETE /api/sessions/{id}`.
+    pub id: String,
+    /// What signed in, in a few words ("Firefox on Linux").
+    pub device: String,
+    pub started_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    /// When it ends unless used again (the earlier of its lifetime and its idle expiry).
+    pub expires_at: Timestamp,
+    /// The session this request was made with.
+    pub current: bool,
+}
+
 /// `GET /api/invites/{token}`: what an invite link offers, for the page that accepts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InviteDetails {

@@ -36,14 +36,18 @@ pub enum BusNote {
     Record { campaign: CampaignId },
     /// Some instance's viewers of the campaign changed.
     Presence { campaign: CampaignId },
+    /// A session ended (signed out or revoked): connections using it must close.
+    SessionEnded { session: String },
 }
 
 impl BusNote {
-    pub fn campaign(&self) -> &CampaignId {
+    /// The campaign the note is about (none for a session's end).
+    pub fn campaign(&self) -> Option<&CampaignId> {
         match self {
             BusNote::Committed { campaign, .. }
             | BusNote::Record { campaign }
-            | BusNote::Presence { campaign } => campaign,
+            | BusNote::Presence { campaign } => Some(campaign),
+            BusNote::SessionEnded { .. } => None,
         }
     }
 }
@@ -60,7 +64,10 @@ pub struct SentNote {
 /// What arrives from the bus for the manager to dispatch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
+    /// A note about a campaign, for its writer.
     Note(BusNote),
+    /// A session ended on another instance.
+    SessionEnded(String),
     /// Notifications may have been missed (the subscription was re-established): every loaded
     /// campaign must catch up from the store.
     Resync,

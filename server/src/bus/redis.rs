@@ -62,8 +62,11 @@ impl RedisBus {
                 return;
             }
             metrics::counter!("rally_bus_received_total").increment(1);
-            tracing::debug!(campaign = %envelope.note.campaign(), "bus note received");
-            let _ = incoming.send(Incoming::Note(envelope.note));
+            tracing::debug!(campaign = ?envelope.note.campaign(), "bus note received");
+            let _ = incoming.send(match envelope.note {
+                BusNote::SessionEnded { session } => Incoming::SessionEnded(session),
+                note => Incoming::Note(note),
+            });
         });
         (RedisBus { link, instance }, notes)
     }

@@ -15,11 +15,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rally_app::model::{Actor, CampaignEvent, Role, UserId, Write};
+use rally_app::model::{CampaignEvent, Role, UserId, Write};
 use rally_app::protocol::campaign::WriteAck;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
-use super::core::Applied;
+use super::core::{Applied, Caller};
 use super::writer::{not_found, read_only, unavailable, Reply, Writer, WriterError};
 use crate::bus::BusNote;
 use crate::clock;
@@ -37,7 +37,7 @@ const CATCH_UP_BATCH: usize = 256;
 /// A write applied to the core but not yet durable.
 pub(super) struct Pending {
     write: Write,
-    actor: Option<Actor>,
+    caller: Option<Caller>,
     event: CampaignEvent,
     reply: Reply<WriteAck>,
 }
@@ -101,7 +101,7 @@ impl Writer {
     pub(super) async fn apply_write(
         &mut self,
         write: Write,
-        actor: Option<Actor>,
+        caller: Option<Caller>,
         reply: Reply<WriteAck>,
         pending: &mut Vec<Pending>,
     ) {
@@ -122,14 +122,14 @@ impl Writer {
         let now = clock::now();
         let event_id = self.context.event_ids.next(now);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            core.apply(&write, actor.as_ref(), now, event_id)
+            core.apply(&write, caller.as_ref(), now, event_id)
         }));
         match outcome {
             Ok(applied) => {
                 if let Ok(Applied::Changed(_)) = &applied {
                     metrics::histogram!("rally_update_fields").record(write.field_count() as f64);
                 }
-                self.settle(write, actor, reply, applied, pending);
+                self.settle(write, caller, reply, applied, pending);
             }
             Err(panic) => {
                 self.recover_from_panic(panic, pending).await;
@@ -147,7 +147,7 @@ impl Writer {
     fn settle(
         &self,
         write: Write,
-        actor: Option<Actor>,
+        caller: Option<Caller>,
         reply: Reply<WriteAck>,
         applied: Result<Applied, ErrorBody>,
         pending: &mut Vec<Pending>,
@@ -155,7 +155,7 @@ impl Writer {
         match applied {
             Ok(Applied::Changed(event)) => pending.push(Pending {
                 write,
-                actor,
+                caller,
                 event,
                 reply,
             }),
@@ -209,7 +209,7 @@ impl Writer {
         let mut kept = Vec::with_capacity(pending.len());
         for Pending {
             write,
-            actor,
+            caller,
             reply,
             ..
         } in pending.drain(..)
@@ -219,8 +219,8 @@ impl Writer {
             };
             let now = clock::now();
             let event_id = self.context.event_ids.next(now);
-            let applied = core.apply(&write, actor.as_ref(), now, event_id);
-            self.settle(write, actor, reply, applied, &mut kept);
+            let applied = core.apply(&write, caller.as_ref(), now, event_id);
+            self.settle(write, caller, reply, applied, &mut kept);
         }
         *pending = kept;
     }

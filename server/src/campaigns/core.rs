@@ -17,6 +17,25 @@ use rally_app::protocol::{ErrorBody, ErrorCode};
 
 use crate::store::CampaignRecord;
 
+/// Who asks, as a campaign sees them: the person, and the role their credential grants on this
+/// campaign, if any (a backend-minted token's `campaigns` claim). The higher of that and the
+/// stored role counts; a grant is never stored, so it lasts exactly as long as the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub actor: Actor,
+    pub granted: Option<Role>,
+}
+
+impl Caller {
+    /// Someone whose roles are only the stored ones.
+    pub fn person(actor: Actor) -> Caller {
+        Caller {
+            actor,
+            granted: None,
+        }
+    }
+}
+
 /// Events kept per campaign for resuming subscribers.
 pub const DEFAULT_HISTORY_LEN: usize = 1000;
 
@@ -148,7 +167,17 @@ impl CampaignCore {
         self.history.iter()
     }
 
-    /// The role of a user (None: anonymous) in this campaign.
+    /// The role of someone asking (None: anonymous): the higher of their stored role and the
+    /// one their credential grants.
+    pub fn role_for(&self, caller: Option<&Caller>) -> Role {
+        let stored = self.role_of(caller.map(|c| &c.actor.user_id));
+        match caller.and_then(|c| c.granted) {
+            Some(granted) => stored.max(granted),
+            None => stored,
+        }
+    }
+
+    /// The stored role of a user (None: anonymous) in this campaign.
     pub fn role_of(&self, user: Option<&UserId>) -> Role {
         match user {
             Some(user) if *user == self.record.state.created_by.user_id => Role::Owner,
@@ -207,14 +236,15 @@ impl CampaignCore {
     pub fn apply(
         &mut self,
         write: &Write,
-        actor: Option<&Actor>,
+        caller: Option<&Caller>,
         now: Timestamp,
         event_id: EventId,
     ) -> Result<Applied, ErrorBody> {
+        let actor = caller.map(|c| &c.actor);
         let rebased;
         let write = match write {
             Write::Text(text) => {
-                self.editor(actor)?;
+                self.editor(caller)?;
                 match self.rebase_text(text, actor)? {
                     Rebased::Landed(version) => return Ok(Applied::Unchanged { version }),
                     Rebased::Moved(text) => {
@@ -226,7 +256,7 @@ impl CampaignCore {
             other => other,
         };
         let change = write.effect(&self.record.state)?;
-        let actor = self.editor(actor)?;
+        let actor = self.editor(caller)?;
         let Some(change) = change else {
             return Ok(Applied::Unchanged {
                 version: self.version(),
@@ -254,22 +284,22 @@ impl CampaignCore {
         Ok(Applied::Changed(event))
     }
 
-    /// The actor, if they may edit this campaign.
-    fn editor<'a>(&self, actor: Option<&'a Actor>) -> Result<&'a Actor, ErrorBody> {
-        let Some(actor) = actor else {
+    /// The caller's person, if they may edit this campaign.
+    fn editor<'a>(&self, caller: Option<&'a Caller>) -> Result<&'a Actor, ErrorBody> {
+        let Some(caller) = caller else {
             return Err(err(
                 ErrorCode::Forbidden,
                 "anonymous visitors can watch but not edit; sign in",
             ));
         };
-        let role = self.role_of(Some(&actor.user_id));
+        let role = self.role_for(Some(caller));
         if !role.can_edit() {
             return Err(err(
                 ErrorCode::Forbidden,
                 format!("a {role} can watch but not edit this campaign"),
             ));
         }
-        Ok(actor)
+        Ok(&caller.actor)
     }
 
     /// The events after `base`, if history still holds all of them.
@@ -406,6 +436,10 @@ mod tests {
         }
     }
 
+    fn caller(id: &str) -> Caller {
+        Caller::person(actor(id))
+    }
+
     fn t(n: u64) -> Timestamp {
         Timestamp::from_unix_nanos(n)
     }
@@ -448,7 +482,7 @@ mod tests {
 
     fn apply(core: &mut CampaignCore, write: &Write) -> Result<Applied, ErrorBody> {
         let next = core.version() as u32 + 1;
-        core.apply(write, Some(&actor("owner")), t(next as u64), eid(next))
+        core.apply(write, Some(&caller("owner")), t(next as u64), eid(next))
     }
 
     fn code(result: Result<Applied, ErrorBody>) -> ErrorCode {
@@ -662,7 +696,7 @@ mod tests {
     fn viewers_and_anonymous_visitors_are_forbidden_editors_allowed() {
         let mut core = new_core(10);
         let write = update(json!({"campaign_id": "launch", "updates": {"title": "X"}}));
-        let viewer = actor("viewer");
+        let viewer = caller("viewer");
         assert_eq!(
             core.apply(&write, Some(&viewer), t(2), eid(2))
                 .unwrap_err()
@@ -682,9 +716,35 @@ mod tests {
             ErrorCode::Invalid
         );
 
-        assert!(core.grant(viewer.user_id.clone(), Role::Editor).unwrap());
+        // A credential's grant lets a viewer edit, for as long as it is presented.
+        let granted = Caller {
+            granted: Some(Role::Editor),
+            ..viewer.clone()
+        };
+        assert!(core.apply(&write, Some(&granted), t(2), eid(2)).is_ok());
+        assert_eq!(core.role_for(Some(&granted)), Role::Editor);
+        assert_eq!(
+            core.role_for(Some(&viewer)),
+            Role::Viewer,
+            "nothing was stored"
+        );
+        let owner_granted_less = Caller {
+            granted: Some(Role::Viewer),
+            ..caller("owner")
+        };
+        assert_eq!(
+            core.role_for(Some(&owner_granted_less)),
+            Role::Owner,
+            "a grant never lowers a stored role"
+        );
+
+        assert!(core
+            .grant(viewer.actor.user_id.clone(), Role::Editor)
+            .unwrap());
         assert!(
-            !core.grant(viewer.user_id.clone(), Role::Viewer).unwrap(),
+            !core
+                .grant(viewer.actor.user_id.clone(), Role::Viewer)
+                .unwrap(),
             "never demotes"
         );
         assert!(
@@ -930,7 +990,7 @@ mod tests {
         }
         let viewer = core.apply(
             &text("title", json!([3, "!"]), 1, "v1"),
-            Some(&actor("stranger")),
+            Some(&caller("stranger")),
             t(9),
             eid(9),
         );

@@ -14,6 +14,7 @@ use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
+use super::core::Caller;
 use super::presence::ConnectionId;
 use super::writer::{
     self, Backfill, Command, Happening, Subscription, WriterConfig, WriterContext, WriterError,
@@ -213,12 +214,12 @@ impl StateManager {
         .await
     }
 
-    pub async fn write(&self, write: Write, actor: Option<Actor>) -> Result<WriteAck, ErrorBody> {
+    pub async fn write(&self, write: Write, caller: Option<Caller>) -> Result<WriteAck, ErrorBody> {
         let id = write.campaign_id().clone();
         self.exists(&id).await?;
         self.ask(&id, |reply| Command::Write {
             write: write.clone(),
-            actor: actor.clone(),
+            caller: caller.clone(),
             reply,
         })
         .await
@@ -228,7 +229,7 @@ impl StateManager {
         &self,
         id: &CampaignId,
         connection: ConnectionId,
-        viewer: Option<Actor>,
+        viewer: Option<Caller>,
         since_version: Option<u64>,
     ) -> Result<Subscription, ErrorBody> {
         self.exists(id).await?;
@@ -256,11 +257,11 @@ impl StateManager {
         &self,
         id: &CampaignId,
         since_version: u64,
-        user: Option<UserId>,
+        caller: Option<Caller>,
     ) -> Result<Backfill, ErrorBody> {
         self.ask(id, |reply| Command::Backfill {
             since_version,
-            user: user.clone(),
+            caller: caller.clone(),
             reply,
         })
         .await
@@ -269,11 +270,11 @@ impl StateManager {
     pub async fn snapshot(
         &self,
         id: &CampaignId,
-        user: Option<UserId>,
+        caller: Option<Caller>,
     ) -> Result<CampaignSnapshot, ErrorBody> {
         self.exists(id).await?;
         self.ask(id, |reply| Command::Snapshot {
-            user: user.clone(),
+            caller: caller.clone(),
             reply,
         })
         .await
@@ -307,9 +308,12 @@ impl StateManager {
     pub fn dispatch(&self, incoming: Incoming) {
         match incoming {
             Incoming::Note(note) => {
-                let id = note.campaign().clone();
-                self.tell(&id, Happening::Bus(note));
+                if let Some(id) = note.campaign().cloned() {
+                    self.tell(&id, Happening::Bus(note));
+                }
             }
+            // Sessions are not the campaigns' business (the server routes them to sessions).
+            Incoming::SessionEnded(_) => {}
             Incoming::Resync => self.tell_all(Happening::Resync),
         }
     }

@@ -16,6 +16,7 @@ mod manager;
 pub mod presence;
 mod writer;
 
+pub use self::core::Caller;
 pub use history::EncodedHistory;
 pub use manager::{StateManager, REQUEST_TIMEOUT};
 pub use presence::ConnectionId;

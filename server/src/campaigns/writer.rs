@@ -22,7 +22,7 @@ use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-use super::core::{CampaignCore, ResumePlan, DEFAULT_HISTORY_LEN};
+use super::core::{Caller, CampaignCore, ResumePlan, DEFAULT_HISTORY_LEN};
 use super::history::{EncodedHistory, HistoryLimits};
 use super::presence::{self, ConnectionId, LocalViewers, PresenceAnnouncer};
 use crate::bus::{BusNote, EventBus, PRESENCE_HEARTBEAT};
@@ -148,22 +148,22 @@ pub(super) enum Command {
     },
     Write {
         write: Write,
-        actor: Option<Actor>,
+        caller: Option<Caller>,
         reply: Reply<WriteAck>,
     },
     Subscribe {
         connection: ConnectionId,
-        viewer: Option<Actor>,
+        viewer: Option<Caller>,
         since_version: Option<u64>,
         reply: Reply<Subscription>,
     },
     Backfill {
         since_version: u64,
-        user: Option<UserId>,
+        caller: Option<Caller>,
         reply: Reply<Backfill>,
     },
     Snapshot {
-        user: Option<UserId>,
+        caller: Option<Caller>,
         reply: Reply<CampaignSnapshot>,
     },
     Grant {
@@ -457,6 +457,7 @@ impl Writer {
                 }
             }
             Happening::Bus(BusNote::Presence { .. }) => self.refresh_remote_presence().await,
+            Happening::Bus(BusNote::SessionEnded { .. }) => {}
             Happening::Resync => self.catch_up().await,
             Happening::Writable(writable) => self.set_writable(writable).await,
         }
@@ -491,9 +492,9 @@ impl Writer {
             match command {
                 Command::Write {
                     write,
-                    actor,
+                    caller,
                     reply,
-                } => self.apply_write(write, actor, reply, &mut pending).await,
+                } => self.apply_write(write, caller, reply, &mut pending).await,
                 other => {
                     // Anything that reads state or subscribes sees only durable state: flush first.
                     self.flush(&mut pending).await;
@@ -525,13 +526,13 @@ impl Writer {
             }
             Command::Backfill {
                 since_version,
-                user,
+                caller,
                 reply,
             } => {
-                let _ = reply.send(self.backfill(since_version, user).map_err(Into::into));
+                let _ = reply.send(self.backfill(since_version, caller).map_err(Into::into));
             }
-            Command::Snapshot { user, reply } => {
-                let _ = reply.send(self.snapshot(user.as_ref()).map_err(Into::into));
+            Command::Snapshot { caller, reply } => {
+                let _ = reply.send(self.snapshot(caller.as_ref()).map_err(Into::into));
             }
             Command::Grant { user, role, reply } => {
                 let _ = reply.send(self.grant(user, role).await.map_err(Into::into));
@@ -595,7 +596,7 @@ impl Writer {
     async fn subscribe(
         &mut self,
         connection: ConnectionId,
-        viewer: Option<Actor>,
+        viewer: Option<Caller>,
         since_version: Option<u64>,
         reply: Reply<Subscription>,
     ) {
@@ -603,7 +604,8 @@ impl Writer {
             let _ = reply.send(Err(not_found(&self.id).into()));
             return;
         };
-        let role = core.role_of(viewer.as_ref().map(|a| &a.user_id));
+        let role = core.role_for(viewer.as_ref());
+        let viewer = viewer.map(|caller| caller.actor);
         // Subscribe to the channel and read history in the same step: nothing can be
         // broadcast in between, so backlog + live has no gap and no duplicate.
         let events = self.broadcast.subscribe();
@@ -663,7 +665,7 @@ impl Writer {
         }
     }
 
-    fn backfill(&self, since_version: u64, user: Option<UserId>) -> Result<Backfill, ErrorBody> {
+    fn backfill(&self, since_version: u64, caller: Option<Caller>) -> Result<Backfill, ErrorBody> {
         let core = self.core.as_ref().ok_or_else(|| not_found(&self.id))?;
         Ok(match core.resume(Some(since_version)) {
             ResumePlan::Events(missed) => {
@@ -671,16 +673,16 @@ impl Writer {
             }
             ResumePlan::Snapshot(_) => Backfill::Snapshot(Box::new(CampaignSnapshot {
                 campaign: core.state().clone(),
-                role: core.role_of(user.as_ref()),
+                role: core.role_for(caller.as_ref()),
             })),
         })
     }
 
-    fn snapshot(&self, user: Option<&UserId>) -> Result<CampaignSnapshot, ErrorBody> {
+    fn snapshot(&self, caller: Option<&Caller>) -> Result<CampaignSnapshot, ErrorBody> {
         let core = self.core.as_ref().ok_or_else(|| not_found(&self.id))?;
         Ok(CampaignSnapshot {
             campaign: core.state().clone(),
-            role: core.role_of(user),
+            role: core.role_for(caller),
         })
     }
 

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use rally_app::model::Actor;
 use rally_app::protocol::{ErrorBody, ErrorCode, RejectedFrame, FRAME_FAILED};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -25,17 +24,19 @@ use tokio_util::task::TaskTracker;
 
 use super::delivery::{Delivery, Following, Outgoing, Reader};
 use super::limits::{
-    GatewayConfig, Liveness, LivenessCheck, CLOSE_GRACE, CLOSE_IDLE, CLOSE_SLOW_CONSUMER,
-    CLOSE_UNRESPONSIVE, MAX_PIPELINE, SLOW_CONSUMER_TIMEOUT, STALL_THRESHOLD,
+    GatewayConfig, Liveness, LivenessCheck, CLOSE_GRACE, CLOSE_IDLE, CLOSE_SESSION_ENDED,
+    CLOSE_SLOW_CONSUMER, CLOSE_UNRESPONSIVE, MAX_PIPELINE, SLOW_CONSUMER_TIMEOUT, STALL_THRESHOLD,
 };
 use super::media::MediaPlace;
+use super::session::{End, SessionWatch, Verdict};
 use super::websocket::{rest_of_frame, send_close, send_texts, Socket};
-use crate::auth::Keys;
 use crate::campaigns::{ConnectionId, StateManager};
+use crate::clock;
 use crate::frames::{self, Frame};
 use crate::media::MediaRelay;
 use crate::ops::OpsFeed;
 use crate::quota::{Budget, Quotas};
+use crate::sessions::{Sessions, Signed, Who};
 use crate::shutdown::ShutdownSignal;
 use crate::stats::{GatewayStats, OpsCounters};
 
@@ -43,7 +44,7 @@ use crate::stats::{GatewayStats, OpsCounters};
 #[derive(Clone)]
 pub struct GatewayState {
     pub config: Arc<GatewayConfig>,
-    pub keys: Keys,
+    pub sessions: Sessions,
     pub manager: StateManager,
     pub relay: MediaRelay,
     pub stats: GatewayStats,
@@ -73,6 +74,8 @@ pub enum Ending {
     SlowConsumer,
     Unresponsive,
     Idle,
+    /// The connection's session ended (signed out, revoked, expired).
+    SessionEnded,
 }
 
 impl Ending {
@@ -87,6 +90,7 @@ impl Ending {
             Ending::SlowConsumer => "slow_consumer",
             Ending::Unresponsive => "unresponsive",
             Ending::Idle => "idle",
+            Ending::SessionEnded => "session_ended",
         }
     }
 
@@ -101,6 +105,7 @@ impl Ending {
             Ending::SlowConsumer => (CLOSE_SLOW_CONSUMER, "slow_consumer"),
             Ending::Unresponsive => (CLOSE_UNRESPONSIVE, "no answer to ping"),
             Ending::Idle => (CLOSE_IDLE, "idle"),
+            Ending::SessionEnded => (CLOSE_SESSION_ENDED, "session ended"),
             Ending::ClientLeft | Ending::Broken => return None,
         })
     }
@@ -172,12 +177,16 @@ enum Input {
     Delivery(usize, Delivery),
     Ops(Result<Frame, broadcast::error::RecvError>),
     Media(Option<Utf8Bytes>),
+    SessionEnd(End),
 }
 
 pub(super) struct Connection {
     pub(super) id: ConnectionId,
     socket: Socket,
-    pub(super) identity: Option<Actor>,
+    /// Who is connected (and what their credential grants).
+    pub(super) who: Who,
+    /// The session the connection was opened with, watched for its end.
+    session: Option<SessionWatch>,
     pub(super) state: GatewayState,
     pub(super) following: Following,
     /// Writes and reads this connection may still make (token buckets).
@@ -204,15 +213,19 @@ async fn next_ops(
 }
 
 impl Connection {
-    pub(super) fn new(socket: Socket, identity: Option<Actor>, state: GatewayState) -> Self {
+    pub(super) fn new(socket: Socket, signed: Option<Signed>, state: GatewayState) -> Self {
         let now = Instant::now();
         let config = state.config.clone();
         let writes = Budget::new(config.write_rate, config.write_burst, now);
         let reads = Budget::new(config.read_rate, config.read_burst, now);
+        let session = signed
+            .as_ref()
+            .map(|signed| SessionWatch::new(signed, &state.sessions));
         Connection {
             id: ConnectionId::next(),
             socket,
-            identity,
+            who: signed.map(Signed::into_who).unwrap_or_default(),
+            session,
             state,
             following: Following::default(),
             writes,
@@ -226,7 +239,7 @@ impl Connection {
     }
 
     pub(super) async fn run(mut self) -> Ending {
-        tracing::debug!(connection = ?self.id, signed_in = self.identity.is_some(), "websocket connected");
+        tracing::debug!(connection = ?self.id, signed_in = self.who.actor.is_some(), "websocket connected");
         let ending = self.serve().await;
         for campaign in self.following.campaigns() {
             self.state.manager.leave(campaign, self.id);
@@ -257,6 +270,7 @@ impl Connection {
                 (slot, delivery) = self.following.next(), if following => Input::Delivery(slot, delivery),
                 sample = next_ops(&mut self.ops_events), if self.ops_events.is_some() => Input::Ops(sample),
                 push = self.media.next_push(), if self.media.is_in() => Input::Media(push),
+                end = SessionWatch::next_end(&mut self.session), if self.session.is_some() => Input::SessionEnd(end),
                 _ = checks.tick() => Input::Check,
             };
             if let Input::Frame(Some(Ok(message))) = &input {
@@ -265,7 +279,17 @@ impl Connection {
             }
             let mut out = Outgoing::default();
             match input {
+                Input::SessionEnd(end) => {
+                    let Some(watch) = &self.session else { continue };
+                    match watch.heard(end, &self.state.sessions, clock::now()).await {
+                        Verdict::Ended => return Ending::SessionEnded,
+                        Verdict::Goes => continue,
+                    }
+                }
                 Input::Check => {
+                    if let Some(watch) = &mut self.session {
+                        watch.check(&self.state.sessions, clock::now());
+                    }
                     let busy = !self.following.is_empty()
                         || self.media.is_in()
                         || self.ops_events.is_some()
@@ -343,11 +367,10 @@ impl Connection {
                     self.media.ended();
                 }
                 Input::Delivery(slot, delivery) => {
-                    let user = self.identity.as_ref().map(|a| &a.user_id);
                     let reader = Reader {
                         manager: &self.state.manager,
                         connection: self.id,
-                        user,
+                        who: &self.who,
                     };
                     self.following
                         .deliver_ready(slot, delivery, &reader, &mut out)

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use rally_app::model::{CampaignId, UserId};
+use rally_app::model::CampaignId;
 use rally_app::protocol::campaign::{
     Resume, Resync, SnapshotReason, SubscriptionEnded, RESYNC, SUBSCRIPTION_ENDED,
 };
@@ -32,6 +32,7 @@ use crate::campaigns::{
 };
 use crate::clock;
 use crate::frames::{self, Batch};
+use crate::sessions::Who;
 use crate::stats::OpsCounters;
 
 /// Frames for the next socket write, in order: texts of their own (replies, pushes), and runs of
@@ -139,7 +140,8 @@ fn hot_metrics() -> &'static HotMetrics {
 pub struct Reader<'a> {
     pub manager: &'a StateManager,
     pub connection: ConnectionId,
-    pub user: Option<&'a UserId>,
+    /// Who the connection is, with the grants of its credential (for a resync's role).
+    pub who: &'a Who,
 }
 
 /// The campaigns one connection follows, by slot. Slots are small numbers, so the hot path
@@ -333,8 +335,8 @@ impl Following {
         let missed = match follow.history.after(last) {
             Some(frames) => Ok(Backfill::Events(frames)),
             None => {
-                let user = reader.user.cloned();
-                reader.manager.backfill(&campaign, last, user).await
+                let caller = reader.who.caller(&campaign);
+                reader.manager.backfill(&campaign, last, caller).await
             }
         };
         let Some(Some(follow)) = self.follows.get_mut(slot) else {

@@ -23,6 +23,8 @@ pub const CLOSE_UNRESPONSIVE: u16 = close::UNRESPONSIVE;
 /// Close code for a connection that followed nothing and asked nothing for the idle timeout.
 /// A client should not reconnect until it needs the server again.
 pub const CLOSE_IDLE: u16 = close::IDLE;
+/// Close code for a connection whose session ended (signed out, revoked, expired).
+pub const CLOSE_SESSION_ENDED: u16 = close::SESSION_ENDED;
 /// How long a closing connection may take to get its close frame out: a slow consumer that
 /// reads again has this long to drain its backlog and see why it was cut.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use rally_app::model::{Actor, CampaignId};
+use rally_app::model::CampaignId;
 use rally_app::protocol::media::{MediaJoined, MediaTracks, TRACKS_EVENT};
 use rally_app::protocol::ErrorBody;
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::campaigns::StateManager;
 use crate::media::{Call, CallReply, Joining, MediaError, MediaRelay, ParticipantId, PUSH_BUFFER};
+use crate::sessions::Who;
 
 /// A connection's membership in one campaign's media session.
 struct Membership {
@@ -89,14 +90,15 @@ impl MediaPlace {
         }
     }
 
-    /// Join `campaign`'s media session as `identity`.
+    /// Join `campaign`'s media session as `who`.
     pub async fn join(
         &mut self,
         relay: &MediaRelay,
         manager: &StateManager,
-        identity: Option<&Actor>,
+        who: &Who,
         campaign: CampaignId,
     ) -> Result<MediaJoined, ErrorBody> {
+        let identity = who.actor.as_ref();
         if let Some(member) = &self.0 {
             return Err(if member.campaign == campaign {
                 MediaError::AlreadyJoined
@@ -106,8 +108,7 @@ impl MediaPlace {
             .into());
         }
         // The same read permission as watching the campaign; the role decides publishing.
-        let user = identity.map(|a| a.user_id.clone());
-        let snapshot = manager.snapshot(&campaign, user).await?;
+        let snapshot = manager.snapshot(&campaign, who.caller(&campaign)).await?;
         let participant = relay.next_participant();
         let (sender, pushes) = mpsc::channel(PUSH_BUFFER);
         let joining = Joining {

@@ -5,6 +5,7 @@
 //! - `requests`: one method per request group, with the permission rules named.
 //! - `delivery`: gap-free delivery of followed campaigns, backfill, the outgoing batch.
 //! - `media`: the connection's place in a media session.
+//! - `session`: the connection's session, watched for its end.
 //! - [`limits`]: every per-connection limit, and the write budget.
 //! - `websocket`: Rally's own upgrade and text-frame writer.
 
@@ -13,6 +14,7 @@ mod delivery;
 pub mod limits;
 mod media;
 mod requests;
+mod session;
 mod websocket;
 
 use axum::extract::{OriginalUri, State};
@@ -26,9 +28,9 @@ pub use self::connection::GatewayState;
 pub use self::limits::GatewayConfig;
 use self::limits::{MAX_FRAME_BYTES, READ_BUFFER_BYTES};
 pub use self::websocket::Upgrade;
-use crate::auth;
 use crate::clock;
 use crate::http_error::ApiError;
+use crate::sessions::IdentifyError;
 
 /// `GET /ws`: check origin and credentials, then upgrade, unless shutting down or full.
 pub async fn upgrade(
@@ -43,11 +45,17 @@ pub async fn upgrade(
     if !state.config.origins.allow(&headers) {
         return ApiError::new(ErrorCode::Forbidden, "WebSocket origin not allowed").into_response();
     }
-    let identity = match auth::identify(&state.keys, &headers, uri.query(), clock::now()) {
-        Ok(identity) => identity,
-        Err(err) => {
-            let message = format!("session token rejected: {err}");
-            return ApiError::new(ErrorCode::Unauthorized, message).into_response();
+    let signed = match state
+        .sessions
+        .identify(&headers, uri.query(), clock::now())
+        .await
+    {
+        Ok(signed) => signed,
+        Err(err @ IdentifyError::Rejected(_)) => {
+            return ApiError::new(ErrorCode::Unauthorized, err.to_string()).into_response();
+        }
+        Err(err @ IdentifyError::Unavailable(_)) => {
+            return ApiError::new(ErrorCode::Unavailable, err.to_string()).into_response();
         }
     };
     let Some(slot) = state.stats.try_acquire() else {
@@ -67,7 +75,7 @@ pub async fn upgrade(
             let _slot = slot;
             metrics::counter!("rally_websocket_connections_total").increment(1);
             // Everything the connection needs moves into it; no second copy stays alive.
-            let ending = Connection::new(socket, identity, state).run().await;
+            let ending = Connection::new(socket, signed, state).run().await;
             metrics::counter!("rally_websocket_disconnects_total", "reason" => ending.as_str())
                 .increment(1);
         })

@@ -38,7 +38,7 @@ fn unauthorized() -> ErrorBody {
 impl Connection {
     /// Reading campaigns (subscribe, snapshot, join a live room).
     pub(super) fn may_read(&self) -> Result<(), ErrorBody> {
-        match self.identity {
+        match self.who.actor {
             None if !self.state.config.allow_anonymous => Err(unauthorized()),
             _ => Ok(()),
         }
@@ -46,7 +46,8 @@ impl Connection {
 
     /// Creating campaigns.
     fn may_create(&self) -> Result<&Actor, ErrorBody> {
-        self.identity
+        self.who
+            .actor
             .as_ref()
             .ok_or_else(|| ErrorBody::new(ErrorCode::Forbidden, "sign in to create campaigns"))
     }
@@ -55,13 +56,14 @@ impl Connection {
     fn may_watch_ops(&self) -> Result<(), ErrorBody> {
         let config = &self.state.config;
         let admin = self
-            .identity
+            .who
+            .actor
             .as_ref()
             .is_some_and(|a| config.admins.iter().any(|id| id == a.user_id.as_str()));
         if config.ops_public || admin {
             return Ok(());
         }
-        let who = match &self.identity {
+        let who = match &self.who.actor {
             Some(actor) => format!("user {}", actor.user_id),
             None => "anonymous visitors".to_owned(),
         };
@@ -180,10 +182,10 @@ impl Connection {
     fn write(&mut self, t: EventType, id: Option<RequestId>, write: Write) {
         let started = Instant::now();
         let manager = self.state.manager.clone();
-        let identity = self.identity.clone();
+        let caller = self.who.caller(write.campaign_id());
         let ops = self.state.ops.clone();
         self.pipeline.push(async move {
-            let result = manager.write(write, identity).await;
+            let result = manager.write(write, caller).await;
             if result.is_ok() {
                 let elapsed = started.elapsed();
                 metrics::histogram!("rally_write_ack_seconds").record(elapsed.as_secs_f64());
@@ -197,10 +199,10 @@ impl Connection {
         if let Err(error) = self.may_read() {
             return self.pipeline.push_ready(failure(&t, id, &error));
         }
-        let user = self.identity.as_ref().map(|a| a.user_id.clone());
+        let caller = self.who.caller(&campaign);
         let manager = self.state.manager.clone();
         self.pipeline.push(async move {
-            let result = manager.snapshot(&campaign, user).await;
+            let result = manager.snapshot(&campaign, caller).await;
             outcome(&t, id, result)
         });
     }
@@ -235,7 +237,7 @@ impl Connection {
             // Replace, never duplicate: the old stream (and its buffer) goes first.
             self.following.forget(&campaign);
         }
-        let viewer = self.identity.clone();
+        let viewer = self.who.caller(&campaign);
         let manager = &self.state.manager;
         match manager
             .subscribe(&campaign, self.id, viewer, since_version)
@@ -294,12 +296,7 @@ impl Connection {
         let state = &self.state;
         let joined = self
             .media
-            .join(
-                &state.relay,
-                &state.manager,
-                self.identity.as_ref(),
-                campaign,
-            )
+            .join(&state.relay, &state.manager, &self.who, campaign)
             .await;
         out.push(outcome(&t, id, joined));
     }

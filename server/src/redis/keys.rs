@@ -10,13 +10,15 @@
 //! | `rally:{<id>}:media-owner` | string | `<instance hex>:<nonce>`: who runs the media session | media cluster |
 //! | `rally:campaigns` | set | every campaign id (for listings) | store |
 //! | `rally:secret:<name>` | string | shared secrets (the session key) | store |
+//! | `rally:session:<session id>` | string | JSON session record; expires when the session ends | store |
+//! | `rally:user:<user id>:sessions` | set | the user's session ids (pruned when listed) | store |
 //!
 //! | channel | carries |
 //! |---|---|
-//! | `rally:bus` | commit, record and presence notes between instances |
+//! | `rally:bus` | commit, record and presence notes between instances; sessions that ended |
 //! | `rally:media:<instance hex>` | media signaling for the sessions an instance runs or visits |
 
-use rally_app::model::CampaignId;
+use rally_app::model::{CampaignId, UserId};
 
 pub fn campaign(id: &CampaignId) -> String {
     format!("rally:{{{id}}}:campaign")
@@ -42,6 +44,14 @@ pub const CAMPAIGNS: &str = "rally:campaigns";
 
 pub fn secret(name: &str) -> String {
     format!("rally:secret:{name}")
+}
+
+pub fn session(id: &str) -> String {
+    format!("rally:session:{id}")
+}
+
+pub fn user_sessions(user: &UserId) -> String {
+    format!("rally:user:{user}:sessions")
 }
 
 /// The channel of notes between instances.

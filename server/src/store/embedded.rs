@@ -11,17 +11,21 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rally_app::model::{CampaignEvent, CampaignId};
+use rally_app::model::{CampaignEvent, CampaignId, Timestamp, UserId};
 use rally_app::protocol::campaign::CampaignSummary;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::sessions::{SessionRecord, SessionStore};
 use super::CampaignRecord;
 use super::{Commit, Loaded, Store, StoreError, StoreFuture};
 
 const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns");
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// (user id, session id): a user's sessions, for listing.
+const USER_SESSIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_sessions");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -56,6 +60,17 @@ enum WriteOp {
         value: Vec<u8>,
         reply: oneshot::Sender<Result<Vec<u8>, StoreError>>,
     },
+    Session {
+        change: SessionChange,
+        reply: oneshot::Sender<Result<OpResult, StoreError>>,
+    },
+}
+
+enum SessionChange {
+    Insert(SessionRecord),
+    Update(SessionRecord),
+    Delete(String),
+    Sweep(Timestamp),
 }
 
 fn unavailable(err: impl std::fmt::Display) -> StoreError {
@@ -75,6 +90,8 @@ impl EmbeddedStore {
         txn.open_table(CAMPAIGNS).map_err(unavailable)?;
         txn.open_table(EVENTS).map_err(unavailable)?;
         txn.open_table(SECRETS).map_err(unavailable)?;
+        txn.open_table(SESSIONS).map_err(unavailable)?;
+        txn.open_table(USER_SESSIONS).map_err(unavailable)?;
         txn.commit().map_err(unavailable)?;
 
         let db = Arc::new(db);
@@ -168,6 +185,9 @@ fn write_loop(db: &Database, queue: &std::sync::mpsc::Receiver<WriteOp>) {
 enum OpResult {
     Done,
     Secret(Vec<u8>),
+    Updated(bool),
+    Deleted(Option<SessionRecord>),
+    Swept(usize),
 }
 
 impl WriteOp {
@@ -179,8 +199,11 @@ impl WriteOp {
             WriteOp::Secret { reply, .. } => {
                 let _ = reply.send(result.map(|r| match r {
                     OpResult::Secret(value) => value,
-                    OpResult::Done => Vec::new(),
+                    _ => Vec::new(),
                 }));
+            }
+            WriteOp::Session { reply, .. } => {
+                let _ = reply.send(result);
             }
         }
     }
@@ -269,6 +292,133 @@ fn apply_op(txn: &WriteTransaction, op: &WriteOp) -> Result<OpResult, StoreError
                 .map_err(unavailable)?;
             Ok(OpResult::Secret(value.clone()))
         }
+        WriteOp::Session { change, .. } => apply_session_change(txn, change),
+    }
+}
+
+fn decode_session(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+fn apply_session_change(
+    txn: &WriteTransaction,
+    change: &SessionChange,
+) -> Result<OpResult, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+    let mut by_user = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+    match change {
+        SessionChange::Insert(record) | SessionChange::Update(record) => {
+            let exists = sessions
+                .get(record.id.as_str())
+                .map_err(unavailable)?
+                .is_some();
+            if matches!(change, SessionChange::Update(_)) && !exists {
+                return Ok(OpResult::Updated(false));
+            }
+            let json = serde_json::to_vec(record).map_err(corrupt)?;
+            sessions
+                .insert(record.id.as_str(), json.as_slice())
+                .map_err(unavailable)?;
+            by_user
+                .insert((record.user_id.as_str(), record.id.as_str()), ())
+                .map_err(unavailable)?;
+            Ok(OpResult::Updated(true))
+        }
+        SessionChange::Delete(id) => {
+            let Some(bytes) = sessions.remove(id.as_str()).map_err(unavailable)? else {
+                return Ok(OpResult::Deleted(None));
+            };
+            let record = decode_session(bytes.value())?;
+            drop(bytes);
+            by_user
+                .remove((record.user_id.as_str(), record.id.as_str()))
+                .map_err(unavailable)?;
+            Ok(OpResult::Deleted(Some(record)))
+        }
+        SessionChange::Sweep(now) => {
+            let mut ended = Vec::new();
+            for row in sessions.iter().map_err(unavailable)? {
+                let (_, bytes) = row.map_err(unavailable)?;
+                let record = decode_session(bytes.value())?;
+                if record.ends_at() <= *now {
+                    ended.push(record);
+                }
+            }
+            for record in &ended {
+                sessions.remove(record.id.as_str()).map_err(unavailable)?;
+                by_user
+                    .remove((record.user_id.as_str(), record.id.as_str()))
+                    .map_err(unavailable)?;
+            }
+            Ok(OpResult::Swept(ended.len()))
+        }
+    }
+}
+
+impl EmbeddedStore {
+    fn change_session(&self, change: SessionChange) -> StoreFuture<'static, OpResult> {
+        self.submit(|reply| WriteOp::Session { change, reply })
+    }
+}
+
+impl SessionStore for EmbeddedStore {
+    fn insert_session(&self, record: SessionRecord) -> StoreFuture<'_, ()> {
+        let done = self.change_session(SessionChange::Insert(record));
+        Box::pin(async move { done.await.map(|_| ()) })
+    }
+
+    fn update_session(&self, record: SessionRecord) -> StoreFuture<'_, bool> {
+        let done = self.change_session(SessionChange::Update(record));
+        Box::pin(async move { Ok(matches!(done.await?, OpResult::Updated(true))) })
+    }
+
+    fn session(&self, id: &str) -> StoreFuture<'_, Option<SessionRecord>> {
+        let id = id.to_owned();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+            let bytes = sessions.get(id.as_str()).map_err(unavailable)?;
+            bytes.map(|b| decode_session(b.value())).transpose()
+        })
+    }
+
+    fn delete_session(&self, id: &str) -> StoreFuture<'_, Option<SessionRecord>> {
+        let done = self.change_session(SessionChange::Delete(id.to_owned()));
+        Box::pin(async move {
+            match done.await? {
+                OpResult::Deleted(record) => Ok(record),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn user_sessions(&self, user: &UserId) -> StoreFuture<'_, Vec<SessionRecord>> {
+        let user = user.as_str().to_owned();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let by_user = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+            let sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+            let mut records = Vec::new();
+            let range = (user.as_str(), "")..=(user.as_str(), "\u{10ffff}");
+            for row in by_user.range(range).map_err(unavailable)? {
+                let (key, _) = row.map_err(unavailable)?;
+                let (_, id) = key.value();
+                if let Some(bytes) = sessions.get(id).map_err(unavailable)? {
+                    records.push(decode_session(bytes.value())?);
+                }
+            }
+            Ok(records)
+        })
+    }
+
+    fn sweep_sessions(&self, now: Timestamp) -> StoreFuture<'_, usize> {
+        let done = self.change_session(SessionChange::Sweep(now));
+        Box::pin(async move {
+            match done.await? {
+                OpResult::Swept(count) => Ok(count),
+                _ => Ok(0),
+            }
+        })
     }
 }
 
@@ -440,7 +590,7 @@ mod tests {
         let crate::campaigns::core::Applied::Changed(event) = core
             .apply(
                 &write,
-                Some(&owner()),
+                Some(&crate::campaigns::Caller::person(owner())),
                 Timestamp::from_unix_nanos(2),
                 EventId::new(2, 1, expected_version as u32 + 1),
             )

@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod redis;
+pub mod sessions;
 
 use std::future::Future;
 use std::pin::Pin;

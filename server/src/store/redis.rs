@@ -7,10 +7,11 @@
 
 use std::sync::OnceLock;
 
-use rally_app::model::{CampaignEvent, CampaignId};
+use rally_app::model::{CampaignEvent, CampaignId, Timestamp, UserId};
 use rally_app::protocol::campaign::CampaignSummary;
 use redis::Script;
 
+use super::sessions::{SessionRecord, SessionStore};
 use super::{CampaignRecord, Commit, Loaded, Store, StoreError, StoreFuture};
 use crate::redis::{keys, RedisLink};
 
@@ -367,5 +368,180 @@ impl Store for RedisStore {
     fn close(&self) -> StoreFuture<'_, ()> {
         // Every acknowledged write is already in Redis; nothing is buffered here.
         Box::pin(async { Ok(()) })
+    }
+}
+
+fn decode_session(json: &str) -> Result<SessionRecord, StoreError> {
+    serde_json::from_str(json).map_err(corrupt)
+}
+
+/// A session's key expires when the session ends; the user's set of sessions lives as long as
+/// the longest of them (`NX` sets the first expiry, `GT` only ever extends it).
+impl SessionStore for RedisStore {
+    fn insert_session(&self, record: SessionRecord) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let json = serde_json::to_string(&record).map_err(corrupt)?;
+            let (key, set) = (
+                keys::session(&record.id),
+                keys::user_sessions(&record.user_id),
+            );
+            let ends_ms = record.ends_at().unix_millis();
+            let id = record.id.clone();
+            self.link
+                .run(|mut conn| async move {
+                    redis::pipe()
+                        .cmd("SET")
+                        .arg(&key)
+                        .arg(&json)
+                        .arg("PXAT")
+                        .arg(ends_ms)
+                        .ignore()
+                        .cmd("SADD")
+                        .arg(&set)
+                        .arg(&id)
+                        .ignore()
+                        .cmd("PEXPIREAT")
+                        .arg(&set)
+                        .arg(ends_ms)
+                        .arg("NX")
+                        .ignore()
+                        .cmd("PEXPIREAT")
+                        .arg(&set)
+                        .arg(ends_ms)
+                        .arg("GT")
+                        .ignore()
+                        .query_async::<()>(&mut conn)
+                        .await
+                })
+                .await?
+                .map_err(refused)
+        })
+    }
+
+    fn update_session(&self, record: SessionRecord) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let json = serde_json::to_string(&record).map_err(corrupt)?;
+            let key = keys::session(&record.id);
+            let ends_ms = record.ends_at().unix_millis();
+            // XX: only while the session exists, so an update never revives a deleted one.
+            let answer: Option<String> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&json)
+                        .arg("XX")
+                        .arg("PXAT")
+                        .arg(ends_ms)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?
+                .map_err(refused)?;
+            Ok(answer.is_some())
+        })
+    }
+
+    fn session(&self, id: &str) -> StoreFuture<'_, Option<SessionRecord>> {
+        let key = keys::session(id);
+        Box::pin(async move {
+            let json: Option<String> =
+                self.link
+                    .run(|mut conn| async move {
+                        redis::cmd("GET").arg(&key).query_async(&mut conn).await
+                    })
+                    .await?
+                    .map_err(refused)?;
+            json.as_deref().map(decode_session).transpose()
+        })
+    }
+
+    fn delete_session(&self, id: &str) -> StoreFuture<'_, Option<SessionRecord>> {
+        let key = keys::session(id);
+        Box::pin(async move {
+            let json: Option<String> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("GETDEL").arg(&key).query_async(&mut conn).await
+                })
+                .await?
+                .map_err(refused)?;
+            let Some(record) = json.as_deref().map(decode_session).transpose()? else {
+                return Ok(None);
+            };
+            let set = keys::user_sessions(&record.user_id);
+            let id = record.id.clone();
+            self.link
+                .run(|mut conn| async move {
+                    redis::cmd("SREM")
+                        .arg(&set)
+                        .arg(&id)
+                        .query_async::<()>(&mut conn)
+                        .await
+                })
+                .await?
+                .map_err(refused)?;
+            Ok(Some(record))
+        })
+    }
+
+    fn user_sessions(&self, user: &UserId) -> StoreFuture<'_, Vec<SessionRecord>> {
+        let set = keys::user_sessions(user);
+        Box::pin(async move {
+            let ids: Vec<String> = self
+                .link
+                .run(|mut conn| {
+                    let set = set.clone();
+                    async move {
+                        redis::cmd("SMEMBERS")
+                            .arg(&set)
+                            .query_async(&mut conn)
+                            .await
+                    }
+                })
+                .await?
+                .map_err(refused)?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let session_keys: Vec<String> = ids.iter().map(|id| keys::session(id)).collect();
+            let found: Vec<Option<String>> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("MGET")
+                        .arg(&session_keys)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?
+                .map_err(refused)?;
+            let mut records = Vec::new();
+            let mut gone = Vec::new();
+            for (id, json) in ids.into_iter().zip(found) {
+                match json {
+                    Some(json) => records.push(decode_session(&json)?),
+                    None => gone.push(id),
+                }
+            }
+            if !gone.is_empty() {
+                // Sessions Redis expired: prune them from the set (best effort).
+                let _ = self
+                    .link
+                    .run(|mut conn| async move {
+                        redis::cmd("SREM")
+                            .arg(&set)
+                            .arg(&gone)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    })
+                    .await;
+            }
+            Ok(records)
+        })
+    }
+
+    fn sweep_sessions(&self, _now: Timestamp) -> StoreFuture<'_, usize> {
+        // Redis expires each session's key at its end.
+        Box::pin(async { Ok(0) })
     }
 }

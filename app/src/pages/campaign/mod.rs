@@ -151,9 +151,25 @@ fn OfflineBanner(model: CampaignModel) -> impl IntoView {
             n => format!("{head}. Your {n} changes will be saved when you are back."),
         }
     };
+    let signed_out = move || status.is_some_and(|s| s.get() == ConnectionStatus::SignedOut);
+    let io = StoredValue::new(use_context::<crate::client::SharedIo>());
+    let reload = move |_| {
+        io.with_value(|io| {
+            if let Some(io) = io {
+                io.reload();
+            }
+        })
+    };
     view! {
         <Show when=away>
             <p class="offline-banner" role="status">{message}</p>
+        </Show>
+        <Show when=signed_out>
+            <p class="offline-banner signed-out" role="alert">
+                "You were signed out, on this device or another one. Changes you have not saved yet cannot be sent. "
+                <button class="link-button reload" on:click=reload>"Reload the page"</button>
+                " to go on watching, or sign in again."
+            </p>
         </Show>
     }
 }
