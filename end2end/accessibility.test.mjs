@@ -72,6 +72,18 @@ test(`landing, campaign, invite and ops pages pass axe and fit 390 px (${mode})`
   await ada.page.click('.create-invite');
   const invite = await ada.page.locator('.invite-link a').getAttribute('href');
   problems.push(...(await check(ada.page, 'campaign-owner', /^Spring launch — Rally$/)));
+  // The account menu, open, with where you are signed in.
+  await ada.page.click('.user-menu summary');
+  await ada.page.click('.show-devices');
+  await ada.page.waitForSelector('.device');
+  problems.push(...(await check(ada.page, 'account-menu', /^Spring launch — Rally$/)));
+  // Open, the menu lies wholly on the screen at both widths.
+  for (const width of [1280, 390]) {
+    await ada.page.setViewportSize({ width, height: 900 });
+    const box = await ada.page.locator('.user-menu-panel').boundingBox();
+    if (box.x < 0 || box.x + box.width > width) problems.push(`account-menu @${width}px: the open menu runs off the screen (x ${box.x}, width ${box.width})`);
+  }
+  await ada.page.click('.user-menu summary');
 
   const bob = await signedIn(browser, server, 'Bob');
   await bob.page.goto(`${server.url}/campaigns/access`);

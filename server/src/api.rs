@@ -262,11 +262,17 @@ async fn whoami(
 
 /// Sign out: the session ends everywhere (its open connections close) and the cookie goes.
 async fn sign_out(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    // A token that no longer verifies has nothing left to end; the cookie still goes.
-    if let Ok(Some(Signed {
+    // A token that no longer verifies has nothing left to end; the cookie still goes. A store
+    // that cannot be asked is a 503: the session might still be going.
+    let current = match signed(&state, &headers).await {
+        Ok(current) => current,
+        Err(err) if err.code() == ErrorCode::Unavailable => return Err(err),
+        Err(_) => None,
+    };
+    if let Some(Signed {
         session: Some(session),
         ..
-    })) = signed(&state, &headers).await
+    }) = current
     {
         state
             .sessions

@@ -14,6 +14,10 @@ impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError(ErrorBody::new(code, message))
     }
+
+    pub fn code(&self) -> ErrorCode {
+        self.0.code
+    }
 }
 
 impl From<ErrorBody> for ApiError {

@@ -54,6 +54,7 @@ pub struct TokenIdentity {
     pub actor: Actor,
     /// Roles granted on campaigns by this token (on top of stored memberships).
     pub grants: BTreeMap<CampaignId, Role>,
+    /// When the token stops being accepted: its `exp` plus the allowed clock skew.
     pub expires_at: Timestamp,
 }
 
@@ -82,7 +83,16 @@ pub struct JwtVerifier {
 struct Jwks {
     url: String,
     http: reqwest::Client,
-    cached: Mutex<Option<(JwkSet, Instant)>>,
+    cached: Mutex<KeyCache>,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    /// The last set fetched, and when.
+    keys: Option<(JwkSet, Instant)>,
+    /// The last fetch attempt (successful or not): attempts are at least
+    /// [`JWKS_REFRESH_MIN`] apart, so a failing endpoint is not hammered.
+    attempted: Option<Instant>,
 }
 
 impl JwtVerifier {
@@ -98,7 +108,7 @@ impl JwtVerifier {
                     .timeout(Duration::from_secs(5))
                     .build()
                     .expect("an HTTP client with default TLS builds"),
-                cached: Mutex::new(None),
+                cached: Mutex::new(KeyCache::default()),
             })
         });
         JwtVerifier {
@@ -142,12 +152,12 @@ impl JwtVerifier {
                     _ => TokenError::Malformed,
                 }
             })?;
-        identity(data.claims)
+        identity(data.claims, self.settings.leeway)
     }
 }
 
 /// What the claims say, checked.
-fn identity(claims: Claims) -> Result<TokenIdentity, TokenError> {
+fn identity(claims: Claims, leeway: Duration) -> Result<TokenIdentity, TokenError> {
     let user_id =
         UserId::parse(&claims.sub).map_err(|err| TokenError::Claim(format!("sub: {err}")))?;
     let name = claims.name.as_deref().unwrap_or(&claims.sub);
@@ -170,32 +180,43 @@ fn identity(claims: Claims) -> Result<TokenIdentity, TokenError> {
             display_name: display_name.as_str().to_owned(),
         },
         grants,
-        expires_at: Timestamp::from_unix_nanos(claims.exp.saturating_mul(1_000_000_000)),
+        expires_at: Timestamp::from_unix_nanos(
+            claims
+                .exp
+                .saturating_add(leeway.as_secs())
+                .saturating_mul(1_000_000_000),
+        ),
     })
 }
 
 impl Jwks {
-    /// The key `kid` names (or the only key of the family, when the token names none).
+    /// The key `kid` names (or the only key of the family, when the token names none). Keys
+    /// are fetched when none are held, when they are older than [`JWKS_MAX_AGE`], or when the
+    /// token names a key the set lacks (rotation) — at most every [`JWKS_REFRESH_MIN`]. A failed
+    /// fetch keeps the keys already held.
     async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, TokenError> {
-        let mut cached = self.cached.lock().await;
-        let fresh = cached
+        let mut cache = self.cached.lock().await;
+        let found = |cache: &KeyCache| cache.keys.as_ref().and_then(|(set, _)| find(set, kid, alg));
+        let stale = cache
+            .keys
             .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() < JWKS_MAX_AGE);
-        if !fresh {
-            *cached = Some((self.fetch().await?, Instant::now()));
-        }
-        if let Some(key) = find(&cached.as_ref().expect("just fetched").0, kid, alg) {
-            return key;
-        }
-        // A key we do not know: maybe the provider rotated. Ask again, but not too often.
-        let (_, fetched_at) = cached.as_ref().expect("just fetched");
-        if fetched_at.elapsed() >= JWKS_REFRESH_MIN {
-            *cached = Some((self.fetch().await?, Instant::now()));
-            if let Some(key) = find(&cached.as_ref().expect("just fetched").0, kid, alg) {
-                return key;
+            .is_none_or(|(_, at)| at.elapsed() >= JWKS_MAX_AGE);
+        let may_fetch = cache
+            .attempted
+            .is_none_or(|at| at.elapsed() >= JWKS_REFRESH_MIN);
+        if (stale || found(&cache).is_none()) && may_fetch {
+            cache.attempted = Some(Instant::now());
+            match self.fetch().await {
+                Ok(set) => cache.keys = Some((set, Instant::now())),
+                Err(err) if cache.keys.is_none() => return Err(err),
+                Err(_) => {} // keep serving the keys we have
             }
         }
-        Err(TokenError::UnknownKey)
+        match found(&cache) {
+            Some(key) => key,
+            None if cache.keys.is_none() => Err(TokenError::KeysUnavailable),
+            None => Err(TokenError::UnknownKey),
+        }
     }
 
     async fn fetch(&self) -> Result<JwkSet, TokenError> {

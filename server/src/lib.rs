@@ -444,6 +444,10 @@ async fn route_bus(
             _ = stop.recv() => return,
             Some(note) = incoming.recv() => match note {
                 Incoming::SessionEnded(id) => sessions.ended_elsewhere(id),
+                Incoming::Resync => {
+                    sessions.recheck_all();
+                    manager.dispatch(Incoming::Resync);
+                }
                 note => manager.dispatch(note),
             },
             changed = up.changed() => {

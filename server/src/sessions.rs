@@ -5,7 +5,9 @@
 //! ended session is refused on the next request on every instance, because every request looks
 //! its record up. Connections opened earlier learn it from [`Sessions::ends`]: the instance that
 //! ended the session tells its own connections at once and the others over the bus (Redis mode),
-//! and each connection closes if the session was its own.
+//! and each connection closes if the session was its own. A note can be lost (pub/sub
+//! reconnecting, a failed publish): after a bus resync every connection re-checks its session,
+//! and each re-checks it anyway when it records its use, at least every [`TOUCH_EVERY`].
 //!
 //! A session ends at the earlier of its lifetime and its idle expiry; using it (a request, an open
 //! connection) moves the idle expiry forward, writing the record at most once per
@@ -39,6 +41,15 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 const ENDS_BUFFER: usize = 256;
 /// Longest device description kept.
 const MAX_DEVICE_CHARS: usize = 48;
+
+/// What open connections hear about sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionNews {
+    /// This session ended.
+    Ended(String),
+    /// Some ends may have been missed: check yours with the store.
+    Recheck,
+}
 
 /// How long sessions last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,8 +180,8 @@ struct Inner {
     jwt: Option<JwtVerifier>,
     /// Whether anyone may start a session by picking a name (guest sign-in).
     guests: bool,
-    /// Ids of sessions that ended, for this instance's open connections.
-    ends: broadcast::Sender<String>,
+    /// Sessions that ended, for this instance's open connections.
+    ends: broadcast::Sender<SessionNews>,
     last_sweep: std::sync::Mutex<Option<Timestamp>>,
 }
 
@@ -294,32 +305,33 @@ impl Sessions {
             Standing::Ended => Err(TokenError::Ended.into()),
             Standing::Active { touch } => {
                 if touch {
-                    self.touch_in_background(record.id.clone(), now);
+                    let (sessions, id) = (self.clone(), record.id.clone());
+                    // Off the request's path: a failed write only means the idle end moves later.
+                    tokio::spawn(async move {
+                        if let Err(error) = sessions.touch(&id, now).await {
+                            tracing::debug!(%error, "cannot record a session's use");
+                        }
+                    });
                 }
                 Ok(signed(record))
             }
         }
     }
 
-    /// Record a use of the session (an open connection counts). Off the request's path: a
-    /// failed write only means the idle expiry moves later. Reads the record afresh so a
-    /// rename made meanwhile is kept.
-    pub fn touch_in_background(&self, id: String, now: Timestamp) {
-        let store = self.inner.store.clone();
-        let idle = self.inner.settings.idle;
-        tokio::spawn(async move {
-            let touched = async {
-                let Some(mut record) = store.session(&id).await? else {
-                    return Ok(false);
-                };
-                record.last_seen_at = now;
-                record.idle_until = after(now, idle);
-                store.update_session(record).await
-            };
-            if let Err(error) = touched.await {
-                tracing::debug!(%error, "cannot record a session's use");
-            }
-        });
+    /// Record a use of the session (an open connection counts): its idle end moves forward.
+    /// False when the session has ended (deleted, or past its end): nothing is written then,
+    /// so a use never brings an ended session back.
+    pub async fn touch(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let store = &self.inner.store;
+        let Some(mut record) = store.session(id).await? else {
+            return Ok(false);
+        };
+        if standing(&record, now) == Standing::Ended {
+            return Ok(false);
+        }
+        record.last_seen_at = now;
+        record.idle_until = after(now, self.inner.settings.idle);
+        store.update_session(record).await
     }
 
     /// Whether the session is still going (a connection that may have missed its end asks).
@@ -391,11 +403,17 @@ impl Sessions {
 
     /// A session ended (here, or on another instance): tell this instance's connections.
     pub fn ended_elsewhere(&self, id: String) {
-        let _ = self.inner.ends.send(id);
+        let _ = self.inner.ends.send(SessionNews::Ended(id));
     }
 
-    /// The ids of sessions as they end, for an open connection to watch for its own.
-    pub fn ends(&self) -> broadcast::Receiver<String> {
+    /// Notes from other instances may have been missed: every connection checks its session.
+    pub fn recheck_all(&self) {
+        let _ = self.inner.ends.send(SessionNews::Recheck);
+    }
+
+    /// Sessions as they end, for an open connection to watch for its own. Subscribe before
+    /// verifying the connection's credential, so an end in between is not missed.
+    pub fn ends(&self) -> broadcast::Receiver<SessionNews> {
         self.inner.ends.subscribe()
     }
 
@@ -508,7 +526,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             ends.recv().await.unwrap(),
-            phone.session.as_ref().unwrap().id
+            SessionNews::Ended(phone.session.as_ref().unwrap().id.clone())
         );
         assert!(matches!(
             sessions.verify(&phone_token, now).await,
@@ -535,9 +553,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sessions.end_all(&user).await.unwrap(), 2);
-        let mut told = vec![ends.recv().await.unwrap(), ends.recv().await.unwrap()];
-        told.sort();
-        assert!(told.contains(&laptop.session.as_ref().unwrap().id));
+        let told = vec![ends.recv().await.unwrap(), ends.recv().await.unwrap()];
+        assert!(told.contains(&SessionNews::Ended(
+            laptop.session.as_ref().unwrap().id.clone()
+        )));
         for token in [&laptop_token, &tablet_token] {
             assert!(sessions.verify(token, now).await.is_err());
         }
@@ -554,6 +573,14 @@ mod tests {
             Err(IdentifyError::Rejected(TokenError::Ended))
         ));
         assert!(sessions.list(&user, later).await.unwrap().is_empty());
+        assert!(
+            !sessions
+                .touch(&laptop.session.as_ref().unwrap().id, later)
+                .await
+                .unwrap(),
+            "a use after the idle end does not bring the session back"
+        );
+        assert!(sessions.verify(&laptop_token, later).await.is_err());
         assert_eq!(store.sweep_sessions(later).await.unwrap(), 1);
         assert_eq!(
             store

@@ -300,6 +300,19 @@ async fn the_redis_store_lists_renames_and_ends_sessions_for_good() {
         .await
         .unwrap();
     let user = laptop.actor.user_id.clone();
+    // The user's set of sessions lives until the last lifetime ends, not the (moving) idle end.
+    let mut redis_conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let set_expiry: i64 = redis::cmd("PEXPIRETIME")
+        .arg(format!("rally:user:{user}:sessions"))
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    let lifetime_end = laptop.session.as_ref().unwrap().expires_at.unix_millis() as i64;
+    assert_eq!(set_expiry, lifetime_end);
     let (phone, phone_token) = sessions
         .start(Some(user.clone()), &ada, "Safari on iOS".into(), now)
         .await

@@ -36,7 +36,7 @@ use crate::frames::{self, Frame};
 use crate::media::MediaRelay;
 use crate::ops::OpsFeed;
 use crate::quota::{Budget, Quotas};
-use crate::sessions::{Sessions, Signed, Who};
+use crate::sessions::{SessionNews, Sessions, Signed, Who};
 use crate::shutdown::ShutdownSignal;
 use crate::stats::{GatewayStats, OpsCounters};
 
@@ -213,14 +213,20 @@ async fn next_ops(
 }
 
 impl Connection {
-    pub(super) fn new(socket: Socket, signed: Option<Signed>, state: GatewayState) -> Self {
+    /// `ends` was subscribed before `signed` was verified (see [`SessionWatch::new`]).
+    pub(super) fn new(
+        socket: Socket,
+        signed: Option<Signed>,
+        ends: broadcast::Receiver<SessionNews>,
+        state: GatewayState,
+    ) -> Self {
         let now = Instant::now();
         let config = state.config.clone();
         let writes = Budget::new(config.write_rate, config.write_burst, now);
         let reads = Budget::new(config.read_rate, config.read_burst, now);
         let session = signed
             .as_ref()
-            .map(|signed| SessionWatch::new(signed, &state.sessions));
+            .map(|signed| SessionWatch::new(signed, ends));
         Connection {
             id: ConnectionId::next(),
             socket,
@@ -288,7 +294,9 @@ impl Connection {
                 }
                 Input::Check => {
                     if let Some(watch) = &mut self.session {
-                        watch.check(&self.state.sessions, clock::now());
+                        if watch.check(&self.state.sessions, clock::now()).await == Verdict::Ended {
+                            return Ending::SessionEnded;
+                        }
                     }
                     let busy = !self.following.is_empty()
                         || self.media.is_in()

@@ -45,6 +45,8 @@ pub async fn upgrade(
     if !state.config.origins.allow(&headers) {
         return ApiError::new(ErrorCode::Forbidden, "WebSocket origin not allowed").into_response();
     }
+    // Listen for session ends before checking this one: an end in between is not missed.
+    let ends = state.sessions.ends();
     let signed = match state
         .sessions
         .identify(&headers, uri.query(), clock::now())
@@ -75,7 +77,7 @@ pub async fn upgrade(
             let _slot = slot;
             metrics::counter!("rally_websocket_connections_total").increment(1);
             // Everything the connection needs moves into it; no second copy stays alive.
-            let ending = Connection::new(socket, signed, state).run().await;
+            let ending = Connection::new(socket, signed, ends, state).run().await;
             metrics::counter!("rally_websocket_disconnects_total", "reason" => ending.as_str())
                 .increment(1);
         })

@@ -9,21 +9,21 @@ use std::time::{Duration, Instant};
 use rally_app::model::Timestamp;
 use tokio::sync::broadcast;
 
-use crate::sessions::{Sessions, Signed, TOUCH_EVERY};
+use crate::sessions::{SessionNews, Sessions, Signed, TOUCH_EVERY};
 
 pub(super) struct SessionWatch {
     /// The server-side session (None for a backend-minted token: only its expiry ends it).
     id: Option<String>,
     /// When the credential expires, on this process's monotonic clock.
     deadline: tokio::time::Instant,
-    ends: broadcast::Receiver<String>,
+    ends: broadcast::Receiver<SessionNews>,
     last_touch: Instant,
 }
 
 /// What the watch saw.
 pub(super) enum End {
-    /// Some session ended (its id), or ends were missed.
-    Heard(Result<String, broadcast::error::RecvError>),
+    /// News about sessions, or news was missed.
+    Heard(Result<SessionNews, broadcast::error::RecvError>),
     /// This connection's credential expired.
     Expired,
 }
@@ -36,12 +36,13 @@ pub(super) enum Verdict {
 }
 
 impl SessionWatch {
-    pub fn new(signed: &Signed, sessions: &Sessions) -> Self {
+    /// `ends` must have been subscribed before `signed` was verified.
+    pub fn new(signed: &Signed, ends: broadcast::Receiver<SessionNews>) -> Self {
         SessionWatch {
             id: signed.session.as_ref().map(|s| s.id.clone()),
             deadline: tokio::time::Instant::now()
                 + Duration::from_nanos(signed.expires_at.nanos_since(crate::clock::now())),
-            ends: sessions.ends(),
+            ends,
             last_touch: Instant::now(),
         }
     }
@@ -69,12 +70,12 @@ impl SessionWatch {
             return Verdict::Goes;
         };
         match end {
-            Ok(id) if id == *mine => Verdict::Ended,
-            Ok(_) | Err(broadcast::error::RecvError::Closed) => Verdict::Goes,
-            Err(broadcast::error::RecvError::Lagged(_)) => {
+            Ok(SessionNews::Ended(id)) if id == *mine => Verdict::Ended,
+            Ok(SessionNews::Ended(_)) | Err(broadcast::error::RecvError::Closed) => Verdict::Goes,
+            Ok(SessionNews::Recheck) | Err(broadcast::error::RecvError::Lagged(_)) => {
                 match sessions.is_active(mine, now).await {
                     Ok(false) => Verdict::Ended,
-                    // Cannot tell: the next request made with it is checked anyway.
+                    // Cannot tell: the next use recorded checks again.
                     Ok(true) | Err(_) => Verdict::Goes,
                 }
             }
@@ -82,12 +83,22 @@ impl SessionWatch {
     }
 
     /// The periodic check: the open connection counts as use of its session, recorded at most
-    /// once per [`TOUCH_EVERY`].
-    pub fn check(&mut self, sessions: &Sessions, now: Timestamp) {
-        if let Some(id) = &self.id {
-            if self.last_touch.elapsed() >= TOUCH_EVERY {
-                self.last_touch = Instant::now();
-                sessions.touch_in_background(id.clone(), now);
+    /// once per [`TOUCH_EVERY`] — and recording it finds a session that ended while its news
+    /// was lost.
+    pub async fn check(&mut self, sessions: &Sessions, now: Timestamp) -> Verdict {
+        let Some(id) = &self.id else {
+            return Verdict::Goes;
+        };
+        if self.last_touch.elapsed() < TOUCH_EVERY {
+            return Verdict::Goes;
+        }
+        self.last_touch = Instant::now();
+        match sessions.touch(id, now).await {
+            Ok(false) => Verdict::Ended,
+            Ok(true) => Verdict::Goes,
+            Err(error) => {
+                tracing::debug!(%error, "cannot record a session's use");
+                Verdict::Goes
             }
         }
     }

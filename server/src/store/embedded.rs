@@ -325,11 +325,12 @@ fn apply_session_change(
             Ok(OpResult::Updated(true))
         }
         SessionChange::Delete(id) => {
-            let Some(bytes) = sessions.remove(id.as_str()).map_err(unavailable)? else {
-                return Ok(OpResult::Deleted(None));
+            // Decode before removing: a corrupt record is reported, not half deleted.
+            let record = match sessions.get(id.as_str()).map_err(unavailable)? {
+                Some(bytes) => decode_session(bytes.value())?,
+                None => return Ok(OpResult::Deleted(None)),
             };
-            let record = decode_session(bytes.value())?;
-            drop(bytes);
+            sessions.remove(id.as_str()).map_err(unavailable)?;
             by_user
                 .remove((record.user_id.as_str(), record.id.as_str()))
                 .map_err(unavailable)?;
@@ -338,10 +339,14 @@ fn apply_session_change(
         SessionChange::Sweep(now) => {
             let mut ended = Vec::new();
             for row in sessions.iter().map_err(unavailable)? {
-                let (_, bytes) = row.map_err(unavailable)?;
-                let record = decode_session(bytes.value())?;
-                if record.ends_at() <= *now {
-                    ended.push(record);
+                let (id, bytes) = row.map_err(unavailable)?;
+                match decode_session(bytes.value()) {
+                    Ok(record) if record.ends_at() <= *now => ended.push(record),
+                    Ok(_) => {}
+                    // One bad record must not stop every later sweep: skip it, say so.
+                    Err(error) => {
+                        tracing::warn!(session = id.value(), %error, "unreadable session record")
+                    }
                 }
             }
             for record in &ended {

@@ -386,6 +386,9 @@ impl SessionStore for RedisStore {
                 keys::user_sessions(&record.user_id),
             );
             let ends_ms = record.ends_at().unix_millis();
+            // The set outlives every session in it: its expiry is the latest lifetime end (which
+            // never moves), not the idle end (which use moves forward).
+            let lifetime_ms = record.expires_at.unix_millis();
             let id = record.id.clone();
             self.link
                 .run(|mut conn| async move {
@@ -402,12 +405,12 @@ impl SessionStore for RedisStore {
                         .ignore()
                         .cmd("PEXPIREAT")
                         .arg(&set)
-                        .arg(ends_ms)
+                        .arg(lifetime_ms)
                         .arg("NX")
                         .ignore()
                         .cmd("PEXPIREAT")
                         .arg(&set)
-                        .arg(ends_ms)
+                        .arg(lifetime_ms)
                         .arg("GT")
                         .ignore()
                         .query_async::<()>(&mut conn)
@@ -469,9 +472,12 @@ impl SessionStore for RedisStore {
             let Some(record) = json.as_deref().map(decode_session).transpose()? else {
                 return Ok(None);
             };
+            // The session is gone: the index is tidied best effort (a listing prunes what this
+            // misses), so the caller still learns what ended and tells everyone.
             let set = keys::user_sessions(&record.user_id);
             let id = record.id.clone();
-            self.link
+            let _ = self
+                .link
                 .run(|mut conn| async move {
                     redis::cmd("SREM")
                         .arg(&set)
@@ -479,8 +485,7 @@ impl SessionStore for RedisStore {
                         .query_async::<()>(&mut conn)
                         .await
                 })
-                .await?
-                .map_err(refused)?;
+                .await;
             Ok(Some(record))
         })
     }
