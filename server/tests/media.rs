@@ -156,6 +156,43 @@ async fn presence_shows_who_is_live_to_people_outside_the_room() {
     ada.stop().await;
 }
 
+/// Going live first and following the campaign afterwards shows as live too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_live_before_following_the_campaign_still_shows_live() {
+    let (server, owner) = media_server().await;
+    let mut follower = server.connect().await;
+    follower.subscribe(CAMPAIGN, None).await;
+
+    let (ada_signal, mut ada_pushes, joined) = join(&server, &owner).await;
+    assert_eq!(joined["type"], "media:join:v1:success", "{joined}");
+    let ada = go_live(&ada_signal, &Default::default()).await;
+    // Her connection forwards the relay's "who is live" push only after noting she is live:
+    // once it arrives, she is live before she follows the campaign.
+    loop {
+        let push = tokio::time::timeout(Duration::from_secs(5), ada_pushes.recv())
+            .await
+            .expect("a tracks push within 5 s")
+            .expect("pushes keep coming");
+        let live = push["type"] == "media:tracks:v1:success"
+            && push["payload"]["publishers"].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["tracks"].as_array().is_some_and(|t| !t.is_empty()))
+            });
+        if live {
+            break;
+        }
+    }
+    let reply = request(
+        &ada_signal,
+        "campaign:subscribe:v1:requested",
+        json!({"campaign_id": CAMPAIGN}),
+    )
+    .await;
+    assert_eq!(reply["type"], "campaign:subscribe:v1:success", "{reply}");
+    follower.recv_until(|f| shows_live(f, "Ada", true)).await;
+    ada.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_reaches_two_subscribers_and_a_late_joiner_gets_a_keyframe() {
     let (server, owner) = media_server().await;

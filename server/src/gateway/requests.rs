@@ -244,6 +244,11 @@ impl Connection {
             .await
         {
             Ok(subscription) => {
+                // Already live in this campaign's room (went live before following it, or
+                // following again): presence learns it now.
+                if self.media.live_in() == Some(&campaign) {
+                    manager.set_live(&campaign, self.id, true);
+                }
                 out.push(success(&t, id, &subscription.reply));
                 self.following.start(campaign, subscription, out);
             }
