@@ -14,7 +14,8 @@ let server;
 let browser;
 
 before(async () => {
-  server = await startServer({ RALLY_OPS_PUBLIC: 'true' });
+  // Bob watches Ada's campaign as a viewer: new campaigns are public here.
+  server = await startServer({ RALLY_OPS_PUBLIC: 'true', RALLY_DEFAULT_VISIBILITY: 'public' });
   browser = await launchBrowser();
 });
 

@@ -40,7 +40,19 @@ test(`two people edit one campaign live; viewers cannot edit; refused text stays
   await ada.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
   assert.equal(await ada.page.getAttribute('article.campaign', 'data-role'), 'owner');
 
-  const bob = await personOn('Bob', '/campaigns/spring-launch');
+  // New campaigns are members-only: to Bob it is as if there were none at this address.
+  assert.equal(await ada.page.inputValue('.visibility-select'), 'private');
+  const bob = await personOn('Bob');
+  const hidden = await bob.page.goto(server.url + '/campaigns/spring-launch');
+  assert.equal(hidden.status(), 404);
+  assert.match(await bob.page.locator('.missing').innerText(), /no campaign at this address that you can see/);
+  assert.equal(await bob.page.locator('.campaign-row').count(), 0);
+  // Ada lets everyone see it; Bob opens it as a viewer.
+  await ada.page.selectOption('.visibility-select', 'public');
+  await ada.page.waitForSelector('.event:has-text("Ada made the campaign public")');
+  await bob.page.goto(server.url + '/campaigns/spring-launch');
+  await bob.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+  assert.ok(await bob.page.locator('.visibility-select').isDisabled(), 'only the owner decides');
   assert.equal(await bob.page.getAttribute('article.campaign', 'data-role'), 'viewer');
   // Presence: both are listed on both pages.
   await ada.page.waitForFunction(() => document.querySelector('.presence-count')?.textContent === '2');
@@ -62,15 +74,15 @@ test(`two people edit one campaign live; viewers cannot edit; refused text stays
   await bob.page.waitForSelector('.event:has-text("Ada changed the ui_content settings")');
   await ada.page.waitForSelector('.event:has-text("Ada changed the ui_content settings")');
   await bob.page.waitForSelector('.event:has-text("Ada edited the title")');
-  assert.equal(await version(bob.page), 5);
-  assert.equal(await version(ada.page), 5);
+  assert.equal(await version(bob.page), 6);
+  assert.equal(await version(ada.page), 6);
   await ada.page.click('.config-mode:text("Show as a form")');
   await ada.page.fill('#setting-hero-headline', 'Spring is really here');
   await ada.page.check('#setting-hero-show_banner');
   await ada.page.click('.save-config');
   await bob.page.waitForFunction(() => document.querySelector('#setting-hero-headline')?.value === 'Spring is really here');
   await bob.page.waitForFunction(() => document.querySelector('#setting-hero-show_banner')?.checked === true);
-  assert.equal(await version(bob.page), 6);
+  assert.equal(await version(bob.page), 7);
 
   // Bob is a viewer: nothing on his page edits, and the page says why.
   assert.equal(await bob.page.locator('.title-input, .description-input').count(), 0);
@@ -111,6 +123,10 @@ test(`two people edit one campaign live; viewers cannot edit; refused text stays
   await bob.page.waitForSelector('.sign-in-link');
   assert.equal(await bob.page.locator('.user').count(), 0);
   await ada.page.waitForSelector('.viewer:has-text("Anonymous")');
+  // Ada makes it members-only again: the signed-out page stops following it and says so.
+  await ada.page.selectOption('.visibility-select', 'private');
+  await bob.page.waitForSelector('.notice:has-text("You can no longer see this campaign")');
+  await ada.page.waitForFunction(() => document.querySelector('.presence-count')?.textContent === '1');
   assert.deepEqual([...ada.errors, ...bob.errors], []);
   await ada.context.close();
   await bob.context.close();
@@ -144,11 +160,10 @@ test(`signing out in one tab ends the session in every open tab at once; the men
   console.log(`the other tab showed "Signed out" ${took} ms after the click`);
   assert.match(await ada.page.locator('.signed-out').innerText(), /You were signed out/);
   await ada.page.screenshot({ path: join(screenshotDir, `signed-out-${mode}.png`), fullPage: true });
-  // Reloading goes on watching, signed out.
+  // Reloading, signed out: the campaign is members-only, so it is not there for a stranger.
   await ada.page.click('.signed-out .reload');
   await ada.page.waitForSelector('.sign-in-link');
-  await ada.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
-  assert.equal(await ada.page.getAttribute('article.campaign', 'data-role'), 'viewer');
+  await ada.page.waitForSelector('.missing:has-text("no campaign at this address that you can see")');
   assert.deepEqual(ada.errors, []);
   await ada.context.close();
 });

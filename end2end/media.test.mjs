@@ -9,7 +9,8 @@ let server;
 let browser;
 
 before(async () => {
-  server = await startServer();
+  // Bob watches Ada's live room as a viewer: new campaigns are public here.
+  server = await startServer({ RALLY_DEFAULT_VISIBILITY: 'public' });
   browser = await launchBrowser([
     '--use-fake-device-for-media-stream',
     '--use-fake-ui-for-media-stream',

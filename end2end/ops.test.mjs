@@ -8,7 +8,8 @@ let server;
 let browser;
 
 before(async () => {
-  server = await startServer({ RALLY_OPS_PUBLIC: 'true', RALLY_WRITE_RATE: '1000' });
+  // The ops view names public campaigns only.
+  server = await startServer({ RALLY_OPS_PUBLIC: 'true', RALLY_WRITE_RATE: '1000', RALLY_DEFAULT_VISIBILITY: 'public' });
   browser = await launchBrowser();
 });
 

@@ -98,7 +98,8 @@ pub async fn start(target: Target, servers: &Servers) -> Result<Running> {
                 .env("RALLY_SESSIONS_PER_MINUTE", "1000000")
                 .env("RALLY_CAMPAIGNS_PER_MINUTE", "1000000")
                 .env("RALLY_API_PER_MINUTE", "100000000")
-                .env("RALLY_READ_RATE", "1000000");
+                .env("RALLY_READ_RATE", "1000000")
+                .env("RALLY_DEFAULT_VISIBILITY", "public");
             if let Some(url) = &servers.redis_url {
                 command.env("RALLY_REDIS_URL", url);
             }

@@ -35,6 +35,7 @@ fuzz_target!(|input: &str| {
         title: "T".into(),
         description: String::new(),
         status: CampaignStatus::Draft,
+        visibility: rally_app::model::Visibility::Private,
         features: Default::default(),
         config: [(section.clone(), start)].into(),
         version: 1,

@@ -19,7 +19,7 @@ use rally_app::protocol::ErrorCode;
 use serde::Serialize;
 
 use crate::auth::{self, Keys, Origins};
-use crate::campaigns::StateManager;
+use crate::campaigns::{Caller, StateManager};
 use crate::clock;
 use crate::http_error::ApiError;
 use crate::quota::Quotas;
@@ -358,8 +358,12 @@ async fn list(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<CampaignSummary>>, ApiError> {
-    may_read(&state, &identity(&state, &headers).await?)?;
-    Ok(Json(state.manager.list().await?))
+    let who = signed(&state, &headers)
+        .await?
+        .map(Signed::into_who)
+        .unwrap_or_default();
+    may_read(&state, &who.actor)?;
+    Ok(Json(state.manager.list(|id| who.caller(id)).await?))
 }
 
 async fn create(
@@ -453,7 +457,13 @@ pub(crate) async fn invite_details(
     let invite = keys.verify_invite(token, clock::now()).map_err(|err| {
         rally_app::protocol::ErrorBody::new(ErrorCode::Invalid, format!("invite rejected: {err}"))
     })?;
-    let snapshot = manager.snapshot(&invite.campaign_id, None).await?;
+    let maker = invite.inviter.map(|user_id| {
+        Caller::person(Actor {
+            user_id,
+            display_name: invite.invited_by.clone(),
+        })
+    });
+    let snapshot = manager.snapshot(&invite.campaign_id, maker).await?;
     Ok(InviteDetails {
         campaign_id: invite.campaign_id,
         title: snapshot.campaign.title,

@@ -12,7 +12,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use rally_app::model::{Actor, CampaignId, Role, Timestamp};
+use rally_app::model::{Actor, CampaignId, Role, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -85,6 +85,10 @@ struct InviteClaims {
     /// Who made the link (display name), so the invite page can say so.
     #[serde(default)]
     by: String,
+    /// Their user id: the invite shows the campaign as its maker sees it (so a private
+    /// campaign's invite works, and stops working if the maker loses access).
+    #[serde(default)]
+    uid: Option<UserId>,
 }
 
 /// A verified invite.
@@ -95,6 +99,8 @@ pub struct Invite {
     pub expires_at: Timestamp,
     /// Display name of the owner who made it.
     pub invited_by: String,
+    /// Their user id (absent in invites made before it was recorded).
+    pub inviter: Option<UserId>,
 }
 
 fn unix_secs(at: Timestamp) -> u64 {
@@ -173,12 +179,14 @@ impl Keys {
             role,
             exp,
             by: by.display_name.clone(),
+            uid: Some(by.user_id.clone()),
         };
         let invite = Invite {
             campaign_id: campaign_id.clone(),
             role,
             expires_at: Timestamp::from_unix_nanos(exp * 1_000_000_000),
             invited_by: claims.by.clone(),
+            inviter: claims.uid.clone(),
         };
         (self.sign(&claims), invite)
     }
@@ -196,6 +204,7 @@ impl Keys {
             role: claims.role,
             expires_at: Timestamp::from_unix_nanos(claims.exp * 1_000_000_000),
             invited_by: claims.by,
+            inviter: claims.uid,
         })
     }
 }

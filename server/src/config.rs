@@ -10,6 +10,7 @@ use std::error::Error as _;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, ValueEnum};
+use rally_app::model::Visibility;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "rally", version, about = "Rally: live campaign rooms")]
@@ -74,6 +75,11 @@ pub struct Config {
     /// Clock skew allowed on a backend-minted token's `exp` and `nbf`, in seconds.
     #[arg(long, env = "RALLY_JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub jwt_leeway_secs: u64,
+
+    /// Who may see a new campaign whose creator did not choose: `private` (members only),
+    /// `unlisted` (anyone with its address) or `public` (listed to everyone).
+    #[arg(long, env = "RALLY_DEFAULT_VISIBILITY", default_value = "private", value_parser = parse_visibility)]
+    pub default_visibility: Visibility,
 
     /// Let visitors without a session watch campaigns (they can never edit).
     #[arg(long, env = "RALLY_ALLOW_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -348,6 +354,10 @@ fn parse_secret(text: &str) -> Result<Secret, String> {
         ));
     }
     Ok(Secret(text.to_owned()))
+}
+
+fn parse_visibility(text: &str) -> Result<Visibility, String> {
+    Visibility::parse(text).ok_or_else(|| "must be private, unlisted or public".into())
 }
 
 fn parse_http_url(text: &str) -> Result<String, String> {

@@ -24,6 +24,9 @@ pub struct Frame {
     /// When a live state event became durable (for the delivery-latency metric); None for
     /// replays and pushes.
     pub durable_at: Option<std::time::Instant>,
+    /// The event changed who may see the campaign: a connection checks its access before
+    /// delivering it.
+    pub changes_access: bool,
 }
 
 /// Any envelope, stamped with `timestamp` (and the event id, for state events).
@@ -112,6 +115,7 @@ pub fn state_event(event: &CampaignEvent) -> Frame {
         version: Some(event.version),
         text,
         durable_at: None,
+        changes_access: event.change.changes_access(),
     }
 }
 
@@ -120,6 +124,7 @@ pub fn push<P: Serialize>(event_type: EventType, payload: &P, at: Timestamp) -> 
     Frame {
         version: None,
         durable_at: None,
+        changes_access: false,
         text: encode(
             event_type,
             payload,

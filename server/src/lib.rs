@@ -236,6 +236,7 @@ impl Rally {
                 history_len: config.history_len as usize,
                 history_bytes: usize::try_from(config.history_bytes).unwrap_or(usize::MAX),
                 idle_unload: Duration::from_secs(config.idle_unload_secs),
+                default_visibility: config.default_visibility,
             },
         );
         let gateway_config = GatewayConfig {

@@ -4,7 +4,8 @@
 //! Names follow Prometheus conventions (`_total` counters, base units: `_seconds`, `_bytes`).
 //! Per-campaign series are the one place where labels could explode, and they name campaigns
 //! (`/metrics` is unauthenticated), so they are off unless `--metrics-campaigns` turns them on;
-//! then [`render`] appends them at scrape time for loaded campaigns only, the busiest
+//! then [`render`] appends them at scrape time for loaded public campaigns only (a private or
+//! unlisted campaign is never named there), the busiest
 //! [`TOP_CAMPAIGNS`] first.
 
 use std::fmt::Write as _;
@@ -202,10 +203,11 @@ pub async fn render(manager: &StateManager, per_campaign: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP rally_campaign_subscribers Subscribers per loaded campaign (the {TOP_CAMPAIGNS} busiest)"
+        "# HELP rally_campaign_subscribers Subscribers per loaded public campaign (the {TOP_CAMPAIGNS} busiest)"
     );
     let _ = writeln!(out, "# TYPE rally_campaign_subscribers gauge");
-    for (campaign, subscribers) in counts.iter().take(TOP_CAMPAIGNS) {
+    let public = counts.iter().filter(|(_, _, public)| *public);
+    for (campaign, subscribers, _) in public.take(TOP_CAMPAIGNS) {
         // Campaign ids are [a-z0-9-]: nothing to escape in a label value.
         let _ = writeln!(
             out,

@@ -92,7 +92,8 @@ pub async fn run_sampler(
         let mut top: Vec<_> = manager
             .subscriber_counts()
             .into_iter()
-            .map(|(id, n)| (id, n as u32))
+            .filter(|(_, _, public)| *public)
+            .map(|(id, n, _)| (id, n as u32))
             .collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         top.truncate(10);

@@ -95,7 +95,8 @@ impl ServerData for PageData {
         let manager = self.manager.clone();
         Box::pin(async move {
             allowed?;
-            manager.list().await
+            let caller = user.map(Caller::person);
+            manager.list(|_| caller.clone()).await
         })
     }
 

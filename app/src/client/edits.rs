@@ -193,6 +193,7 @@ mod tests {
             title: "Launch".into(),
             description: String::new(),
             status: CampaignStatus::Draft,
+            visibility: crate::model::Visibility::Private,
             features: Default::default(),
             config: Default::default(),
             version,

@@ -52,6 +52,51 @@ impl fmt::Display for CampaignStatus {
     }
 }
 
+/// Who may see a campaign. Owners choose; a new campaign gets the server's default
+/// (`--default-visibility`, `private` unless configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Only its members (the owner, people with a role, holders of a token granting one). To
+    /// everyone else it answers exactly as a campaign that does not exist.
+    Private,
+    /// Anyone with its address may watch; it is listed only to its members.
+    Unlisted,
+    /// Anyone may watch, and it is listed to everyone.
+    Public,
+}
+
+impl Visibility {
+    pub const ALL: [Visibility; 3] = [
+        Visibility::Private,
+        Visibility::Unlisted,
+        Visibility::Public,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Unlisted => "unlisted",
+            Visibility::Public => "public",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == text)
+    }
+
+    /// Campaigns stored before visibility existed were readable by anyone: they stay public.
+    fn stored_before_visibility() -> Self {
+        Visibility::Public
+    }
+}
+
+impl fmt::Display for Visibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Validated short names: features (`live_chat`, `q-and-a`) and config sections (`ui_content`).
 macro_rules! short_name {
     ($(#[$doc:meta])* $name:ident, $max:expr, $what:literal, $allowed:literal, $valid:expr) => {
@@ -127,6 +172,9 @@ pub struct CampaignState {
     pub title: String,
     pub description: String,
     pub status: CampaignStatus,
+    /// Who may see it; only the owner changes it.
+    #[serde(default = "Visibility::stored_before_visibility")]
+    pub visibility: Visibility,
     pub features: BTreeSet<Feature>,
     pub config: BTreeMap<SectionName, Map<String, Value>>,
     /// +1 for every applied change; 1 after creation.
@@ -148,11 +196,14 @@ pub struct FieldUpdates {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<CampaignStatus>,
+    /// Only the owner may set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<Visibility>,
 }
 
 impl FieldUpdates {
     pub fn is_empty(&self) -> bool {
-        self.title.is_none() && self.description.is_none() && self.status.is_none()
+        self.len() == 0
     }
 
     /// How many fields this update sets (a metric and a sanity bound).
@@ -160,6 +211,7 @@ impl FieldUpdates {
         usize::from(self.title.is_some())
             + usize::from(self.description.is_some())
             + usize::from(self.status.is_some())
+            + usize::from(self.visibility.is_some())
     }
 }
 
@@ -241,7 +293,7 @@ pub enum Change {
 
 impl Change {
     /// The names of the fields this change touches, for conflict detection: `title`,
-    /// `description`, `status`, `features`, `config.<section>`.
+    /// `description`, `status`, `visibility`, `features`, `config.<section>`.
     pub fn touched_fields(&self) -> Vec<String> {
         match self {
             Change::Created { .. } => vec![],
@@ -256,12 +308,20 @@ impl Change {
                 if updates.status.is_some() {
                     fields.push("status".to_owned());
                 }
+                if updates.visibility.is_some() {
+                    fields.push("visibility".to_owned());
+                }
                 fields
             }
             Change::Features { .. } => vec!["features".to_owned()],
             Change::Config { section, .. } => vec![format!("config.{section}")],
             Change::Text { field, .. } => vec![field.as_str().to_owned()],
         }
+    }
+
+    /// Whether it changes who may see the campaign (subscribers must be checked again).
+    pub fn changes_access(&self) -> bool {
+        matches!(self, Change::Fields { updates } if updates.visibility.is_some())
     }
 
     /// Short name for metrics and logs (never the content).
@@ -340,6 +400,9 @@ impl CampaignState {
                 }
                 if let Some(status) = updates.status {
                     self.status = status;
+                }
+                if let Some(visibility) = updates.visibility {
+                    self.visibility = visibility;
                 }
             }
             Change::Features { added, removed } => {

@@ -17,6 +17,18 @@ pub fn describe_change(change: &Change) -> String {
             if let Some(status) = updates.status {
                 parts.push(format!("set status to {status}"));
             }
+            if let Some(visibility) = updates.visibility {
+                parts.push(
+                    match visibility {
+                        super::Visibility::Private => "made the campaign private (members only)",
+                        super::Visibility::Unlisted => {
+                            "made the campaign unlisted (anyone with the link)"
+                        }
+                        super::Visibility::Public => "made the campaign public",
+                    }
+                    .into(),
+                );
+            }
             parts.join(", ")
         }
         Change::Features { added, removed } => {

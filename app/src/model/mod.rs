@@ -12,7 +12,7 @@ mod write;
 pub use access::{DisplayName, Presence, Role, Viewer, PRESENCE_LIST_MAX};
 pub use campaign::{
     json_depth, merge_patch, merge_patch_between, Actor, ApplyError, CampaignEvent, CampaignState,
-    CampaignStatus, Change, ConfigMode, Feature, FieldUpdates, SectionName, TextField,
+    CampaignStatus, Change, ConfigMode, Feature, FieldUpdates, SectionName, TextField, Visibility,
 };
 pub use describe::{describe_change, describe_event};
 pub use ids::{

@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use super::limits::*;
 use super::{
     json_depth, merge_patch, CampaignId, CampaignState, CampaignStatus, Change, ConfigMode, EditId,
-    Feature, FieldUpdates, SectionName, TextEdit, TextField,
+    Feature, FieldUpdates, SectionName, TextEdit, TextField, Visibility,
 };
 use crate::protocol::{ErrorBody, ErrorCode};
 
@@ -46,6 +46,9 @@ pub struct CreateCampaign {
     pub features: Vec<Feature>,
     #[serde(default)]
     pub config: BTreeMap<SectionName, Map<String, Value>>,
+    /// Absent: the server's default (`--default-visibility`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<Visibility>,
 }
 
 impl CreateCampaign {
@@ -219,6 +222,7 @@ impl Write {
                 (u.title.is_some() && updates.title.is_some())
                     || (u.description.is_some() && updates.description.is_some())
                     || (u.status.is_some() && updates.status.is_some())
+                    || (u.visibility.is_some() && updates.visibility.is_some())
             }
             (Write::Update(w), Change::Text { field, .. }) => w.updates.sets(*field),
             (Write::Text(w), Change::Fields { updates }) => updates.sets(w.field),
@@ -254,7 +258,7 @@ impl Write {
                 let u = &request.updates;
                 if u.is_empty() {
                     return Err(invalid(
-                        "updates must set at least one of title, description, status",
+                        "updates must set at least one of title, description, status, visibility",
                     ));
                 }
                 if let Some(title) = &u.title {
@@ -267,6 +271,7 @@ impl Write {
                     title: u.title.clone().filter(|t| *t != state.title),
                     description: u.description.clone().filter(|d| *d != state.description),
                     status: u.status.filter(|s| *s != state.status),
+                    visibility: u.visibility.filter(|v| *v != state.visibility),
                 };
                 Ok((!effective.is_empty()).then_some(Change::Fields { updates: effective }))
             }
@@ -468,6 +473,7 @@ mod tests {
             title: "Launch".into(),
             description: String::new(),
             status: CampaignStatus::Draft,
+            visibility: crate::model::Visibility::Private,
             features: [Feature::parse("chat").unwrap()].into(),
             config: BTreeMap::new(),
             version: 3,

@@ -4,7 +4,7 @@ use leptos_router::hooks::use_navigate;
 use super::SignIn;
 use crate::client::SharedIo;
 use crate::data::{decode_response, DataSource};
-use crate::model::CampaignId;
+use crate::model::{CampaignId, Visibility};
 use crate::protocol::campaign::CampaignSnapshot;
 
 /// The start page: who you are, every campaign, and a form to start a new one. Rendered on the
@@ -84,6 +84,12 @@ fn CampaignList(list: Vec<crate::protocol::campaign::CampaignSummary>) -> impl I
                 <li class="campaign-row" data-campaign=c.id.to_string()>
                     <a href=format!("/campaigns/{}", c.id)>{c.title}</a>
                     <span class=format!("status status-{}", c.status)>{c.status.as_str()}</span>
+                    {match c.visibility {
+                        Visibility::Public => None,
+                        Visibility::Unlisted => Some("anyone with the link"),
+                        Visibility::Private => Some("members only"),
+                    }
+                    .map(|words| view! { <span class="visibility-tag">{words}</span> })}
                     <span class="owner">{format!("by {}", c.owner)}</span>
                     <span class="version">
                         {match c.version - 1 {
@@ -127,6 +133,7 @@ fn CreateCampaign() -> impl IntoView {
             status: Default::default(),
             features: Vec::new(),
             config: Default::default(),
+            visibility: None,
         };
         let body = serde_json::to_string(&create).expect("a new campaign serializes");
         leptos::task::spawn_local(async move {

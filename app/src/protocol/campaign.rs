@@ -190,6 +190,7 @@ pub struct CampaignSummary {
     pub version: u64,
     pub updated_at: crate::model::Timestamp,
     pub owner: String,
+    pub visibility: crate::model::Visibility,
 }
 
 impl CampaignSummary {
@@ -201,6 +202,7 @@ impl CampaignSummary {
             version: state.version,
             updated_at: state.updated_at,
             owner: state.created_by.display_name.clone(),
+            visibility: state.visibility,
         }
     }
 }

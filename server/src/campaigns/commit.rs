@@ -15,11 +15,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rally_app::model::{CampaignEvent, Role, UserId, Write};
+use rally_app::model::{CampaignEvent, Role, UserId, Visibility, Write};
 use rally_app::protocol::campaign::WriteAck;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
-use super::core::{Applied, Caller};
+use super::access::Caller;
+use super::core::Applied;
 use super::writer::{not_found, read_only, unavailable, Reply, Writer, WriterError};
 use crate::bus::BusNote;
 use crate::clock;
@@ -396,11 +397,24 @@ impl Writer {
         }
     }
 
+    /// Publish the loaded campaign's version and visibility to its gauges.
+    pub(super) fn refresh_gauges(&self) {
+        if let Some(core) = &self.core {
+            self.gauges
+                .latest_version
+                .store(core.version(), Ordering::Relaxed);
+            self.gauges.public.store(
+                core.state().visibility == Visibility::Public,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     /// Remember the frames of durable events and broadcast them as one batch.
     pub(super) fn publish(&mut self, events: &[CampaignEvent]) {
-        let Some(newest) = events.last() else {
+        if events.is_empty() {
             return;
-        };
+        }
         let durable_at = Some(Instant::now());
         let limits = self.context.config.history();
         let batch: frames::Batch = events
@@ -417,9 +431,7 @@ impl Writer {
         if let (Some(core), Some(first)) = (self.core.as_mut(), self.encoded.first_version()) {
             core.forget_history_before(first);
         }
-        self.gauges
-            .latest_version
-            .store(newest.version, Ordering::Relaxed);
+        self.refresh_gauges();
         self.context
             .ops
             .changes

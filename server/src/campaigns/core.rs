@@ -10,31 +10,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rally_app::model::limits::MEMBERS_MAX;
 use rally_app::model::{
     Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Role,
-    TextChange, Timestamp, UserId, Write,
+    TextChange, Timestamp, UserId, Visibility, Write,
 };
 use rally_app::protocol::campaign::SnapshotReason;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
+use super::access::{self, Caller};
 use crate::store::CampaignRecord;
-
-/// Who asks, as a campaign sees them: the person, and the role their credential grants on this
-/// campaign, if any (a backend-minted token's `campaigns` claim). The higher of that and the
-/// stored role counts; a grant is never stored, so it lasts exactly as long as the token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub actor: Actor,
-    pub granted: Option<Role>,
-}
-
-impl Caller {
-    /// Someone whose roles are only the stored ones.
-    pub fn person(actor: Actor) -> Caller {
-        Caller {
-            actor,
-            granted: None,
-        }
-    }
-}
 
 /// Events kept per campaign for resuming subscribers.
 pub const DEFAULT_HISTORY_LEN: usize = 1000;
@@ -68,6 +50,11 @@ fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
 }
 
+/// What every path answers for a campaign that does not exist, or that the caller may not see.
+pub fn not_found(id: &rally_app::model::CampaignId) -> ErrorBody {
+    err(ErrorCode::NotFound, format!("campaign {id} does not exist"))
+}
+
 /// One campaign's state machine.
 #[derive(Debug, Clone)]
 pub struct CampaignCore {
@@ -92,6 +79,7 @@ impl CampaignCore {
             title: request.title,
             description: request.description,
             status: request.status,
+            visibility: request.visibility.unwrap_or(Visibility::Private),
             features,
             config: request.config,
             version: 1,
@@ -170,10 +158,16 @@ impl CampaignCore {
     /// The role of someone asking (None: anonymous): the higher of their stored role and the
     /// one their credential grants.
     pub fn role_for(&self, caller: Option<&Caller>) -> Role {
-        let stored = self.role_of(caller.map(|c| &c.actor.user_id));
-        match caller.and_then(|c| c.granted) {
-            Some(granted) => stored.max(granted),
-            None => stored,
+        access::role(&self.record, caller)
+    }
+
+    /// The caller may know this campaign exists; otherwise it answers `not_found` exactly as a
+    /// missing one does (see [`access`]).
+    pub fn visible_to(&self, caller: Option<&Caller>) -> Result<(), ErrorBody> {
+        if access::sees(&self.record, caller) {
+            Ok(())
+        } else {
+            Err(not_found(&self.record.state.id))
         }
     }
 
@@ -226,7 +220,8 @@ impl CampaignCore {
 
     /// Validate, authorize, check for conflicts, and apply one write.
     ///
-    /// Order matters and is part of the contract: a malformed request is `invalid`/`too_large`
+    /// Order matters and is part of the contract: a campaign the caller may not see is
+    /// `not_found`, as if it did not exist; a malformed request is `invalid`/`too_large`
     /// whoever sends it; a well-formed one from a viewer is `forbidden`; a permitted one that
     /// clashes with a change made after its `base_version` is `conflict`
     /// ([`Write::clashes_with`]). A text edit is authorized first, because whether it fits is a
@@ -240,6 +235,7 @@ impl CampaignCore {
         now: Timestamp,
         event_id: EventId,
     ) -> Result<Applied, ErrorBody> {
+        self.visible_to(caller)?;
         let actor = caller.map(|c| &c.actor);
         let rebased;
         let write = match write {
@@ -257,6 +253,14 @@ impl CampaignCore {
         };
         let change = write.effect(&self.record.state)?;
         let actor = self.editor(caller)?;
+        if matches!(&change, Some(Change::Fields { updates }) if updates.visibility.is_some())
+            && self.role_for(caller) != Role::Owner
+        {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only the owner can change who may see the campaign",
+            ));
+        }
         let Some(change) = change else {
             return Ok(Applied::Unchanged {
                 version: self.version(),
@@ -456,6 +460,8 @@ mod tests {
             status: CampaignStatus::Draft,
             features: vec![],
             config: BTreeMap::new(),
+            // Public: these tests are about who may edit; who may see is tested below.
+            visibility: Some(Visibility::Public),
         };
         CampaignCore::create(request, &actor("owner"), t(1), eid(1), history_len)
             .unwrap()
@@ -690,6 +696,39 @@ mod tests {
                 .as_object()
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn a_private_campaign_is_not_found_before_anything_else_and_only_the_owner_sets_visibility() {
+        let mut core = new_core(10);
+        core.grant(actor("editor").user_id, Role::Editor).unwrap();
+        let private =
+            update(json!({"campaign_id": "launch", "updates": {"visibility": "private"}}));
+        assert_eq!(
+            core.apply(&private, Some(&caller("editor")), t(2), eid(2))
+                .unwrap_err()
+                .code,
+            ErrorCode::Forbidden,
+            "an editor cannot change who may see it"
+        );
+        assert!(core
+            .apply(&private, Some(&caller("owner")), t(2), eid(2))
+            .is_ok());
+        let garbage = update(json!({"campaign_id": "launch", "updates": {}}));
+        for (who, asker) in [("stranger", Some(caller("viewer"))), ("anonymous", None)] {
+            // Not found even for a malformed write: its shape says nothing about the campaign.
+            for write in [&garbage, &private] {
+                let error = core.apply(write, asker.as_ref(), t(3), eid(3)).unwrap_err();
+                assert_eq!(
+                    error,
+                    not_found(&CampaignId::parse("launch").unwrap()),
+                    "{who}"
+                );
+            }
+            assert!(core.visible_to(asker.as_ref()).is_err(), "{who}");
+        }
+        assert!(core.visible_to(Some(&caller("editor"))).is_ok());
+        assert_eq!(core.version(), 2);
     }
 
     #[test]

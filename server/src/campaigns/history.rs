@@ -123,6 +123,7 @@ mod tests {
             version: Some(version),
             text: "x".repeat(size).into(),
             durable_at: None,
+            changes_access: false,
         }
     }
 

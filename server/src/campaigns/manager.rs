@@ -14,7 +14,7 @@ use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
-use super::core::Caller;
+use super::access::Caller;
 use super::presence::ConnectionId;
 use super::writer::{
     self, Backfill, Command, Happening, Subscription, WriterConfig, WriterContext, WriterError,
@@ -78,13 +78,15 @@ impl StateManager {
         ids
     }
 
-    /// Subscribers per loaded campaign.
-    pub fn subscriber_counts(&self) -> Vec<(CampaignId, usize)> {
+    /// Subscribers per loaded campaign, and whether it is public (only public campaigns may be
+    /// named where campaign access does not apply).
+    pub fn subscriber_counts(&self) -> Vec<(CampaignId, usize, bool)> {
         let mut counts = Vec::new();
         self.context.registry.each(|id, handle| {
             counts.push((
                 id.clone(),
                 handle.gauges.subscribers.load(Ordering::Relaxed),
+                handle.gauges.public.load(Ordering::Relaxed),
             ))
         });
         counts
@@ -178,10 +180,7 @@ impl StateManager {
         }
         match self.context.store.version(id).await {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(ErrorBody::new(
-                ErrorCode::NotFound,
-                format!("campaign {id} does not exist"),
-            )),
+            Ok(None) => Err(super::core::not_found(id)),
             Err(err) => Err(unavailable(&format!("cannot read the campaign: {err}"))),
         }
     }
@@ -295,13 +294,23 @@ impl StateManager {
         .await
     }
 
-    pub async fn list(&self) -> Result<Vec<CampaignSummary>, ErrorBody> {
-        self.context.store.list().await.map_err(|err| {
+    /// The campaigns listed to the caller (see [`super::access::lists`]), ordered by id;
+    /// `caller` says who asks of each campaign (a token's grants differ per campaign).
+    pub async fn list(
+        &self,
+        caller: impl Fn(&CampaignId) -> Option<Caller>,
+    ) -> Result<Vec<CampaignSummary>, ErrorBody> {
+        let records = self.context.store.list().await.map_err(|err| {
             ErrorBody::new(
                 ErrorCode::Unavailable,
                 format!("cannot list campaigns: {err}"),
             )
-        })
+        })?;
+        Ok(records
+            .iter()
+            .filter(|record| super::access::lists(record, caller(&record.state.id).as_ref()))
+            .map(|record| CampaignSummary::of(&record.state))
+            .collect())
     }
 
     /// Route what arrives from the bus to the loaded campaigns it concerns.

@@ -1,6 +1,7 @@
 //! Campaign state: one writer task per loaded campaign, and the manager that finds or starts
 //! them.
 //!
+//! - [`access`]: who may see a campaign, list it, and in which role, pure.
 //! - [`core`]: the state machine, pure — validation order, permissions, conflicts, versions.
 //! - [`presence`]: who is watching and when to say so, pure.
 //! - [`history`]: recent events encoded once, shared with subscribers' connections.
@@ -9,6 +10,7 @@
 //! - `manager`: [`StateManager`], the front door; writers retire after an idle period, so
 //!   memory holds only campaigns someone is looking at.
 
+pub mod access;
 mod commit;
 pub mod core;
 pub mod history;
@@ -16,7 +18,7 @@ mod manager;
 pub mod presence;
 mod writer;
 
-pub use self::core::Caller;
+pub use access::Caller;
 pub use history::EncodedHistory;
 pub use manager::{StateManager, REQUEST_TIMEOUT};
 pub use presence::ConnectionId;

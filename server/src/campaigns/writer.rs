@@ -9,11 +9,13 @@
 //! one method per command.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, UserId, Viewer, Write};
+use rally_app::model::{
+    Actor, CampaignId, CreateCampaign, Role, UserId, Viewer, Visibility, Write,
+};
 use rally_app::protocol::campaign::{
     CampaignSnapshot, PresenceChanged, Resume, SubscribeReply, Writable, WriteAck, PRESENCE_EVENT,
     WRITABLE,
@@ -22,7 +24,8 @@ use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-use super::core::{Caller, CampaignCore, ResumePlan, DEFAULT_HISTORY_LEN};
+use super::access::Caller;
+use super::core::{CampaignCore, ResumePlan, DEFAULT_HISTORY_LEN};
 use super::history::{EncodedHistory, HistoryLimits};
 use super::presence::{self, ConnectionId, LocalViewers, PresenceAnnouncer};
 use crate::bus::{BusNote, EventBus, PRESENCE_HEARTBEAT};
@@ -50,6 +53,8 @@ pub struct WriterConfig {
     pub history_bytes: usize,
     /// How long a campaign with no subscribers stays loaded.
     pub idle_unload: Duration,
+    /// Who may see a new campaign whose creator did not say.
+    pub default_visibility: Visibility,
 }
 
 impl WriterConfig {
@@ -67,6 +72,7 @@ impl Default for WriterConfig {
             history_len: DEFAULT_HISTORY_LEN,
             history_bytes: 4 * 1024 * 1024,
             idle_unload: Duration::from_secs(30),
+            default_visibility: Visibility::Private,
         }
     }
 }
@@ -102,6 +108,9 @@ pub struct CampaignGauges {
     pub latest_version: AtomicU64,
     /// The version the writer believes the store holds.
     pub durable_version: AtomicU64,
+    /// Whether the campaign is public: only public campaigns are named on operator surfaces
+    /// (`/metrics` labels, the ops view), which are not behind campaign access.
+    pub public: AtomicBool,
 }
 
 /// Why a command was not answered by this writer.
@@ -281,9 +290,7 @@ pub(super) fn unavailable(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(ErrorCode::Unavailable, message)
 }
 
-pub(super) fn not_found(id: &CampaignId) -> ErrorBody {
-    ErrorBody::new(ErrorCode::NotFound, format!("campaign {id} does not exist"))
-}
+pub(super) use super::core::not_found;
 
 pub(super) fn read_only() -> ErrorBody {
     unavailable("the campaign is temporarily read-only: its store is unreachable; retry shortly")
@@ -399,10 +406,8 @@ impl Writer {
                 core.forget_history_before(first);
             }
             self.set_durable(core.version());
-            self.gauges
-                .latest_version
-                .store(core.version(), Ordering::Relaxed);
             self.core = Some(core);
+            self.refresh_gauges();
         } else {
             self.core = None;
             self.durable_version = 0;
@@ -563,6 +568,10 @@ impl Writer {
         let now = clock::now();
         let event_id = self.context.event_ids.next(now);
         let history_len = self.context.config.history_len;
+        let mut request = request;
+        request
+            .visibility
+            .get_or_insert(self.context.config.default_visibility);
         let (core, event) = CampaignCore::create(request, &actor, now, event_id, history_len)?;
         match self
             .context
@@ -576,10 +585,8 @@ impl Writer {
                     role: Role::Owner,
                 };
                 self.set_durable(core.version());
-                self.gauges
-                    .latest_version
-                    .store(core.version(), Ordering::Relaxed);
                 self.core = Some(core);
+                self.refresh_gauges();
                 Ok(snapshot)
             }
             Err(StoreError::AlreadyExists) => {
@@ -604,6 +611,10 @@ impl Writer {
             let _ = reply.send(Err(not_found(&self.id).into()));
             return;
         };
+        if let Err(hidden) = core.visible_to(viewer.as_ref()) {
+            let _ = reply.send(Err(hidden.into()));
+            return;
+        }
         let role = core.role_for(viewer.as_ref());
         let viewer = viewer.map(|caller| caller.actor);
         // Subscribe to the channel and read history in the same step: nothing can be
@@ -667,6 +678,7 @@ impl Writer {
 
     fn backfill(&self, since_version: u64, caller: Option<Caller>) -> Result<Backfill, ErrorBody> {
         let core = self.core.as_ref().ok_or_else(|| not_found(&self.id))?;
+        core.visible_to(caller.as_ref())?;
         Ok(match core.resume(Some(since_version)) {
             ResumePlan::Events(missed) => {
                 Backfill::Events(missed.into_iter().map(|e| self.encoded_frame(e)).collect())
@@ -680,6 +692,7 @@ impl Writer {
 
     fn snapshot(&self, caller: Option<&Caller>) -> Result<CampaignSnapshot, ErrorBody> {
         let core = self.core.as_ref().ok_or_else(|| not_found(&self.id))?;
+        core.visible_to(caller)?;
         Ok(CampaignSnapshot {
             campaign: core.state().clone(),
             role: core.role_for(caller),

@@ -290,6 +290,9 @@ impl Following {
                     if version > last + 1 {
                         Box::pin(self.backfill(slot, reader, out)).await;
                     }
+                    if frame.changes_access && !self.still_sees(slot, reader, out).await {
+                        return;
+                    }
                     let Some(Some(follow)) = self.follows.get_mut(slot) else {
                         return;
                     };
@@ -339,6 +342,12 @@ impl Following {
                 reader.manager.backfill(&campaign, last, caller).await
             }
         };
+        if let Ok(Backfill::Events(frames)) = &missed {
+            if frames.iter().any(|f| f.changes_access) && !self.still_sees(slot, reader, out).await
+            {
+                return;
+            }
+        }
         let Some(Some(follow)) = self.follows.get_mut(slot) else {
             return;
         };
@@ -366,6 +375,27 @@ impl Following {
                 reader.manager.leave(&campaign, reader.connection);
                 out.push(ended(campaign, error));
             }
+        }
+    }
+
+    /// After an event that changed who may see the campaign: whether this connection still may.
+    /// If not, the subscription ends here with the answer a new subscribe would get
+    /// (`not_found`), before the event is delivered.
+    async fn still_sees(&mut self, slot: usize, reader: &Reader<'_>, out: &mut Outgoing) -> bool {
+        let Some(Some(follow)) = self.follows.get(slot) else {
+            return false;
+        };
+        let campaign = follow.campaign.clone();
+        let caller = reader.who.caller(&campaign);
+        match reader.manager.snapshot(&campaign, caller).await {
+            Err(error) if error.code == ErrorCode::NotFound => {
+                self.follows[slot] = None;
+                reader.manager.leave(&campaign, reader.connection);
+                out.push(ended(campaign, error));
+                false
+            }
+            // Anything else (a restarting campaign) is not a refusal: keep delivering.
+            _ => true,
         }
     }
 

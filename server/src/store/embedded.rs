@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rally_app::model::{CampaignEvent, CampaignId, Timestamp, UserId};
-use rally_app::protocol::campaign::CampaignSummary;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
@@ -508,7 +507,7 @@ impl Store for EmbeddedStore {
         self.submit(|reply| WriteOp::Commit { commit, reply })
     }
 
-    fn list(&self) -> StoreFuture<'_, Vec<CampaignSummary>> {
+    fn list(&self) -> StoreFuture<'_, Vec<CampaignRecord>> {
         self.read(|db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let campaigns = txn.open_table(CAMPAIGNS).map_err(unavailable)?;
@@ -517,7 +516,7 @@ impl Store for EmbeddedStore {
                 let (_, value) = row.map_err(unavailable)?;
                 let record: CampaignRecord =
                     serde_json::from_slice(value.value()).map_err(corrupt)?;
-                list.push(CampaignSummary::of(&record.state));
+                list.push(record);
             }
             Ok(list)
         })
@@ -683,7 +682,7 @@ mod tests {
         );
         let list = store.list().await.unwrap();
         assert_eq!(list.len(), 1);
-        assert_eq!(list[0].title, "d");
+        assert_eq!(list[0].state.title, "d");
     }
 
     #[tokio::test]
@@ -709,6 +708,8 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let list = store.list().await.unwrap();
         assert_eq!(list.len(), 20);
-        assert!(list.iter().all(|s| s.version == 11 && s.title == "t9"));
+        assert!(list
+            .iter()
+            .all(|r| r.state.version == 11 && r.state.title == "t9"));
     }
 }

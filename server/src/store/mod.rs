@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::collections::BTreeMap;
 
 use rally_app::model::{CampaignEvent, CampaignId, CampaignState, Role, UserId};
-use rally_app::protocol::campaign::CampaignSummary;
 use serde::{Deserialize, Serialize};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -105,8 +104,9 @@ pub trait Store: Send + Sync + 'static {
     /// The stored version of a campaign, or None if it does not exist.
     fn version(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>>;
 
-    /// Every campaign, for listings, ordered by id.
-    fn list(&self) -> StoreFuture<'_, Vec<CampaignSummary>>;
+    /// Every campaign's record, for listings, ordered by id (who sees which is the caller's
+    /// question).
+    fn list(&self) -> StoreFuture<'_, Vec<CampaignRecord>>;
 
     /// A named secret (session signing key), created with `generate` on first use.
     fn secret(&self, name: &str, generate: fn() -> Vec<u8>) -> StoreFuture<'_, Vec<u8>>;

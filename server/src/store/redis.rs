@@ -8,7 +8,6 @@
 use std::sync::OnceLock;
 
 use rally_app::model::{CampaignEvent, CampaignId, Timestamp, UserId};
-use rally_app::protocol::campaign::CampaignSummary;
 use redis::Script;
 
 use super::sessions::{SessionRecord, SessionStore};
@@ -292,7 +291,7 @@ impl Store for RedisStore {
         })
     }
 
-    fn list(&self) -> StoreFuture<'_, Vec<CampaignSummary>> {
+    fn list(&self) -> StoreFuture<'_, Vec<CampaignRecord>> {
         Box::pin(async move {
             let ids: Vec<String> = self
                 .link
@@ -327,7 +326,7 @@ impl Store for RedisStore {
             let mut list = Vec::with_capacity(records.len());
             for record in records.into_iter().flatten() {
                 let record: CampaignRecord = serde_json::from_str(&record).map_err(corrupt)?;
-                list.push(CampaignSummary::of(&record.state));
+                list.push(record);
             }
             Ok(list)
         })

@@ -40,8 +40,11 @@ impl TestDir {
     }
 }
 
-/// Limits lifted for tests (flag, value; the environment variable is the flag's name).
-const LOOPBACK_LIMITS: [(&str, &str); 5] = [
+/// Settings for tests (flag, value; the environment variable is the flag's name): limits lifted
+/// (every client is on loopback), and new campaigns public, so tests of other things can watch
+/// each other's campaigns. tests/visibility.rs runs with the server's own default.
+const LOOPBACK_LIMITS: [(&str, &str); 6] = [
+    ("--default-visibility", "public"),
     ("--max-connections-per-ip", "0"),
     ("--sessions-per-minute", "1000000"),
     ("--campaigns-per-minute", "1000000"),

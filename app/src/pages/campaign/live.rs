@@ -16,7 +16,7 @@ use crate::client::shared_text::SharedText;
 use crate::client::{Connection, Output};
 use crate::model::{
     describe_change, describe_event, CampaignId, CampaignState, CampaignStatus, Change, EditId,
-    Feature, Presence, Role, TextEdit, TextField, Write,
+    Feature, Presence, Role, TextEdit, TextField, Visibility, Write,
 };
 use crate::protocol::campaign::{Resume, WriteAck};
 use crate::protocol::{ClientRequest, ErrorBody, ErrorCode};
@@ -69,6 +69,7 @@ pub struct CampaignModel {
     /// What is shown: the confirmed state with the writes not yet in it laid over.
     pub shown: Memo<CampaignState>,
     pub status: Memo<CampaignStatus>,
+    pub visibility: Memo<Visibility>,
     pub features: Memo<Vec<Feature>>,
     next_key: StoredValue<u64>,
     connection: StoredValue<Option<Connection>>,
@@ -111,6 +112,7 @@ impl CampaignModel {
             typing: RwSignal::new(BTreeMap::new()),
             shown,
             status: Memo::new(move |_| shown.with(|s| s.status)),
+            visibility: Memo::new(move |_| shown.with(|s| s.visibility)),
             features: Memo::new(move |_| shown.with(|s| s.features.iter().cloned().collect())),
             next_key: StoredValue::new(1),
             connection: StoredValue::new(connection),
@@ -288,11 +290,14 @@ impl CampaignModel {
             }
             Output::SubscribeFailed { error, .. } => {
                 self.live.set(false);
-                self.notice(
-                    Place::Page,
-                    format!("This page cannot follow the campaign: {}", error.message),
-                    None,
-                );
+                let text = if error.code == ErrorCode::NotFound {
+                    "You can no longer see this campaign: its owner made it members-only, or it \
+                     was removed. Changes here are no longer shown."
+                        .to_owned()
+                } else {
+                    format!("This page cannot follow the campaign: {}", error.message)
+                };
+                self.notice(Place::Page, text, None);
             }
             _ => {}
         }

@@ -59,10 +59,18 @@ fn Missing(error: ErrorBody) -> impl IntoView {
             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         response.set_status(status);
     }
+    // A private campaign answers non-members exactly as a missing one: say both, leak neither.
+    let message = if error.code == ErrorCode::NotFound {
+        "There is no campaign at this address that you can see. If it is private, ask its owner \
+         for an invite link."
+            .to_owned()
+    } else {
+        error.message
+    };
     view! {
         <section class="missing">
             <h1>"Campaign unavailable"</h1>
-            <p class="error">{error.message}</p>
+            <p class="error">{message}</p>
             <p><a href="/">"All campaigns"</a></p>
         </section>
     }

@@ -15,7 +15,8 @@ use crate::protocol::{ErrorBody, ErrorCode};
 pub enum Place {
     /// At the top of the page: about the page as a whole.
     Page,
-    /// Next to a field: `title`, `description`, `status`, `features`, `config.<section>`.
+    /// Next to a field: `title`, `description`, `status`, `visibility`, `features`,
+    /// `config.<section>`.
     Field(String),
 }
 
@@ -78,7 +79,17 @@ pub fn explain_refusal(
     let (place, text) = match write {
         Write::Update(w) => {
             let u = &w.updates;
-            if let Some(status) = u.status {
+            if u.visibility.is_some() {
+                let why = if conflict {
+                    format!("{} changed it first", first("visibility"))
+                } else {
+                    plain_reason(error)
+                };
+                (
+                    Place::field("visibility"),
+                    format!("Who can see the campaign was not changed: {why}."),
+                )
+            } else if let Some(status) = u.status {
                 let why = if conflict {
                     format!("{} set it to “{}” first", first("status"), shown.status)
                 } else {
@@ -238,6 +249,7 @@ mod tests {
             title: "Launch".into(),
             description: String::new(),
             status: CampaignStatus::Active,
+            visibility: crate::model::Visibility::Private,
             features: Default::default(),
             config: Default::default(),
             version: 4,

@@ -11,7 +11,7 @@ use crate::client::SharedIo;
 use crate::data::decode_response;
 use crate::model::{
     CampaignStatus, Feature, FeatureChange, FeatureOp, FieldUpdates, Role, TextField, UpdateFields,
-    Write,
+    Visibility, Write,
 };
 
 #[component]
@@ -57,16 +57,71 @@ pub fn Details(model: CampaignModel) -> impl IntoView {
                             .collect_view()}
                     </select>
                 </label>
+                <VisibilityField model/>
                 <span class="role-badge">{move || model.role.get().as_str()}</span>
                 <Show when=move || { model.unsaved() > 0 }>
                     <span class="saving">"Saving…"</span>
                 </Show>
             </div>
             <Notices model place=Place::Field("status".into())/>
+            <Notices model place=Place::Field("visibility".into())/>
             <SharedTextField model field=TextField::Description/>
         </section>
     }
     .into_any()
+}
+
+/// Who can see the campaign, in words: the owner chooses, everyone else reads it.
+fn visibility_words(visibility: Visibility) -> &'static str {
+    match visibility {
+        Visibility::Private => "Only members",
+        Visibility::Unlisted => "Anyone with the link",
+        Visibility::Public => "Everyone",
+    }
+}
+
+#[component]
+fn VisibilityField(model: CampaignModel) -> impl IntoView {
+    let set = move |visibility: Visibility| {
+        model.submit(Write::Update(UpdateFields {
+            campaign_id: model.id.get_value(),
+            updates: FieldUpdates {
+                visibility: Some(visibility),
+                ..Default::default()
+            },
+            base_version: None,
+        }))
+    };
+    let owner = move || model.role.get() == Role::Owner && model.can_edit();
+    view! {
+        <label class="visibility-field">
+            "Who can see it "
+            <select
+                class="visibility-select"
+                disabled=move || !owner()
+                prop:value=move || model.visibility.get().as_str()
+                on:change=move |ev| {
+                    if let Some(visibility) = Visibility::parse(&event_target_value(&ev)) {
+                        set(visibility);
+                    }
+                }
+            >
+                {Visibility::ALL
+                    .into_iter()
+                    .map(|visibility| {
+                        view! {
+                            <option
+                                value=visibility.as_str()
+                                selected=move || model.visibility.get() == visibility
+                            >
+                                {visibility_words(visibility)}
+                            </option>
+                        }
+                    })
+                    .collect_view()}
+            </select>
+        </label>
+    }
 }
 
 #[component]
