@@ -203,6 +203,9 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   await carol.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
   assert.equal(await carol.page.getAttribute('article.campaign', 'data-role'), 'editor');
   await carol.page.waitForSelector('.connection[data-status="connected"]');
+  // Ada sees her join, in the activity and among the members.
+  await ada.page.waitForSelector('.event:has-text("Carol accepted an invite as an editor")');
+  await ada.page.waitForSelector('.member[data-role="editor"]:has-text("Carol")');
 
   cut = true;
   for (const ws of sockets) await ws.close({ code: 1006, reason: 'cut' }).catch(() => {});
@@ -216,7 +219,7 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   // Meanwhile Ada changes the title three times.
   for (const [i, title] of ['First change', 'Second change', 'Third change'].entries()) {
     await ada.page.fill('.title-input', title);
-    await ada.page.waitForFunction((v) => document.querySelector('article.campaign').dataset.version === String(v), 2 + i);
+    await ada.page.waitForFunction((v) => document.querySelector('article.campaign').dataset.version === String(v), 3 + i);
   }
   assert.notEqual(await carol.page.inputValue('.title-input'), 'Third change');
 
@@ -227,14 +230,23 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   await ada.page.waitForFunction(() => document.querySelector('.description-input').value === 'Written while offline');
   await carol.page.waitForFunction(() => !document.querySelector('.connection .queued'));
   await carol.page.waitForFunction(
-    () => document.querySelector('article.campaign').dataset.version === '5',
+    () => document.querySelector('article.campaign').dataset.version === '6',
   );
-  assert.equal(await version(ada.page), 5);
+  assert.equal(await version(ada.page), 6);
   // Caught up by replaying the missed events, not by reloading the latest version.
   assert.match(await carol.page.locator('.events').innerText(), /Ada edited the title/);
   assert.equal(await carol.page.locator('.notice:has-text("away too long")').count(), 0);
   assert.equal(await carol.page.inputValue('.description-input'), 'Written while offline');
   await carol.page.screenshot({ path: join(screenshotDir, `campaign-reconnected-${mode}.png`), fullPage: true });
+  // Ada makes Carol a viewer (her page stops offering edits), then removes her: the campaign is
+  // members-only, so Carol's page stops following it and says so.
+  await ada.page.selectOption('.member[data-role="editor"] .member-role', 'viewer');
+  await carol.page.waitForSelector('article.campaign[data-role="viewer"]');
+  assert.equal(await carol.page.locator('.title-input').count(), 0);
+  await ada.page.click('.member:has-text("Carol") .remove-member');
+  await ada.page.waitForSelector('.event:has-text("Ada removed Carol")');
+  await carol.page.waitForSelector('.notice:has-text("You can no longer see this campaign")');
+  await ada.page.screenshot({ path: join(screenshotDir, `campaign-members-${mode}.png`), fullPage: true });
   assert.deepEqual([...ada.errors, ...carol.errors], []);
   await ada.context.close();
   await carol.context.close();

@@ -479,13 +479,11 @@ async fn accept_invite(
     Path(token): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let actor = require_session(&state, &headers).await?;
-    let invite = state
-        .keys
-        .verify_invite(&token, clock::now())
-        .map_err(|err| ApiError::new(ErrorCode::Invalid, format!("invite rejected: {err}")))?;
+    // The same checks as showing the invite: valid, and its maker still sees the campaign.
+    let invite = invite_details(&state.keys, &state.manager, &token).await?;
     let role = state
         .manager
-        .grant(&invite.campaign_id, actor.user_id, invite.role)
+        .join(&invite.campaign_id, actor, invite.role)
         .await?;
     Ok(Json(
         serde_json::json!({ "campaign_id": invite.campaign_id, "role": role }),

@@ -83,6 +83,26 @@ impl<'de> Deserialize<'de> for DisplayName {
     }
 }
 
+/// Someone with a role in a campaign besides its creator (who always owns it): joined through an
+/// invite, their role changed only by an owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Their name when they joined or their role last changed.
+    pub display_name: String,
+    pub role: Role,
+}
+
+impl Role {
+    /// "an editor", for sentences.
+    pub const fn with_article(self) -> &'static str {
+        match self {
+            Role::Viewer => "a viewer",
+            Role::Editor => "an editor",
+            Role::Owner => "an owner",
+        }
+    }
+}
+
 /// One person watching a campaign (over one or more connections). Anonymous visitors share one
 /// entry (no user id) whose `connections` counts them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::limits::*;
-use super::{CampaignId, EditId, EventId, LengthMismatch, TextEdit, Timestamp, UserId};
+use super::{
+    CampaignId, EditId, EventId, LengthMismatch, Member, Role, TextEdit, Timestamp, UserId,
+};
 
 /// Where a campaign is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -177,6 +179,10 @@ pub struct CampaignState {
     pub visibility: Visibility,
     pub features: BTreeSet<Feature>,
     pub config: BTreeMap<SectionName, Map<String, Value>>,
+    /// Everyone with a role besides the creator (who owns it), at most
+    /// [`MEMBERS_MAX`](super::limits::MEMBERS_MAX).
+    #[serde(default)]
+    pub members: BTreeMap<UserId, Member>,
     /// +1 for every applied change; 1 after creation.
     pub version: u64,
     pub created_at: Timestamp,
@@ -289,11 +295,14 @@ pub enum Change {
         edit: TextEdit,
         edit_id: EditId,
     },
+    /// `member` now has `role` (joined, or changed by an owner); `None`: removed.
+    Member { member: Actor, role: Option<Role> },
 }
 
 impl Change {
     /// The names of the fields this change touches, for conflict detection: `title`,
-    /// `description`, `status`, `visibility`, `features`, `config.<section>`.
+    /// `description`, `status`, `visibility`, `features`, `config.<section>`,
+    /// `members.<user id>`.
     pub fn touched_fields(&self) -> Vec<String> {
         match self {
             Change::Created { .. } => vec![],
@@ -316,12 +325,15 @@ impl Change {
             Change::Features { .. } => vec!["features".to_owned()],
             Change::Config { section, .. } => vec![format!("config.{section}")],
             Change::Text { field, .. } => vec![field.as_str().to_owned()],
+            Change::Member { member, .. } => vec![format!("members.{}", member.user_id)],
         }
     }
 
-    /// Whether it changes who may see the campaign (subscribers must be checked again).
+    /// Whether it changes who may see the campaign (subscribers must be checked again): its
+    /// visibility or its members.
     pub fn changes_access(&self) -> bool {
         matches!(self, Change::Fields { updates } if updates.visibility.is_some())
+            || matches!(self, Change::Member { .. })
     }
 
     /// Short name for metrics and logs (never the content).
@@ -332,6 +344,7 @@ impl Change {
             Change::Features { .. } => "features",
             Change::Config { .. } => "config",
             Change::Text { .. } => "text",
+            Change::Member { .. } => "member",
         }
     }
 }
@@ -422,6 +435,20 @@ impl CampaignState {
                     ConfigMode::Merge => merge_patch(target, values),
                 }
             }
+            Change::Member { member, role } => match role {
+                Some(role) => {
+                    self.members.insert(
+                        member.user_id.clone(),
+                        Member {
+                            display_name: member.display_name.clone(),
+                            role: *role,
+                        },
+                    );
+                }
+                None => {
+                    self.members.remove(&member.user_id);
+                }
+            },
             Change::Text { field, edit, .. } => {
                 let text = self.text_mut(*field);
                 *text = edit

@@ -45,11 +45,27 @@ pub fn describe_change(change: &Change) -> String {
             ConfigMode::Replace => format!("replaced the {section} settings"),
         },
         Change::Text { field, .. } => format!("edited the {field}"),
+        Change::Member { member, role } => match role {
+            Some(role) => format!("made {} {}", member.display_name, role.with_article()),
+            None => format!("removed {}", member.display_name),
+        },
     }
 }
 
 /// "Ada set title to “Spring”"
 pub fn describe_event(event: &CampaignEvent) -> String {
+    if let Change::Member { member, role } = &event.change {
+        if member.user_id == event.changed_by.user_id {
+            return match role {
+                Some(role) => format!(
+                    "{} accepted an invite as {}",
+                    member.display_name,
+                    role.with_article()
+                ),
+                None => format!("{} left", member.display_name),
+            };
+        }
+    }
     format!(
         "{} {}",
         event.changed_by.display_name,

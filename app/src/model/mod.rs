@@ -9,7 +9,7 @@ mod text;
 mod timestamp;
 mod write;
 
-pub use access::{DisplayName, Presence, Role, Viewer, PRESENCE_LIST_MAX};
+pub use access::{DisplayName, Member, Presence, Role, Viewer, PRESENCE_LIST_MAX};
 pub use campaign::{
     json_depth, merge_patch, merge_patch_between, Actor, ApplyError, CampaignEvent, CampaignState,
     CampaignStatus, Change, ConfigMode, Feature, FieldUpdates, SectionName, TextField, Visibility,
@@ -22,6 +22,6 @@ pub use ids::{
 pub use text::{LengthMismatch, TextEdit, TextStep};
 pub use timestamp::{Timestamp, TimestampError};
 pub use write::{
-    check_text, ConfigChange, CreateCampaign, FeatureChange, FeatureOp, TextChange, UpdateFields,
-    Write,
+    check_text, ConfigChange, CreateCampaign, FeatureChange, FeatureOp, MemberChange, TextChange,
+    UpdateFields, Write,
 };

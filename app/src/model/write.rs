@@ -27,8 +27,8 @@ use serde_json::{Map, Value};
 
 use super::limits::*;
 use super::{
-    json_depth, merge_patch, CampaignId, CampaignState, CampaignStatus, Change, ConfigMode, EditId,
-    Feature, FieldUpdates, SectionName, TextEdit, TextField, Visibility,
+    json_depth, merge_patch, Actor, CampaignId, CampaignState, CampaignStatus, Change, ConfigMode,
+    EditId, Feature, FieldUpdates, Role, SectionName, TextEdit, TextField, UserId, Visibility,
 };
 use crate::protocol::{ErrorBody, ErrorCode};
 
@@ -163,6 +163,20 @@ impl TextChange {
     }
 }
 
+/// `campaign:member:v1:requested`: an owner changes a member's role, or removes them (`role`
+/// absent). People become members by accepting an invite, not through this request; the
+/// campaign's creator always owns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberChange {
+    pub campaign_id: CampaignId,
+    pub user_id: UserId,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+}
+
 /// A request that changes an existing campaign.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
@@ -170,6 +184,7 @@ pub enum Write {
     Feature(FeatureChange),
     Config(ConfigChange),
     Text(TextChange),
+    Member(MemberChange),
 }
 
 impl Write {
@@ -179,6 +194,7 @@ impl Write {
             Write::Feature(w) => &w.campaign_id,
             Write::Config(w) => &w.campaign_id,
             Write::Text(w) => &w.campaign_id,
+            Write::Member(w) => &w.campaign_id,
         }
     }
 
@@ -188,6 +204,7 @@ impl Write {
             Write::Feature(w) => w.base_version,
             Write::Config(w) => w.base_version,
             Write::Text(w) => Some(w.base_version),
+            Write::Member(w) => w.base_version,
         }
     }
 
@@ -198,6 +215,7 @@ impl Write {
             Write::Feature(w) => w.base_version = base_version,
             Write::Config(w) => w.base_version = base_version,
             Write::Text(w) => w.base_version = base_version.unwrap_or(w.base_version),
+            Write::Member(w) => w.base_version = base_version,
         }
         self
     }
@@ -206,7 +224,7 @@ impl Write {
     pub fn field_count(&self) -> usize {
         match self {
             Write::Update(w) => w.updates.len(),
-            Write::Feature(_) | Write::Config(_) | Write::Text(_) => 1,
+            Write::Feature(_) | Write::Config(_) | Write::Text(_) | Write::Member(_) => 1,
         }
     }
 
@@ -226,6 +244,7 @@ impl Write {
             }
             (Write::Update(w), Change::Text { field, .. }) => w.updates.sets(*field),
             (Write::Text(w), Change::Fields { updates }) => updates.sets(w.field),
+            (Write::Member(w), Change::Member { member, .. }) => member.user_id == w.user_id,
             (Write::Feature(w), Change::Features { added, removed }) => match w.op {
                 FeatureOp::Set => true,
                 FeatureOp::Add | FeatureOp::Remove => added
@@ -307,6 +326,29 @@ impl Write {
                     section: request.section.clone(),
                     mode: request.mode,
                     values: request.values.clone(),
+                }))
+            }
+            Write::Member(request) => {
+                if request.user_id == state.created_by.user_id {
+                    return Err(invalid(
+                        "the campaign's creator always owns it; their role cannot change",
+                    ));
+                }
+                let Some(member) = state.members.get(&request.user_id) else {
+                    return Err(invalid(format!(
+                        "{} is not a member of this campaign; people join through invites",
+                        request.user_id
+                    )));
+                };
+                if request.role == Some(member.role) {
+                    return Ok(None);
+                }
+                Ok(Some(Change::Member {
+                    member: Actor {
+                        user_id: request.user_id.clone(),
+                        display_name: member.display_name.clone(),
+                    },
+                    role: request.role,
                 }))
             }
             // The edit must already be made on `state`'s text: the server rebases it first
@@ -476,6 +518,7 @@ mod tests {
             visibility: crate::model::Visibility::Private,
             features: [Feature::parse("chat").unwrap()].into(),
             config: BTreeMap::new(),
+            members: Default::default(),
             version: 3,
             created_at: Timestamp::from_unix_nanos(1),
             created_by: actor.clone(),

@@ -18,6 +18,7 @@ pub const UPDATE: EventType = EventType::new("campaign", "update", 1, EventState
 pub const FEATURE: EventType = EventType::new("campaign", "feature", 1, EventState::Requested);
 pub const CONFIG: EventType = EventType::new("campaign", "config", 1, EventState::Requested);
 pub const TEXT: EventType = EventType::new("campaign", "text", 1, EventState::Requested);
+pub const MEMBER: EventType = EventType::new("campaign", "member", 1, EventState::Requested);
 /// Pushed for every applied change; payload [`crate::model::CampaignEvent`].
 pub const STATE_EVENT: EventType = EventType::new("campaign", "state", 1, EventState::Success);
 /// Pushed when someone joins or leaves; payload [`PresenceChanged`].

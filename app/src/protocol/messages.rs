@@ -59,6 +59,7 @@ impl ClientRequest {
             ClientRequest::Write(Write::Feature(_)) => campaign::FEATURE,
             ClientRequest::Write(Write::Config(_)) => campaign::CONFIG,
             ClientRequest::Write(Write::Text(_)) => campaign::TEXT,
+            ClientRequest::Write(Write::Member(_)) => campaign::MEMBER,
             ClientRequest::OpsSubscribe(_) => OPS_SUBSCRIBE,
             ClientRequest::MediaJoin(_) => media::JOIN,
             ClientRequest::MediaPublish(_) => media::PUBLISH,
@@ -88,6 +89,7 @@ impl ClientRequest {
             ClientRequest::Write(Write::Feature(p)) => frame(event_type, p, request_id),
             ClientRequest::Write(Write::Config(p)) => frame(event_type, p, request_id),
             ClientRequest::Write(Write::Text(p)) => frame(event_type, p, request_id),
+            ClientRequest::Write(Write::Member(p)) => frame(event_type, p, request_id),
             ClientRequest::MediaJoin(p) => frame(event_type, p, request_id),
             ClientRequest::MediaPublish(p) | ClientRequest::MediaAnswer(p) => {
                 frame(event_type, p, request_id)
@@ -187,6 +189,9 @@ pub fn decode_request(text: &str) -> Result<Request, RejectedFrame> {
         }
         ("campaign", "text", 1) => {
             typed_payload(payload).map(|w| ClientRequest::Write(Write::Text(w)))
+        }
+        ("campaign", "member", 1) => {
+            typed_payload(payload).map(|w| ClientRequest::Write(Write::Member(w)))
         }
         ("ops", "subscribe", 1) => typed_payload(payload).map(ClientRequest::OpsSubscribe),
         ("media", "join", 1) => typed_payload(payload).map(ClientRequest::MediaJoin),
@@ -291,6 +296,10 @@ mod tests {
                     r#"{"campaign_id":"c","field":"description","edit":[3,"ab",-2],"base_version":7,"edit_id":"e-1"}"#,
                 )
                 .unwrap(),
+            )),
+            ClientRequest::Write(Write::Member(
+                serde_json::from_str(r#"{"campaign_id":"c","user_id":"u1","role":"editor"}"#)
+                    .unwrap(),
             )),
             ClientRequest::OpsSubscribe(Empty {}),
             ClientRequest::MediaJoin(MediaJoin { campaign_id: c() }),

@@ -32,8 +32,6 @@ pub type BusFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum BusNote {
     /// The campaign reached `version`: its new events are in the store.
     Committed { campaign: CampaignId, version: u64 },
-    /// The campaign's durable record changed without events (a role was granted).
-    Record { campaign: CampaignId },
     /// Some instance's viewers of the campaign changed.
     Presence { campaign: CampaignId },
     /// A session ended (signed out or revoked): connections using it must close.
@@ -44,9 +42,7 @@ impl BusNote {
     /// The campaign the note is about (none for a session's end).
     pub fn campaign(&self) -> Option<&CampaignId> {
         match self {
-            BusNote::Committed { campaign, .. }
-            | BusNote::Record { campaign }
-            | BusNote::Presence { campaign } => Some(campaign),
+            BusNote::Committed { campaign, .. } | BusNote::Presence { campaign } => Some(campaign),
             BusNote::SessionEnded { .. } => None,
         }
     }

@@ -1,7 +1,7 @@
-//! Who may see a campaign and what they may do in it: pure rules over its record and the caller.
+//! Who may see a campaign and what they may do in it: pure rules over its state and the caller.
 //!
 //! - A caller's **role** is the higher of the one stored for them (the owner is the creator;
-//!   members are listed in the record) and the one their credential grants (a backend token's
+//!   members are listed in its state) and the one their credential grants (a backend token's
 //!   `campaigns` claim); everyone else is a viewer.
 //! - A **member** is the owner, someone with a stored role, or someone whose credential grants a
 //!   role on the campaign.
@@ -11,9 +11,7 @@
 //! - A campaign is **listed** (landing page, `GET /api/campaigns`) to everyone when `public`, and
 //!   otherwise only to its members: an unlisted campaign is found only through its address.
 
-use rally_app::model::{Actor, Role, Visibility};
-
-use crate::store::CampaignRecord;
+use rally_app::model::{Actor, CampaignState, Role, UserId, Visibility};
 
 /// Who asks, as a campaign sees them: the person, and the role their credential grants on this
 /// campaign, if any (a backend-minted token's `campaigns` claim). The higher of that and the
@@ -35,11 +33,11 @@ impl Caller {
 }
 
 /// The caller's role (None: anonymous).
-pub fn role(record: &CampaignRecord, caller: Option<&Caller>) -> Role {
+pub fn role(campaign: &CampaignState, caller: Option<&Caller>) -> Role {
     let Some(caller) = caller else {
         return Role::Viewer;
     };
-    let stored = stored_role(record, caller).unwrap_or(Role::Viewer);
+    let stored = stored_role(campaign, Some(&caller.actor.user_id)).unwrap_or(Role::Viewer);
     match caller.granted {
         Some(granted) => stored.max(granted),
         None => stored,
@@ -47,32 +45,35 @@ pub fn role(record: &CampaignRecord, caller: Option<&Caller>) -> Role {
 }
 
 /// Whether the caller belongs to the campaign (owner, stored role, or granted one).
-pub fn is_member(record: &CampaignRecord, caller: Option<&Caller>) -> bool {
-    caller.is_some_and(|caller| caller.granted.is_some() || stored_role(record, caller).is_some())
+pub fn is_member(campaign: &CampaignState, caller: Option<&Caller>) -> bool {
+    caller.is_some_and(|caller| {
+        caller.granted.is_some() || stored_role(campaign, Some(&caller.actor.user_id)).is_some()
+    })
 }
 
 /// Whether the caller may know the campaign exists.
-pub fn sees(record: &CampaignRecord, caller: Option<&Caller>) -> bool {
-    record.state.visibility != Visibility::Private || is_member(record, caller)
+pub fn sees(campaign: &CampaignState, caller: Option<&Caller>) -> bool {
+    campaign.visibility != Visibility::Private || is_member(campaign, caller)
 }
 
 /// Whether the campaign appears in the caller's listings.
-pub fn lists(record: &CampaignRecord, caller: Option<&Caller>) -> bool {
-    record.state.visibility == Visibility::Public || is_member(record, caller)
+pub fn lists(campaign: &CampaignState, caller: Option<&Caller>) -> bool {
+    campaign.visibility == Visibility::Public || is_member(campaign, caller)
 }
 
-fn stored_role(record: &CampaignRecord, caller: &Caller) -> Option<Role> {
-    let user = &caller.actor.user_id;
-    if *user == record.state.created_by.user_id {
+/// The role stored for `user` (the creator owns the campaign; members have theirs), if any.
+pub fn stored_role(campaign: &CampaignState, user: Option<&UserId>) -> Option<Role> {
+    let user = user?;
+    if *user == campaign.created_by.user_id {
         return Some(Role::Owner);
     }
-    record.members.get(user).copied()
+    campaign.members.get(user).map(|member| member.role)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rally_app::model::{Actor, CampaignId, CampaignState, CampaignStatus, Timestamp, UserId};
+    use rally_app::model::{CampaignId, CampaignStatus, Member, Timestamp};
     use std::collections::{BTreeMap, BTreeSet};
 
     fn actor(id: &str) -> Actor {
@@ -82,25 +83,28 @@ mod tests {
         }
     }
 
-    fn record(visibility: Visibility) -> CampaignRecord {
+    fn campaign(visibility: Visibility) -> CampaignState {
         let at = Timestamp::from_unix_nanos(1);
-        CampaignRecord {
-            state: CampaignState {
-                id: CampaignId::parse("launch").unwrap(),
-                title: "Launch".into(),
-                description: String::new(),
-                status: CampaignStatus::Draft,
-                visibility,
-                features: BTreeSet::new(),
-                config: BTreeMap::new(),
-                version: 1,
-                created_at: at,
-                created_by: actor("owner"),
-                updated_at: at,
-                updated_by: actor("owner"),
-            },
-            field_versions: BTreeMap::new(),
-            members: BTreeMap::from([(UserId::parse("editor").unwrap(), Role::Editor)]),
+        CampaignState {
+            id: CampaignId::parse("launch").unwrap(),
+            title: "Launch".into(),
+            description: String::new(),
+            status: CampaignStatus::Draft,
+            visibility,
+            features: BTreeSet::new(),
+            config: BTreeMap::new(),
+            members: BTreeMap::from([(
+                UserId::parse("editor").unwrap(),
+                Member {
+                    display_name: "Editor".into(),
+                    role: Role::Editor,
+                },
+            )]),
+            version: 1,
+            created_at: at,
+            created_by: actor("owner"),
+            updated_at: at,
+            updated_by: actor("owner"),
         }
     }
 
@@ -153,20 +157,20 @@ mod tests {
             (Public, person("owner"), true, true, Role::Owner),
         ];
         for (visibility, caller, seen, listed, expected_role) in table {
-            let record = record(visibility);
+            let campaign = campaign(visibility);
             let who = caller.as_ref().map(|c| c.actor.user_id.as_str().to_owned());
             assert_eq!(
-                sees(&record, caller.as_ref()),
+                sees(&campaign, caller.as_ref()),
                 seen,
                 "sees {visibility} {who:?}"
             );
             assert_eq!(
-                lists(&record, caller.as_ref()),
+                lists(&campaign, caller.as_ref()),
                 listed,
                 "lists {visibility} {who:?}"
             );
             assert_eq!(
-                role(&record, caller.as_ref()),
+                role(&campaign, caller.as_ref()),
                 expected_role,
                 "role {visibility} {who:?}"
             );

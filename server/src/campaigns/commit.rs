@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rally_app::model::{CampaignEvent, Role, UserId, Visibility, Write};
+use rally_app::model::{Actor, CampaignEvent, Role, Visibility, Write};
 use rally_app::protocol::campaign::WriteAck;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
@@ -30,8 +30,8 @@ use crate::store::{Commit, StoreError};
 /// How long a batch keeps retrying when other instances keep winning the race for the same
 /// campaign (well inside the 5 s a request waits for its answer).
 pub const COMMIT_PATIENCE: Duration = Duration::from_secs(3);
-/// Attempts at granting a role under the same contention.
-const MAX_GRANT_ATTEMPTS: usize = 24;
+/// Attempts at a join under the same contention.
+const MAX_JOIN_ATTEMPTS: usize = 24;
 /// Events fetched per catch-up read (each may be tens of KiB).
 const CATCH_UP_BATCH: usize = 256;
 
@@ -106,8 +106,13 @@ impl Writer {
         reply: Reply<WriteAck>,
         pending: &mut Vec<Pending>,
     ) {
-        if self.core.is_none() {
-            let _ = reply.send(Err(not_found(&self.id).into()));
+        let hidden = match &self.core {
+            None => Some(not_found(&self.id)),
+            Some(core) => core.visible_to(caller.as_ref()).err(),
+        };
+        if let Some(hidden) = hidden {
+            // Before "read-only": a campaign the caller may not see answers as a missing one.
+            let _ = reply.send(Err(hidden.into()));
             return;
         }
         if !self.writable {
@@ -311,34 +316,37 @@ impl Writer {
         });
     }
 
-    /// Grant `role` to `user` (an accepted invite) and make it durable: a record-only commit.
-    pub(super) async fn grant(&mut self, user: UserId, role: Role) -> Result<Role, WriterError> {
+    /// `person` joins with `role` (an accepted invite): a membership event, durable before the
+    /// answer, broadcast like any change. Answers the role they have now.
+    pub(super) async fn join(&mut self, person: Actor, role: Role) -> Result<Role, WriterError> {
         if !self.writable {
             return Err(read_only().into());
         }
-        for _ in 0..MAX_GRANT_ATTEMPTS {
+        for _ in 0..MAX_JOIN_ATTEMPTS {
             let core = self.core.as_mut().ok_or_else(|| not_found(&self.id))?;
-            if !core.grant(user.clone(), role)? {
-                return Ok(core.role_of(Some(&user)));
-            }
-            let Some(commit) = self.commit_of(Vec::new()) else {
+            let now = clock::now();
+            let event_id = self.context.event_ids.next(now);
+            let Some(event) = core.join(&person, role, now, event_id)? else {
+                return Ok(core.role_of(Some(&person.user_id)));
+            };
+            let Some(commit) = self.commit_of(vec![event.clone()]) else {
                 break;
             };
             match self.context.store.commit(commit).await {
                 Ok(()) => {
-                    self.notify(BusNote::Record {
-                        campaign: self.id.clone(),
-                    });
+                    self.committed(&[event]);
                     return Ok(role);
                 }
                 Err(StoreError::VersionMismatch { .. } | StoreError::NotYourTurn) => {
-                    // Reload (the grant is redone on the fresh record next round).
+                    // Reload (the join is redone on the fresh state next round).
                     let _ = self.load().await;
                     self.catch_up().await;
                 }
                 Err(error) => {
                     let _ = self.load().await;
-                    return Err(unavailable(format!("could not store the role: {error}")).into());
+                    return Err(
+                        unavailable(format!("could not store the membership: {error}")).into(),
+                    );
                 }
             }
         }

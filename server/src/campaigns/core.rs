@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rally_app::model::limits::MEMBERS_MAX;
 use rally_app::model::{
-    Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Role,
+    Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Member, Role,
     TextChange, Timestamp, UserId, Visibility, Write,
 };
 use rally_app::protocol::campaign::SnapshotReason;
@@ -82,6 +82,7 @@ impl CampaignCore {
             visibility: request.visibility.unwrap_or(Visibility::Private),
             features,
             config: request.config,
+            members: Default::default(),
             version: 1,
             created_at: now,
             created_by: actor.clone(),
@@ -102,7 +103,7 @@ impl CampaignCore {
             record: CampaignRecord {
                 state,
                 field_versions: BTreeMap::new(),
-                members: BTreeMap::new(),
+                legacy_members: BTreeMap::new(),
             },
             history: VecDeque::new(),
             history_len,
@@ -115,10 +116,20 @@ impl CampaignCore {
     /// ends exactly at the record's version, so a damaged or partial history can shorten what
     /// resuming subscribers get (they fall back to a snapshot), never make it wrong.
     pub fn restore(
-        record: CampaignRecord,
+        mut record: CampaignRecord,
         history: Vec<CampaignEvent>,
         history_len: usize,
     ) -> Self {
+        // Roles granted before members were part of the state: they become members (known by
+        // user id until their next change), stored so with the next commit.
+        for (user, role) in std::mem::take(&mut record.legacy_members) {
+            let display_name = user.to_string();
+            record
+                .state
+                .members
+                .entry(user)
+                .or_insert(Member { display_name, role });
+        }
         let mut expected = record.state.version;
         let mut tail = Vec::new();
         for event in history.into_iter().rev() {
@@ -158,13 +169,13 @@ impl CampaignCore {
     /// The role of someone asking (None: anonymous): the higher of their stored role and the
     /// one their credential grants.
     pub fn role_for(&self, caller: Option<&Caller>) -> Role {
-        access::role(&self.record, caller)
+        access::role(&self.record.state, caller)
     }
 
     /// The caller may know this campaign exists; otherwise it answers `not_found` exactly as a
     /// missing one does (see [`access`]).
     pub fn visible_to(&self, caller: Option<&Caller>) -> Result<(), ErrorBody> {
-        if access::sees(&self.record, caller) {
+        if access::sees(&self.record.state, caller) {
             Ok(())
         } else {
             Err(not_found(&self.record.state.id))
@@ -173,16 +184,7 @@ impl CampaignCore {
 
     /// The stored role of a user (None: anonymous) in this campaign.
     pub fn role_of(&self, user: Option<&UserId>) -> Role {
-        match user {
-            Some(user) if *user == self.record.state.created_by.user_id => Role::Owner,
-            Some(user) => self
-                .record
-                .members
-                .get(user)
-                .copied()
-                .unwrap_or(Role::Viewer),
-            None => Role::Viewer,
-        }
+        access::stored_role(&self.record.state, user).unwrap_or(Role::Viewer)
     }
 
     /// Apply an event another instance made durable (read back from the shared store). It must
@@ -202,20 +204,31 @@ impl CampaignCore {
         Ok(())
     }
 
-    /// Grant a role (from an accepted invite). Returns false if nothing changed. Never demotes and
-    /// never touches the owner; a campaign has at most [`MEMBERS_MAX`] members.
-    pub fn grant(&mut self, user: UserId, role: Role) -> Result<bool, ErrorBody> {
-        if self.role_of(Some(&user)) >= role {
-            return Ok(false);
+    /// `person` joins with `role` (an accepted invite): the event to persist, or None if they
+    /// already have that role or a higher one. Never demotes and never touches the creator; a
+    /// campaign has at most [`MEMBERS_MAX`] members.
+    pub fn join(
+        &mut self,
+        person: &Actor,
+        role: Role,
+        now: Timestamp,
+        event_id: EventId,
+    ) -> Result<Option<CampaignEvent>, ErrorBody> {
+        if self.role_of(Some(&person.user_id)) >= role {
+            return Ok(None);
         }
-        if !self.record.members.contains_key(&user) && self.record.members.len() >= MEMBERS_MAX {
+        let members = &self.record.state.members;
+        if !members.contains_key(&person.user_id) && members.len() >= MEMBERS_MAX {
             return Err(err(
                 ErrorCode::LimitExceeded,
                 format!("a campaign has at most {MEMBERS_MAX} members"),
             ));
         }
-        self.record.members.insert(user, role);
-        Ok(true)
+        let change = Change::Member {
+            member: person.clone(),
+            role: Some(role),
+        };
+        Ok(Some(self.record_event(person, change, now, event_id)))
     }
 
     /// Validate, authorize, check for conflicts, and apply one write.
@@ -253,13 +266,19 @@ impl CampaignCore {
         };
         let change = write.effect(&self.record.state)?;
         let actor = self.editor(caller)?;
-        if matches!(&change, Some(Change::Fields { updates }) if updates.visibility.is_some())
-            && self.role_for(caller) != Role::Owner
-        {
-            return Err(err(
-                ErrorCode::Forbidden,
-                "only the owner can change who may see the campaign",
-            ));
+        if self.role_for(caller) != Role::Owner {
+            if matches!(&change, Some(Change::Fields { updates }) if updates.visibility.is_some()) {
+                return Err(err(
+                    ErrorCode::Forbidden,
+                    "only the owner can change who may see the campaign",
+                ));
+            }
+            if matches!(write, Write::Member(_)) {
+                return Err(err(
+                    ErrorCode::Forbidden,
+                    "only an owner can change or remove members",
+                ));
+            }
         }
         let Some(change) = change else {
             return Ok(Applied::Unchanged {
@@ -269,6 +288,19 @@ impl CampaignCore {
         if let Some(base) = write.base_version() {
             self.check_conflict(base, write, &change)?;
         }
+        Ok(Applied::Changed(
+            self.record_event(actor, change, now, event_id),
+        ))
+    }
+
+    /// Make a validated change the next version: apply it, note the fields it touched, keep it.
+    fn record_event(
+        &mut self,
+        actor: &Actor,
+        change: Change,
+        now: Timestamp,
+        event_id: EventId,
+    ) -> CampaignEvent {
         let event = CampaignEvent {
             campaign_id: self.record.state.id.clone(),
             version: self.version() + 1,
@@ -285,7 +317,7 @@ impl CampaignCore {
             self.record.field_versions.insert(field, event.version);
         }
         self.remember(event.clone());
-        Ok(Applied::Changed(event))
+        event
     }
 
     /// The caller's person, if they may edit this campaign.
@@ -701,7 +733,8 @@ mod tests {
     #[test]
     fn a_private_campaign_is_not_found_before_anything_else_and_only_the_owner_sets_visibility() {
         let mut core = new_core(10);
-        core.grant(actor("editor").user_id, Role::Editor).unwrap();
+        core.join(&actor("editor"), Role::Editor, t(1), eid(9))
+            .unwrap();
         let private =
             update(json!({"campaign_id": "launch", "updates": {"visibility": "private"}}));
         assert_eq!(
@@ -728,7 +761,34 @@ mod tests {
             assert!(core.visible_to(asker.as_ref()).is_err(), "{who}");
         }
         assert!(core.visible_to(Some(&caller("editor"))).is_ok());
-        assert_eq!(core.version(), 2);
+        assert_eq!(
+            core.version(),
+            3,
+            "the join and the change; nothing refused counted"
+        );
+    }
+
+    #[test]
+    fn roles_stored_before_members_were_state_become_members_on_load() {
+        let core = new_core(10);
+        let mut record = core.record().clone();
+        record
+            .legacy_members
+            .insert(actor("old-editor").user_id, Role::Editor);
+        let text = serde_json::to_string(&record).unwrap();
+        assert!(!text.contains("old-editor"), "never written again");
+        let mut stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+        stored["members"] = json!({"old-editor": "editor"});
+        let record: CampaignRecord = serde_json::from_value(stored).unwrap();
+        let core = CampaignCore::restore(record, vec![], 10);
+        assert_eq!(
+            core.role_of(Some(&actor("old-editor").user_id)),
+            Role::Editor
+        );
+        assert_eq!(
+            core.state().members[&actor("old-editor").user_id].display_name,
+            "old-editor"
+        );
     }
 
     #[test]
@@ -777,25 +837,36 @@ mod tests {
             "a grant never lowers a stored role"
         );
 
-        assert!(core
-            .grant(viewer.actor.user_id.clone(), Role::Editor)
-            .unwrap());
+        let joined = core
+            .join(&viewer.actor, Role::Editor, t(2), eid(2))
+            .unwrap()
+            .expect("a new member");
+        assert_eq!(
+            joined.change,
+            Change::Member {
+                member: viewer.actor.clone(),
+                role: Some(Role::Editor)
+            }
+        );
+        assert_eq!(joined.changed_by, viewer.actor, "they joined themselves");
         assert!(
-            !core
-                .grant(viewer.actor.user_id.clone(), Role::Viewer)
-                .unwrap(),
+            core.join(&viewer.actor, Role::Viewer, t(2), eid(2))
+                .unwrap()
+                .is_none(),
             "never demotes"
         );
         assert!(
-            !core.grant(actor("owner").user_id, Role::Editor).unwrap(),
+            core.join(&actor("owner"), Role::Editor, t(2), eid(2))
+                .unwrap()
+                .is_none(),
             "owner stays owner"
         );
-        for n in core.record().members.len()..MEMBERS_MAX {
-            core.grant(UserId::parse(&format!("m{n}")).unwrap(), Role::Editor)
+        for n in core.state().members.len()..MEMBERS_MAX {
+            core.join(&actor(&format!("m{n}")), Role::Editor, t(2), eid(2))
                 .unwrap();
         }
         assert_eq!(
-            core.grant(UserId::parse("one-more").unwrap(), Role::Editor)
+            core.join(&actor("one-more"), Role::Editor, t(2), eid(2))
                 .map_err(|e| e.code),
             Err(ErrorCode::LimitExceeded),
             "members are bounded"

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, UserId, Write};
+use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, Write};
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary, WriteAck};
 use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::oneshot;
@@ -279,15 +279,26 @@ impl StateManager {
         .await
     }
 
-    pub async fn grant(
+    /// The caller's role in `id`, or `not_found` if they may not see it (as for a missing one).
+    pub async fn role(&self, id: &CampaignId, caller: Option<Caller>) -> Result<Role, ErrorBody> {
+        self.exists(id).await?;
+        self.ask(id, |reply| Command::Role {
+            caller: caller.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// `person` joins `id` with `role` (an accepted invite); answers the role they have now.
+    pub async fn join(
         &self,
         id: &CampaignId,
-        user: UserId,
+        person: Actor,
         role: Role,
     ) -> Result<Role, ErrorBody> {
         self.exists(id).await?;
-        self.ask(id, |reply| Command::Grant {
-            user: user.clone(),
+        self.ask(id, |reply| Command::Join {
+            person: person.clone(),
             role,
             reply,
         })
@@ -308,7 +319,7 @@ impl StateManager {
         })?;
         Ok(records
             .iter()
-            .filter(|record| super::access::lists(record, caller(&record.state.id).as_ref()))
+            .filter(|record| super::access::lists(&record.state, caller(&record.state.id).as_ref()))
             .map(|record| CampaignSummary::of(&record.state))
             .collect())
     }

@@ -6,7 +6,8 @@
 //! - [`presence`]: who is watching and when to say so, pure.
 //! - [`history`]: recent events encoded once, shared with subscribers' connections.
 //! - `writer`: the task around the core — its loop and one method per command; `commit`: how
-//!   its writes become durable (the race between instances included).
+//!   its writes become durable (the race between instances included); `reads`: what it answers
+//!   without changing anything.
 //! - `manager`: [`StateManager`], the front door; writers retire after an idle period, so
 //!   memory holds only campaigns someone is looking at.
 
@@ -16,6 +17,7 @@ pub mod core;
 pub mod history;
 mod manager;
 pub mod presence;
+mod reads;
 mod writer;
 
 pub use access::Caller;

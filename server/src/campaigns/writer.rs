@@ -175,8 +175,14 @@ pub(super) enum Command {
         caller: Option<Caller>,
         reply: Reply<CampaignSnapshot>,
     },
-    Grant {
-        user: UserId,
+    /// The caller's role, or `not_found` if they may not see the campaign (a snapshot's answer
+    /// without copying the state).
+    Role {
+        caller: Option<Caller>,
+        reply: Reply<Role>,
+    },
+    Join {
+        person: Actor,
         role: Role,
         reply: Reply<Role>,
     },
@@ -193,7 +199,8 @@ impl Command {
             Command::Subscribe { reply, .. } => drop(reply.send(Err(error))),
             Command::Backfill { reply, .. } => drop(reply.send(Err(error))),
             Command::Snapshot { reply, .. } => drop(reply.send(Err(error))),
-            Command::Grant { reply, .. } => drop(reply.send(Err(error))),
+            Command::Role { reply, .. } => drop(reply.send(Err(error))),
+            Command::Join { reply, .. } => drop(reply.send(Err(error))),
             #[cfg(feature = "fault-injection")]
             Command::Panic { reply } => drop(reply.send(Err(error))),
         }
@@ -455,12 +462,6 @@ impl Writer {
                     self.catch_up().await;
                 }
             }
-            Happening::Bus(BusNote::Record { .. }) => {
-                // Roles changed elsewhere; no events to replay, just the record.
-                if let Err(error) = self.load().await {
-                    tracing::debug!(campaign = %self.id, %error, "cannot reload record");
-                }
-            }
             Happening::Bus(BusNote::Presence { .. }) => self.refresh_remote_presence().await,
             Happening::Bus(BusNote::SessionEnded { .. }) => {}
             Happening::Resync => self.catch_up().await,
@@ -534,13 +535,23 @@ impl Writer {
                 caller,
                 reply,
             } => {
-                let _ = reply.send(self.backfill(since_version, caller).map_err(Into::into));
+                let _ = reply.send(
+                    self.backfill(since_version, caller.as_ref())
+                        .map_err(Into::into),
+                );
             }
             Command::Snapshot { caller, reply } => {
                 let _ = reply.send(self.snapshot(caller.as_ref()).map_err(Into::into));
             }
-            Command::Grant { user, role, reply } => {
-                let _ = reply.send(self.grant(user, role).await.map_err(Into::into));
+            Command::Role { caller, reply } => {
+                let _ = reply.send(self.role(caller.as_ref()).map_err(Into::into));
+            }
+            Command::Join {
+                person,
+                role,
+                reply,
+            } => {
+                let _ = reply.send(self.join(person, role).await);
             }
             #[cfg(feature = "fault-injection")]
             Command::Panic { reply } => {
@@ -676,31 +687,8 @@ impl Writer {
         }
     }
 
-    fn backfill(&self, since_version: u64, caller: Option<Caller>) -> Result<Backfill, ErrorBody> {
-        let core = self.core.as_ref().ok_or_else(|| not_found(&self.id))?;
-        core.visible_to(caller.as_ref())?;
-        Ok(match core.resume(Some(since_version)) {
-            ResumePlan::Events(missed) => {
-                Backfill::Events(missed.into_iter().map(|e| self.encoded_frame(e)).collect())
-            }
-            ResumePlan::Snapshot(_) => Backfill::Snapshot(Box::new(CampaignSnapshot {
-                campaign: core.state().clone(),
-                role: core.role_for(caller.as_ref()),
-            })),
-        })
-    }
-
-    fn snapshot(&self, caller: Option<&Caller>) -> Result<CampaignSnapshot, ErrorBody> {
-        let core = self.core.as_ref().ok_or_else(|| not_found(&self.id))?;
-        core.visible_to(caller)?;
-        Ok(CampaignSnapshot {
-            campaign: core.state().clone(),
-            role: core.role_for(caller),
-        })
-    }
-
     /// The encoded frame of a history event (encoding it only if the cache lacks it).
-    fn encoded_frame(&self, event: &rally_app::model::CampaignEvent) -> Frame {
+    pub(super) fn encoded_frame(&self, event: &rally_app::model::CampaignEvent) -> Frame {
         self.encoded
             .get(event.version)
             .unwrap_or_else(|| frames::state_event(event))

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use rally_app::model::CampaignId;
 use rally_app::protocol::{ErrorBody, ErrorCode, RejectedFrame, FRAME_FAILED};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -298,6 +299,20 @@ impl Connection {
                             return Ending::SessionEnded;
                         }
                     }
+                    if let Some(campaign) = self.media_unfollowed() {
+                        // In a live room without following the campaign: nothing else tells
+                        // this connection it lost access, so every check asks.
+                        let caller = self.who.caller(&campaign);
+                        if let Err(error) = self.state.manager.role(&campaign, caller).await {
+                            if error.code == ErrorCode::NotFound {
+                                self.lose_media(&campaign, &mut out);
+                                if let Err(ending) = self.send(out).await {
+                                    return ending;
+                                }
+                                continue;
+                            }
+                        }
+                    }
                     let busy = !self.following.is_empty()
                         || self.media.is_in()
                         || self.ops_events.is_some()
@@ -383,12 +398,32 @@ impl Connection {
                     self.following
                         .deliver_ready(slot, delivery, &reader, &mut out)
                         .await;
+                    for campaign in self.following.take_lost() {
+                        self.lose_media(&campaign, &mut out);
+                    }
                 }
             }
             if let Err(ending) = self.send(out).await {
                 return ending;
             }
             self.following.record_delivery(&self.state.ops);
+        }
+    }
+
+    /// The live room this connection is in, when it does not follow that campaign.
+    fn media_unfollowed(&self) -> Option<CampaignId> {
+        let campaign = self.media.campaign()?;
+        (!self.following.follows(campaign)).then(|| campaign.clone())
+    }
+
+    /// The person may no longer see `campaign`: out of its live room, no longer shown live.
+    fn lose_media(&mut self, campaign: &CampaignId, out: &mut Outgoing) {
+        let was_live = self.media.live_in() == Some(campaign);
+        if let Some(ended) = self.media.expel(&self.state.relay, campaign) {
+            if was_live {
+                self.state.manager.set_live(campaign, self.id, false);
+            }
+            out.push(ended);
         }
     }
 

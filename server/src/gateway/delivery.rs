@@ -153,6 +153,8 @@ pub struct Following {
     /// time) for the latency and buffer samples.
     batch_states: u64,
     batch_first: Option<(usize, u64, Option<Instant>)>,
+    /// Campaigns whose access check failed with `not_found` (see [`Self::take_lost`]).
+    lost: Vec<CampaignId>,
 }
 
 impl Following {
@@ -379,24 +381,31 @@ impl Following {
     }
 
     /// After an event that changed who may see the campaign: whether this connection still may.
-    /// If not, the subscription ends here with the answer a new subscribe would get
-    /// (`not_found`), before the event is delivered.
+    /// If not, the subscription ends here, before the event is delivered, with the answer a new
+    /// subscribe would get (`not_found`; the campaign is also listed in [`Self::take_lost`]).
+    /// Any other failure to check ends it too (the client subscribes again): nothing is
+    /// delivered on an unanswered question.
     async fn still_sees(&mut self, slot: usize, reader: &Reader<'_>, out: &mut Outgoing) -> bool {
         let Some(Some(follow)) = self.follows.get(slot) else {
             return false;
         };
         let campaign = follow.campaign.clone();
         let caller = reader.who.caller(&campaign);
-        match reader.manager.snapshot(&campaign, caller).await {
-            Err(error) if error.code == ErrorCode::NotFound => {
-                self.follows[slot] = None;
-                reader.manager.leave(&campaign, reader.connection);
-                out.push(ended(campaign, error));
-                false
-            }
-            // Anything else (a restarting campaign) is not a refusal: keep delivering.
-            _ => true,
+        let Err(error) = reader.manager.role(&campaign, caller).await else {
+            return true;
+        };
+        self.follows[slot] = None;
+        reader.manager.leave(&campaign, reader.connection);
+        if error.code == ErrorCode::NotFound {
+            self.lost.push(campaign.clone());
         }
+        out.push(ended(campaign, error));
+        false
+    }
+
+    /// Campaigns this connection lost access to since the last call (their subscriptions ended).
+    pub fn take_lost(&mut self) -> Vec<CampaignId> {
+        std::mem::take(&mut self.lost)
     }
 
     /// After a batch reached the socket: count it, and sample latency and buffer use once.

@@ -9,7 +9,7 @@
 use std::future::Future;
 
 use rally_app::model::CampaignId;
-use rally_app::protocol::media::{MediaJoined, MediaTracks, TRACKS_EVENT};
+use rally_app::protocol::media::{MediaEnded, MediaJoined, MediaTracks, ENDED_EVENT, TRACKS_EVENT};
 use rally_app::protocol::ErrorBody;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -154,6 +154,26 @@ impl MediaPlace {
             .request(campaign, Call::Leave { participant })
             .await
             .and_then(CallReply::done)
+    }
+
+    /// The campaign this connection is in the media session of, if any.
+    pub fn campaign(&self) -> Option<&CampaignId> {
+        self.0.as_ref().map(|m| &m.campaign)
+    }
+
+    /// The person may no longer see `campaign`: take them out of its session at once and tell
+    /// them why (`media:session:v1:completed`). Returns that frame, or None if they were not in
+    /// it. The caller clears their being live.
+    pub fn expel(&mut self, relay: &MediaRelay, campaign: &CampaignId) -> Option<Utf8Bytes> {
+        if self.campaign() != Some(campaign) {
+            return None;
+        }
+        self.forget(relay);
+        let ended = MediaEnded {
+            campaign_id: campaign.clone(),
+            reason: format!("campaign {campaign} does not exist"),
+        };
+        Some(crate::frames::push(ENDED_EVENT, &ended, crate::clock::now()).text)
     }
 
     /// The connection is gone: leave without waiting.

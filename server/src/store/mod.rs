@@ -49,8 +49,10 @@ pub struct CampaignRecord {
     /// For each field (`title`, `features`, `config.ui_content`, …) the version that last changed
     /// it: the basis of `base_version` conflict checks.
     pub field_versions: BTreeMap<String, u64>,
-    /// Granted roles (editors). The owner is `state.created_by` and is not listed.
-    pub members: BTreeMap<UserId, Role>,
+    /// Roles granted before members became part of the state (`state.members`): read from old
+    /// records, moved into the state when the campaign loads, never written again.
+    #[serde(default, rename = "members", skip_serializing)]
+    pub legacy_members: BTreeMap<UserId, Role>,
 }
 
 /// A campaign as loaded: its record and the tail of its history (ascending).

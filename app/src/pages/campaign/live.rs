@@ -18,7 +18,7 @@ use crate::model::{
     describe_change, describe_event, CampaignId, CampaignState, CampaignStatus, Change, EditId,
     Feature, Presence, Role, TextEdit, TextField, Visibility, Write,
 };
-use crate::protocol::campaign::{Resume, WriteAck};
+use crate::protocol::campaign::{CampaignRef, CampaignSnapshot, Resume, WriteAck};
 use crate::protocol::{ClientRequest, ErrorBody, ErrorCode};
 
 /// One line of the activity list.
@@ -235,6 +235,9 @@ impl CampaignModel {
                 }
                 self.log_event(event);
                 self.confirmed_moved();
+                if matches!(event.change, Change::Member { .. }) {
+                    self.refresh_role();
+                }
             }
             Output::Presence(change) => {
                 let live = |p: &Presence| -> Vec<String> {
@@ -512,6 +515,27 @@ impl CampaignModel {
                     let reason = crate::pages::campaign::notices::plain_reason(&error);
                     model.text(field).update(|t| t.refused(&edit_id, &reason));
                 }
+            }
+        });
+    }
+
+    /// Someone's membership changed (perhaps this person's): ask the server for the role this
+    /// page's person has now. A page that may no longer see the campaign learns it from its
+    /// subscription ending.
+    fn refresh_role(&self) {
+        let Some(Some(connection)) = self.connection.try_get_value() else {
+            return;
+        };
+        let model = *self;
+        let request = ClientRequest::Snapshot(CampaignRef {
+            campaign_id: self.id.get_value(),
+        });
+        connection.request(request, move |result| {
+            if let Ok(snapshot) = result.and_then(|value| {
+                serde_json::from_value::<CampaignSnapshot>(value)
+                    .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+            }) {
+                model.role.set(snapshot.role);
             }
         });
     }

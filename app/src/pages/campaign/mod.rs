@@ -5,6 +5,7 @@ mod config;
 mod config_form;
 mod live;
 mod media;
+mod members;
 mod notices;
 mod panels;
 mod text_field;
@@ -122,6 +123,7 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
                 </div>
                 <aside class="side-column">
                     <PresencePanel model/>
+                    <members::MembersPanel model/>
                     <InvitePanel model/>
                     <Timeline model/>
                 </aside>

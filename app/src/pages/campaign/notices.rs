@@ -155,6 +155,28 @@ pub fn explain_refusal(
                 format!("Your change to {} was not saved: {why}.", w.section),
             )
         }
+        Write::Member(w) => {
+            let name = shown
+                .members
+                .get(&w.user_id)
+                .map_or_else(|| w.user_id.to_string(), |m| m.display_name.clone());
+            let what = match w.role {
+                Some(role) => format!("Making {name} {}", role.with_article()),
+                None => format!("Removing {name}"),
+            };
+            let why = if conflict {
+                format!(
+                    "{} changed their role first",
+                    first(&format!("members.{}", w.user_id))
+                )
+            } else {
+                plain_reason(error)
+            };
+            (
+                Place::field("members"),
+                format!("{what} did not work: {why}."),
+            )
+        }
         Write::Text(w) => (
             Place::field(w.field.as_str()),
             format!(
@@ -252,6 +274,7 @@ mod tests {
             visibility: crate::model::Visibility::Private,
             features: Default::default(),
             config: Default::default(),
+            members: Default::default(),
             version: 4,
             created_at: Timestamp::from_unix_nanos(1),
             created_by: actor.clone(),

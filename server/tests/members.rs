@@ -1,0 +1,157 @@
+//! Members through a real server: people join through invites (a membership event everyone
+//! following sees), owners change roles and remove members (`campaign:member:v1`), a removed
+//! member's next write is refused and their subscription to a private campaign ends within a
+//! second, and the creator always owns the campaign.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestServer, WsClient};
+use serde_json::{json, Value};
+
+/// The owner makes an invite for `campaign`; `name` signs in and accepts it.
+async fn invited(
+    server: &TestServer,
+    owner_token: &str,
+    campaign: &str,
+    name: &str,
+) -> (String, String) {
+    let http = reqwest::Client::new();
+    let invite: Value = http
+        .post(server.url(&format!("/api/campaigns/{campaign}/invites")))
+        .bearer_auth(owner_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (user_id, token) = server.sign_in(name).await;
+    let accepted: Value = http
+        .post(server.url(&format!(
+            "/api/invites/{}/accept",
+            invite["token"].as_str().unwrap()
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(accepted["role"], "editor", "{accepted}");
+    (user_id, token)
+}
+
+async fn set_role(client: &mut WsClient, user: &str, role: Option<&str>, id: &str) -> Value {
+    client
+        .request(
+            "campaign:member:v1:requested",
+            json!({"campaign_id": "crew", "user_id": user, "role": role}),
+            id,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn owners_manage_members_and_a_removed_member_loses_a_private_campaign_within_a_second() {
+    let server = TestServer::start_with(&["--default-visibility", "private"]).await;
+    let (owner_id, owner_token) = server.sign_in("Olga").await;
+    let mut owner = server.connect_as(&owner_token).await;
+    owner.create_campaign("crew", "Crew").await;
+    owner.subscribe("crew", None).await;
+
+    // Joining is a change everyone following sees, made by the person who joined.
+    let (bob_id, bob_token) = invited(&server, &owner_token, "crew", "Bob").await;
+    let joined = owner.next_state_event().await;
+    assert_eq!(joined["payload"]["change"]["kind"], "member", "{joined}");
+    assert_eq!(joined["payload"]["changed_by"]["user_id"], bob_id.as_str());
+    assert_eq!(joined["payload"]["change"]["role"], "editor");
+    let (carol_id, carol_token) = invited(&server, &owner_token, "crew", "Carol").await;
+    owner.next_state_event().await;
+    let mut bob = server.connect_as(&bob_token).await;
+    let reply = bob.subscribe("crew", None).await;
+    assert_eq!(reply["payload"]["role"], "editor");
+    let members = &reply["payload"]["resume"]["campaign"]["members"];
+    assert_eq!(
+        members[&bob_id],
+        json!({"display_name": "Bob", "role": "editor"})
+    );
+    assert_eq!(members[&carol_id]["role"], "editor");
+
+    // Only owners manage members; nobody changes the creator; only members can be changed.
+    let refused = set_role(&mut bob, &carol_id, None, "b1").await;
+    assert_eq!(refused["payload"]["code"], "forbidden", "{refused}");
+    let refused = set_role(&mut owner, &owner_id, Some("viewer"), "o0").await;
+    assert_eq!(refused["payload"]["code"], "invalid", "{refused}");
+    let refused = set_role(&mut owner, "u-nobody", Some("editor"), "o1").await;
+    assert_eq!(refused["payload"]["code"], "invalid", "{refused}");
+
+    // An owner promotes Carol; she may now manage members too.
+    let reply = set_role(&mut owner, &carol_id, Some("owner"), "o2").await;
+    assert_eq!(reply["type"], "campaign:member:v1:success", "{reply}");
+    let mut carol = server.connect_as(&carol_token).await;
+    let reply = carol.subscribe("crew", None).await;
+    assert_eq!(reply["payload"]["role"], "owner");
+
+    // Demoted to viewer: Bob's next write is refused, he still watches the private campaign.
+    let reply = set_role(&mut carol, &bob_id, Some("viewer"), "c1").await;
+    assert_eq!(reply["type"], "campaign:member:v1:success", "{reply}");
+    let promoted = bob.next_state_event().await;
+    assert_eq!(promoted["payload"]["change"]["role"], "owner", "{promoted}");
+    let demoted = bob.next_state_event().await;
+    assert_eq!(demoted["payload"]["change"]["role"], "viewer", "{demoted}");
+    let write = bob.update("crew", json!({"title": "Mine"}), "b2").await;
+    assert_eq!(write["payload"]["code"], "forbidden", "{write}");
+
+    // Removed: his subscription ends within a second, before the change reaches him, and the
+    // campaign is to him as if it did not exist.
+    let started = Instant::now();
+    let reply = set_role(&mut carol, &bob_id, None, "c2").await;
+    assert_eq!(reply["type"], "campaign:member:v1:success", "{reply}");
+    let frames = bob
+        .recv_until(|f| f["type"] == "campaign:subscription:v1:completed")
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["type"] != "campaign:state:v1:success"),
+        "{frames:?}"
+    );
+    assert_eq!(
+        frames.last().unwrap()["payload"]["reason"]["code"],
+        "not_found"
+    );
+    let write = bob.update("crew", json!({"title": "Mine"}), "b3").await;
+    assert_eq!(write["payload"]["code"], "not_found", "{write}");
+    let removed = owner
+        .recv_until(|f| {
+            f["type"] == "campaign:state:v1:success" && f["payload"]["change"]["role"].is_null()
+        })
+        .await;
+    let removed = removed.last().unwrap();
+    assert_eq!(
+        removed["payload"]["change"]["member"]["display_name"],
+        "Bob"
+    );
+    assert_eq!(removed["payload"]["changed_by"]["display_name"], "Carol");
+
+    // The membership survives a restart of the campaign's task (it is in the stored state).
+    let snapshot: Value = reqwest::Client::new()
+        .get(server.url("/api/campaigns/crew"))
+        .bearer_auth(&carol_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snapshot["role"], "owner");
+    assert!(snapshot["campaign"]["members"].get(&bob_id).is_none());
+}
