@@ -18,8 +18,8 @@ use rally_app::protocol::session::{InviteDetails, SessionInfo, SessionSummary, S
 use rally_app::protocol::ErrorCode;
 use serde::Serialize;
 
-use crate::auth::{self, Keys, Origins};
-use crate::campaigns::{Caller, StateManager};
+use crate::auth::{self, Invite, Keys, Origins};
+use crate::campaigns::{Caller, Invitation, StateManager};
 use crate::clock;
 use crate::http_error::ApiError;
 use crate::quota::Quotas;
@@ -454,23 +454,41 @@ pub(crate) async fn invite_details(
     manager: &StateManager,
     token: &str,
 ) -> Result<InviteDetails, rally_app::protocol::ErrorBody> {
-    let invite = keys.verify_invite(token, clock::now()).map_err(|err| {
-        rally_app::protocol::ErrorBody::new(ErrorCode::Invalid, format!("invite rejected: {err}"))
-    })?;
-    let maker = invite.inviter.map(|user_id| {
+    let (invite, title) = usable_invite(keys, manager, token).await?;
+    Ok(InviteDetails {
+        campaign_id: invite.campaign_id,
+        title,
+        invited_by: invite.invited_by,
+        role: invite.role,
+        expires_at: invite.expires_at,
+    })
+}
+
+/// A verified invite whose maker is still an owner of the campaign, and the campaign's title.
+/// The campaign is read as its maker sees it (so a private campaign's link works, and stops
+/// working when the maker loses access: then it answers as a missing campaign).
+async fn usable_invite(
+    keys: &Keys,
+    manager: &StateManager,
+    token: &str,
+) -> Result<(Invite, String), rally_app::protocol::ErrorBody> {
+    let invalid = |why: String| rally_app::protocol::ErrorBody::new(ErrorCode::Invalid, why);
+    let invite = keys
+        .verify_invite(token, clock::now())
+        .map_err(|err| invalid(format!("invite rejected: {err}")))?;
+    let maker = invite.inviter.clone().map(|user_id| {
         Caller::person(Actor {
             user_id,
             display_name: invite.invited_by.clone(),
         })
     });
     let snapshot = manager.snapshot(&invite.campaign_id, maker).await?;
-    Ok(InviteDetails {
-        campaign_id: invite.campaign_id,
-        title: snapshot.campaign.title,
-        invited_by: invite.invited_by,
-        role: invite.role,
-        expires_at: invite.expires_at,
-    })
+    if invite.inviter.is_some() && snapshot.role != Role::Owner {
+        return Err(invalid(
+            "this invite link no longer works: the person who made it is no longer an owner".into(),
+        ));
+    }
+    Ok((invite, snapshot.campaign.title))
 }
 
 async fn accept_invite(
@@ -479,11 +497,14 @@ async fn accept_invite(
     Path(token): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let actor = require_session(&state, &headers).await?;
-    // The same checks as showing the invite: valid, and its maker still sees the campaign.
-    let invite = invite_details(&state.keys, &state.manager, &token).await?;
+    let (invite, _) = usable_invite(&state.keys, &state.manager, &token).await?;
+    let invitation = Invitation {
+        role: invite.role,
+        issued_at: invite.issued_at,
+    };
     let role = state
         .manager
-        .join(&invite.campaign_id, actor, invite.role)
+        .join(&invite.campaign_id, actor, invitation)
         .await?;
     Ok(Json(
         serde_json::json!({ "campaign_id": invite.campaign_id, "role": role }),

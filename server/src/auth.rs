@@ -89,6 +89,9 @@ struct InviteClaims {
     /// campaign's invite works, and stops working if the maker loses access).
     #[serde(default)]
     uid: Option<UserId>,
+    /// When it was made (Unix nanoseconds; 0 in links made before it was recorded).
+    #[serde(default)]
+    iat: u64,
 }
 
 /// A verified invite.
@@ -101,6 +104,8 @@ pub struct Invite {
     pub invited_by: String,
     /// Their user id (absent in invites made before it was recorded).
     pub inviter: Option<UserId>,
+    /// When the link was made.
+    pub issued_at: Timestamp,
 }
 
 fn unix_secs(at: Timestamp) -> u64 {
@@ -180,6 +185,7 @@ impl Keys {
             exp,
             by: by.display_name.clone(),
             uid: Some(by.user_id.clone()),
+            iat: now.unix_nanos(),
         };
         let invite = Invite {
             campaign_id: campaign_id.clone(),
@@ -187,6 +193,7 @@ impl Keys {
             expires_at: Timestamp::from_unix_nanos(exp * 1_000_000_000),
             invited_by: claims.by.clone(),
             inviter: claims.uid.clone(),
+            issued_at: now,
         };
         (self.sign(&claims), invite)
     }
@@ -205,6 +212,7 @@ impl Keys {
             expires_at: Timestamp::from_unix_nanos(claims.exp * 1_000_000_000),
             invited_by: claims.by,
             inviter: claims.uid,
+            issued_at: Timestamp::from_unix_nanos(claims.iat),
         })
     }
 }

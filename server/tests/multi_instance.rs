@@ -460,3 +460,64 @@ async fn concurrent_text_edits_on_two_instances_keep_every_character() {
         "nothing else: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_on_one_instance_loses_a_private_campaign_on_the_other_within_a_second() {
+    let redis = TestRedis::start();
+    let a = instance(&redis, &["--default-visibility", "private"]).await;
+    let b = instance(&redis, &["--default-visibility", "private"]).await;
+    let (_, owner_token) = a.sign_in("Olga").await;
+    let mut owner = a.connect_as(&owner_token).await;
+    owner.create_campaign("vault", "Vault").await;
+    let http = reqwest::Client::new();
+    let invite: Value = http
+        .post(a.url("/api/campaigns/vault/invites"))
+        .bearer_auth(&owner_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let link = invite["token"].as_str().unwrap().to_owned();
+    // Bob joins through instance B and follows the campaign there.
+    let (bob_id, bob_token) = b.sign_in("Bob").await;
+    let accept = |server: &TestServer| {
+        http.post(server.url(&format!("/api/invites/{link}/accept")))
+            .bearer_auth(&bob_token)
+            .send()
+    };
+    assert_eq!(accept(&b).await.unwrap().status(), 200);
+    let mut bob = b.connect_as(&bob_token).await;
+    bob.subscribe("vault", None).await;
+
+    // Removed on A: on B his subscription ends within a second and his write is refused.
+    let started = Instant::now();
+    let reply = owner
+        .request(
+            "campaign:member:v1:requested",
+            json!({"campaign_id": "vault", "user_id": bob_id, "role": null}),
+            "rm",
+        )
+        .await;
+    assert_eq!(reply["type"], "campaign:member:v1:success", "{reply}");
+    let frames = bob
+        .recv_until(|f| f["type"] == "campaign:subscription:v1:completed")
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        frames.last().unwrap()["payload"]["reason"]["code"],
+        "not_found"
+    );
+    let write = bob.update("vault", json!({"title": "Mine"}), "w").await;
+    assert_eq!(write["payload"]["code"], "not_found", "{write}");
+    // The link he kept does not bring him back, on either instance.
+    for server in [&a, &b] {
+        let again = accept(server).await.unwrap();
+        assert_eq!(again.status(), 400);
+    }
+}

@@ -174,7 +174,7 @@ pub struct CampaignState {
     pub title: String,
     pub description: String,
     pub status: CampaignStatus,
-    /// Who may see it; only the owner changes it.
+    /// Who may see it; only owners change it.
     #[serde(default = "Visibility::stored_before_visibility")]
     pub visibility: Visibility,
     pub features: BTreeSet<Feature>,
@@ -202,7 +202,7 @@ pub struct FieldUpdates {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<CampaignStatus>,
-    /// Only the owner may set it.
+    /// Only owners may set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility: Option<Visibility>,
 }

@@ -20,7 +20,7 @@ use rally_app::protocol::campaign::WriteAck;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
 use super::access::Caller;
-use super::core::Applied;
+use super::core::{Applied, Invitation};
 use super::writer::{not_found, read_only, unavailable, Reply, Writer, WriterError};
 use crate::bus::BusNote;
 use crate::clock;
@@ -30,8 +30,6 @@ use crate::store::{Commit, StoreError};
 /// How long a batch keeps retrying when other instances keep winning the race for the same
 /// campaign (well inside the 5 s a request waits for its answer).
 pub const COMMIT_PATIENCE: Duration = Duration::from_secs(3);
-/// Attempts at a join under the same contention.
-const MAX_JOIN_ATTEMPTS: usize = 24;
 /// Events fetched per catch-up read (each may be tens of KiB).
 const CATCH_UP_BATCH: usize = 256;
 
@@ -316,41 +314,52 @@ impl Writer {
         });
     }
 
-    /// `person` joins with `role` (an accepted invite): a membership event, durable before the
-    /// answer, broadcast like any change. Answers the role they have now.
-    pub(super) async fn join(&mut self, person: Actor, role: Role) -> Result<Role, WriterError> {
+    /// `person` joins through `invite`: a membership event, durable before the answer, broadcast
+    /// like any change. Answers the role they have now. Losing the race to another instance
+    /// goes as for writes: back to the state before, catch up (broadcasting what the other
+    /// instance made), try again within [`COMMIT_PATIENCE`].
+    pub(super) async fn join(
+        &mut self,
+        person: Actor,
+        invite: Invitation,
+    ) -> Result<Role, WriterError> {
         if !self.writable {
             return Err(read_only().into());
         }
-        for _ in 0..MAX_JOIN_ATTEMPTS {
+        let mut race = CommitRace::new(Instant::now());
+        loop {
+            let before = self.core.clone();
             let core = self.core.as_mut().ok_or_else(|| not_found(&self.id))?;
             let now = clock::now();
             let event_id = self.context.event_ids.next(now);
-            let Some(event) = core.join(&person, role, now, event_id)? else {
+            let Some(event) = core.join(&person, &invite, now, event_id)? else {
                 return Ok(core.role_of(Some(&person.user_id)));
             };
             let Some(commit) = self.commit_of(vec![event.clone()]) else {
-                break;
+                return Err(not_found(&self.id).into());
             };
-            match self.context.store.commit(commit).await {
+            let error = match self.context.store.commit(commit).await {
                 Ok(()) => {
                     self.committed(&[event]);
-                    return Ok(role);
+                    return Ok(invite.role);
                 }
-                Err(StoreError::VersionMismatch { .. } | StoreError::NotYourTurn) => {
-                    // Reload (the join is redone on the fresh state next round).
-                    let _ = self.load().await;
-                    self.catch_up().await;
-                }
-                Err(error) => {
-                    let _ = self.load().await;
-                    return Err(
-                        unavailable(format!("could not store the membership: {error}")).into(),
-                    );
-                }
-            }
+                Err(error) => error,
+            };
+            // Never keep a join the store did not take.
+            self.core = before;
+            let lost = matches!(
+                error,
+                StoreError::VersionMismatch { .. } | StoreError::NotYourTurn
+            );
+            let retry = lost
+                .then(|| race.lost(Instant::now(), u32::from_le_bytes(clock::random_bytes())))
+                .flatten();
+            let Some(retry) = retry else {
+                return Err(unavailable(format!("could not store the membership: {error}")).into());
+            };
+            tokio::time::sleep(retry.wait).await;
+            self.catch_up().await;
         }
-        Err(unavailable("the campaign is too busy; retry").into())
     }
 
     /// Take every event the store has after `durable_version` (made by other instances) and

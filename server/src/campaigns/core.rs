@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rally_app::model::limits::MEMBERS_MAX;
 use rally_app::model::{
-    Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Member, Role,
+    Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Role,
     TextChange, Timestamp, UserId, Visibility, Write,
 };
 use rally_app::protocol::campaign::SnapshotReason;
@@ -17,6 +17,14 @@ use rally_app::protocol::{ErrorBody, ErrorCode};
 
 use super::access::{self, Caller};
 use crate::store::CampaignRecord;
+
+/// What an accepted invite offers: the role, and when its link was made (links made before a
+/// member was removed or lost a role no longer work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invitation {
+    pub role: Role,
+    pub issued_at: Timestamp,
+}
 
 /// Events kept per campaign for resuming subscribers.
 pub const DEFAULT_HISTORY_LEN: usize = 1000;
@@ -104,6 +112,7 @@ impl CampaignCore {
                 state,
                 field_versions: BTreeMap::new(),
                 legacy_members: BTreeMap::new(),
+                invites_valid_from: None,
             },
             history: VecDeque::new(),
             history_len,
@@ -120,16 +129,9 @@ impl CampaignCore {
         history: Vec<CampaignEvent>,
         history_len: usize,
     ) -> Self {
-        // Roles granted before members were part of the state: they become members (known by
-        // user id until their next change), stored so with the next commit.
-        for (user, role) in std::mem::take(&mut record.legacy_members) {
-            let display_name = user.to_string();
-            record
-                .state
-                .members
-                .entry(user)
-                .or_insert(Member { display_name, role });
-        }
+        // Roles granted before members were part of the state become members, stored so with
+        // the next commit.
+        record = record.migrated();
         let mut expected = record.state.version;
         let mut tail = Vec::new();
         for event in history.into_iter().rev() {
@@ -196,12 +198,42 @@ impl CampaignCore {
         if matches!(event.change, Change::Created { .. }) {
             return Err(rally_app::model::ApplyError::UnexpectedCreate);
         }
+        let before = self.member_role(&event.change);
         self.record.state.apply_event(event)?;
+        self.note_applied(event, before);
+        Ok(())
+    }
+
+    /// For a membership change, the member's stored role before it.
+    fn member_role(&self, change: &Change) -> Option<Role> {
+        match change {
+            Change::Member { member, .. } => self
+                .record
+                .state
+                .members
+                .get(&member.user_id)
+                .map(|m| m.role),
+            _ => None,
+        }
+    }
+
+    /// Bookkeeping after an event was applied: the versions of the fields it touched (a removed
+    /// member's entry goes, so the record stays bounded), and for a member who was removed or
+    /// lost a role (`before`), the end of every older invite link.
+    fn note_applied(&mut self, event: &CampaignEvent, before: Option<Role>) {
         for field in event.change.touched_fields() {
             self.record.field_versions.insert(field, event.version);
         }
+        if let Change::Member { member, role } = &event.change {
+            if role.is_none() {
+                let field = format!("members.{}", member.user_id);
+                self.record.field_versions.remove(&field);
+            }
+            if *role < before {
+                self.record.invites_valid_from = Some(event.changed_at);
+            }
+        }
         self.remember(event.clone());
-        Ok(())
     }
 
     /// `person` joins with `role` (an accepted invite): the event to persist, or None if they
@@ -210,10 +242,21 @@ impl CampaignCore {
     pub fn join(
         &mut self,
         person: &Actor,
-        role: Role,
+        invite: &Invitation,
         now: Timestamp,
         event_id: EventId,
     ) -> Result<Option<CampaignEvent>, ErrorBody> {
+        if self
+            .record
+            .invites_valid_from
+            .is_some_and(|from| invite.issued_at < from)
+        {
+            return Err(err(
+                ErrorCode::Invalid,
+                "this invite link no longer works: someone lost their place in the campaign after it was made; ask an owner for a new link",
+            ));
+        }
+        let role = invite.role;
         if self.role_of(Some(&person.user_id)) >= role {
             return Ok(None);
         }
@@ -270,7 +313,7 @@ impl CampaignCore {
             if matches!(&change, Some(Change::Fields { updates }) if updates.visibility.is_some()) {
                 return Err(err(
                     ErrorCode::Forbidden,
-                    "only the owner can change who may see the campaign",
+                    "only an owner can change who may see the campaign",
                 ));
             }
             if matches!(write, Write::Member(_)) {
@@ -279,6 +322,12 @@ impl CampaignCore {
                     "only an owner can change or remove members",
                 ));
             }
+        }
+        if matches!(write, Write::Member(w) if w.user_id == actor.user_id) {
+            return Err(err(
+                ErrorCode::Invalid,
+                "you cannot change your own role; another owner can",
+            ));
         }
         let Some(change) = change else {
             return Ok(Applied::Unchanged {
@@ -301,6 +350,7 @@ impl CampaignCore {
         now: Timestamp,
         event_id: EventId,
     ) -> CampaignEvent {
+        let before = self.member_role(&change);
         let event = CampaignEvent {
             campaign_id: self.record.state.id.clone(),
             version: self.version() + 1,
@@ -313,10 +363,7 @@ impl CampaignCore {
             .state
             .apply_event(&event)
             .expect("a validated change applies to the state it was validated against");
-        for field in event.change.touched_fields() {
-            self.record.field_versions.insert(field, event.version);
-        }
-        self.remember(event.clone());
+        self.note_applied(&event, before);
         event
     }
 
@@ -474,6 +521,14 @@ mod tests {
 
     fn caller(id: &str) -> Caller {
         Caller::person(actor(id))
+    }
+
+    /// An invite for `role` made at the start of time.
+    fn invited(role: Role) -> Invitation {
+        Invitation {
+            role,
+            issued_at: t(0),
+        }
     }
 
     fn t(n: u64) -> Timestamp {
@@ -733,7 +788,7 @@ mod tests {
     #[test]
     fn a_private_campaign_is_not_found_before_anything_else_and_only_the_owner_sets_visibility() {
         let mut core = new_core(10);
-        core.join(&actor("editor"), Role::Editor, t(1), eid(9))
+        core.join(&actor("editor"), &invited(Role::Editor), t(1), eid(9))
             .unwrap();
         let private =
             update(json!({"campaign_id": "launch", "updates": {"visibility": "private"}}));
@@ -766,6 +821,65 @@ mod tests {
             3,
             "the join and the change; nothing refused counted"
         );
+    }
+
+    #[test]
+    fn removing_or_demoting_a_member_ends_older_invite_links_and_nobody_changes_their_own_role() {
+        let mut core = new_core(10);
+        let bob = actor("bob");
+        core.join(&bob, &invited(Role::Editor), t(2), eid(2))
+            .unwrap();
+        core.join(&actor("carol"), &invited(Role::Owner), t(2), eid(3))
+            .unwrap();
+        let member = |user: &str, role: Option<&str>| {
+            Write::Member(
+                serde_json::from_value(
+                    json!({"campaign_id": "launch", "user_id": user, "role": role}),
+                )
+                .unwrap(),
+            )
+        };
+        assert_eq!(
+            core.apply(
+                &member("carol", Some("viewer")),
+                Some(&caller("carol")),
+                t(4),
+                eid(4)
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::Invalid,
+            "not your own role"
+        );
+        // A promotion leaves links alone; a removal ends those made before it.
+        core.apply(
+            &member("bob", Some("owner")),
+            Some(&caller("carol")),
+            t(5),
+            eid(5),
+        )
+        .unwrap();
+        assert!(core.record().invites_valid_from.is_none());
+        core.apply(&member("bob", None), Some(&caller("carol")), t(6), eid(6))
+            .unwrap();
+        assert_eq!(core.record().invites_valid_from, Some(t(6)));
+        assert!(
+            !core.record().field_versions.contains_key("members.bob"),
+            "a removed member leaves no entry behind"
+        );
+        let old_link = Invitation {
+            role: Role::Editor,
+            issued_at: t(5),
+        };
+        assert_eq!(
+            core.join(&bob, &old_link, t(7), eid(7)).unwrap_err().code,
+            ErrorCode::Invalid
+        );
+        let new_link = Invitation {
+            issued_at: t(6),
+            ..old_link
+        };
+        assert!(core.join(&bob, &new_link, t(7), eid(7)).unwrap().is_some());
     }
 
     #[test]
@@ -838,7 +952,7 @@ mod tests {
         );
 
         let joined = core
-            .join(&viewer.actor, Role::Editor, t(2), eid(2))
+            .join(&viewer.actor, &invited(Role::Editor), t(2), eid(2))
             .unwrap()
             .expect("a new member");
         assert_eq!(
@@ -850,23 +964,28 @@ mod tests {
         );
         assert_eq!(joined.changed_by, viewer.actor, "they joined themselves");
         assert!(
-            core.join(&viewer.actor, Role::Viewer, t(2), eid(2))
+            core.join(&viewer.actor, &invited(Role::Viewer), t(2), eid(2))
                 .unwrap()
                 .is_none(),
             "never demotes"
         );
         assert!(
-            core.join(&actor("owner"), Role::Editor, t(2), eid(2))
+            core.join(&actor("owner"), &invited(Role::Editor), t(2), eid(2))
                 .unwrap()
                 .is_none(),
             "owner stays owner"
         );
         for n in core.state().members.len()..MEMBERS_MAX {
-            core.join(&actor(&format!("m{n}")), Role::Editor, t(2), eid(2))
-                .unwrap();
+            core.join(
+                &actor(&format!("m{n}")),
+                &invited(Role::Editor),
+                t(2),
+                eid(2),
+            )
+            .unwrap();
         }
         assert_eq!(
-            core.join(&actor("one-more"), Role::Editor, t(2), eid(2))
+            core.join(&actor("one-more"), &invited(Role::Editor), t(2), eid(2))
                 .map_err(|e| e.code),
             Err(ErrorCode::LimitExceeded),
             "members are bounded"

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
 use super::access::Caller;
+use super::core::Invitation;
 use super::presence::ConnectionId;
 use super::writer::{
     self, Backfill, Command, Happening, Subscription, WriterConfig, WriterContext, WriterError,
@@ -24,7 +25,7 @@ use crate::bus::{EventBus, Incoming};
 use crate::clock::EventIds;
 use crate::registry::Registry;
 use crate::stats::OpsCounters;
-use crate::store::Store;
+use crate::store::{CampaignRecord, Store};
 
 /// How long any request waits for its campaign's writer before giving up with `unavailable`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -289,17 +290,17 @@ impl StateManager {
         .await
     }
 
-    /// `person` joins `id` with `role` (an accepted invite); answers the role they have now.
+    /// `person` joins `id` through an accepted invite; answers the role they have now.
     pub async fn join(
         &self,
         id: &CampaignId,
         person: Actor,
-        role: Role,
+        invite: Invitation,
     ) -> Result<Role, ErrorBody> {
         self.exists(id).await?;
         self.ask(id, |reply| Command::Join {
             person: person.clone(),
-            role,
+            invite,
             reply,
         })
         .await
@@ -318,7 +319,8 @@ impl StateManager {
             )
         })?;
         Ok(records
-            .iter()
+            .into_iter()
+            .map(CampaignRecord::migrated)
             .filter(|record| super::access::lists(&record.state, caller(&record.state.id).as_ref()))
             .map(|record| CampaignSummary::of(&record.state))
             .collect())

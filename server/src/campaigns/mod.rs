@@ -20,6 +20,7 @@ pub mod presence;
 mod reads;
 mod writer;
 
+pub use self::core::Invitation;
 pub use access::Caller;
 pub use history::EncodedHistory;
 pub use manager::{StateManager, REQUEST_TIMEOUT};

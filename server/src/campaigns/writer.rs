@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use super::access::Caller;
-use super::core::{CampaignCore, ResumePlan, DEFAULT_HISTORY_LEN};
+use super::core::{CampaignCore, Invitation, ResumePlan, DEFAULT_HISTORY_LEN};
 use super::history::{EncodedHistory, HistoryLimits};
 use super::presence::{self, ConnectionId, LocalViewers, PresenceAnnouncer};
 use crate::bus::{BusNote, EventBus, PRESENCE_HEARTBEAT};
@@ -183,7 +183,7 @@ pub(super) enum Command {
     },
     Join {
         person: Actor,
-        role: Role,
+        invite: Invitation,
         reply: Reply<Role>,
     },
     /// Test-only: panic inside the core-handling code path.
@@ -548,10 +548,10 @@ impl Writer {
             }
             Command::Join {
                 person,
-                role,
+                invite,
                 reply,
             } => {
-                let _ = reply.send(self.join(person, role).await);
+                let _ = reply.send(self.join(person, invite).await);
             }
             #[cfg(feature = "fault-injection")]
             Command::Panic { reply } => {

@@ -375,6 +375,9 @@ impl Following {
             Err(error) => {
                 self.follows[slot] = None;
                 reader.manager.leave(&campaign, reader.connection);
+                if error.code == ErrorCode::NotFound {
+                    self.lost.push(campaign.clone());
+                }
                 out.push(ended(campaign, error));
             }
         }

@@ -13,7 +13,7 @@ use std::pin::Pin;
 
 use std::collections::BTreeMap;
 
-use rally_app::model::{CampaignEvent, CampaignId, CampaignState, Role, UserId};
+use rally_app::model::{CampaignEvent, CampaignId, CampaignState, Member, Role, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -50,9 +50,28 @@ pub struct CampaignRecord {
     /// it: the basis of `base_version` conflict checks.
     pub field_versions: BTreeMap<String, u64>,
     /// Roles granted before members became part of the state (`state.members`): read from old
-    /// records, moved into the state when the campaign loads, never written again.
+    /// records, moved into the state by [`CampaignRecord::migrated`], never written again.
     #[serde(default, rename = "members", skip_serializing)]
     pub legacy_members: BTreeMap<UserId, Role>,
+    /// Invite links made before this moment no longer work: set when a member is removed or
+    /// loses a role, so a link they kept cannot bring them back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invites_valid_from: Option<Timestamp>,
+}
+
+impl CampaignRecord {
+    /// The record with roles stored before members were part of the state moved into
+    /// `state.members` (known by user id until their next change).
+    pub fn migrated(mut self) -> Self {
+        for (user, role) in std::mem::take(&mut self.legacy_members) {
+            let display_name = user.to_string();
+            self.state
+                .members
+                .entry(user)
+                .or_insert(Member { display_name, role });
+        }
+        self
+    }
 }
 
 /// A campaign as loaded: its record and the tail of its history (ascending).

@@ -71,7 +71,7 @@ pub fn Details(model: CampaignModel) -> impl IntoView {
     .into_any()
 }
 
-/// Who can see the campaign, in words: the owner chooses, everyone else reads it.
+/// Who can see the campaign, in words: owners choose, everyone else reads it.
 fn visibility_words(visibility: Visibility) -> &'static str {
     match visibility {
         Visibility::Private => "Only members",
