@@ -60,7 +60,7 @@ pub fn MembersPanel(model: CampaignModel) -> impl IntoView {
                                 <span class="member-name">{name}</span>
                                 <Show
                                     when=manages
-                                    fallback=move || view! { <span class="role-badge">{role.as_str()}</span> }
+                                    fallback=move || view! { <span class="role-badge">{role.as_str()}</span> }.into_any()
                                 >
                                     <select
                                         class="member-role"
@@ -97,6 +97,7 @@ pub fn MembersPanel(model: CampaignModel) -> impl IntoView {
                                 </Show>
                             </li>
                         }
+                        .into_any()
                     }
                 />
             </ul>
