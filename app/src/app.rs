@@ -31,6 +31,10 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// How people sign in on this server, loaded once per page (pages with a sign-in card read it).
+#[derive(Clone, Copy)]
+pub struct SignInChoices(pub Resource<crate::protocol::session::SignInOptions>);
+
 /// The whole application: routes and the chrome around them.
 #[component]
 pub fn App() -> impl IntoView {
@@ -40,7 +44,12 @@ pub fn App() -> impl IntoView {
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
     let source = DataSource::from_context();
-    let session = Resource::new(|| (), move |_| source.session());
+    let session = {
+        let source = source.clone();
+        Resource::new(|| (), move |_| source.session())
+    };
+    let sign_in = Resource::new(|| (), move |_| source.sign_in_options());
+    provide_context(SignInChoices(sign_in));
 
     view! {
         <Title text="Rally"/>
@@ -51,7 +60,9 @@ pub fn App() -> impl IntoView {
                     <span class="tagline">"live campaign rooms"</span>
                     <span class="spacer"></span>
                     <Suspense fallback=|| ()>
-                        {move || Suspend::new(async move { view! { <UserBadge user=session.await/> } })}
+                        {move || Suspend::new(async move {
+                            view! { <UserBadge user=session.await options=sign_in.await/> }
+                        })}
                     </Suspense>
                     <ConnectionBadge/>
                 </header>

@@ -12,28 +12,39 @@ use serde::de::DeserializeOwned;
 use crate::client::SharedIo;
 use crate::model::{Actor, CampaignId};
 use crate::protocol::campaign::{CampaignSnapshot, CampaignSummary};
-use crate::protocol::session::InviteDetails;
+use crate::protocol::session::{InviteDetails, SignInOptions};
 use crate::protocol::{ErrorBody, ErrorCode};
 
 pub type DataFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Who is asking for a page, as the server found them: the person, and the roles their
+/// credential grants (a token from the integrator's backend may grant roles on campaigns).
+#[cfg(feature = "ssr")]
+#[derive(Debug, Clone)]
+pub struct Visitor {
+    pub actor: Actor,
+    pub grants: std::sync::Arc<std::collections::BTreeMap<CampaignId, crate::model::Role>>,
+}
 
 /// The server's side of page data (implemented by the server crate).
 #[cfg(feature = "ssr")]
 pub trait ServerData: Send + Sync + 'static {
     /// The session carried by this request, if valid.
-    fn current_user(&self, request: &http::request::Parts) -> Option<Actor>;
+    fn current_user(&self, request: &http::request::Parts) -> Option<Visitor>;
+    /// The ways people may sign in on this server.
+    fn sign_in_options(&self) -> SignInOptions;
     /// The campaigns `user` may see listed.
-    fn list(&self, user: Option<Actor>) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>>;
+    fn list(&self, user: Option<Visitor>) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>>;
     fn snapshot(
         &self,
         id: CampaignId,
-        user: Option<Actor>,
+        user: Option<Visitor>,
     ) -> DataFuture<Result<CampaignSnapshot, ErrorBody>>;
     /// What the invite `token` offers.
     fn invite(
         &self,
         token: String,
-        user: Option<Actor>,
+        user: Option<Visitor>,
     ) -> DataFuture<Result<InviteDetails, ErrorBody>>;
 }
 
@@ -41,7 +52,7 @@ pub trait ServerData: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct DataSource {
     #[cfg(feature = "ssr")]
-    server: Option<(std::sync::Arc<dyn ServerData>, Option<Actor>)>,
+    server: Option<(std::sync::Arc<dyn ServerData>, Option<Visitor>)>,
     browser: Option<SharedIo>,
 }
 
@@ -64,7 +75,7 @@ impl DataSource {
     pub fn session(&self) -> DataFuture<Option<Actor>> {
         #[cfg(feature = "ssr")]
         if let Some((_, user)) = &self.server {
-            let user = user.clone();
+            let user = user.clone().map(|visitor| visitor.actor);
             return Box::pin(async move { user });
         }
         let fetch = self.get_json::<serde_json::Value>("/api/session".to_owned());
@@ -72,6 +83,18 @@ impl DataSource {
             let body = fetch.await.ok()?;
             serde_json::from_value(body.get("user")?.clone()).ok()
         })
+    }
+
+    /// How people sign in here (guests picking a name, the organization's provider). A browser
+    /// that cannot ask offers guest sign-in, which the server refuses with a reason if it is off.
+    pub fn sign_in_options(&self) -> DataFuture<SignInOptions> {
+        #[cfg(feature = "ssr")]
+        if let Some((data, _)) = &self.server {
+            let options = data.sign_in_options();
+            return Box::pin(async move { options });
+        }
+        let fetch = self.get_json::<SignInOptions>("/api/sign-in".to_owned());
+        Box::pin(async move { fetch.await.unwrap_or_default() })
     }
 
     pub fn campaigns(&self) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>> {

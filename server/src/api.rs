@@ -14,7 +14,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, Timestamp};
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
-use rally_app::protocol::session::{InviteDetails, SessionInfo, SessionSummary, SignIn};
+use rally_app::protocol::session::{
+    InviteDetails, SessionInfo, SessionSummary, SignIn, SignInOptions,
+};
 use rally_app::protocol::ErrorCode;
 use serde::Serialize;
 
@@ -22,6 +24,7 @@ use crate::auth::{self, Invite, Keys, Origins};
 use crate::campaigns::{Caller, Invitation, StateManager};
 use crate::clock;
 use crate::http_error::ApiError;
+use crate::oidc::Oidc;
 use crate::quota::Quotas;
 use crate::sessions::{self, IdentifyError, Sessions, Signed};
 use crate::store::StoreError;
@@ -44,6 +47,21 @@ pub struct ApiState {
     pub origins: Origins,
     /// What one address or one person may do per minute.
     pub quotas: Arc<Quotas>,
+    /// Sign-in through the organization's OpenID Connect provider, when configured.
+    pub oidc: Option<Oidc>,
+}
+
+impl ApiState {
+    /// The ways people may sign in here.
+    pub fn sign_in_options(&self) -> SignInOptions {
+        SignInOptions {
+            guests: self.sessions.guests(),
+            provider: self
+                .oidc
+                .as_ref()
+                .map(|oidc| oidc.provider_name().to_owned()),
+        }
+    }
 }
 
 /// The API's routes, with `state`; `fallback` answers paths it does not know.
@@ -54,6 +72,7 @@ where
     T: 'static,
 {
     Router::new()
+        .route("/sign-in", get(sign_in_options))
         .route("/session", get(whoami).post(sign_in).delete(sign_out))
         .route("/sessions", get(list_sessions).delete(end_all_sessions))
         .route("/sessions/{id}", axum::routing::delete(end_session))
@@ -196,6 +215,10 @@ fn may_read(state: &ApiState, user: &Option<Actor>) -> Result<(), ApiError> {
 
 fn parse_id(id: &str) -> Result<CampaignId, ApiError> {
     CampaignId::parse(id).map_err(|err| ApiError::new(ErrorCode::Invalid, err.to_string()))
+}
+
+async fn sign_in_options(State(state): State<ApiState>) -> Json<SignInOptions> {
+    Json(state.sign_in_options())
 }
 
 /// Sign in (or rename: an existing session keeps its user id, and every session of the user

@@ -123,7 +123,7 @@ impl Keys {
         HmacSha256::new_from_slice(&self.secret).expect("HMAC takes keys of any length")
     }
 
-    fn sign<T: Serialize>(&self, claims: &T) -> String {
+    pub(crate) fn sign<T: Serialize>(&self, claims: &T) -> String {
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"));
         let mut mac = self.mac();
         mac.update(body.as_bytes());
@@ -131,7 +131,10 @@ impl Keys {
         format!("{body}.{signature}")
     }
 
-    fn verify<T: for<'de> Deserialize<'de>>(&self, token: &str) -> Result<T, TokenError> {
+    pub(crate) fn verify<T: for<'de> Deserialize<'de>>(
+        &self,
+        token: &str,
+    ) -> Result<T, TokenError> {
         let (body, signature) = token.split_once('.').ok_or(TokenError::Malformed)?;
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
@@ -241,21 +244,17 @@ pub fn token_from_request<'a>(
             }
         }
     }
-    for cookie in headers.get_all(axum::http::header::COOKIE) {
-        let Ok(cookie) = cookie.to_str() else {
-            continue;
-        };
-        for part in cookie.split(';') {
-            if let Some(token) = part
-                .trim()
-                .strip_prefix(COOKIE_NAME)
-                .and_then(|r| r.strip_prefix('='))
-            {
-                return Some((token, Source::Cookie));
-            }
-        }
-    }
-    None
+    cookie(headers, COOKIE_NAME).map(|token| (token, Source::Cookie))
+}
+
+/// The value of the request's cookie `name`, if it carries one.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 /// Where a token was found. An explicit bad token (header, query) is an error; a stale cookie is
@@ -317,15 +316,18 @@ pub fn uses_cookie(headers: &axum::http::HeaderMap, query: Option<&str>) -> bool
 /// `Set-Cookie` value for a session token that lasts `max_age_secs` (`secure` when served over
 /// HTTPS).
 pub fn session_cookie(token: &str, max_age_secs: u64, secure: bool) -> String {
-    format!(
-        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{}",
-        if secure { "; Secure" } else { "" }
-    )
+    set_cookie(COOKIE_NAME, token, "/", max_age_secs, secure)
 }
 
 pub fn clear_cookie(secure: bool) -> String {
+    set_cookie(COOKIE_NAME, "", "/", 0, secure)
+}
+
+/// `Set-Cookie` value of an `HttpOnly`, `SameSite=Lax` cookie sent to `path` for
+/// `max_age_secs` (0: delete it).
+pub fn set_cookie(name: &str, value: &str, path: &str, max_age_secs: u64, secure: bool) -> String {
     format!(
-        "{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{}",
         if secure { "; Secure" } else { "" }
     )
 }

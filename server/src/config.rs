@@ -76,6 +76,55 @@ pub struct Config {
     #[arg(long, env = "RALLY_JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub jwt_leeway_secs: u64,
 
+    /// Sign people in through this OpenID Connect provider (its issuer URL, as in its ID
+    /// tokens). Needs --oidc-client-id, and --oidc-redirect-url or --public-origin. See the
+    /// README, "Who may sign in".
+    #[arg(long, env = "RALLY_OIDC_ISSUER", value_parser = parse_http_url)]
+    pub oidc_issuer: Option<String>,
+
+    /// Rally's client id at the provider.
+    #[arg(long, env = "RALLY_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// Rally's client secret at the provider (unset for a public client: PKCE alone).
+    #[arg(long, env = "RALLY_OIDC_CLIENT_SECRET", hide_env_values = true, value_parser = parse_client_secret)]
+    pub oidc_client_secret: Option<Secret>,
+
+    /// The callback registered with the provider. Default: --public-origin +
+    /// `/auth/oidc/callback`.
+    #[arg(long, env = "RALLY_OIDC_REDIRECT_URL", value_parser = parse_http_url)]
+    pub oidc_redirect_url: Option<String>,
+
+    /// Scopes asked for (space-separated; must include `openid`).
+    #[arg(
+        long,
+        env = "RALLY_OIDC_SCOPES",
+        default_value = "openid profile email"
+    )]
+    pub oidc_scopes: String,
+
+    /// What the sign-in button calls the provider: "Sign in with <this>".
+    #[arg(
+        long,
+        env = "RALLY_OIDC_PROVIDER_NAME",
+        default_value = "your organization"
+    )]
+    pub oidc_provider_name: String,
+
+    /// Only people whose verified email address is in one of these domains (comma-separated)
+    /// may sign in through the provider.
+    #[arg(long, env = "RALLY_OIDC_ALLOWED_DOMAINS", value_delimiter = ',')]
+    pub oidc_allowed_domains: Vec<String>,
+
+    /// Only people in at least one of these groups (comma-separated) may sign in through the
+    /// provider.
+    #[arg(long, env = "RALLY_OIDC_ALLOWED_GROUPS", value_delimiter = ',')]
+    pub oidc_allowed_groups: Vec<String>,
+
+    /// The claim that lists a person's groups.
+    #[arg(long, env = "RALLY_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+
     /// Who may see a new campaign whose creator did not choose: `private` (members only),
     /// `unlisted` (anyone with its address) or `public` (listed to everyone).
     #[arg(long, env = "RALLY_DEFAULT_VISIBILITY", default_value = "private", value_parser = parse_visibility)]
@@ -263,6 +312,51 @@ impl Config {
         })
     }
 
+    /// Sign-in through an OpenID Connect provider, when configured; an error line when the
+    /// settings do not add up.
+    pub fn oidc(&self) -> Result<Option<crate::oidc::OidcSettings>, String> {
+        let Some(issuer) = self.oidc_issuer.clone() else {
+            return Ok(None);
+        };
+        let client_id = self
+            .oidc_client_id
+            .clone()
+            .filter(|id| !id.trim().is_empty())
+            .ok_or("rally: --oidc-issuer (RALLY_OIDC_ISSUER) needs --oidc-client-id (RALLY_OIDC_CLIENT_ID)")?;
+        let redirect_url = match (&self.oidc_redirect_url, &self.public_origin) {
+            (Some(url), _) => url.clone(),
+            (None, Some(origin)) => format!("{}/auth/oidc/callback", origin.trim_end_matches('/')),
+            (None, None) => return Err("rally: --oidc-issuer (RALLY_OIDC_ISSUER) needs --oidc-redirect-url (RALLY_OIDC_REDIRECT_URL) or --public-origin (RALLY_PUBLIC_ORIGIN)".into()),
+        };
+        if !self.oidc_scopes.split_whitespace().any(|s| s == "openid") {
+            return Err("rally: --oidc-scopes (RALLY_OIDC_SCOPES) must include openid".into());
+        }
+        let list = |items: &[String]| -> Vec<String> {
+            items
+                .iter()
+                .map(|item| item.trim().to_owned())
+                .filter(|item| !item.is_empty())
+                .collect()
+        };
+        Ok(Some(crate::oidc::OidcSettings {
+            issuer,
+            client_id,
+            client_secret: self
+                .oidc_client_secret
+                .as_ref()
+                .map(|secret| secret.as_str().to_owned()),
+            redirect_url,
+            scopes: self.oidc_scopes.clone(),
+            provider_name: self.oidc_provider_name.clone(),
+            allow: crate::oidc::AllowList {
+                email_domains: list(&self.oidc_allowed_domains),
+                groups: list(&self.oidc_allowed_groups),
+                groups_claim: self.oidc_groups_claim.clone(),
+            },
+            leeway: std::time::Duration::from_secs(self.jwt_leeway_secs),
+        }))
+    }
+
     /// What one address or one person may do per minute.
     pub fn quotas(&self) -> crate::quota::QuotaConfig {
         crate::quota::QuotaConfig {
@@ -338,6 +432,10 @@ impl Secret {
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -352,6 +450,15 @@ fn parse_secret(text: &str) -> Result<Secret, String> {
             "must be at least 32 characters, got {}",
             text.len()
         ));
+    }
+    Ok(Secret(text.to_owned()))
+}
+
+/// A provider's client secret: whatever the provider issued (its length is the provider's
+/// business), but not empty.
+fn parse_client_secret(text: &str) -> Result<Secret, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
     }
     Ok(Secret(text.to_owned()))
 }
@@ -402,12 +509,14 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Config::try_parse_from(args).map_err(|err| match err.kind() {
+        let config = Config::try_parse_from(args).map_err(|err| match err.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                 ConfigOutcome::Info(err.render().to_string())
             }
             _ => ConfigOutcome::Invalid(one_line(&err)),
-        })
+        })?;
+        config.oidc().map_err(ConfigOutcome::Invalid)?;
+        Ok(config)
     }
 }
 
@@ -495,6 +604,38 @@ mod tests {
         assert!(
             line.contains("--media-udp-ports (RALLY_MEDIA_UDP_PORTS)") && line.contains("above"),
             "{line}"
+        );
+        let line = invalid(&["--oidc-issuer", "https://id.example"]);
+        assert!(
+            line.contains("--oidc-client-id (RALLY_OIDC_CLIENT_ID)"),
+            "{line}"
+        );
+        let line = invalid(&[
+            "--oidc-issuer",
+            "https://id.example",
+            "--oidc-client-id",
+            "rally",
+        ]);
+        assert!(
+            line.contains("--public-origin (RALLY_PUBLIC_ORIGIN)"),
+            "{line}"
+        );
+        let oidc = Config::from_args_iter([
+            "rally",
+            "--oidc-issuer",
+            "https://id.example",
+            "--oidc-client-id",
+            "rally",
+            "--public-origin",
+            "https://rally.example/",
+        ])
+        .unwrap()
+        .oidc()
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            oidc.redirect_url,
+            "https://rally.example/auth/oidc/callback"
         );
         let line = invalid(&["--no-such-flag"]);
         assert!(

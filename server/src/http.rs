@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::scrape))
         .route("/ws", get(gateway::upgrade))
         .nest("/api", api)
+        .merge(crate::sign_in::router(state.api.clone()))
         .leptos_routes_with_context(
             &state,
             routes,

@@ -79,8 +79,8 @@ pub struct JwtVerifier {
     jwks: Option<Arc<Jwks>>,
 }
 
-/// The JWKS URL's keys, cached.
-struct Jwks {
+/// The JWKS URL's keys, cached (also the OpenID Connect provider's, see [`crate::oidc`]).
+pub(crate) struct Jwks {
     url: String,
     http: reqwest::Client,
     cached: Mutex<KeyCache>,
@@ -101,16 +101,10 @@ impl JwtVerifier {
             .secret
             .as_ref()
             .map(|s| DecodingKey::from_secret(s.as_bytes()));
-        let jwks = settings.jwks_url.clone().map(|url| {
-            Arc::new(Jwks {
-                url,
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(5))
-                    .build()
-                    .expect("an HTTP client with default TLS builds"),
-                cached: Mutex::new(KeyCache::default()),
-            })
-        });
+        let jwks = settings
+            .jwks_url
+            .clone()
+            .map(|url| Arc::new(Jwks::new(url, http_client())));
         JwtVerifier {
             settings: Arc::new(settings),
             secret,
@@ -137,22 +131,22 @@ impl JwtVerifier {
         validation.set_required_spec_claims(&["exp", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = self.settings.leeway.as_secs();
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|err| {
-                match err.kind() {
-                    ErrorKind::ExpiredSignature => TokenError::Expired,
-                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                    ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                    ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                    ErrorKind::InvalidSignature => TokenError::BadSignature,
-                    ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
-                    ErrorKind::MissingRequiredClaim(claim) => {
-                        TokenError::Claim(format!("{claim} is missing"))
-                    }
-                    _ => TokenError::Malformed,
-                }
-            })?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(rejection)?;
         identity(data.claims, self.settings.leeway)
+    }
+}
+
+/// The typed refusal for a JWT that failed `jsonwebtoken`'s checks.
+pub(crate) fn rejection(err: jsonwebtoken::errors::Error) -> TokenError {
+    match err.kind() {
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+        ErrorKind::MissingRequiredClaim(claim) => TokenError::Claim(format!("{claim} is missing")),
+        _ => TokenError::Malformed,
     }
 }
 
@@ -189,12 +183,36 @@ fn identity(claims: Claims, leeway: Duration) -> Result<TokenIdentity, TokenErro
     })
 }
 
+/// The client for fetching keys and talking to providers: every request gives up after 5 s.
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client with default TLS builds")
+}
+
 impl Jwks {
+    pub(crate) fn new(url: String, http: reqwest::Client) -> Jwks {
+        Jwks {
+            url,
+            http,
+            cached: Mutex::new(KeyCache::default()),
+        }
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The key `kid` names (or the only key of the family, when the token names none). Keys
     /// are fetched when none are held, when they are older than [`JWKS_MAX_AGE`], or when the
     /// token names a key the set lacks (rotation) — at most every [`JWKS_REFRESH_MIN`]. A failed
     /// fetch keeps the keys already held.
-    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, TokenError> {
+    pub(crate) async fn key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<DecodingKey, TokenError> {
         let mut cache = self.cached.lock().await;
         let found = |cache: &KeyCache| cache.keys.as_ref().and_then(|(set, _)| find(set, kid, alg));
         let stale = cache

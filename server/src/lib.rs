@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod listener;
 pub mod media;
 pub mod metrics;
+pub mod oidc;
 pub mod ops;
 pub mod page_data;
 pub mod panics;
@@ -25,6 +26,7 @@ pub mod redis;
 pub mod registry;
 pub mod sessions;
 pub mod shutdown;
+pub mod sign_in;
 pub mod site;
 pub mod stats;
 pub mod store;
@@ -82,6 +84,9 @@ pub enum ServerError {
     Redis(#[from] crate::redis::LinkError),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// Settings that do not add up (tests build a `Config` without parsing it).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Bind the configured address. Separate from [`run`] so callers can report the real port.
@@ -350,6 +355,19 @@ impl Rally {
         let tasks = TaskTracker::new();
         let shutdown_manager = manager.clone();
         let quotas = Arc::new(crate::quota::Quotas::new(config.quotas()));
+        let api = ApiState {
+            manager: manager.clone(),
+            keys: keys.clone(),
+            sessions: sessions.clone(),
+            secure_cookies: config.secure_cookies,
+            allow_anonymous: config.allow_anonymous,
+            origins: config.origins(),
+            quotas: quotas.clone(),
+            oidc: config
+                .oidc()
+                .map_err(ServerError::Config)?
+                .map(crate::oidc::Oidc::new),
+        };
         let state = AppState {
             leptos_options: leptos_options(&config, addr),
             readiness: Readiness(Arc::from(checks)),
@@ -361,17 +379,10 @@ impl Rally {
                 manager: manager.clone(),
                 keys: keys.clone(),
                 allow_anonymous: config.allow_anonymous,
+                sign_in: api.sign_in_options(),
             }
             .shared(),
-            api: ApiState {
-                manager: manager.clone(),
-                keys: keys.clone(),
-                sessions: sessions.clone(),
-                secure_cookies: config.secure_cookies,
-                allow_anonymous: config.allow_anonymous,
-                origins: config.origins(),
-                quotas: quotas.clone(),
-            },
+            api,
             gateway: GatewayState {
                 config: Arc::new(gateway_config),
                 sessions,

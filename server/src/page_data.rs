@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use rally_app::data::{DataFuture, ServerData};
-use rally_app::model::{Actor, CampaignId};
+use rally_app::data::{DataFuture, ServerData, Visitor};
+use rally_app::model::CampaignId;
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
-use rally_app::protocol::session::InviteDetails;
+use rally_app::protocol::session::{InviteDetails, SignInOptions};
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
 use axum::extract::State;
@@ -20,7 +20,7 @@ use crate::sessions::Sessions;
 /// Who is asking for a page: found by [`find_visitor`] before the page renders, because pages
 /// read it synchronously (and must render the same on the server and when hydrating).
 #[derive(Debug, Clone)]
-pub struct PageVisitor(pub Option<Actor>);
+pub struct PageVisitor(pub Option<Visitor>);
 
 /// Middleware: find the session of a request for a page. A token that does not verify is no
 /// session (and so is one the store cannot confirm right now). The API, the WebSocket, probes
@@ -45,6 +45,7 @@ pub async fn find_visitor(
 ) -> axum::response::Response {
     let path = request.uri().path();
     let page = !(path.starts_with("/api/")
+        || path.starts_with("/auth/")
         || path.starts_with("/pkg/")
         || matches!(path, "/ws" | "/healthz" | "/readyz" | "/metrics")
         || ASSET_SUFFIXES.iter().any(|suffix| path.ends_with(suffix)));
@@ -52,7 +53,10 @@ pub async fn find_visitor(
         let signed = sessions
             .identify(request.headers(), None, clock::now())
             .await;
-        let visitor = signed.ok().flatten().map(|signed| signed.actor);
+        let visitor = signed.ok().flatten().map(|signed| Visitor {
+            actor: signed.actor,
+            grants: Arc::new(signed.grants),
+        });
         request.extensions_mut().insert(PageVisitor(visitor));
     }
     next.run(request).await
@@ -64,6 +68,8 @@ pub struct PageData {
     pub keys: Keys,
     /// Whether visitors without a session may read campaigns.
     pub allow_anonymous: bool,
+    /// The ways people may sign in here.
+    pub sign_in: SignInOptions,
 }
 
 impl PageData {
@@ -71,7 +77,7 @@ impl PageData {
         Arc::new(self)
     }
 
-    fn may_read(&self, user: &Option<Actor>) -> Result<(), ErrorBody> {
+    fn may_read(&self, user: &Option<Visitor>) -> Result<(), ErrorBody> {
         if user.is_none() && !self.allow_anonymous {
             return Err(ErrorBody::new(
                 ErrorCode::Unauthorized,
@@ -83,40 +89,43 @@ impl PageData {
 }
 
 impl ServerData for PageData {
-    fn current_user(&self, request: &axum::http::request::Parts) -> Option<Actor> {
+    fn current_user(&self, request: &axum::http::request::Parts) -> Option<Visitor> {
         request
             .extensions
             .get::<PageVisitor>()
             .and_then(|visitor| visitor.0.clone())
     }
 
-    fn list(&self, user: Option<Actor>) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>> {
+    fn sign_in_options(&self) -> SignInOptions {
+        self.sign_in.clone()
+    }
+
+    fn list(&self, user: Option<Visitor>) -> DataFuture<Result<Vec<CampaignSummary>, ErrorBody>> {
         let allowed = self.may_read(&user);
         let manager = self.manager.clone();
         Box::pin(async move {
             allowed?;
-            let caller = user.map(Caller::person);
-            manager.list(|_| caller.clone()).await
+            manager.list(|id| caller(&user, id)).await
         })
     }
 
     fn snapshot(
         &self,
         id: CampaignId,
-        user: Option<Actor>,
+        user: Option<Visitor>,
     ) -> DataFuture<Result<CampaignSnapshot, ErrorBody>> {
         let allowed = self.may_read(&user);
         let manager = self.manager.clone();
         Box::pin(async move {
             allowed?;
-            manager.snapshot(&id, user.map(Caller::person)).await
+            manager.snapshot(&id, caller(&user, &id)).await
         })
     }
 
     fn invite(
         &self,
         token: String,
-        user: Option<Actor>,
+        user: Option<Visitor>,
     ) -> DataFuture<Result<InviteDetails, ErrorBody>> {
         let allowed = self.may_read(&user);
         let (keys, manager) = (self.keys.clone(), self.manager.clone());
@@ -125,4 +134,12 @@ impl ServerData for PageData {
             crate::api::invite_details(&keys, &manager, &token).await
         })
     }
+}
+
+/// How campaign `id` sees the visitor: their stored roles, and what their credential grants.
+fn caller(visitor: &Option<Visitor>, id: &CampaignId) -> Option<Caller> {
+    visitor.as_ref().map(|visitor| Caller {
+        actor: visitor.actor.clone(),
+        granted: visitor.grants.get(id).copied(),
+    })
 }

@@ -468,3 +468,124 @@ async fn rs256_and_es256_keys_come_from_the_jwks_and_rotate() {
     assert_eq!((status, code.as_str()), (503, "unavailable"));
     unreachable.stop().await.unwrap();
 }
+
+/// `POST /auth/token`: a page the server trusts hands a browser its token; the cookie it sets
+/// is the token (grants and all) until the token expires. Bad tokens and untrusted pages sign
+/// nobody in; the OpenID Connect routes do not exist without a provider.
+#[tokio::test]
+async fn a_trusted_page_hands_a_browser_its_token() {
+    let server = hs_server(&["--allowed-origins", "https://app.example"]).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |origin: Option<&str>, body: String| {
+        let mut request = http
+            .post(server.url("/auth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let token = hs256(&claims("handed-1"));
+
+    let accepted = post(
+        Some("https://app.example"),
+        format!("token={token}&return_to=%2Fcampaigns%2Fx"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted.status(), 303);
+    assert_eq!(accepted.headers()["location"], "/campaigns/x");
+    let cookie = accepted.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.starts_with(&format!("rally_session={token};")) && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let max_age: u64 = cookie
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (590..=600 + 30).contains(&max_age),
+        "until the token expires: {max_age}"
+    );
+    // The cookie works like the bearer token.
+    let me = http
+        .get(server.url("/api/session"))
+        .header("cookie", format!("rally_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+
+    // Elsewhere than this site is never a place to return to.
+    let offsite = post(
+        Some("https://app.example"),
+        format!("token={token}&return_to=%2F%2Fevil.example"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(offsite.headers()["location"], "/");
+
+    let mut expired = claims("handed-1");
+    expired["exp"] = json!(now() - 120);
+    let cases = [
+        (
+            Some("https://app.example"),
+            format!("token={}", hs256(&expired)),
+            401,
+            "token has expired",
+        ),
+        (
+            Some("https://app.example"),
+            "token=not-a-token".to_owned(),
+            401,
+            "token is malformed",
+        ),
+        (
+            Some("https://evil.example"),
+            format!("token={token}"),
+            403,
+            "not one Rally trusts",
+        ),
+    ];
+    for (origin, body, status, reason) in cases {
+        let refused = post(origin, body).await.unwrap();
+        assert_eq!(refused.status(), status, "{reason}");
+        assert!(refused.headers().get("set-cookie").is_none(), "{reason}");
+        let page = refused.text().await.unwrap();
+        assert!(page.contains(reason), "{reason}: {page}");
+    }
+    let oversized = post(
+        Some("https://app.example"),
+        format!("token={}", "a".repeat(20_000)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(oversized.status(), 413);
+    assert!(oversized.text().await.unwrap().contains("over 16384 bytes"));
+
+    let options: Value = http
+        .get(server.url("/api/sign-in"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(options, json!({"guests": false, "provider": null}));
+    for path in ["/auth/oidc/start", "/auth/oidc/callback?code=x&state=y"] {
+        let missing = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(missing.status(), 404, "{path}");
+    }
+    server.stop().await.unwrap();
+}

@@ -48,7 +48,7 @@ pub fn Landing() -> impl IntoView {
                                 {if signed_in {
                                     "No campaigns yet. Create the first one above."
                                 } else {
-                                    "No campaigns yet. Pick a name above, then create the first one."
+                                    "No campaigns yet. Sign in above, then create the first one."
                                 }}
                             </p>
                         }.into_any(),

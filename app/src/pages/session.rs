@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use crate::client::{use_connection, ConnectionStatus, SharedIo};
 use crate::data::decode_response;
 use crate::model::{Actor, DisplayName, Timestamp};
-use crate::protocol::session::SessionSummary;
+use crate::protocol::session::{SessionSummary, SignInOptions};
 
 /// The connection indicator, in plain words: Connected / Connecting… / Reconnecting… / Offline, and how
 /// many of your changes wait to be sent.
@@ -51,11 +51,31 @@ pub fn ConnectionBadge() -> impl IntoView {
     }
 }
 
-/// Who you are, with a menu to change your name or sign out of this browser; or a way to sign in.
+/// The page's path and query, to come back to after signing in through the provider.
+fn here() -> String {
+    let location = leptos_router::hooks::use_location();
+    let (path, query) = (
+        location.pathname.get_untracked(),
+        location.search.get_untracked(),
+    );
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+/// Who you are, with a menu to change your name or sign out of this browser; or a way to sign in
+/// (straight to the organization's provider when there is one, else the start page's card).
 #[component]
-pub fn UserBadge(user: Option<Actor>) -> impl IntoView {
+pub fn UserBadge(user: Option<Actor>, options: SignInOptions) -> impl IntoView {
     let Some(user) = user else {
-        return view! { <a class="sign-in-link" href="/">"Sign in"</a> }.into_any();
+        // rel="external": the provider's start is a server route, not a page of the app's router.
+        let (href, rel) = match options.provider {
+            Some(_) => (SignInOptions::provider_start(&here()), Some("external")),
+            None => ("/".to_owned(), None),
+        };
+        return view! { <a class="sign-in-link" href=href rel=rel>"Sign in"</a> }.into_any();
     };
     {
         let name = user.display_name.to_string();
@@ -255,17 +275,58 @@ fn SignOut() -> impl IntoView {
     }
 }
 
-/// Pick a display name and get a session (cookie), then reload so the live connection carries it.
+/// The ways to sign in this server offers: through the organization's provider, and/or by
+/// picking a display name (a guest session), then back to this page.
 #[component]
 pub fn SignIn() -> impl IntoView {
+    let choices = use_context::<crate::app::SignInChoices>();
+    let return_to = here();
     view! {
-        <NameForm
-            initial=String::new()
-            label="Your name, as others will see it"
-            button="Sign in"
-            form_class="panel sign-in"
-        />
+        <Suspense fallback=|| ()>
+            {
+                let return_to = return_to.clone();
+                move || {
+                    let return_to = return_to.clone();
+                    Suspend::new(async move {
+                        let options = match choices {
+                            Some(choices) => choices.0.await,
+                            None => SignInOptions::default(),
+                        };
+                        sign_in_card(options, &return_to)
+                    })
+                }
+            }
+        </Suspense>
     }
+}
+
+fn sign_in_card(options: SignInOptions, return_to: &str) -> AnyView {
+    let provider = options.provider.map(|name| {
+        let href = SignInOptions::provider_start(return_to);
+        view! {
+            <div class="panel sign-in-provider">
+                <a class="button" href=href rel="external">{format!("Sign in with {name}")}</a>
+            </div>
+        }
+    });
+    let guests = options.guests.then(|| {
+        view! {
+            <NameForm
+                initial=String::new()
+                label="Your name, as others will see it"
+                button="Sign in"
+                form_class="panel sign-in"
+            />
+        }
+    });
+    let neither = (provider.is_none() && guests.is_none()).then(|| {
+        view! {
+            <p class="panel sign-in-elsewhere">
+                "To take part, open Rally from your organization's app: it signs you in."
+            </p>
+        }
+    });
+    view! { {provider} {guests} {neither} }.into_any()
 }
 
 /// A display name sent to `/api/session`: signs in, or renames the person signed in (same
