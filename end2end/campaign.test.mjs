@@ -198,6 +198,7 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   });
   await carol.page.goto(inviteUrl);
   assert.equal(await carol.page.locator('h1').innerText(), 'Ada invites you to edit “Outage drill”');
+  await carol.page.waitForSelector('[data-hydrated="true"]');
   await carol.page.click('.accept-invite');
   await carol.page.waitForURL('**/campaigns/outage');
   await carol.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
@@ -238,9 +239,26 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   assert.equal(await carol.page.locator('.notice:has-text("away too long")').count(), 0);
   assert.equal(await carol.page.inputValue('.description-input'), 'Written while offline');
   await carol.page.screenshot({ path: join(screenshotDir, `campaign-reconnected-${mode}.png`), fullPage: true });
+  // Ada hands the campaign over to Carol (asked once more first) and stays an owner; only the
+  // owner is offered the handover. Carol hands it back.
+  assert.equal(await carol.page.locator('.hand-over').count(), 0, 'only the owner hands it over');
+  await ada.page.click('.member:has-text("Carol") .hand-over');
+  assert.match(await ada.page.locator('.confirm-hand-over').innerText(), /Make Carol the owner\? You stay an owner\./);
+  await ada.page.locator('.members').screenshot({ path: join(screenshotDir, `campaign-hand-over-${mode}.png`) });
+  await ada.page.click('.confirm-hand-over .confirm');
+  await ada.page.waitForSelector('.event:has-text("Ada handed the campaign over to Carol")');
+  await carol.page.waitForSelector('article.campaign[data-role="owner"]');
+  await carol.page.waitForSelector('.member[data-owner="true"]:has-text("Carol")');
+  await carol.page.waitForSelector('.member[data-role="owner"]:has-text("Ada") .hand-over');
+  assert.equal(await ada.page.locator('.hand-over').count(), 0, 'Ada no longer owns it');
+  assert.equal(await ada.page.getAttribute('article.campaign', 'data-role'), 'owner');
+  await carol.page.click('.member:has-text("Ada") .hand-over');
+  await carol.page.click('.confirm-hand-over .confirm');
+  await ada.page.waitForSelector('.member[data-owner="true"]:has-text("Ada")');
+  await ada.page.waitForSelector('.event:has-text("Carol handed the campaign over to Ada")');
   // Ada makes Carol a viewer (her page stops offering edits), then removes her: the campaign is
   // members-only, so Carol's page stops following it and says so.
-  await ada.page.selectOption('.member[data-role="editor"] .member-role', 'viewer');
+  await ada.page.selectOption('.member:has-text("Carol") .member-role', 'viewer');
   await carol.page.waitForSelector('article.campaign[data-role="viewer"]');
   assert.equal(await carol.page.locator('.title-input').count(), 0);
   await ada.page.click('.member:has-text("Carol") .remove-member');

@@ -38,6 +38,8 @@ async function campaignWith(id, editors) {
   for (const name of editors) {
     const person = await signedIn(browser, server, name);
     await person.page.goto(invite);
+    // The button works once the page is live (a click before hydration would do nothing).
+    await person.page.waitForSelector('[data-hydrated="true"]');
     await person.page.click('.accept-invite');
     await person.page.waitForURL(`**/campaigns/${id}`);
     await live(person.page);

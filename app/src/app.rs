@@ -35,6 +35,10 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[derive(Clone, Copy)]
 pub struct SignInChoices(pub Resource<crate::protocol::session::SignInOptions>);
 
+/// Who is signed in on this page (None inside: nobody), loaded once per page.
+#[derive(Clone, Copy)]
+pub struct SignedInUser(pub Resource<Option<crate::model::Actor>>);
+
 /// The whole application: routes and the chrome around them.
 #[component]
 pub fn App() -> impl IntoView {
@@ -50,6 +54,7 @@ pub fn App() -> impl IntoView {
     };
     let sign_in = Resource::new(|| (), move |_| source.sign_in_options());
     provide_context(SignInChoices(sign_in));
+    provide_context(SignedInUser(session));
 
     view! {
         <Title text="Rally"/>

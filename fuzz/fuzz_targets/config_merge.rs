@@ -38,6 +38,7 @@ fuzz_target!(|input: &str| {
         visibility: rally_app::model::Visibility::Private,
         features: Default::default(),
         config: [(section.clone(), start)].into(),
+        handed_to: None,
         members: Default::default(),
         version: 1,
         created_at: Timestamp::from_unix_nanos(1),

@@ -1,5 +1,6 @@
-//! Any string as a session, invite or backend-minted token, in any header: checking it never
-//! panics and never accepts what the key did not sign.
+//! Any string as a session, invite, sign-in attempt or backend-minted token, in any header:
+//! checking it never panics and never accepts what the key did not sign; as a sign-in's return
+//! path it never leads off the site.
 #![no_main]
 
 use std::future::Future;
@@ -27,6 +28,10 @@ fuzz_target!(|token: &str| {
     // Forged tokens: none verifies (the odds of guessing an HMAC are nil).
     assert!(keys.verify_session(token, now_ts).is_err());
     assert!(keys.verify_invite(token, now_ts).is_err());
+    assert!(rally::oidc::open_attempt(&keys, token).is_none());
+    // As a sign-in's return path: only ever a path on this site.
+    let back = rally::oidc::login::local_path(Some(token));
+    assert!(back.starts_with('/') && !back.starts_with("//") && !back.starts_with("/\\"));
     let jwt = JwtVerifier::new(JwtSettings {
         secret: Some("fuzzing secret for backend tokens, not real".into()),
         jwks_url: None,

@@ -196,6 +196,7 @@ mod tests {
             visibility: crate::model::Visibility::Private,
             features: Default::default(),
             config: Default::default(),
+            handed_to: None,
             members: Default::default(),
             version,
             created_at: Timestamp::from_unix_nanos(1),

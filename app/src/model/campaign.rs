@@ -179,14 +179,18 @@ pub struct CampaignState {
     pub visibility: Visibility,
     pub features: BTreeSet<Feature>,
     pub config: BTreeMap<SectionName, Map<String, Value>>,
-    /// Everyone with a role besides the creator (who owns it), at most
+    /// Everyone with a role besides the owner, at most
     /// [`MEMBERS_MAX`](super::limits::MEMBERS_MAX).
     #[serde(default)]
     pub members: BTreeMap<UserId, Member>,
+    /// Who owns it once it was handed over (absent: its creator still does). See
+    /// [`CampaignState::owner`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_to: Option<Actor>,
     /// +1 for every applied change; 1 after creation.
     pub version: u64,
     pub created_at: Timestamp,
-    /// The campaign's owner.
+    /// Who created it (its owner until they hand it over).
     pub created_by: Actor,
     pub updated_at: Timestamp,
     pub updated_by: Actor,
@@ -297,6 +301,9 @@ pub enum Change {
     },
     /// `member` now has `role` (joined, or changed by an owner); `None`: removed.
     Member { member: Actor, role: Option<Role> },
+    /// The owner handed the campaign over to `to`, a member, and stays an owner among the
+    /// members (the new owner may change that).
+    Handover { from: Actor, to: Actor },
 }
 
 impl Change {
@@ -326,6 +333,11 @@ impl Change {
             Change::Config { section, .. } => vec![format!("config.{section}")],
             Change::Text { field, .. } => vec![field.as_str().to_owned()],
             Change::Member { member, .. } => vec![format!("members.{}", member.user_id)],
+            Change::Handover { from, to } => vec![
+                "owner".to_owned(),
+                format!("members.{}", from.user_id),
+                format!("members.{}", to.user_id),
+            ],
         }
     }
 
@@ -333,7 +345,7 @@ impl Change {
     /// visibility or its members.
     pub fn changes_access(&self) -> bool {
         matches!(self, Change::Fields { updates } if updates.visibility.is_some())
-            || matches!(self, Change::Member { .. })
+            || matches!(self, Change::Member { .. } | Change::Handover { .. })
     }
 
     /// Short name for metrics and logs (never the content).
@@ -345,6 +357,7 @@ impl Change {
             Change::Config { .. } => "config",
             Change::Text { .. } => "text",
             Change::Member { .. } => "member",
+            Change::Handover { .. } => "handover",
         }
     }
 }
@@ -449,6 +462,17 @@ impl CampaignState {
                     self.members.remove(&member.user_id);
                 }
             },
+            Change::Handover { from, to } => {
+                self.members.remove(&to.user_id);
+                self.members.insert(
+                    from.user_id.clone(),
+                    Member {
+                        display_name: from.display_name.clone(),
+                        role: Role::Owner,
+                    },
+                );
+                self.handed_to = Some(to.clone());
+            }
             Change::Text { field, edit, .. } => {
                 let text = self.text_mut(*field);
                 *text = edit
@@ -460,6 +484,12 @@ impl CampaignState {
             }
         }
         Ok(())
+    }
+
+    /// Who owns the campaign: whoever it was last handed to, else its creator. Their role
+    /// cannot be changed or removed; they can hand the campaign over.
+    pub fn owner(&self) -> &Actor {
+        self.handed_to.as_ref().unwrap_or(&self.created_by)
     }
 
     pub fn text(&self, field: TextField) -> &str {

@@ -49,6 +49,7 @@ pub fn describe_change(change: &Change) -> String {
             Some(role) => format!("made {} {}", member.display_name, role.with_article()),
             None => format!("removed {}", member.display_name),
         },
+        Change::Handover { to, .. } => format!("handed the campaign over to {}", to.display_name),
     }
 }
 

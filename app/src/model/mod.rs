@@ -22,6 +22,6 @@ pub use ids::{
 pub use text::{LengthMismatch, TextEdit, TextStep};
 pub use timestamp::{Timestamp, TimestampError};
 pub use write::{
-    check_text, ConfigChange, CreateCampaign, FeatureChange, FeatureOp, MemberChange, TextChange,
-    UpdateFields, Write,
+    check_text, ConfigChange, CreateCampaign, FeatureChange, FeatureOp, Handover, MemberChange,
+    TextChange, UpdateFields, Write,
 };

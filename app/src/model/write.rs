@@ -177,6 +177,18 @@ pub struct MemberChange {
     pub base_version: Option<u64>,
 }
 
+/// `campaign:handover:v1:requested`: the owner hands the campaign over to a member, who becomes
+/// its owner; the previous owner stays an owner among the members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handover {
+    pub campaign_id: CampaignId,
+    /// The member who takes it over.
+    pub user_id: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+}
+
 /// A request that changes an existing campaign.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
@@ -185,6 +197,7 @@ pub enum Write {
     Config(ConfigChange),
     Text(TextChange),
     Member(MemberChange),
+    Handover(Handover),
 }
 
 impl Write {
@@ -195,6 +208,7 @@ impl Write {
             Write::Config(w) => &w.campaign_id,
             Write::Text(w) => &w.campaign_id,
             Write::Member(w) => &w.campaign_id,
+            Write::Handover(w) => &w.campaign_id,
         }
     }
 
@@ -205,6 +219,7 @@ impl Write {
             Write::Config(w) => w.base_version,
             Write::Text(w) => Some(w.base_version),
             Write::Member(w) => w.base_version,
+            Write::Handover(w) => w.base_version,
         }
     }
 
@@ -216,6 +231,7 @@ impl Write {
             Write::Config(w) => w.base_version = base_version,
             Write::Text(w) => w.base_version = base_version.unwrap_or(w.base_version),
             Write::Member(w) => w.base_version = base_version,
+            Write::Handover(w) => w.base_version = base_version,
         }
         self
     }
@@ -224,7 +240,11 @@ impl Write {
     pub fn field_count(&self) -> usize {
         match self {
             Write::Update(w) => w.updates.len(),
-            Write::Feature(_) | Write::Config(_) | Write::Text(_) | Write::Member(_) => 1,
+            Write::Feature(_)
+            | Write::Config(_)
+            | Write::Text(_)
+            | Write::Member(_)
+            | Write::Handover(_) => 1,
         }
     }
 
@@ -245,6 +265,12 @@ impl Write {
             (Write::Update(w), Change::Text { field, .. }) => w.updates.sets(*field),
             (Write::Text(w), Change::Fields { updates }) => updates.sets(w.field),
             (Write::Member(w), Change::Member { member, .. }) => member.user_id == w.user_id,
+            // Who owns it, or the roles of the people involved, moved under the request.
+            (Write::Member(w), Change::Handover { from, to }) => {
+                w.user_id == from.user_id || w.user_id == to.user_id
+            }
+            (Write::Handover(_), Change::Handover { .. }) => true,
+            (Write::Handover(w), Change::Member { member, .. }) => member.user_id == w.user_id,
             (Write::Feature(w), Change::Features { added, removed }) => match w.op {
                 FeatureOp::Set => true,
                 FeatureOp::Add | FeatureOp::Remove => added
@@ -328,10 +354,29 @@ impl Write {
                     values: request.values.clone(),
                 }))
             }
+            Write::Handover(request) => {
+                let owner = state.owner();
+                if request.user_id == owner.user_id {
+                    return Ok(None);
+                }
+                let Some(member) = state.members.get(&request.user_id) else {
+                    return Err(invalid(format!(
+                        "{} is not a member of this campaign; hand it over to a member",
+                        request.user_id
+                    )));
+                };
+                Ok(Some(Change::Handover {
+                    from: owner.clone(),
+                    to: Actor {
+                        user_id: request.user_id.clone(),
+                        display_name: member.display_name.clone(),
+                    },
+                }))
+            }
             Write::Member(request) => {
-                if request.user_id == state.created_by.user_id {
+                if request.user_id == state.owner().user_id {
                     return Err(invalid(
-                        "the campaign's creator always owns it; their role cannot change",
+                        "the campaign's owner always owns it; their role cannot change until they hand it over",
                     ));
                 }
                 let Some(member) = state.members.get(&request.user_id) else {
@@ -518,6 +563,7 @@ mod tests {
             visibility: crate::model::Visibility::Private,
             features: [Feature::parse("chat").unwrap()].into(),
             config: BTreeMap::new(),
+            handed_to: None,
             members: Default::default(),
             version: 3,
             created_at: Timestamp::from_unix_nanos(1),

@@ -19,6 +19,7 @@ pub const FEATURE: EventType = EventType::new("campaign", "feature", 1, EventSta
 pub const CONFIG: EventType = EventType::new("campaign", "config", 1, EventState::Requested);
 pub const TEXT: EventType = EventType::new("campaign", "text", 1, EventState::Requested);
 pub const MEMBER: EventType = EventType::new("campaign", "member", 1, EventState::Requested);
+pub const HANDOVER: EventType = EventType::new("campaign", "handover", 1, EventState::Requested);
 /// Pushed for every applied change; payload [`crate::model::CampaignEvent`].
 pub const STATE_EVENT: EventType = EventType::new("campaign", "state", 1, EventState::Success);
 /// Pushed when someone joins or leaves; payload [`PresenceChanged`].
@@ -202,7 +203,7 @@ impl CampaignSummary {
             status: state.status,
             version: state.version,
             updated_at: state.updated_at,
-            owner: state.created_by.display_name.clone(),
+            owner: state.owner().display_name.clone(),
             visibility: state.visibility,
         }
     }

@@ -60,6 +60,7 @@ impl ClientRequest {
             ClientRequest::Write(Write::Config(_)) => campaign::CONFIG,
             ClientRequest::Write(Write::Text(_)) => campaign::TEXT,
             ClientRequest::Write(Write::Member(_)) => campaign::MEMBER,
+            ClientRequest::Write(Write::Handover(_)) => campaign::HANDOVER,
             ClientRequest::OpsSubscribe(_) => OPS_SUBSCRIBE,
             ClientRequest::MediaJoin(_) => media::JOIN,
             ClientRequest::MediaPublish(_) => media::PUBLISH,
@@ -90,6 +91,7 @@ impl ClientRequest {
             ClientRequest::Write(Write::Config(p)) => frame(event_type, p, request_id),
             ClientRequest::Write(Write::Text(p)) => frame(event_type, p, request_id),
             ClientRequest::Write(Write::Member(p)) => frame(event_type, p, request_id),
+            ClientRequest::Write(Write::Handover(p)) => frame(event_type, p, request_id),
             ClientRequest::MediaJoin(p) => frame(event_type, p, request_id),
             ClientRequest::MediaPublish(p) | ClientRequest::MediaAnswer(p) => {
                 frame(event_type, p, request_id)
@@ -192,6 +194,9 @@ pub fn decode_request(text: &str) -> Result<Request, RejectedFrame> {
         }
         ("campaign", "member", 1) => {
             typed_payload(payload).map(|w| ClientRequest::Write(Write::Member(w)))
+        }
+        ("campaign", "handover", 1) => {
+            typed_payload(payload).map(|w| ClientRequest::Write(Write::Handover(w)))
         }
         ("ops", "subscribe", 1) => typed_payload(payload).map(ClientRequest::OpsSubscribe),
         ("media", "join", 1) => typed_payload(payload).map(ClientRequest::MediaJoin),

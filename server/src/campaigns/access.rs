@@ -61,10 +61,10 @@ pub fn lists(campaign: &CampaignState, caller: Option<&Caller>) -> bool {
     campaign.visibility == Visibility::Public || is_member(campaign, caller)
 }
 
-/// The role stored for `user` (the creator owns the campaign; members have theirs), if any.
+/// The role stored for `user` (the owner owns the campaign; members have theirs), if any.
 pub fn stored_role(campaign: &CampaignState, user: Option<&UserId>) -> Option<Role> {
     let user = user?;
-    if *user == campaign.created_by.user_id {
+    if *user == campaign.owner().user_id {
         return Some(Role::Owner);
     }
     campaign.members.get(user).map(|member| member.role)
@@ -93,6 +93,7 @@ mod tests {
             visibility,
             features: BTreeSet::new(),
             config: BTreeMap::new(),
+            handed_to: None,
             members: BTreeMap::from([(
                 UserId::parse("editor").unwrap(),
                 Member {

@@ -90,6 +90,7 @@ impl CampaignCore {
             visibility: request.visibility.unwrap_or(Visibility::Private),
             features,
             config: request.config,
+            handed_to: None,
             members: Default::default(),
             version: 1,
             created_at: now,
@@ -322,6 +323,13 @@ impl CampaignCore {
                     "only an owner can change or remove members",
                 ));
             }
+        }
+        if matches!(write, Write::Handover(_)) && actor.user_id != self.record.state.owner().user_id
+        {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only the campaign's owner can hand it over",
+            ));
         }
         if matches!(write, Write::Member(w) if w.user_id == actor.user_id) {
             return Err(err(
@@ -821,6 +829,76 @@ mod tests {
             3,
             "the join and the change; nothing refused counted"
         );
+    }
+
+    #[test]
+    fn the_owner_hands_the_campaign_over_to_a_member_and_stays_an_owner() {
+        let mut core = new_core(10);
+        core.join(&actor("bob"), &invited(Role::Editor), t(2), eid(2))
+            .unwrap();
+        core.join(&actor("carol"), &invited(Role::Owner), t(2), eid(3))
+            .unwrap();
+        let handover = |user: &str| {
+            Write::Handover(
+                serde_json::from_value(json!({"campaign_id": "launch", "user_id": user})).unwrap(),
+            )
+        };
+        let member = |user: &str, role: Option<&str>| {
+            Write::Member(
+                serde_json::from_value(
+                    json!({"campaign_id": "launch", "user_id": user, "role": role}),
+                )
+                .unwrap(),
+            )
+        };
+        let code = |core: &mut CampaignCore, write: &Write, by: &str| {
+            core.apply(write, Some(&caller(by)), t(4), eid(4))
+                .map(|_| ())
+                .map_err(|e| e.code)
+        };
+        // Invalid before forbidden: not a member, whoever asks.
+        assert_eq!(
+            code(&mut core, &handover("stranger"), "bob"),
+            Err(ErrorCode::Invalid)
+        );
+        // Another owner (carol) or an editor cannot; nor can a granted owner.
+        assert_eq!(
+            code(&mut core, &handover("bob"), "carol"),
+            Err(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            code(&mut core, &handover("bob"), "bob"),
+            Err(ErrorCode::Forbidden)
+        );
+        let granted = Caller {
+            granted: Some(Role::Owner),
+            ..caller("dave")
+        };
+        assert_eq!(
+            core.apply(&handover("bob"), Some(&granted), t(4), eid(4))
+                .map(|_| ())
+                .map_err(|e| e.code),
+            Err(ErrorCode::Forbidden)
+        );
+        // The owner can; bob owns it now, the old owner is an owner among the members.
+        assert_eq!(code(&mut core, &handover("bob"), "owner"), Ok(()));
+        let state = core.state();
+        assert_eq!(state.owner().user_id.as_str(), "bob");
+        assert_eq!(state.created_by.user_id.as_str(), "owner", "history stays");
+        assert!(!state.members.contains_key(&actor("bob").user_id));
+        assert_eq!(state.members[&actor("owner").user_id].role, Role::Owner);
+        assert_eq!(core.role_for(Some(&caller("bob"))), Role::Owner);
+        // The new owner's role is fixed; the old owner's can change now, by the new owner.
+        assert_eq!(
+            code(&mut core, &member("bob", Some("viewer")), "carol"),
+            Err(ErrorCode::Invalid)
+        );
+        assert_eq!(code(&mut core, &member("owner", None), "bob"), Ok(()));
+        assert_eq!(core.role_for(Some(&caller("owner"))), Role::Viewer);
+        // Handing it to the owner changes nothing.
+        let before = core.version();
+        assert_eq!(code(&mut core, &handover("bob"), "bob"), Ok(()));
+        assert_eq!(core.version(), before);
     }
 
     #[test]

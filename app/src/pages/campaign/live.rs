@@ -235,7 +235,10 @@ impl CampaignModel {
                 }
                 self.log_event(event);
                 self.confirmed_moved();
-                if matches!(event.change, Change::Member { .. }) {
+                if matches!(
+                    event.change,
+                    Change::Member { .. } | Change::Handover { .. }
+                ) {
                     self.refresh_role();
                 }
             }

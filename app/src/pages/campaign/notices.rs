@@ -177,6 +177,21 @@ pub fn explain_refusal(
                 format!("{what} did not work: {why}."),
             )
         }
+        Write::Handover(w) => {
+            let name = shown
+                .members
+                .get(&w.user_id)
+                .map_or_else(|| w.user_id.to_string(), |m| m.display_name.clone());
+            let why = if conflict {
+                format!("{} changed who owns it first", first("owner"))
+            } else {
+                plain_reason(error)
+            };
+            (
+                Place::field("members"),
+                format!("Handing the campaign over to {name} did not work: {why}."),
+            )
+        }
         Write::Text(w) => (
             Place::field(w.field.as_str()),
             format!(
@@ -274,6 +289,7 @@ mod tests {
             visibility: crate::model::Visibility::Private,
             features: Default::default(),
             config: Default::default(),
+            handed_to: None,
             members: Default::default(),
             version: 4,
             created_at: Timestamp::from_unix_nanos(1),
