@@ -174,6 +174,19 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   await ada.page.fill('#new-campaign-title', 'Outage drill');
   await ada.page.click('.create-campaign button');
   await ada.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+  // The owner picks what a link gives and for how long; the page that opens it says so.
+  await ada.page.selectOption('.invite-role', 'viewer');
+  await ada.page.selectOption('.invite-days', '1');
+  assert.equal(await ada.page.locator('.invite .muted').innerText(), 'Anyone who opens the link can watch for 1 day.');
+  await ada.page.click('.create-invite');
+  const watchUrl = await ada.page.locator('.invite-link a').getAttribute('href');
+  const peek = await ada.context.newPage();
+  await peek.goto(watchUrl);
+  assert.equal(await peek.locator('h1').innerText(), 'Ada invites you to watch “Outage drill”');
+  await peek.close();
+  await ada.page.selectOption('.invite-role', 'editor');
+  await ada.page.selectOption('.invite-days', '7');
+  assert.equal(await ada.page.locator('.invite-link').count(), 0, 'a new choice needs a new link');
   await ada.page.click('.create-invite');
   // The link is whole (origin included), ready to paste into a message, and copies in one click.
   const inviteUrl = await ada.page.locator('.invite-link a').getAttribute('href');

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, Timestamp};
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
 use rally_app::protocol::session::{
-    InviteDetails, SessionInfo, SessionSummary, SignIn, SignInOptions,
+    CreateInvite, InviteDetails, SessionInfo, SessionSummary, SignIn, SignInOptions,
 };
 use rally_app::protocol::ErrorCode;
 use serde::Serialize;
@@ -427,25 +427,51 @@ struct InviteCreated {
     expires_at: Timestamp,
 }
 
-/// Owner only: an invite link that makes whoever accepts it an editor.
+/// Owner only: an invite link that gives whoever accepts it the chosen role (editor unless the
+/// body says otherwise) until it expires.
 async fn invite(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<InviteCreated>), ApiError> {
     let id = parse_id(&id)?;
+    let body = body.map_err(|_| {
+        ApiError::new(
+            ErrorCode::TooLarge,
+            format!("request body over {MAX_BODY_BYTES} bytes"),
+        )
+    })?;
+    let asked: CreateInvite = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateInvite::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|err| ApiError::new(ErrorCode::Invalid, format!("invite request: {err}")))?
+    };
+    let ttl = asked.expires_in_secs.unwrap_or(auth::INVITE_TTL_SECS);
+    if !auth::INVITE_TTL_RANGE_SECS.contains(&ttl) {
+        return Err(ApiError::new(
+            ErrorCode::Invalid,
+            format!(
+                "expires_in_secs must be {}-{} (5 minutes to 30 days)",
+                auth::INVITE_TTL_RANGE_SECS.start(),
+                auth::INVITE_TTL_RANGE_SECS.end()
+            ),
+        ));
+    }
     let who = require_signed(&state, &headers).await?.into_who();
     let snapshot = state.manager.snapshot(&id, who.caller(&id)).await?;
     let actor = who.actor.expect("signed in");
     if snapshot.role != Role::Owner {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
-            "only the campaign's owner can invite editors",
+            "only the campaign's owners can invite people",
         ));
     }
+    let role = asked.role.unwrap_or(Role::Editor);
     let (token, invite) = state
         .keys
-        .issue_invite(&id, Role::Editor, &actor, clock::now());
+        .issue_invite(&id, role, &actor, clock::now(), ttl);
     Ok((
         StatusCode::CREATED,
         Json(InviteCreated {

@@ -18,8 +18,10 @@ use sha2::Sha256;
 
 /// The session cookie's name.
 pub const COOKIE_NAME: &str = "rally_session";
-/// How long an invite link stays valid.
+/// How long an invite link stays valid unless its maker chose otherwise.
 pub const INVITE_TTL_SECS: u64 = 7 * 24 * 3600;
+/// The shortest and longest an invite link may be made to last.
+pub const INVITE_TTL_RANGE_SECS: std::ops::RangeInclusive<u64> = 300..=30 * 24 * 3600;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -173,14 +175,16 @@ impl Keys {
         })
     }
 
+    /// An invite to `campaign_id` as `role`, made by `by`, valid for `ttl_secs`.
     pub fn issue_invite(
         &self,
         campaign_id: &CampaignId,
         role: Role,
         by: &Actor,
         now: Timestamp,
+        ttl_secs: u64,
     ) -> (String, Invite) {
-        let exp = unix_secs(now) + INVITE_TTL_SECS;
+        let exp = unix_secs(now) + ttl_secs;
         let claims = InviteClaims {
             kind: "i".into(),
             cid: campaign_id.clone(),
@@ -380,7 +384,7 @@ mod tests {
             user_id: UserId::parse("u1").unwrap(),
             display_name: "Ada".into(),
         };
-        let (token, invite) = keys.issue_invite(&id, Role::Editor, &ada, at(10));
+        let (token, invite) = keys.issue_invite(&id, Role::Editor, &ada, at(10), INVITE_TTL_SECS);
         assert_eq!(keys.verify_invite(&token, at(11)).unwrap(), invite);
         assert_eq!(invite.invited_by, "Ada");
         assert_eq!(

@@ -155,3 +155,107 @@ async fn owners_manage_members_and_a_removed_member_loses_a_private_campaign_wit
     assert_eq!(snapshot["role"], "owner");
     assert!(snapshot["campaign"]["members"].get(&bob_id).is_none());
 }
+
+/// An owner chooses what an invite link gives and how long it works; anything else is refused
+/// with `invalid`, and only owners make links.
+#[tokio::test]
+async fn invites_give_the_role_and_last_as_long_as_their_maker_chose() {
+    let server = TestServer::start_with(&["--default-visibility", "private"]).await;
+    let (_, owner_token) = server.sign_in("Olga").await;
+    let mut owner = server.connect_as(&owner_token).await;
+    owner.create_campaign("choices", "Choices").await;
+    let http = reqwest::Client::new();
+    let make = |token: String, body: Option<Value>| {
+        let mut request = http
+            .post(server.url("/api/campaigns/choices/invites"))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expires_in = |invite: &Value| {
+        let at: rally_app::model::Timestamp =
+            invite["expires_at"].as_str().unwrap().parse().unwrap();
+        (at.unix_nanos() / 1_000_000_000) as i64 - now_secs
+    };
+
+    let default: Value = make(owner_token.clone(), None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(default["role"], "editor");
+    assert!(
+        (7 * 86400 - 5..=7 * 86400 + 5).contains(&expires_in(&default)),
+        "{default}"
+    );
+
+    let viewer = make(
+        owner_token.clone(),
+        Some(json!({"role": "viewer", "expires_in_secs": 3600})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(viewer.status(), 201);
+    let viewer: Value = viewer.json().await.unwrap();
+    assert_eq!(viewer["role"], "viewer");
+    assert!((3595..=3605).contains(&expires_in(&viewer)), "{viewer}");
+    let details: Value = http
+        .get(server.url(&format!(
+            "/api/invites/{}",
+            viewer["token"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(details["role"], "viewer");
+    let (_, dana_token) = server.sign_in("Dana").await;
+    let accepted: Value = http
+        .post(server.url(&format!(
+            "/api/invites/{}/accept",
+            viewer["token"].as_str().unwrap()
+        )))
+        .bearer_auth(&dana_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(accepted["role"], "viewer");
+
+    for (body, reason) in [
+        (
+            json!({"expires_in_secs": 60}),
+            "expires_in_secs must be 300-2592000",
+        ),
+        (
+            json!({"expires_in_secs": 31 * 86400}),
+            "expires_in_secs must be 300-2592000",
+        ),
+        (json!({"role": "admin"}), "invite request"),
+        (json!({"rolle": "viewer"}), "unknown field"),
+    ] {
+        let refused = make(owner_token.clone(), Some(body.clone())).await.unwrap();
+        assert_eq!(refused.status(), 400, "{body}");
+        let error: Value = refused.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "invalid", "{body}");
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(reason),
+            "{body}: {error}"
+        );
+    }
+    // A viewer (Dana) makes no links.
+    let refused = make(dana_token, None).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    server.stop().await.unwrap();
+}

@@ -7,8 +7,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::limits::DISPLAY_NAME_MAX_CHARS;
 use super::{CampaignId, UserId};
 
-/// A person's role in one campaign. Owners are the creators; editors were invited by the owner;
-/// everyone else who can open the campaign is a viewer.
+/// A person's role in one campaign. The campaign's owner, and members made owners, are owners;
+/// editors were invited or made editors by an owner; everyone else who can open it is a viewer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -83,8 +83,8 @@ impl<'de> Deserialize<'de> for DisplayName {
     }
 }
 
-/// Someone with a role in a campaign besides its creator (who always owns it): joined through an
-/// invite, their role changed only by an owner.
+/// Someone with a role in a campaign besides its owner: joined through an invite (or was the owner
+/// before a handover), their role changed only by an owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// Their name when they joined or their role last changed.

@@ -302,7 +302,7 @@ pub enum Change {
     /// `member` now has `role` (joined, or changed by an owner); `None`: removed.
     Member { member: Actor, role: Option<Role> },
     /// The owner handed the campaign over to `to`, a member, and stays an owner among the
-    /// members (the new owner may change that).
+    /// members (an owner may change that, as any member's role).
     Handover { from: Actor, to: Actor },
 }
 

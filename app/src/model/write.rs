@@ -165,7 +165,7 @@ impl TextChange {
 
 /// `campaign:member:v1:requested`: an owner changes a member's role, or removes them (`role`
 /// absent). People become members by accepting an invite, not through this request; the
-/// campaign's creator always owns it.
+/// campaign's owner's role never changes (they hand the campaign over instead).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberChange {

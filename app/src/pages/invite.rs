@@ -4,8 +4,9 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use super::SignIn;
 use crate::client::SharedIo;
 use crate::data::{decode_response, DataSource};
+use crate::model::Role;
 
-/// `/invite/:token`: accept an owner's invite and become an editor of the campaign.
+/// `/invite/:token`: accept an owner's invite and take the role it offers in the campaign.
 #[component]
 pub fn InvitePage() -> impl IntoView {
     let params = use_params_map();
@@ -48,7 +49,7 @@ pub fn InvitePage() -> impl IntoView {
     view! {
         <leptos_meta::Title text="Invitation — Rally"/>
         <section class="invite-page">
-            <Suspense fallback=|| view! { <h1>"You are invited to edit a campaign"</h1> }>
+            <Suspense fallback=|| view! { <h1>"You are invited to a campaign"</h1> }>
                 {move || Suspend::new(async move {
                     match details.await {
                         Ok(invite) => {
@@ -57,10 +58,15 @@ pub fn InvitePage() -> impl IntoView {
                             } else {
                                 format!("{} invites you", invite.invited_by)
                             };
+                            let (verb, can) = match invite.role {
+                                Role::Viewer => ("watch", "As a viewer you see every change as it happens and can join the live room. "),
+                                Role::Editor => ("edit", "As an editor you can change its title, description, features and settings, and go live. "),
+                                Role::Owner => ("run", "As an owner you can change everything, invite people and manage its members. "),
+                            };
                             view! {
-                                <h1>{format!("{who} to edit “{}”", invite.title)}</h1>
+                                <h1>{format!("{who} to {verb} “{}”", invite.title)}</h1>
                                 <p class="muted">
-                                    "As an editor you can change its title, description, features and settings, and go live. "
+                                    {can}
                                     {format!("The link works until {}.", invite.expires_at.to_string().get(..10).unwrap_or_default())}
                                 </p>
                             }
@@ -94,7 +100,7 @@ pub fn InvitePage() -> impl IntoView {
                                     <p>"Signed in as " <strong>{user.display_name}</strong></p>
                                     <button class="button accept-invite" on:click=accept>"Accept and open it"</button>
                                 }.into_any(),
-                                None => view! { <p>"First, tell us your name."</p> <SignIn/> }.into_any(),
+                                None => view! { <p>"First, sign in."</p> <SignIn/> }.into_any(),
                             }
                         })
                     }

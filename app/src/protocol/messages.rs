@@ -306,6 +306,10 @@ mod tests {
                 serde_json::from_str(r#"{"campaign_id":"c","user_id":"u1","role":"editor"}"#)
                     .unwrap(),
             )),
+            ClientRequest::Write(Write::Handover(
+                serde_json::from_str(r#"{"campaign_id":"c","user_id":"u1","base_version":3}"#)
+                    .unwrap(),
+            )),
             ClientRequest::OpsSubscribe(Empty {}),
             ClientRequest::MediaJoin(MediaJoin { campaign_id: c() }),
             ClientRequest::MediaPublish(SessionDescription {

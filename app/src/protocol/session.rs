@@ -34,6 +34,17 @@ pub struct SessionSummary {
     pub current: bool,
 }
 
+/// `POST /api/campaigns/{id}/invites` body (optional): the role the link gives and how long it
+/// works (defaults: editor, 7 days).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+}
+
 /// `GET /api/invites/{token}`: what an invite link offers, for the page that accepts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InviteDetails {

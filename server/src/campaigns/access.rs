@@ -1,7 +1,7 @@
 //! Who may see a campaign and what they may do in it: pure rules over its state and the caller.
 //!
-//! - A caller's **role** is the higher of the one stored for them (the owner is the creator;
-//!   members are listed in its state) and the one their credential grants (a backend token's
+//! - A caller's **role** is the higher of the one stored for them (the owner: its creator, or
+//!   whoever it was handed over to; members are listed in its state) and the one their credential grants (a backend token's
 //!   `campaigns` claim); everyone else is a viewer.
 //! - A **member** is the owner, someone with a stored role, or someone whose credential grants a
 //!   role on the campaign.

@@ -238,7 +238,7 @@ impl CampaignCore {
     }
 
     /// `person` joins with `role` (an accepted invite): the event to persist, or None if they
-    /// already have that role or a higher one. Never demotes and never touches the creator; a
+    /// already have that role or a higher one. Never demotes and never touches the owner; a
     /// campaign has at most [`MEMBERS_MAX`] members.
     pub fn join(
         &mut self,
@@ -258,7 +258,8 @@ impl CampaignCore {
             ));
         }
         let role = invite.role;
-        if self.role_of(Some(&person.user_id)) >= role {
+        // A stored role, not the viewer role everyone has: a viewer invite makes a member.
+        if access::stored_role(&self.record.state, Some(&person.user_id)) >= Some(role) {
             return Ok(None);
         }
         let members = &self.record.state.members;
@@ -323,8 +324,18 @@ impl CampaignCore {
                     "only an owner can change or remove members",
                 ));
             }
+            if matches!(write, Write::Handover(_)) {
+                return Err(err(
+                    ErrorCode::Forbidden,
+                    "only the campaign's owner can hand it over",
+                ));
+            }
         }
-        if matches!(write, Write::Handover(_)) && actor.user_id != self.record.state.owner().user_id
+        // A handover that already happened (sent again after a reconnect) changes nothing and
+        // is acknowledged as such, though its sender no longer owns the campaign.
+        if matches!(write, Write::Handover(_))
+            && change.is_some()
+            && actor.user_id != self.record.state.owner().user_id
         {
             return Err(err(
                 ErrorCode::Forbidden,
@@ -895,9 +906,11 @@ mod tests {
         );
         assert_eq!(code(&mut core, &member("owner", None), "bob"), Ok(()));
         assert_eq!(core.role_for(Some(&caller("owner"))), Role::Viewer);
-        // Handing it to the owner changes nothing.
+        // Handing it to the owner changes nothing: the same request sent again by the previous
+        // owner (after a reconnect) is acknowledged, not refused.
         let before = core.version();
         assert_eq!(code(&mut core, &handover("bob"), "bob"), Ok(()));
+        assert_eq!(code(&mut core, &handover("bob"), "carol"), Ok(()));
         assert_eq!(core.version(), before);
     }
 
@@ -1047,6 +1060,14 @@ mod tests {
                 .is_none(),
             "never demotes"
         );
+        let watcher = actor("watcher");
+        assert!(
+            core.join(&watcher, &invited(Role::Viewer), t(2), eid(2))
+                .unwrap()
+                .is_some(),
+            "a viewer invite makes a member (of a private campaign, too)"
+        );
+        assert_eq!(core.state().members[&watcher.user_id].role, Role::Viewer);
         assert!(
             core.join(&actor("owner"), &invited(Role::Editor), t(2), eid(2))
                 .unwrap()

@@ -183,7 +183,10 @@ pub fn explain_refusal(
                 .get(&w.user_id)
                 .map_or_else(|| w.user_id.to_string(), |m| m.display_name.clone());
             let why = if conflict {
-                format!("{} changed who owns it first", first("owner"))
+                format!(
+                    "{} changed their role or who owns the campaign first",
+                    first(&format!("members.{}", w.user_id))
+                )
             } else {
                 plain_reason(error)
             };

@@ -13,6 +13,7 @@ use crate::model::{
     CampaignStatus, Feature, FeatureChange, FeatureOp, FieldUpdates, Role, TextField, UpdateFields,
     Visibility, Write,
 };
+use crate::protocol::session::CreateInvite;
 
 #[component]
 pub fn Details(model: CampaignModel) -> impl IntoView {
@@ -231,11 +232,27 @@ pub fn PresencePanel(model: CampaignModel) -> impl IntoView {
     .into_any()
 }
 
+/// The roles an invite link can give, in the words the panel uses.
+const INVITE_ROLES: [(Role, &str); 3] = [
+    (Role::Viewer, "watch"),
+    (Role::Editor, "edit"),
+    (Role::Owner, "run it with you"),
+];
+/// How long an invite link can work, in days.
+const INVITE_DAYS: [(u64, &str); 4] = [
+    (1, "1 day"),
+    (7, "7 days"),
+    (14, "14 days"),
+    (30, "30 days"),
+];
+
 #[component]
 pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
     let io = use_context::<SharedIo>();
     let link = RwSignal::new(None::<String>);
     let copied = RwSignal::new(false);
+    let role = RwSignal::new(Role::Editor);
+    let days = RwSignal::new(7u64);
     let failed = move |text: String| model.notice(Place::Field("invite".into()), text, None);
     let create = {
         let io = io.clone();
@@ -243,9 +260,14 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
             let Some(io) = io.clone() else { return };
             let io = (*io).clone();
             let id = model.id.get_value();
+            let asked = CreateInvite {
+                role: Some(role.get_untracked()),
+                expires_in_secs: Some(days.get_untracked() * 24 * 3600),
+            };
+            let body = serde_json::to_string(&asked).expect("an invite request serializes");
             leptos::task::spawn_local(async move {
                 let path = format!("/api/campaigns/{id}/invites");
-                match io.http("POST", &path, None).await {
+                match io.http("POST", &path, Some(body)).await {
                     Ok((status, body)) => match decode_response::<Value>(status, &body) {
                         Ok(invite) => {
                             copied.set(false);
@@ -283,8 +305,59 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
     view! {
         <Show when=move || model.role.get() == Role::Owner>
             <section class="panel invite" aria-labelledby="invite-heading">
-                <h2 id="invite-heading">"Invite editors"</h2>
-                <p class="muted">"Anyone who opens the link can edit this campaign for 7 days."</p>
+                <h2 id="invite-heading">"Invite people"</h2>
+                <div class="invite-choices">
+                    <label>
+                        "They can "
+                        <select
+                            class="invite-role"
+                            on:change=move |ev| {
+                                let chosen = event_target_value(&ev);
+                                if let Some(r) = INVITE_ROLES.into_iter().find(|(r, _)| r.as_str() == chosen) {
+                                    role.set(r.0);
+                                    link.set(None);
+                                }
+                            }
+                        >
+                            {INVITE_ROLES
+                                .into_iter()
+                                .map(|(r, words)| view! {
+                                    <option value=r.as_str() selected=r == Role::Editor>{words}</option>
+                                })
+                                .collect_view()}
+                        </select>
+                    </label>
+                    <label>
+                        "for "
+                        <select
+                            class="invite-days"
+                            on:change=move |ev| {
+                                if let Ok(n) = event_target_value(&ev).parse() {
+                                    days.set(n);
+                                    link.set(None);
+                                }
+                            }
+                        >
+                            {INVITE_DAYS
+                                .into_iter()
+                                .map(|(n, words)| view! { <option value=n.to_string() selected=n == 7>{words}</option> })
+                                .collect_view()}
+                        </select>
+                    </label>
+                </div>
+                <p class="muted">
+                    {move || {
+                        let what = INVITE_ROLES
+                            .into_iter()
+                            .find(|(r, _)| *r == role.get())
+                            .map_or("edit", |(_, words)| words);
+                        let how_long = INVITE_DAYS
+                            .into_iter()
+                            .find(|(n, _)| *n == days.get())
+                            .map_or("7 days", |(_, words)| words);
+                        format!("Anyone who opens the link can {what} for {how_long}.")
+                    }}
+                </p>
                 <button class="button small create-invite" on:click=create.clone()>
                     {move || if link.with(Option::is_some) { "Create a new link" } else { "Create invite link" }}
                 </button>
