@@ -217,9 +217,15 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   await carol.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
   assert.equal(await carol.page.getAttribute('article.campaign', 'data-role'), 'editor');
   await carol.page.waitForSelector('.connection[data-status="connected"]');
-  // Ada sees her join, in the activity and among the members.
+  // Ada sees her join, in the activity and among the members, and in the list of links.
   await ada.page.waitForSelector('.event:has-text("Carol accepted an invite as an editor")');
   await ada.page.waitForSelector('.member[data-role="editor"]:has-text("Carol")');
+  await ada.page.waitForSelector('.invite-item:has-text("Joined: Carol")');
+  assert.deepEqual(
+    await ada.page.locator('.invite-item .invite-summary').allInnerTexts(),
+    ['Can edit · used once · works until ' + new Date(Date.now() + 7 * 86400e3).toISOString().slice(0, 10),
+     'Can watch · used 0 times · works until ' + new Date(Date.now() + 86400e3).toISOString().slice(0, 10)],
+  );
 
   cut = true;
   for (const ws of sockets) await ws.close({ code: 1006, reason: 'cut' }).catch(() => {});
@@ -233,7 +239,7 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   // Meanwhile Ada changes the title three times.
   for (const [i, title] of ['First change', 'Second change', 'Third change'].entries()) {
     await ada.page.fill('.title-input', title);
-    await ada.page.waitForFunction((v) => document.querySelector('article.campaign').dataset.version === String(v), 3 + i);
+    await ada.page.waitForFunction((v) => document.querySelector('article.campaign').dataset.version === String(v), 5 + i);
   }
   assert.notEqual(await carol.page.inputValue('.title-input'), 'Third change');
 
@@ -244,9 +250,9 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   await ada.page.waitForFunction(() => document.querySelector('.description-input').value === 'Written while offline');
   await carol.page.waitForFunction(() => !document.querySelector('.connection .queued'));
   await carol.page.waitForFunction(
-    () => document.querySelector('article.campaign').dataset.version === '6',
+    () => document.querySelector('article.campaign').dataset.version === '8',
   );
-  assert.equal(await version(ada.page), 6);
+  assert.equal(await version(ada.page), 8, 'two links, the join, three titles, the description');
   // Caught up by replaying the missed events, not by reloading the latest version.
   assert.match(await carol.page.locator('.events').innerText(), /Ada edited the title/);
   assert.equal(await carol.page.locator('.notice:has-text("away too long")').count(), 0);
@@ -281,4 +287,48 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   assert.deepEqual([...ada.errors, ...carol.errors], []);
   await ada.context.close();
   await carol.context.close();
+});
+
+test(`a link for one person lets one person in, and a withdrawn link lets nobody in (${mode})`, async () => {
+  const ada = await personOn('Ada');
+  await ada.page.fill('#new-campaign-id', 'oneseat');
+  await ada.page.fill('#new-campaign-title', 'One seat');
+  await ada.page.click('.create-campaign button');
+  await ada.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+  await ada.page.selectOption('.invite-uses', '1');
+  assert.equal(await ada.page.locator('.invite .muted').first().innerText(), 'One person who opens the link can edit for 7 days.');
+  await ada.page.click('.create-invite');
+  const once = await ada.page.locator('.invite-link a').getAttribute('href');
+  await ada.page.waitForSelector('.event:has-text("Ada made an invite link to join as an editor (one person)")');
+
+  const bob = await personOn('Bob');
+  await bob.page.goto(once);
+  assert.match(await bob.page.locator('.invite-page .muted').innerText(), /Only one more person can use it\./);
+  await bob.page.waitForSelector('[data-hydrated="true"]');
+  await bob.page.click('.accept-invite');
+  await bob.page.waitForURL('**/campaigns/oneseat');
+  await ada.page.waitForSelector('.invite-item[data-status="used_up"]:has-text("Joined: Bob")');
+  assert.equal(await ada.page.locator('.invite-item[data-status="used_up"] .withdraw-invite').count(), 0);
+
+  const cy = await personOn('Cy');
+  await cy.page.goto(once);
+  assert.equal(await cy.page.locator('h1').innerText(), 'This invite link does not work');
+  assert.match(await cy.page.locator('.invite-page .error').innerText(), /used as many times as it allows/);
+
+  // A link anyone could use, withdrawn: it stops working at once and the list says so.
+  await ada.page.selectOption('.invite-uses', '0');
+  await ada.page.click('.create-invite');
+  const open = await ada.page.locator('.invite-link a').getAttribute('href');
+  await ada.page.waitForSelector('.invite-item[data-status="open"]');
+  await ada.page.click('.invite-item[data-status="open"] .withdraw-invite');
+  await ada.page.waitForSelector('.invite-item[data-status="withdrawn"]');
+  await ada.page.waitForSelector('.event:has-text("Ada withdrew an invite link")');
+  await cy.page.goto(open);
+  assert.match(await cy.page.locator('.invite-page .error').innerText(), /withdrawn by an owner/);
+  await ada.page.setViewportSize({ width: 390, height: 844 });
+  await ada.page.locator('.invite').screenshot({ path: join(screenshotDir, `campaign-invite-links-390-${mode}.png`) });
+  const overflow = await ada.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the invite panel fits 390 px (overflow ${overflow})`);
+  assert.deepEqual([...ada.errors, ...bob.errors], []);
+  for (const person of [ada, bob, cy]) await person.context.close();
 });

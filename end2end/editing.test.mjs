@@ -134,7 +134,7 @@ test(`50 rapid feature adds by one person and 20 concurrent adds by two never co
     await ada.page.press('.feature-input', 'Enter');
   }
   const clicking = Date.now() - started;
-  await ada.page.waitForFunction(() => document.querySelector('article.campaign').dataset.version === '51', null, {
+  await ada.page.waitForFunction(() => document.querySelector('article.campaign').dataset.version === '52', null, {
     timeout: 20_000,
   });
   await ada.page.waitForFunction(() => !document.querySelector('.connection .queued'));
@@ -156,7 +156,7 @@ test(`50 rapid feature adds by one person and 20 concurrent adds by two never co
     assert.equal(await page.locator('.chip').count(), 20);
     assert.equal(await page.locator('.notice').count(), 0, 'no conflict notice');
   }
-  assert.equal(await version(carol.page), 22, 'Dan joining, then 20 adds');
+  assert.equal(await version(carol.page), 23, 'the invite link, Dan joining, then 20 adds');
   await closeAll([carol, dan]);
 });
 

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use crate::client::SharedIo;
 use crate::model::{Actor, CampaignId};
 use crate::protocol::campaign::{CampaignSnapshot, CampaignSummary};
-use crate::protocol::session::{InviteDetails, SignInOptions};
+use crate::protocol::invites::InviteDetails;
+use crate::protocol::session::SignInOptions;
 use crate::protocol::{ErrorBody, ErrorCode};
 
 pub type DataFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

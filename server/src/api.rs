@@ -12,16 +12,14 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, Timestamp};
+use rally_app::model::{Actor, CampaignId, CreateCampaign, Invite, InviteId};
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
-use rally_app::protocol::session::{
-    CreateInvite, InviteDetails, SessionInfo, SessionSummary, SignIn, SignInOptions,
-};
+use rally_app::protocol::invites::{CreateInvite, InviteDetails, InviteLinkInfo};
+use rally_app::protocol::session::{SessionInfo, SessionSummary, SignIn, SignInOptions};
 use rally_app::protocol::ErrorCode;
-use serde::Serialize;
 
-use crate::auth::{self, Invite, Keys, Origins};
-use crate::campaigns::{Caller, Invitation, StateManager};
+use crate::auth::{self, InviteLink, Keys, Origins};
+use crate::campaigns::{Caller, StateManager};
 use crate::clock;
 use crate::http_error::ApiError;
 use crate::oidc::Oidc;
@@ -78,7 +76,14 @@ where
         .route("/sessions/{id}", axum::routing::delete(end_session))
         .route("/campaigns", get(list).post(create))
         .route("/campaigns/{id}", get(snapshot))
-        .route("/campaigns/{id}/invites", post(invite))
+        .route(
+            "/campaigns/{id}/invites",
+            get(list_invites).post(make_invite),
+        )
+        .route(
+            "/campaigns/{id}/invites/{invite_id}",
+            axum::routing::delete(withdraw_invite),
+        )
         .route("/invites/{token}", get(describe_invite))
         .route("/invites/{token}/accept", post(accept_invite))
         .fallback(fallback)
@@ -417,24 +422,36 @@ async fn snapshot(
     Ok(Json(snapshot))
 }
 
-#[derive(Serialize)]
-struct InviteCreated {
-    campaign_id: CampaignId,
-    role: Role,
-    token: String,
-    /// Path of the page that accepts the invite in a browser.
-    path: String,
-    expires_at: Timestamp,
+/// An invite link as its campaign's owners see it, with the link itself.
+fn link_info(keys: &Keys, campaign_id: &CampaignId, invite: Invite) -> InviteLinkInfo {
+    let token = keys.invite_link(campaign_id, &invite.terms.id, invite.terms.expires_at);
+    InviteLinkInfo {
+        campaign_id: campaign_id.clone(),
+        status: invite.status(clock::now()),
+        path: format!("/invite/{token}"),
+        token,
+        invite,
+    }
 }
 
-/// Owner only: an invite link that gives whoever accepts it the chosen role (editor unless the
-/// body says otherwise) until it expires.
-async fn invite(
+/// The owner a request comes from, for the invite requests (owners only: the campaign says).
+async fn invite_caller(
+    state: &ApiState,
+    headers: &HeaderMap,
+    id: &CampaignId,
+) -> Result<Caller, ApiError> {
+    let who = require_signed(state, headers).await?.into_who();
+    Ok(who.caller(id).expect("signed in"))
+}
+
+/// Owners only: an invite link on the terms the body asks for (editor, 7 days, anyone with the
+/// link, unless it says otherwise).
+async fn make_invite(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<InviteCreated>), ApiError> {
+) -> Result<(StatusCode, Json<InviteLinkInfo>), ApiError> {
     let id = parse_id(&id)?;
     let body = body.map_err(|_| {
         ApiError::new(
@@ -448,43 +465,50 @@ async fn invite(
         serde_json::from_slice(&body)
             .map_err(|err| ApiError::new(ErrorCode::Invalid, format!("invite request: {err}")))?
     };
-    let ttl = asked.expires_in_secs.unwrap_or(auth::INVITE_TTL_SECS);
-    if !auth::INVITE_TTL_RANGE_SECS.contains(&ttl) {
-        return Err(ApiError::new(
-            ErrorCode::Invalid,
-            format!(
-                "expires_in_secs must be {}-{} (5 minutes to 30 days)",
-                auth::INVITE_TTL_RANGE_SECS.start(),
-                auth::INVITE_TTL_RANGE_SECS.end()
-            ),
-        ));
-    }
-    let who = require_signed(&state, &headers).await?.into_who();
-    let snapshot = state.manager.snapshot(&id, who.caller(&id)).await?;
-    let actor = who.actor.expect("signed in");
-    if snapshot.role != Role::Owner {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only the campaign's owners can invite people",
-        ));
-    }
-    let role = asked.role.unwrap_or(Role::Editor);
-    let (token, invite) = state
-        .keys
-        .issue_invite(&id, role, &actor, clock::now(), ttl);
+    let caller = invite_caller(&state, &headers, &id).await?;
+    let invite = state.manager.make_invite(&id, caller, asked).await?;
     Ok((
         StatusCode::CREATED,
-        Json(InviteCreated {
-            path: format!("/invite/{token}"),
-            campaign_id: invite.campaign_id,
-            role: invite.role,
-            token,
-            expires_at: invite.expires_at,
-        }),
+        Json(link_info(&state.keys, &id, invite)),
     ))
 }
 
-/// What an invite link offers: the campaign (as it is now), who made the link, the role. Reads
+/// Owners only: the campaign's invite links, newest first, with who used each.
+async fn list_invites(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<InviteLinkInfo>>, ApiError> {
+    let id = parse_id(&id)?;
+    let caller = invite_caller(&state, &headers, &id).await?;
+    let invites = state.manager.invites(&id, caller).await?;
+    Ok(Json(
+        invites
+            .into_iter()
+            .map(|invite| link_info(&state.keys, &id, invite))
+            .collect(),
+    ))
+}
+
+/// Owners only: nobody can join through the link any more (204, also when it was withdrawn
+/// already).
+async fn withdraw_invite(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((id, invite_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    let invite_id = InviteId::parse(&invite_id)
+        .map_err(|err| ApiError::new(ErrorCode::Invalid, err.to_string()))?;
+    let caller = invite_caller(&state, &headers, &id).await?;
+    state
+        .manager
+        .withdraw_invite(&id, caller, invite_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What an invite link offers: the campaign's title, who made the link, the role. Reads
 /// like any read of the campaign (a closed server asks for a session first).
 async fn describe_invite(
     State(state): State<ApiState>,
@@ -497,47 +521,31 @@ async fn describe_invite(
     ))
 }
 
-/// The details of a valid invite token (the API and the invite page both show them).
+/// The details of a working invite link (the API and the invite page both show them).
 pub(crate) async fn invite_details(
     keys: &Keys,
     manager: &StateManager,
     token: &str,
 ) -> Result<InviteDetails, rally_app::protocol::ErrorBody> {
-    let (invite, title) = usable_invite(keys, manager, token).await?;
+    let link = verified_link(keys, token)?;
+    let (invite, title) = manager
+        .invite_offer(&link.campaign_id, link.invite_id)
+        .await?;
     Ok(InviteDetails {
-        campaign_id: invite.campaign_id,
+        campaign_id: link.campaign_id,
         title,
-        invited_by: invite.invited_by,
-        role: invite.role,
-        expires_at: invite.expires_at,
+        invited_by: invite.made_by.display_name.clone(),
+        role: invite.terms.role,
+        expires_at: invite.terms.expires_at,
+        uses_left: invite.uses_left(),
     })
 }
 
-/// A verified invite whose maker is still an owner of the campaign, and the campaign's title.
-/// The campaign is read as its maker sees it (so a private campaign's link works, and stops
-/// working when the maker loses access: then it answers as a missing campaign).
-async fn usable_invite(
-    keys: &Keys,
-    manager: &StateManager,
-    token: &str,
-) -> Result<(Invite, String), rally_app::protocol::ErrorBody> {
-    let invalid = |why: String| rally_app::protocol::ErrorBody::new(ErrorCode::Invalid, why);
-    let invite = keys
-        .verify_invite(token, clock::now())
-        .map_err(|err| invalid(format!("invite rejected: {err}")))?;
-    let maker = invite.inviter.clone().map(|user_id| {
-        Caller::person(Actor {
-            user_id,
-            display_name: invite.invited_by.clone(),
-        })
-    });
-    let snapshot = manager.snapshot(&invite.campaign_id, maker).await?;
-    if invite.inviter.is_some() && snapshot.role != Role::Owner {
-        return Err(invalid(
-            "this invite link no longer works: the person who made it is no longer an owner".into(),
-        ));
-    }
-    Ok((invite, snapshot.campaign.title))
+/// What a signed invite link names (whether it still lets anyone in is the campaign's answer).
+fn verified_link(keys: &Keys, token: &str) -> Result<InviteLink, rally_app::protocol::ErrorBody> {
+    keys.verify_invite(token, clock::now()).map_err(|err| {
+        rally_app::protocol::ErrorBody::new(ErrorCode::Invalid, format!("invite rejected: {err}"))
+    })
 }
 
 async fn accept_invite(
@@ -546,16 +554,12 @@ async fn accept_invite(
     Path(token): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let actor = require_session(&state, &headers).await?;
-    let (invite, _) = usable_invite(&state.keys, &state.manager, &token).await?;
-    let invitation = Invitation {
-        role: invite.role,
-        issued_at: invite.issued_at,
-    };
+    let link = verified_link(&state.keys, &token)?;
     let role = state
         .manager
-        .join(&invite.campaign_id, actor, invitation)
+        .join(&link.campaign_id, actor, link.invite_id)
         .await?;
     Ok(Json(
-        serde_json::json!({ "campaign_id": invite.campaign_id, "role": role }),
+        serde_json::json!({ "campaign_id": link.campaign_id, "role": role }),
     ))
 }

@@ -6,22 +6,18 @@
 //! Browsers carry it in an HttpOnly cookie; other clients send it as
 //! `Authorization: Bearer <token>` (or `?token=` on the WebSocket URL).
 //!
-//! Invites are signed the same way: an expiring token that grants `editor` on one campaign to
-//! whoever accepts it while signed in.
+//! Invite links are signed the same way: an expiring token naming one of a campaign's invites
+//! (the campaign keeps its terms and who used it; see `campaigns::invites`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use rally_app::model::{Actor, CampaignId, Role, Timestamp, UserId};
+use rally_app::model::{CampaignId, InviteId, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 /// The session cookie's name.
 pub const COOKIE_NAME: &str = "rally_session";
-/// How long an invite link stays valid unless its maker chose otherwise.
-pub const INVITE_TTL_SECS: u64 = 7 * 24 * 3600;
-/// The shortest and longest an invite link may be made to last.
-pub const INVITE_TTL_RANGE_SECS: std::ops::RangeInclusive<u64> = 300..=30 * 24 * 3600;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -57,6 +53,9 @@ pub enum TokenError {
     /// A claim is missing or unusable.
     #[error("token claim rejected: {0}")]
     Claim(String),
+    /// An invite link from before invites were kept by their campaign.
+    #[error("this invite link is from an older version of Rally; ask an owner for a new one")]
+    Outdated,
     /// The keys to check it could not be fetched (a 503: try again).
     #[error("the token's signing keys cannot be fetched right now")]
     KeysUnavailable,
@@ -82,32 +81,17 @@ pub struct SessionToken {
 struct InviteClaims {
     kind: String,
     cid: CampaignId,
-    role: Role,
+    /// Absent in links made before invites were kept: those no longer work.
+    #[serde(default)]
+    iid: Option<InviteId>,
     exp: u64,
-    /// Who made the link (display name), so the invite page can say so.
-    #[serde(default)]
-    by: String,
-    /// Their user id: the invite shows the campaign as its maker sees it (so a private
-    /// campaign's invite works, and stops working if the maker loses access).
-    #[serde(default)]
-    uid: Option<UserId>,
-    /// When it was made (Unix nanoseconds; 0 in links made before it was recorded).
-    #[serde(default)]
-    iat: u64,
 }
 
-/// A verified invite.
+/// What a verified invite link names; whether it still lets anyone in is the campaign's to say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invite {
+pub struct InviteLink {
     pub campaign_id: CampaignId,
-    pub role: Role,
-    pub expires_at: Timestamp,
-    /// Display name of the owner who made it.
-    pub invited_by: String,
-    /// Their user id (absent in invites made before it was recorded).
-    pub inviter: Option<UserId>,
-    /// When the link was made.
-    pub issued_at: Timestamp,
+    pub invite_id: InviteId,
 }
 
 fn unix_secs(at: Timestamp) -> u64 {
@@ -175,37 +159,23 @@ impl Keys {
         })
     }
 
-    /// An invite to `campaign_id` as `role`, made by `by`, valid for `ttl_secs`.
-    pub fn issue_invite(
+    /// The link to the campaign's invite `invite_id`, which expires at `expires_at`. The same
+    /// arguments make the same link, so an owner can copy it again from the list of invites.
+    pub fn invite_link(
         &self,
         campaign_id: &CampaignId,
-        role: Role,
-        by: &Actor,
-        now: Timestamp,
-        ttl_secs: u64,
-    ) -> (String, Invite) {
-        let exp = unix_secs(now) + ttl_secs;
-        let claims = InviteClaims {
+        invite_id: &InviteId,
+        expires_at: Timestamp,
+    ) -> String {
+        self.sign(&InviteClaims {
             kind: "i".into(),
             cid: campaign_id.clone(),
-            role,
-            exp,
-            by: by.display_name.clone(),
-            uid: Some(by.user_id.clone()),
-            iat: now.unix_nanos(),
-        };
-        let invite = Invite {
-            campaign_id: campaign_id.clone(),
-            role,
-            expires_at: Timestamp::from_unix_nanos(exp * 1_000_000_000),
-            invited_by: claims.by.clone(),
-            inviter: claims.uid.clone(),
-            issued_at: now,
-        };
-        (self.sign(&claims), invite)
+            iid: Some(invite_id.clone()),
+            exp: unix_secs(expires_at),
+        })
     }
 
-    pub fn verify_invite(&self, token: &str, now: Timestamp) -> Result<Invite, TokenError> {
+    pub fn verify_invite(&self, token: &str, now: Timestamp) -> Result<InviteLink, TokenError> {
         let claims: InviteClaims = self.verify(token)?;
         if claims.kind != "i" {
             return Err(TokenError::Malformed);
@@ -213,13 +183,10 @@ impl Keys {
         if claims.exp <= unix_secs(now) {
             return Err(TokenError::Expired);
         }
-        Ok(Invite {
+        let invite_id = claims.iid.ok_or(TokenError::Outdated)?;
+        Ok(InviteLink {
             campaign_id: claims.cid,
-            role: claims.role,
-            expires_at: Timestamp::from_unix_nanos(claims.exp * 1_000_000_000),
-            invited_by: claims.by,
-            inviter: claims.uid,
-            issued_at: Timestamp::from_unix_nanos(claims.iat),
+            invite_id,
         })
     }
 }
@@ -376,17 +343,19 @@ mod tests {
     }
 
     #[test]
-    fn invites_are_not_sessions_and_expire() {
-        use rally_app::model::UserId;
+    fn invite_links_are_not_sessions_and_expire() {
         let keys = Keys::new(b"k");
-        let id = CampaignId::parse("c").unwrap();
-        let ada = Actor {
-            user_id: UserId::parse("u1").unwrap(),
-            display_name: "Ada".into(),
-        };
-        let (token, invite) = keys.issue_invite(&id, Role::Editor, &ada, at(10), INVITE_TTL_SECS);
-        assert_eq!(keys.verify_invite(&token, at(11)).unwrap(), invite);
-        assert_eq!(invite.invited_by, "Ada");
+        let campaign_id = CampaignId::parse("c").unwrap();
+        let invite_id = InviteId::parse("0f").unwrap();
+        let token = keys.invite_link(&campaign_id, &invite_id, at(1000));
+        assert_eq!(token, keys.invite_link(&campaign_id, &invite_id, at(1000)));
+        assert_eq!(
+            keys.verify_invite(&token, at(11)).unwrap(),
+            InviteLink {
+                campaign_id: campaign_id.clone(),
+                invite_id
+            }
+        );
         assert_eq!(
             keys.verify_session(&token, at(11)),
             Err(TokenError::Malformed)
@@ -397,8 +366,15 @@ mod tests {
             Err(TokenError::Malformed)
         );
         assert_eq!(
-            keys.verify_invite(&token, at(10 + INVITE_TTL_SECS)),
+            keys.verify_invite(&token, at(1000)),
             Err(TokenError::Expired)
+        );
+        let before_invites_were_kept = keys.sign(&serde_json::json!({
+            "kind": "i", "cid": "c", "role": "editor", "exp": 2000, "by": "Ada"
+        }));
+        assert_eq!(
+            keys.verify_invite(&before_invites_were_kept, at(11)),
+            Err(TokenError::Outdated)
         );
     }
 

@@ -214,6 +214,15 @@ pub struct Config {
     #[arg(long, env = "RALLY_CAMPAIGNS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub campaigns_per_minute: u32,
 
+    /// Campaigns one user may own at once (created, or handed to them).
+    #[arg(long, env = "RALLY_MAX_CAMPAIGNS_PER_USER", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_campaigns_per_user: u32,
+
+    /// Open invite links (not yet expired, used up or withdrawn) one user may have made, across
+    /// all campaigns.
+    #[arg(long, env = "RALLY_MAX_INVITES_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_invites_per_user: u32,
+
     /// HTTP API requests one client address may make per minute (bursts of twice as many).
     #[arg(long, env = "RALLY_API_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     pub api_per_minute: u32,

@@ -242,6 +242,8 @@ impl Rally {
                 history_bytes: usize::try_from(config.history_bytes).unwrap_or(usize::MAX),
                 idle_unload: Duration::from_secs(config.idle_unload_secs),
                 default_visibility: config.default_visibility,
+                max_campaigns_per_user: config.max_campaigns_per_user as usize,
+                max_invites_per_user: config.max_invites_per_user as usize,
             },
         );
         let gateway_config = GatewayConfig {

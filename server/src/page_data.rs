@@ -7,7 +7,8 @@ use std::sync::Arc;
 use rally_app::data::{DataFuture, ServerData, Visitor};
 use rally_app::model::CampaignId;
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
-use rally_app::protocol::session::{InviteDetails, SignInOptions};
+use rally_app::protocol::invites::InviteDetails;
+use rally_app::protocol::session::SignInOptions;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
 use axum::extract::State;

@@ -64,12 +64,15 @@ async fn owners_manage_members_and_a_removed_member_loses_a_private_campaign_wit
 
     // Joining is a change everyone following sees, made by the person who joined.
     let (bob_id, bob_token) = invited(&server, &owner_token, "crew", "Bob").await;
+    let made = owner.next_state_event().await;
+    assert_eq!(made["payload"]["change"]["kind"], "invite", "{made}");
     let joined = owner.next_state_event().await;
     assert_eq!(joined["payload"]["change"]["kind"], "member", "{joined}");
     assert_eq!(joined["payload"]["changed_by"]["user_id"], bob_id.as_str());
     assert_eq!(joined["payload"]["change"]["role"], "editor");
     let (carol_id, carol_token) = invited(&server, &owner_token, "crew", "Carol").await;
-    owner.next_state_event().await;
+    owner.next_state_event().await; // her link
+    owner.next_state_event().await; // her joining
     let mut bob = server.connect_as(&bob_token).await;
     let reply = bob.subscribe("crew", None).await;
     assert_eq!(reply["payload"]["role"], "editor");
@@ -257,5 +260,256 @@ async fn invites_give_the_role_and_last_as_long_as_their_maker_chose() {
     // A viewer (Dana) makes no links.
     let refused = make(dana_token, None).await.unwrap();
     assert_eq!(refused.status(), 403);
+    server.stop().await.unwrap();
+}
+
+/// What `method path` answers with `token` (None: no credentials): the status and the body.
+async fn call(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Invite links are kept by their campaign: a single-use link lets one person in (who may come
+/// back), a counted one as many as it says, a withdrawn one nobody; owners list them with who
+/// used each, others may not; every change to them is an event everyone following sees.
+#[tokio::test]
+async fn invite_links_let_in_as_many_people_as_they_allow_until_an_owner_withdraws_them() {
+    use reqwest::Method;
+    let server = TestServer::start_with(&["--default-visibility", "private"]).await;
+    let (_, olga) = server.sign_in("Olga").await;
+    let mut owner = server.connect_as(&olga).await;
+    owner.create_campaign("links", "Links").await;
+    owner.subscribe("links", None).await;
+    let invites = "/api/campaigns/links/invites";
+    let make = |body: Value| call(&server, Method::POST, invites, Some(&olga), Some(body));
+
+    let (status, once) = make(json!({"max_uses": 1})).await;
+    assert_eq!(status, 201, "{once}");
+    assert_eq!(
+        (once["status"].as_str(), once["max_uses"].as_u64()),
+        (Some("open"), Some(1))
+    );
+    assert_eq!(once["made_by"]["display_name"], "Olga");
+    let made = owner.next_state_event().await;
+    assert_eq!(made["payload"]["change"]["kind"], "invite", "{made}");
+    assert_eq!(made["payload"]["change"]["terms"]["id"], once["id"]);
+    assert!(
+        !made.to_string().contains(once["token"].as_str().unwrap()),
+        "the link itself is never broadcast"
+    );
+    let running = &server;
+    let accept = |link: &Value, token: String| {
+        let path = format!("/api/invites/{}/accept", link["token"].as_str().unwrap());
+        async move { call(running, Method::POST, &path, Some(&token), None).await }
+    };
+    let (_, bob) = server.sign_in("Bob").await;
+    let (_, cy) = server.sign_in("Cy").await;
+    let (_, dee) = server.sign_in("Dee").await;
+    let (status, joined) = accept(&once, bob.clone()).await;
+    assert_eq!((status, joined["role"].as_str()), (200, Some("editor")));
+    let used = owner.next_state_event().await;
+    assert_eq!(used["payload"]["change"]["invite"], once["id"], "{used}");
+    assert_eq!(
+        accept(&once, bob.clone()).await.0,
+        200,
+        "its user may come back"
+    );
+    let (status, refused) = accept(&once, cy.clone()).await;
+    assert_eq!(status, 400);
+    assert!(
+        refused.to_string().contains("used as many times"),
+        "{refused}"
+    );
+    let details = format!("/api/invites/{}", once["token"].as_str().unwrap());
+    let (status, refused) = call(&server, Method::GET, &details, Some(&dee), None).await;
+    assert_eq!(status, 400, "a used-up link offers nothing: {refused}");
+
+    let (_, twice) = make(json!({"max_uses": 2, "role": "viewer"})).await;
+    owner.next_state_event().await;
+    let details = format!("/api/invites/{}", twice["token"].as_str().unwrap());
+    let (status, offer) = call(&server, Method::GET, &details, Some(&dee), None).await;
+    assert_eq!(
+        (status, offer["uses_left"].as_u64()),
+        (200, Some(2)),
+        "{offer}"
+    );
+    assert_eq!(accept(&twice, cy.clone()).await.0, 200);
+    owner.next_state_event().await;
+    let (status, listed) = call(&server, Method::GET, invites, Some(&olga), None).await;
+    assert_eq!(status, 200, "{listed}");
+    let summary: Vec<(String, String, Vec<String>)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|link| {
+            let users = link["uses"].as_array().unwrap().iter();
+            (
+                link["role"].as_str().unwrap().to_owned(),
+                link["status"].as_str().unwrap().to_owned(),
+                users
+                    .map(|u| u["display_name"].as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    let expected = [
+        (
+            "viewer".to_owned(),
+            "open".to_owned(),
+            vec!["Cy".to_owned()],
+        ),
+        (
+            "editor".to_owned(),
+            "used_up".to_owned(),
+            vec!["Bob".to_owned()],
+        ),
+    ];
+    assert_eq!(summary, expected, "newest first, with who used each");
+    assert_eq!(
+        listed[0]["token"], twice["token"],
+        "an owner can copy a link again"
+    );
+
+    // Only owners see and withdraw links; a campaign's stranger learns nothing of it.
+    let withdraw = format!("{invites}/{}", twice["id"].as_str().unwrap());
+    for (who, token, status) in [("editor", Some(&bob), 403), ("stranger", Some(&dee), 404)] {
+        let listed = call(
+            &server,
+            Method::GET,
+            invites,
+            token.map(|t| t.as_str()),
+            None,
+        )
+        .await;
+        assert_eq!(listed.0, status, "{who} lists: {}", listed.1);
+        let gone = call(
+            &server,
+            Method::DELETE,
+            &withdraw,
+            token.map(|t| t.as_str()),
+            None,
+        )
+        .await;
+        assert_eq!(gone.0, status, "{who} withdraws: {}", gone.1);
+    }
+    assert_eq!(call(&server, Method::GET, invites, None, None).await.0, 401);
+
+    assert_eq!(
+        call(&server, Method::DELETE, &withdraw, Some(&olga), None)
+            .await
+            .0,
+        204
+    );
+    let withdrawn = owner.next_state_event().await;
+    assert_eq!(
+        withdrawn["payload"]["change"]["kind"], "invite_withdrawn",
+        "{withdrawn}"
+    );
+    assert_eq!(
+        call(&server, Method::DELETE, &withdraw, Some(&olga), None)
+            .await
+            .0,
+        204
+    );
+    let (status, refused) = accept(&twice, dee.clone()).await;
+    assert_eq!(status, 400);
+    assert!(refused.to_string().contains("withdrawn"), "{refused}");
+    let unknown = format!("{invites}/0123456789abcdef");
+    assert_eq!(
+        call(&server, Method::DELETE, &unknown, Some(&olga), None)
+            .await
+            .0,
+        404
+    );
+    let malformed = format!("{invites}/not-hex");
+    assert_eq!(
+        call(&server, Method::DELETE, &malformed, Some(&olga), None)
+            .await
+            .0,
+        400
+    );
+    let (status, bad) = make(json!({"max_uses": 0})).await;
+    assert_eq!(status, 400);
+    assert!(bad.to_string().contains("max_uses must be 1-1000"), "{bad}");
+    server.stop().await.unwrap();
+}
+
+/// Per-user quotas: campaigns owned and open invite links, counted across campaigns; a link
+/// withdrawn or used up no longer counts.
+#[tokio::test]
+async fn people_own_as_many_campaigns_and_open_links_as_the_settings_allow() {
+    use reqwest::Method;
+    let server = TestServer::start_with(&[
+        "--max-campaigns-per-user",
+        "2",
+        "--max-invites-per-user",
+        "2",
+    ])
+    .await;
+    let (_, olga) = server.sign_in("Olga").await;
+    let mut owner = server.connect_as(&olga).await;
+    owner.create_campaign("first", "First").await;
+    owner.create_campaign("second", "Second").await;
+    let refused = owner.create_campaign_raw("third").await;
+    assert_eq!(refused["payload"]["code"], "limit_exceeded", "{refused}");
+    assert!(
+        refused.to_string().contains("you own 2 campaigns"),
+        "{refused}"
+    );
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        "/api/campaigns",
+        Some(&olga),
+        Some(json!({"campaign_id": "third", "title": "Third"})),
+    )
+    .await;
+    assert_eq!(status, 429, "the same limit over HTTP");
+    let (_, bob) = server.sign_in("Bob").await;
+    server
+        .connect_as(&bob)
+        .await
+        .create_campaign("bobs", "Bob's")
+        .await;
+
+    let make = |campaign: &str, body: Value| {
+        let path = format!("/api/campaigns/{campaign}/invites");
+        let olga = olga.clone();
+        let server = &server;
+        async move { call(server, Method::POST, &path, Some(&olga), Some(body)).await }
+    };
+    let (_, once) = make("first", json!({"max_uses": 1})).await;
+    assert_eq!(make("second", json!({})).await.0, 201);
+    let (status, refused) = make("second", json!({})).await;
+    assert_eq!(status, 429, "{refused}");
+    assert!(
+        refused.to_string().contains("2 open invite links"),
+        "{refused}"
+    );
+    let path = format!("/api/invites/{}/accept", once["token"].as_str().unwrap());
+    assert_eq!(
+        call(&server, Method::POST, &path, Some(&bob), None).await.0,
+        200
+    );
+    assert_eq!(
+        make("first", json!({})).await.0,
+        201,
+        "a used-up link no longer counts"
+    );
     server.stop().await.unwrap();
 }

@@ -521,3 +521,62 @@ async fn a_member_removed_on_one_instance_loses_a_private_campaign_on_the_other_
         assert_eq!(again.status(), 400);
     }
 }
+
+/// A link for one person, accepted at the same moment through two instances: one person gets
+/// in, the other is told the link is used up, and both instances list the one use (the second
+/// join lost the version race, caught up, and was checked again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_for_one_person_lets_one_in_when_two_accept_it_at_once_on_two_instances() {
+    let redis = TestRedis::start();
+    let a = instance(&redis, &[]).await;
+    let b = instance(&redis, &[]).await;
+    let (_, owner_token) = a.sign_in("Olga").await;
+    let mut owner = a.connect_as(&owner_token).await;
+    owner.create_campaign("seat", "One seat").await;
+    let http = reqwest::Client::new();
+    let mut results = Vec::new();
+    for round in 0..5 {
+        let invite: Value = http
+            .post(a.url("/api/campaigns/seat/invites"))
+            .bearer_auth(&owner_token)
+            .json(&json!({"max_uses": 1}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let link = invite["token"].as_str().unwrap().to_owned();
+        let (_, bob) = a.sign_in(&format!("Bob{round}")).await;
+        let (_, cy) = b.sign_in(&format!("Cy{round}")).await;
+        let accept = |server: &TestServer, token: &str| {
+            http.post(server.url(&format!("/api/invites/{link}/accept")))
+                .bearer_auth(token)
+                .send()
+        };
+        let (on_a, on_b) = tokio::join!(accept(&a, &bob), accept(&b, &cy));
+        let mut statuses = [
+            on_a.unwrap().status().as_u16(),
+            on_b.unwrap().status().as_u16(),
+        ];
+        statuses.sort();
+        assert_eq!(statuses, [200, 400], "round {round}: exactly one gets in");
+        results.push(invite["id"].as_str().unwrap().to_owned());
+    }
+    for server in [&a, &b] {
+        let listed: Value = http
+            .get(server.url("/api/campaigns/seat/invites"))
+            .bearer_auth(&owner_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for link in listed.as_array().unwrap() {
+            assert_eq!(link["uses"].as_array().unwrap().len(), 1, "{link}");
+            assert_eq!(link["status"], "used_up");
+        }
+        assert_eq!(listed.as_array().unwrap().len(), results.len());
+    }
+}

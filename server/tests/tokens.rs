@@ -178,6 +178,30 @@ async fn backend_tokens_sign_people_in_and_grant_roles_only_while_they_carry_the
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["spring"]);
+    // Nor does acting on it, on any path: each answers as for any missing campaign.
+    let reply = update_title(&mut editor, "ghost", "Boo", "g1").await;
+    assert_eq!(reply["payload"]["code"], "not_found", "{reply}");
+    let reply = editor
+        .request(
+            "campaign:subscribe:v1:requested",
+            json!({"campaign_id": "ghost"}),
+            "g2",
+        )
+        .await;
+    assert_eq!(reply["payload"]["code"], "not_found", "{reply}");
+    let invite = http
+        .post(server.url("/api/campaigns/ghost/invites"))
+        .bearer_auth(&granted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(invite).await.0, 404);
+    let created = olive.create_campaign("ghost", "Real now").await;
+    assert_eq!(created["payload"]["campaign"]["version"], 1, "{created}");
+    assert_eq!(
+        created["payload"]["campaign"]["created_by"]["display_name"], "Olive",
+        "the first to create it owns it: {created}"
+    );
     server.stop().await.unwrap();
 }
 

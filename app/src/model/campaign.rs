@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 
 use super::limits::*;
 use super::{
-    CampaignId, EditId, EventId, LengthMismatch, Member, Role, TextEdit, Timestamp, UserId,
+    CampaignId, EditId, EventId, InviteId, InviteTerms, LengthMismatch, Member, Role, TextEdit,
+    Timestamp, UserId,
 };
 
 /// Where a campaign is in its life.
@@ -299,11 +300,21 @@ pub enum Change {
         edit: TextEdit,
         edit_id: EditId,
     },
-    /// `member` now has `role` (joined, or changed by an owner); `None`: removed.
-    Member { member: Actor, role: Option<Role> },
+    /// `member` now has `role` (joined, or changed by an owner); `None`: removed. `invite`: the
+    /// invite link they joined through.
+    Member {
+        member: Actor,
+        role: Option<Role>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invite: Option<InviteId>,
+    },
     /// The owner handed the campaign over to `to`, a member, and stays an owner among the
     /// members (an owner may change that, as any member's role).
     Handover { from: Actor, to: Actor },
+    /// An owner made an invite link with these terms (the link itself is never broadcast).
+    Invite { terms: InviteTerms },
+    /// An owner withdrew an invite link: nobody can join through it any more.
+    InviteWithdrawn { id: InviteId },
 }
 
 impl Change {
@@ -338,6 +349,8 @@ impl Change {
                 format!("members.{}", from.user_id),
                 format!("members.{}", to.user_id),
             ],
+            // Invite links are not fields: nothing a write sends can clash with them.
+            Change::Invite { .. } | Change::InviteWithdrawn { .. } => vec![],
         }
     }
 
@@ -358,6 +371,8 @@ impl Change {
             Change::Text { .. } => "text",
             Change::Member { .. } => "member",
             Change::Handover { .. } => "handover",
+            Change::Invite { .. } => "invite",
+            Change::InviteWithdrawn { .. } => "invite_withdrawn",
         }
     }
 }
@@ -448,7 +463,7 @@ impl CampaignState {
                     ConfigMode::Merge => merge_patch(target, values),
                 }
             }
-            Change::Member { member, role } => match role {
+            Change::Member { member, role, .. } => match role {
                 Some(role) => {
                     self.members.insert(
                         member.user_id.clone(),
@@ -473,6 +488,8 @@ impl CampaignState {
                 );
                 self.handed_to = Some(to.clone());
             }
+            // The campaign keeps its invite links beside the state, for its owners only.
+            Change::Invite { .. } | Change::InviteWithdrawn { .. } => {}
             Change::Text { field, edit, .. } => {
                 let text = self.text_mut(*field);
                 *text = edit

@@ -45,17 +45,27 @@ pub fn describe_change(change: &Change) -> String {
             ConfigMode::Replace => format!("replaced the {section} settings"),
         },
         Change::Text { field, .. } => format!("edited the {field}"),
-        Change::Member { member, role } => match role {
+        Change::Member { member, role, .. } => match role {
             Some(role) => format!("made {} {}", member.display_name, role.with_article()),
             None => format!("removed {}", member.display_name),
         },
         Change::Handover { to, .. } => format!("handed the campaign over to {}", to.display_name),
+        Change::Invite { terms } => format!(
+            "made an invite link to join as {} ({})",
+            terms.role.with_article(),
+            match terms.max_uses {
+                Some(1) => "one person".to_owned(),
+                Some(n) => format!("up to {n} people"),
+                None => "anyone with the link".to_owned(),
+            }
+        ),
+        Change::InviteWithdrawn { .. } => "withdrew an invite link".to_owned(),
     }
 }
 
 /// "Ada set title to “Spring”"
 pub fn describe_event(event: &CampaignEvent) -> String {
-    if let Change::Member { member, role } = &event.change {
+    if let Change::Member { member, role, .. } = &event.change {
         if member.user_id == event.changed_by.user_id {
             return match role {
                 Some(role) => format!(

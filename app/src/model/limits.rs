@@ -21,3 +21,13 @@ pub const CONFIG_MAX_DEPTH: usize = 8;
 pub const DISPLAY_NAME_MAX_CHARS: usize = 40;
 /// Most members (people granted a role) a campaign can have.
 pub const MEMBERS_MAX: usize = 1000;
+/// The shortest and longest an invite link may be made to last, in seconds (5 minutes, 30 days).
+pub const INVITE_LIFETIME_SECS: std::ops::RangeInclusive<u64> = 300..=30 * 24 * 3600;
+/// How long an invite link lasts unless its maker chooses.
+pub const INVITE_DEFAULT_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+/// Invite links a campaign keeps: links that let nobody in any more make room for new ones,
+/// oldest first; open ones never do.
+pub const INVITES_KEPT: usize = 50;
+/// People listed per invite link (the latest; every use is counted). With [`INVITES_KEPT`] this
+/// bounds what a campaign keeps about its links to about 150 KB.
+pub const INVITE_USES_LISTED: usize = 20;

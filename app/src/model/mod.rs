@@ -4,6 +4,7 @@ mod access;
 mod campaign;
 mod describe;
 mod ids;
+mod invite;
 pub mod limits;
 mod text;
 mod timestamp;
@@ -18,6 +19,9 @@ pub use describe::{describe_change, describe_event};
 pub use ids::{
     CampaignId, CampaignIdError, EditId, EditIdError, EventId, EventIdError, RequestId,
     RequestIdError, UserId, UserIdError, MAX_CAMPAIGN_ID_LEN, MAX_REQUEST_ID_LEN,
+};
+pub use invite::{
+    Invite, InviteId, InviteIdError, InviteStatus, InviteTerms, InviteUse, MAX_INVITE_ID_LEN,
 };
 pub use text::{LengthMismatch, TextEdit, TextStep};
 pub use timestamp::{Timestamp, TimestampError};

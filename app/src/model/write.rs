@@ -394,6 +394,7 @@ impl Write {
                         display_name: member.display_name.clone(),
                     },
                     role: request.role,
+                    invite: None,
                 }))
             }
             // The edit must already be made on `state`'s text: the server rebases it first

@@ -68,19 +68,18 @@ pub fn InvitePage() -> impl IntoView {
                                 <p class="muted">
                                     {can}
                                     {format!("The link works until {}.", invite.expires_at.to_string().get(..10).unwrap_or_default())}
+                                    {match invite.uses_left {
+                                        Some(1) => " Only one more person can use it.".to_owned(),
+                                        Some(n) => format!(" {n} more people can use it."),
+                                        None => String::new(),
+                                    }}
                                 </p>
                             }
                             .into_any()
                         }
                         Err(error) => view! {
                             <h1>"This invite link does not work"</h1>
-                            <p class="error">
-                                {if error.message.contains("expired") {
-                                    "It has expired. Ask the campaign's owner for a new one.".to_owned()
-                                } else {
-                                    format!("{} Ask the campaign's owner for a new one.", error.message)
-                                }}
-                            </p>
+                            <p class="error">{why_not(&error.message)}</p>
                         }
                         .into_any(),
                     }
@@ -108,5 +107,48 @@ pub fn InvitePage() -> impl IntoView {
             </Suspense>
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         </section>
+    }
+}
+
+/// Why a link does not work, in plain words (the server's reason, without its jargon).
+fn why_not(message: &str) -> String {
+    let ask = "Ask the campaign's owner for a new one.";
+    if message.contains("malformed") || message.contains("signature") {
+        return format!(
+            "The link is incomplete or was changed: copy the whole link and try again, or {}",
+            ask.to_lowercase()
+        );
+    }
+    if message.contains("has expired") && !message.contains("invite link") {
+        return format!("It has expired. {ask}");
+    }
+    let reason = message.trim_start_matches("invite rejected: ");
+    let mut chars = reason.chars();
+    let reason = chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect::<String>())
+        .unwrap_or_default();
+    if reason.contains("ask") {
+        format!("{reason}.")
+    } else {
+        format!("{reason}. {ask}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::why_not;
+
+    #[test]
+    fn reasons_read_as_sentences_without_jargon() {
+        let cases = [
+            ("invite rejected: token is malformed", "The link is incomplete or was changed: copy the whole link and try again, or ask the campaign's owner for a new one."),
+            ("invite rejected: token has expired", "It has expired. Ask the campaign's owner for a new one."),
+            ("this invite link was withdrawn by an owner; ask them for a new one", "This invite link was withdrawn by an owner; ask them for a new one."),
+            ("campaign x does not exist", "Campaign x does not exist. Ask the campaign's owner for a new one."),
+        ];
+        for (message, shown) in cases {
+            assert_eq!(why_not(message), shown);
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod close;
 mod envelope;
 mod error;
 mod event_type;
+pub mod invites;
 pub mod media;
 mod messages;
 pub mod ops;

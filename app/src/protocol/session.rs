@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Actor, CampaignId, DisplayName, Role, Timestamp};
+use crate::model::{Actor, DisplayName, Timestamp};
 
 /// `POST /api/session` body: sign in, or rename (an existing session keeps its user id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,30 +32,6 @@ pub struct SessionSummary {
     pub expires_at: Timestamp,
     /// The session this request was made with.
     pub current: bool,
-}
-
-/// `POST /api/campaigns/{id}/invites` body (optional): the role the link gives and how long it
-/// works (defaults: editor, 7 days).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateInvite {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<Role>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_in_secs: Option<u64>,
-}
-
-/// `GET /api/invites/{token}`: what an invite link offers, for the page that accepts it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InviteDetails {
-    pub campaign_id: CampaignId,
-    /// The campaign's title now.
-    pub title: String,
-    /// The display name of the owner who made the link (empty for links made before it was
-    /// recorded).
-    pub invited_by: String,
-    pub role: Role,
-    pub expires_at: Timestamp,
 }
 
 /// `GET /api/sign-in`: the ways people may sign in on this server.

@@ -15,13 +15,17 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rally_app::model::{Actor, CampaignEvent, Role, Visibility, Write};
+use rally_app::model::{
+    Actor, CampaignEvent, EventId, Invite, InviteId, Role, Timestamp, Visibility, Write,
+};
 use rally_app::protocol::campaign::WriteAck;
+use rally_app::protocol::invites::CreateInvite;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
 use super::access::Caller;
-use super::core::{Applied, Invitation};
-use super::writer::{not_found, read_only, unavailable, Reply, Writer, WriterError};
+use super::command::{Reply, WriterError};
+use super::core::{Applied, CampaignCore};
+use super::writer::{not_found, read_only, unavailable, Writer};
 use crate::bus::BusNote;
 use crate::clock;
 use crate::frames::{self, Frame};
@@ -314,15 +318,19 @@ impl Writer {
         });
     }
 
-    /// `person` joins through `invite`: a membership event, durable before the answer, broadcast
-    /// like any change. Answers the role they have now. Losing the race to another instance
-    /// goes as for writes: back to the state before, catch up (broadcasting what the other
-    /// instance made), try again within [`COMMIT_PATIENCE`].
-    pub(super) async fn join(
+    /// Commit the one event `make` draws from the core (None: nothing to change): durable
+    /// before the answer, broadcast like any change. Used by the requests that are not writes
+    /// (joining, invite links). Losing the race to another instance goes as for writes: back to
+    /// the state before, catch up (broadcasting what the other instance made), and `make` again
+    /// on the new state within [`COMMIT_PATIENCE`].
+    pub(super) async fn commit_one(
         &mut self,
-        person: Actor,
-        invite: Invitation,
-    ) -> Result<Role, WriterError> {
+        mut make: impl FnMut(
+            &mut CampaignCore,
+            Timestamp,
+            EventId,
+        ) -> Result<Option<CampaignEvent>, ErrorBody>,
+    ) -> Result<(), WriterError> {
         if !self.writable {
             return Err(read_only().into());
         }
@@ -332,8 +340,8 @@ impl Writer {
             let core = self.core.as_mut().ok_or_else(|| not_found(&self.id))?;
             let now = clock::now();
             let event_id = self.context.event_ids.next(now);
-            let Some(event) = core.join(&person, &invite, now, event_id)? else {
-                return Ok(core.role_of(Some(&person.user_id)));
+            let Some(event) = make(core, now, event_id)? else {
+                return Ok(());
             };
             let Some(commit) = self.commit_of(vec![event.clone()]) else {
                 return Err(not_found(&self.id).into());
@@ -341,11 +349,11 @@ impl Writer {
             let error = match self.context.store.commit(commit).await {
                 Ok(()) => {
                     self.committed(&[event]);
-                    return Ok(invite.role);
+                    return Ok(());
                 }
                 Err(error) => error,
             };
-            // Never keep a join the store did not take.
+            // Never keep a change the store did not take.
             self.core = before;
             let lost = matches!(
                 error,
@@ -355,11 +363,68 @@ impl Writer {
                 .then(|| race.lost(Instant::now(), u32::from_le_bytes(clock::random_bytes())))
                 .flatten();
             let Some(retry) = retry else {
-                return Err(unavailable(format!("could not store the membership: {error}")).into());
+                return Err(unavailable(format!("could not store the change: {error}")).into());
             };
             tokio::time::sleep(retry.wait).await;
             self.catch_up().await;
         }
+    }
+
+    /// Catch up from the store when the core does not know the invite link `id`: another
+    /// instance may have made it a moment ago, its note still on the way.
+    pub(super) async fn know_invite(&mut self, id: &InviteId) {
+        let known = self
+            .core
+            .as_ref()
+            .is_some_and(|core| core.record().invites.contains_key(id));
+        if !known {
+            self.catch_up().await;
+        }
+    }
+
+    /// `person` joins through the invite link `invite`; answers the role they have now.
+    pub(super) async fn join(
+        &mut self,
+        person: Actor,
+        invite: InviteId,
+    ) -> Result<Role, WriterError> {
+        self.commit_one(|core, now, event_id| core.join(&person, &invite, now, event_id))
+            .await?;
+        let core = self.core.as_ref().ok_or_else(|| not_found(&self.id))?;
+        Ok(core.role_of(Some(&person.user_id)))
+    }
+
+    /// An owner makes an invite link on the terms `asked`; answers it as the campaign keeps it.
+    pub(super) async fn make_invite(
+        &mut self,
+        caller: Option<Caller>,
+        asked: CreateInvite,
+    ) -> Result<Invite, WriterError> {
+        let id = InviteId::parse(&crate::auth::hex(&clock::random_bytes::<8>()))
+            .expect("16 hex digits make an invite id");
+        self.commit_one(|core, now, event_id| {
+            core.make_invite(caller.as_ref(), &asked, id.clone(), now, event_id)
+                .map(Some)
+        })
+        .await?;
+        let core = self.core.as_ref().ok_or_else(|| not_found(&self.id))?;
+        core.record()
+            .invites
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| unavailable("the invite link was made but is gone").into())
+    }
+
+    /// An owner withdraws the invite link `id` (withdrawing it again changes nothing).
+    pub(super) async fn withdraw_invite(
+        &mut self,
+        caller: Option<Caller>,
+        id: InviteId,
+    ) -> Result<(), WriterError> {
+        self.commit_one(|core, now, event_id| {
+            core.withdraw_invite(caller.as_ref(), &id, now, event_id)
+        })
+        .await
     }
 
     /// Take every event the store has after `durable_version` (made by other instances) and

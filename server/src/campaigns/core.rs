@@ -9,22 +9,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rally_app::model::limits::MEMBERS_MAX;
 use rally_app::model::{
-    Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Role,
-    TextChange, Timestamp, UserId, Visibility, Write,
+    Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Invite,
+    InviteId, Role, TextChange, Timestamp, UserId, Visibility, Write,
 };
 use rally_app::protocol::campaign::SnapshotReason;
+use rally_app::protocol::invites::CreateInvite;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
 use super::access::{self, Caller};
+use super::invites;
 use crate::store::CampaignRecord;
-
-/// What an accepted invite offers: the role, and when its link was made (links made before a
-/// member was removed or lost a role no longer work).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Invitation {
-    pub role: Role,
-    pub issued_at: Timestamp,
-}
 
 /// Events kept per campaign for resuming subscribers.
 pub const DEFAULT_HISTORY_LEN: usize = 1000;
@@ -114,6 +108,7 @@ impl CampaignCore {
                 field_versions: BTreeMap::new(),
                 legacy_members: BTreeMap::new(),
                 invites_valid_from: None,
+                invites: BTreeMap::new(),
             },
             history: VecDeque::new(),
             history_len,
@@ -225,7 +220,7 @@ impl CampaignCore {
         for field in event.change.touched_fields() {
             self.record.field_versions.insert(field, event.version);
         }
-        if let Change::Member { member, role } = &event.change {
+        if let Change::Member { member, role, .. } = &event.change {
             if role.is_none() {
                 let field = format!("members.{}", member.user_id);
                 self.record.field_versions.remove(&field);
@@ -234,34 +229,30 @@ impl CampaignCore {
                 self.record.invites_valid_from = Some(event.changed_at);
             }
         }
+        invites::note(&mut self.record.invites, event);
         self.remember(event.clone());
     }
 
-    /// `person` joins with `role` (an accepted invite): the event to persist, or None if they
-    /// already have that role or a higher one. Never demotes and never touches the owner; a
-    /// campaign has at most [`MEMBERS_MAX`] members.
+    /// `person` joins through the invite link `invite_id`: the event to persist (a membership
+    /// change that counts as one of the link's uses), or None if they already have its role or
+    /// a higher one (whatever became of the link since: accepting again changes nothing). Never
+    /// demotes and never touches the owner; a campaign has at most [`MEMBERS_MAX`] members. See
+    /// [`invites::admit`] for the links that let nobody in.
     pub fn join(
         &mut self,
         person: &Actor,
-        invite: &Invitation,
+        invite_id: &InviteId,
         now: Timestamp,
         event_id: EventId,
     ) -> Result<Option<CampaignEvent>, ErrorBody> {
-        if self
-            .record
-            .invites_valid_from
-            .is_some_and(|from| invite.issued_at < from)
-        {
-            return Err(err(
-                ErrorCode::Invalid,
-                "this invite link no longer works: someone lost their place in the campaign after it was made; ask an owner for a new link",
-            ));
-        }
-        let role = invite.role;
         // A stored role, not the viewer role everyone has: a viewer invite makes a member.
-        if access::stored_role(&self.record.state, Some(&person.user_id)) >= Some(role) {
-            return Ok(None);
+        let stored = access::stored_role(&self.record.state, Some(&person.user_id));
+        if let Some(invite) = self.record.invites.get(invite_id) {
+            if stored >= Some(invite.terms.role) {
+                return Ok(None);
+            }
         }
+        let role = self.admit(invite_id, now)?.terms.role;
         let members = &self.record.state.members;
         if !members.contains_key(&person.user_id) && members.len() >= MEMBERS_MAX {
             return Err(err(
@@ -272,8 +263,77 @@ impl CampaignCore {
         let change = Change::Member {
             member: person.clone(),
             role: Some(role),
+            invite: Some(invite_id.clone()),
         };
         Ok(Some(self.record_event(person, change, now, event_id)))
+    }
+
+    /// The invite link `id` if it lets people in now.
+    pub fn admit(&self, id: &InviteId, now: Timestamp) -> Result<&Invite, ErrorBody> {
+        let record = &self.record;
+        invites::admit(
+            &record.invites,
+            &record.state,
+            record.invites_valid_from,
+            id,
+            now,
+        )
+    }
+
+    /// An owner makes an invite link on the terms `asked` (the link's id is `invite_id`).
+    pub fn make_invite(
+        &mut self,
+        caller: Option<&Caller>,
+        asked: &CreateInvite,
+        invite_id: InviteId,
+        now: Timestamp,
+        event_id: EventId,
+    ) -> Result<CampaignEvent, ErrorBody> {
+        self.visible_to(caller)?;
+        let terms = asked.terms(invite_id, now)?;
+        let actor = self.owner_for_invites(caller)?;
+        invites::room_for_one_more(&self.record.invites, now)?;
+        Ok(self.record_event(actor, Change::Invite { terms }, now, event_id))
+    }
+
+    /// An owner withdraws the invite link `id`: the event, or None if it was withdrawn already.
+    pub fn withdraw_invite(
+        &mut self,
+        caller: Option<&Caller>,
+        id: &InviteId,
+        now: Timestamp,
+        event_id: EventId,
+    ) -> Result<Option<CampaignEvent>, ErrorBody> {
+        self.visible_to(caller)?;
+        let actor = self.owner_for_invites(caller)?;
+        let Some(invite) = self.record.invites.get(id) else {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("this campaign has no invite link {id}"),
+            ));
+        };
+        if invite.withdrawn_at.is_some() {
+            return Ok(None);
+        }
+        let change = Change::InviteWithdrawn { id: id.clone() };
+        Ok(Some(self.record_event(actor, change, now, event_id)))
+    }
+
+    /// The campaign's invite links, newest first, for its owners.
+    pub fn invites(&self, caller: Option<&Caller>) -> Result<Vec<Invite>, ErrorBody> {
+        self.visible_to(caller)?;
+        self.owner_for_invites(caller)?;
+        Ok(invites::newest_first(&self.record.invites))
+    }
+
+    fn owner_for_invites<'a>(&self, caller: Option<&'a Caller>) -> Result<&'a Actor, ErrorBody> {
+        match caller {
+            Some(caller) if self.role_for(Some(caller)) == Role::Owner => Ok(&caller.actor),
+            _ => Err(err(
+                ErrorCode::Forbidden,
+                "only the campaign's owners can invite people and see or withdraw invite links",
+            )),
+        }
     }
 
     /// Validate, authorize, check for conflicts, and apply one write.
@@ -542,12 +602,31 @@ mod tests {
         Caller::person(actor(id))
     }
 
-    /// An invite for `role` made at the start of time.
-    fn invited(role: Role) -> Invitation {
-        Invitation {
+    /// The open invite link for `role` that every test campaign starts with (see [`new_core`]).
+    fn invited(role: Role) -> InviteId {
+        InviteId::parse(&format!("{}", role as u8 + 1)).unwrap()
+    }
+
+    /// Put an open link for `role`, made by the owner at `made_at`, in the record (without an
+    /// event: these tests count versions).
+    fn keep_link(core: &mut CampaignCore, role: Role, made_at: Timestamp) -> InviteId {
+        let id = invited(role);
+        let terms = rally_app::model::InviteTerms {
+            id: id.clone(),
             role,
-            issued_at: t(0),
-        }
+            max_uses: None,
+            expires_at: Timestamp::from_unix_nanos(u64::MAX),
+        };
+        let invite = Invite {
+            terms,
+            made_by: actor("owner"),
+            made_at,
+            used: 0,
+            uses: vec![],
+            withdrawn_at: None,
+        };
+        core.record.invites.insert(id.clone(), invite);
+        id
     }
 
     fn t(n: u64) -> Timestamp {
@@ -569,9 +648,13 @@ mod tests {
             // Public: these tests are about who may edit; who may see is tested below.
             visibility: Some(Visibility::Public),
         };
-        CampaignCore::create(request, &actor("owner"), t(1), eid(1), history_len)
+        let mut core = CampaignCore::create(request, &actor("owner"), t(1), eid(1), history_len)
             .unwrap()
-            .0
+            .0;
+        for role in [Role::Viewer, Role::Editor, Role::Owner] {
+            keep_link(&mut core, role, t(0));
+        }
+        core
     }
 
     fn update(json: serde_json::Value) -> Write {
@@ -958,19 +1041,95 @@ mod tests {
             !core.record().field_versions.contains_key("members.bob"),
             "a removed member leaves no entry behind"
         );
-        let old_link = Invitation {
-            role: Role::Editor,
-            issued_at: t(5),
-        };
+        let old_link = keep_link(&mut core, Role::Editor, t(5));
         assert_eq!(
             core.join(&bob, &old_link, t(7), eid(7)).unwrap_err().code,
             ErrorCode::Invalid
         );
-        let new_link = Invitation {
-            issued_at: t(6),
-            ..old_link
-        };
+        let new_link = keep_link(&mut core, Role::Editor, t(6));
         assert!(core.join(&bob, &new_link, t(7), eid(7)).unwrap().is_some());
+    }
+
+    #[test]
+    fn owners_make_list_and_withdraw_links_and_a_single_use_link_lets_one_person_in() {
+        let mut core = new_core(10);
+        core.record.invites.clear();
+        let once = CreateInvite {
+            max_uses: Some(1),
+            ..CreateInvite::default()
+        };
+        let link = InviteId::parse("0b").unwrap();
+        for (who, code) in [("viewer", ErrorCode::Forbidden)] {
+            let refused = core.make_invite(Some(&caller(who)), &once, link.clone(), t(2), eid(2));
+            assert_eq!(refused.unwrap_err().code, code, "{who}");
+            assert_eq!(core.invites(Some(&caller(who))).unwrap_err().code, code);
+        }
+        let too_long = CreateInvite {
+            expires_in_secs: Some(u64::MAX),
+            ..CreateInvite::default()
+        };
+        let refused = core.make_invite(
+            Some(&caller("owner")),
+            &too_long,
+            link.clone(),
+            t(2),
+            eid(2),
+        );
+        assert_eq!(
+            refused.unwrap_err().code,
+            ErrorCode::Invalid,
+            "invalid before forbidden"
+        );
+        let made = core
+            .make_invite(Some(&caller("owner")), &once, link.clone(), t(2), eid(2))
+            .unwrap();
+        assert_eq!(made.version, 2);
+        assert!(matches!(made.change, Change::Invite { ref terms } if terms.max_uses == Some(1)));
+
+        let bob = actor("bob");
+        assert!(core.join(&bob, &link, t(3), eid(3)).unwrap().is_some());
+        assert!(
+            core.join(&bob, &link, t(4), eid(4)).unwrap().is_none(),
+            "its user may come back"
+        );
+        let refused = core.join(&actor("cy"), &link, t(4), eid(4)).unwrap_err();
+        assert!(
+            refused.message.contains("used as many times"),
+            "{}",
+            refused.message
+        );
+        let listed = core.invites(Some(&caller("owner"))).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].uses[0].user_id, bob.user_id);
+        assert_eq!(listed[0].made_by, actor("owner"));
+
+        let open = InviteId::parse("0c").unwrap();
+        core.make_invite(
+            Some(&caller("owner")),
+            &CreateInvite::default(),
+            open.clone(),
+            t(5),
+            eid(5),
+        )
+        .unwrap();
+        let withdrawn = core
+            .withdraw_invite(Some(&caller("owner")), &open, t(6), eid(6))
+            .unwrap()
+            .expect("an event");
+        assert_eq!(
+            withdrawn.change,
+            Change::InviteWithdrawn { id: open.clone() }
+        );
+        assert!(core
+            .withdraw_invite(Some(&caller("owner")), &open, t(7), eid(7))
+            .unwrap()
+            .is_none());
+        let unknown = InviteId::parse("ff").unwrap();
+        let refused = core.withdraw_invite(Some(&caller("owner")), &unknown, t(7), eid(7));
+        assert_eq!(refused.unwrap_err().code, ErrorCode::NotFound);
+        let refused = core.join(&actor("cy"), &open, t(8), eid(8)).unwrap_err();
+        assert!(refused.message.contains("withdrawn"), "{}", refused.message);
+        assert_eq!(core.version(), 5, "made, joined, made, withdrawn");
     }
 
     #[test]
@@ -1050,7 +1209,8 @@ mod tests {
             joined.change,
             Change::Member {
                 member: viewer.actor.clone(),
-                role: Some(Role::Editor)
+                role: Some(Role::Editor),
+                invite: Some(invited(Role::Editor)),
             }
         );
         assert_eq!(joined.changed_by, viewer.actor, "they joined themselves");

@@ -8,24 +8,34 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, Write};
+use rally_app::model::{
+    Actor, CampaignId, CreateCampaign, Invite, InviteId, InviteStatus, Role, Timestamp, UserId,
+    Write,
+};
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary, WriteAck};
+use rally_app::protocol::invites::CreateInvite;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
 use super::access::Caller;
-use super::core::Invitation;
+use super::command::{Backfill, Command, Happening, Subscription, WriterError};
 use super::presence::ConnectionId;
-use super::writer::{
-    self, Backfill, Command, Happening, Subscription, WriterConfig, WriterContext, WriterError,
-    WriterHandle,
-};
+use super::writer::{self, WriterConfig, WriterContext, WriterHandle};
 use crate::bus::{EventBus, Incoming};
-use crate::clock::EventIds;
+use crate::clock::{self, EventIds};
 use crate::registry::Registry;
 use crate::stats::OpsCounters;
 use crate::store::{CampaignRecord, Store};
+
+/// What one person holds across every campaign (see [`StateManager::holdings`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// Campaigns they own (created, or were handed).
+    pub campaigns_owned: usize,
+    /// Invite links they made that still let people in.
+    pub open_invites: usize,
+}
 
 /// How long any request waits for its campaign's writer before giving up with `unavailable`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -206,6 +216,20 @@ impl StateManager {
         actor: Actor,
     ) -> Result<CampaignSnapshot, ErrorBody> {
         let id = request.campaign_id.clone();
+        let most = self.context.config.max_campaigns_per_user;
+        if self
+            .holdings(&actor.user_id, clock::now())
+            .await?
+            .campaigns_owned
+            >= most
+        {
+            return Err(ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "you own {most} campaigns, as many as one person may; hand some over first"
+                ),
+            ));
+        }
         self.ask(&id, |reply| Command::Create {
             request: request.clone(),
             actor: actor.clone(),
@@ -290,20 +314,109 @@ impl StateManager {
         .await
     }
 
-    /// `person` joins `id` through an accepted invite; answers the role they have now.
+    /// `person` joins `id` through its invite link `invite`; answers the role they have now.
     pub async fn join(
         &self,
         id: &CampaignId,
         person: Actor,
-        invite: Invitation,
+        invite: InviteId,
     ) -> Result<Role, ErrorBody> {
         self.exists(id).await?;
         self.ask(id, |reply| Command::Join {
             person: person.clone(),
-            invite,
+            invite: invite.clone(),
             reply,
         })
         .await
+    }
+
+    /// An owner of `id` makes an invite link on the terms `asked`.
+    pub async fn make_invite(
+        &self,
+        id: &CampaignId,
+        caller: Caller,
+        asked: CreateInvite,
+    ) -> Result<Invite, ErrorBody> {
+        self.exists(id).await?;
+        let most = self.context.config.max_invites_per_user;
+        let user = &caller.actor.user_id;
+        if self.holdings(user, clock::now()).await?.open_invites >= most {
+            return Err(ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!("you have {most} open invite links, as many as one person may; withdraw some first"),
+            ));
+        }
+        self.ask(id, |reply| Command::MakeInvite {
+            caller: Some(caller.clone()),
+            asked: asked.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// An owner of `id` withdraws its invite link `invite`.
+    pub async fn withdraw_invite(
+        &self,
+        id: &CampaignId,
+        caller: Caller,
+        invite: InviteId,
+    ) -> Result<(), ErrorBody> {
+        self.exists(id).await?;
+        self.ask(id, |reply| Command::WithdrawInvite {
+            caller: Some(caller.clone()),
+            id: invite.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// The invite links of `id`, newest first, for its owners.
+    pub async fn invites(&self, id: &CampaignId, caller: Caller) -> Result<Vec<Invite>, ErrorBody> {
+        self.exists(id).await?;
+        self.ask(id, |reply| Command::Invites {
+            caller: Some(caller.clone()),
+            reply,
+        })
+        .await
+    }
+
+    /// What the invite link `invite` of `id` offers whoever holds it, and the campaign's title.
+    pub async fn invite_offer(
+        &self,
+        id: &CampaignId,
+        invite: InviteId,
+    ) -> Result<(Invite, String), ErrorBody> {
+        self.exists(id).await?;
+        self.ask(id, |reply| Command::InviteOffer {
+            id: invite.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// What `user` holds across every campaign, for the per-user quotas. Reads every stored
+    /// record: asked only before making a campaign or an invite link.
+    pub async fn holdings(&self, user: &UserId, now: Timestamp) -> Result<Holdings, ErrorBody> {
+        let records = self.context.store.list().await.map_err(|err| {
+            ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!("cannot count your campaigns: {err}"),
+            )
+        })?;
+        let mut holdings = Holdings::default();
+        for record in records {
+            if record.state.owner().user_id == *user {
+                holdings.campaigns_owned += 1;
+            }
+            holdings.open_invites += record
+                .invites
+                .values()
+                .filter(|invite| {
+                    invite.made_by.user_id == *user && invite.status(now) == InviteStatus::Open
+                })
+                .count();
+        }
+        Ok(holdings)
     }
 
     /// The campaigns listed to the caller (see [`super::access::lists`]), ordered by id;

@@ -8,21 +8,25 @@
 //! - `writer`: the task around the core — its loop and one method per command; `commit`: how
 //!   its writes become durable (the race between instances included); `reads`: what it answers
 //!   without changing anything.
+//! - `command`: what a writer is asked and told, and what it answers.
+//! - [`invites`]: the invite links a campaign keeps, pure.
 //! - `manager`: [`StateManager`], the front door; writers retire after an idle period, so
 //!   memory holds only campaigns someone is looking at.
 
 pub mod access;
+mod command;
 mod commit;
 pub mod core;
 pub mod history;
+pub mod invites;
 mod manager;
 pub mod presence;
 mod reads;
 mod writer;
 
-pub use self::core::Invitation;
 pub use access::Caller;
+pub use command::{Backfill, CampaignGauges, Subscription};
 pub use history::EncodedHistory;
-pub use manager::{StateManager, REQUEST_TIMEOUT};
+pub use manager::{Holdings, StateManager, REQUEST_TIMEOUT};
 pub use presence::ConnectionId;
-pub use writer::{Backfill, CampaignGauges, Subscription, WriterConfig, SUBSCRIBER_BUFFER};
+pub use writer::{WriterConfig, SUBSCRIBER_BUFFER};

@@ -9,23 +9,21 @@
 //! one method per command.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rally_app::model::{
-    Actor, CampaignId, CreateCampaign, Role, UserId, Viewer, Visibility, Write,
-};
+use rally_app::model::{Actor, CampaignId, CreateCampaign, Role, UserId, Viewer, Visibility};
 use rally_app::protocol::campaign::{
-    CampaignSnapshot, PresenceChanged, Resume, SubscribeReply, Writable, WriteAck, PRESENCE_EVENT,
-    WRITABLE,
+    CampaignSnapshot, PresenceChanged, Resume, SubscribeReply, Writable, PRESENCE_EVENT, WRITABLE,
 };
 use rally_app::protocol::{ErrorBody, ErrorCode};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::task::TaskTracker;
 
 use super::access::Caller;
-use super::core::{CampaignCore, Invitation, ResumePlan, DEFAULT_HISTORY_LEN};
+use super::command::{CampaignGauges, Command, Happening, Reply, Subscription, WriterError};
+use super::core::{CampaignCore, ResumePlan, DEFAULT_HISTORY_LEN};
 use super::history::{EncodedHistory, HistoryLimits};
 use super::presence::{self, ConnectionId, LocalViewers, PresenceAnnouncer};
 use crate::bus::{BusNote, EventBus, PRESENCE_HEARTBEAT};
@@ -55,6 +53,10 @@ pub struct WriterConfig {
     pub idle_unload: Duration,
     /// Who may see a new campaign whose creator did not say.
     pub default_visibility: Visibility,
+    /// Campaigns one user may own at once.
+    pub max_campaigns_per_user: usize,
+    /// Open invite links one user may have made, across campaigns.
+    pub max_invites_per_user: usize,
 }
 
 impl WriterConfig {
@@ -73,6 +75,8 @@ impl Default for WriterConfig {
             history_bytes: 4 * 1024 * 1024,
             idle_unload: Duration::from_secs(30),
             default_visibility: Visibility::Private,
+            max_campaigns_per_user: 1000,
+            max_invites_per_user: 100,
         }
     }
 }
@@ -98,128 +102,6 @@ pub(super) struct WriterHandle {
     pub mailbox: mpsc::Sender<Command>,
     pub happenings: mpsc::UnboundedSender<Happening>,
     pub gauges: Arc<CampaignGauges>,
-}
-
-/// What the manager can read about a loaded campaign without asking its task.
-#[derive(Debug, Default)]
-pub struct CampaignGauges {
-    pub subscribers: AtomicUsize,
-    /// The newest version broadcast (how far ahead of a subscriber the campaign is).
-    pub latest_version: AtomicU64,
-    /// The version the writer believes the store holds.
-    pub durable_version: AtomicU64,
-    /// Whether the campaign is public: only public campaigns are named on operator surfaces
-    /// (`/metrics` labels, the ops view), which are not behind campaign access.
-    pub public: AtomicBool,
-}
-
-/// Why a command was not answered by this writer.
-#[derive(Debug)]
-pub(super) enum WriterError {
-    Rejected(ErrorBody),
-    /// This writer was retiring and did not process the command; resolve a fresh writer and
-    /// send again (nothing was applied).
-    Retry,
-}
-
-impl From<ErrorBody> for WriterError {
-    fn from(error: ErrorBody) -> Self {
-        WriterError::Rejected(error)
-    }
-}
-
-pub(super) type Reply<T> = oneshot::Sender<Result<T, WriterError>>;
-
-/// A live subscription handed to a connection.
-pub struct Subscription {
-    pub reply: SubscribeReply,
-    /// The campaign's recent events, encoded (to catch up without asking the campaign task).
-    pub history: EncodedHistory,
-    /// The campaign's live counters (how far ahead of this subscriber it is).
-    pub gauges: Arc<CampaignGauges>,
-    /// Missed events to deliver, in order, before anything from `events`.
-    pub backlog: Vec<Frame>,
-    pub events: broadcast::Receiver<frames::Batch>,
-}
-
-/// Events a lagging subscriber missed (contiguous, from the version after its last), or the
-/// snapshot it needs instead.
-pub enum Backfill {
-    Events(Vec<Frame>),
-    Snapshot(Box<CampaignSnapshot>),
-}
-
-pub(super) enum Command {
-    Create {
-        request: CreateCampaign,
-        actor: Actor,
-        reply: Reply<CampaignSnapshot>,
-    },
-    Write {
-        write: Write,
-        caller: Option<Caller>,
-        reply: Reply<WriteAck>,
-    },
-    Subscribe {
-        connection: ConnectionId,
-        viewer: Option<Caller>,
-        since_version: Option<u64>,
-        reply: Reply<Subscription>,
-    },
-    Backfill {
-        since_version: u64,
-        caller: Option<Caller>,
-        reply: Reply<Backfill>,
-    },
-    Snapshot {
-        caller: Option<Caller>,
-        reply: Reply<CampaignSnapshot>,
-    },
-    /// The caller's role, or `not_found` if they may not see the campaign (a snapshot's answer
-    /// without copying the state).
-    Role {
-        caller: Option<Caller>,
-        reply: Reply<Role>,
-    },
-    Join {
-        person: Actor,
-        invite: Invitation,
-        reply: Reply<Role>,
-    },
-    /// Test-only: panic inside the core-handling code path.
-    #[cfg(feature = "fault-injection")]
-    Panic { reply: Reply<()> },
-}
-
-impl Command {
-    fn reject(self, error: WriterError) {
-        match self {
-            Command::Create { reply, .. } => drop(reply.send(Err(error))),
-            Command::Write { reply, .. } => drop(reply.send(Err(error))),
-            Command::Subscribe { reply, .. } => drop(reply.send(Err(error))),
-            Command::Backfill { reply, .. } => drop(reply.send(Err(error))),
-            Command::Snapshot { reply, .. } => drop(reply.send(Err(error))),
-            Command::Role { reply, .. } => drop(reply.send(Err(error))),
-            Command::Join { reply, .. } => drop(reply.send(Err(error))),
-            #[cfg(feature = "fault-injection")]
-            Command::Panic { reply } => drop(reply.send(Err(error))),
-        }
-    }
-}
-
-/// What happens to a campaign besides requests; never refused, never lost.
-#[derive(Debug, Clone)]
-pub(super) enum Happening {
-    /// A connection stopped following the campaign.
-    Left(ConnectionId),
-    /// A following connection started (`true`) or stopped publishing in the live room.
-    Live(ConnectionId, bool),
-    /// Another instance changed something.
-    Bus(BusNote),
-    /// Bus notes may have been missed: catch up from the store.
-    Resync,
-    /// The shared store became reachable (true) or unreachable (false).
-    Writable(bool),
 }
 
 /// Start the writer of `id` (the registry calls this under its lock).
@@ -551,7 +433,26 @@ impl Writer {
                 invite,
                 reply,
             } => {
+                self.know_invite(&invite).await;
                 let _ = reply.send(self.join(person, invite).await);
+            }
+            Command::MakeInvite {
+                caller,
+                asked,
+                reply,
+            } => {
+                let _ = reply.send(self.make_invite(caller, asked).await);
+            }
+            Command::WithdrawInvite { caller, id, reply } => {
+                self.know_invite(&id).await;
+                let _ = reply.send(self.withdraw_invite(caller, id).await);
+            }
+            Command::Invites { caller, reply } => {
+                let _ = reply.send(self.invites(caller.as_ref()).map_err(Into::into));
+            }
+            Command::InviteOffer { id, reply } => {
+                self.know_invite(&id).await;
+                let _ = reply.send(self.invite_offer(&id).map_err(Into::into));
             }
             #[cfg(feature = "fault-injection")]
             Command::Panic { reply } => {

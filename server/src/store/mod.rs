@@ -13,7 +13,9 @@ use std::pin::Pin;
 
 use std::collections::BTreeMap;
 
-use rally_app::model::{CampaignEvent, CampaignId, CampaignState, Member, Role, Timestamp, UserId};
+use rally_app::model::{
+    CampaignEvent, CampaignId, CampaignState, Invite, InviteId, Member, Role, Timestamp, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -57,6 +59,10 @@ pub struct CampaignRecord {
     /// loses a role, so a link they kept cannot bring them back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invites_valid_from: Option<Timestamp>,
+    /// The campaign's invite links (terms and who used them; never the links themselves), for
+    /// its owners. Kept up to date by the events that make, use and withdraw them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub invites: BTreeMap<InviteId, Invite>,
 }
 
 impl CampaignRecord {

@@ -66,6 +66,8 @@ pub struct CampaignModel {
     pub typing: RwSignal<BTreeMap<TextField, (String, u64)>>,
     /// Who last changed each field (`title`, `status`, `features`, `config.<section>`).
     pub changed_by: RwSignal<BTreeMap<String, String>>,
+    /// Notified when an invite link was made, used or withdrawn (owners read the list again).
+    pub invites_changed: Trigger,
     /// What is shown: the confirmed state with the writes not yet in it laid over.
     pub shown: Memo<CampaignState>,
     pub status: Memo<CampaignStatus>,
@@ -109,6 +111,7 @@ impl CampaignModel {
             live: RwSignal::new(false),
             read_only: RwSignal::new(None),
             changed_by: RwSignal::new(BTreeMap::new()),
+            invites_changed: Trigger::new(),
             typing: RwSignal::new(BTreeMap::new()),
             shown,
             status: Memo::new(move |_| shown.with(|s| s.status)),
@@ -240,6 +243,17 @@ impl CampaignModel {
                     Change::Member { .. } | Change::Handover { .. }
                 ) {
                     self.refresh_role();
+                }
+                if matches!(
+                    event.change,
+                    Change::Invite { .. }
+                        | Change::InviteWithdrawn { .. }
+                        | Change::Member {
+                            invite: Some(_),
+                            ..
+                        }
+                ) {
+                    self.invites_changed.notify();
                 }
             }
             Output::Presence(change) => {

@@ -3,6 +3,7 @@
 
 mod config;
 mod config_form;
+mod invites;
 mod live;
 mod media;
 mod members;
@@ -20,9 +21,10 @@ use crate::protocol::campaign::CampaignSnapshot;
 use crate::protocol::{ErrorBody, ErrorCode};
 
 use config::ConfigEditor;
+use invites::InvitePanel;
 pub use live::CampaignModel;
 use notices::{Notices, Place};
-use panels::{Details, Features, InvitePanel, PresencePanel, Timeline};
+use panels::{Details, Features, PresencePanel, Timeline};
 
 #[component]
 pub fn CampaignPage() -> impl IntoView {

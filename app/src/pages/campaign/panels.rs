@@ -1,19 +1,15 @@
 //! The campaign page's panels. Each reads the [`CampaignModel`] and makes writes through it;
-//! none talks to the network itself (except the owner's invite button, over HTTP).
+//! none talks to the network itself.
 
 use leptos::prelude::*;
-use serde_json::Value;
 
 use super::live::CampaignModel;
 use super::notices::{Notices, Place};
 use super::text_field::SharedTextField;
-use crate::client::SharedIo;
-use crate::data::decode_response;
 use crate::model::{
     CampaignStatus, Feature, FeatureChange, FeatureOp, FieldUpdates, Role, TextField, UpdateFields,
     Visibility, Write,
 };
-use crate::protocol::session::CreateInvite;
 
 #[component]
 pub fn Details(model: CampaignModel) -> impl IntoView {
@@ -228,157 +224,6 @@ pub fn PresencePanel(model: CampaignModel) -> impl IntoView {
                 }}
             </ul>
         </section>
-    }
-    .into_any()
-}
-
-/// The roles an invite link can give, in the words the panel uses.
-const INVITE_ROLES: [(Role, &str); 3] = [
-    (Role::Viewer, "watch"),
-    (Role::Editor, "edit"),
-    (Role::Owner, "run it with you"),
-];
-/// How long an invite link can work, in days.
-const INVITE_DAYS: [(u64, &str); 4] = [
-    (1, "1 day"),
-    (7, "7 days"),
-    (14, "14 days"),
-    (30, "30 days"),
-];
-
-#[component]
-pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
-    let io = use_context::<SharedIo>();
-    let link = RwSignal::new(None::<String>);
-    let copied = RwSignal::new(false);
-    let role = RwSignal::new(Role::Editor);
-    let days = RwSignal::new(7u64);
-    let failed = move |text: String| model.notice(Place::Field("invite".into()), text, None);
-    let create = {
-        let io = io.clone();
-        move |_| {
-            let Some(io) = io.clone() else { return };
-            let io = (*io).clone();
-            let id = model.id.get_value();
-            let asked = CreateInvite {
-                role: Some(role.get_untracked()),
-                expires_in_secs: Some(days.get_untracked() * 24 * 3600),
-            };
-            let body = serde_json::to_string(&asked).expect("an invite request serializes");
-            leptos::task::spawn_local(async move {
-                let path = format!("/api/campaigns/{id}/invites");
-                match io.http("POST", &path, Some(body)).await {
-                    Ok((status, body)) => match decode_response::<Value>(status, &body) {
-                        Ok(invite) => {
-                            copied.set(false);
-                            link.set(
-                                invite["path"]
-                                    .as_str()
-                                    .map(|path| format!("{}{path}", io.origin())),
-                            );
-                        }
-                        Err(error) => failed(format!(
-                            "Could not create an invite link: {}",
-                            error.message
-                        )),
-                    },
-                    Err(_) => failed(
-                        "Could not create an invite link: the server cannot be reached.".into(),
-                    ),
-                }
-            });
-        }
-    };
-    let copy = move |_| {
-        let (Some(io), Some(url)) = (io.clone(), link.get_untracked()) else {
-            return;
-        };
-        let io = (*io).clone();
-        leptos::task::spawn_local(async move {
-            if io.copy_text(&url).await {
-                copied.set(true);
-            } else {
-                failed("Could not copy the link: select it and copy it yourself.".into());
-            }
-        });
-    };
-    view! {
-        <Show when=move || model.role.get() == Role::Owner>
-            <section class="panel invite" aria-labelledby="invite-heading">
-                <h2 id="invite-heading">"Invite people"</h2>
-                <div class="invite-choices">
-                    <label>
-                        "They can "
-                        <select
-                            class="invite-role"
-                            on:change=move |ev| {
-                                let chosen = event_target_value(&ev);
-                                if let Some(r) = INVITE_ROLES.into_iter().find(|(r, _)| r.as_str() == chosen) {
-                                    role.set(r.0);
-                                    link.set(None);
-                                }
-                            }
-                        >
-                            {INVITE_ROLES
-                                .into_iter()
-                                .map(|(r, words)| view! {
-                                    <option value=r.as_str() selected=r == Role::Editor>{words}</option>
-                                })
-                                .collect_view()}
-                        </select>
-                    </label>
-                    <label>
-                        "for "
-                        <select
-                            class="invite-days"
-                            on:change=move |ev| {
-                                if let Ok(n) = event_target_value(&ev).parse() {
-                                    days.set(n);
-                                    link.set(None);
-                                }
-                            }
-                        >
-                            {INVITE_DAYS
-                                .into_iter()
-                                .map(|(n, words)| view! { <option value=n.to_string() selected=n == 7>{words}</option> })
-                                .collect_view()}
-                        </select>
-                    </label>
-                </div>
-                <p class="muted">
-                    {move || {
-                        let what = INVITE_ROLES
-                            .into_iter()
-                            .find(|(r, _)| *r == role.get())
-                            .map_or("edit", |(_, words)| words);
-                        let how_long = INVITE_DAYS
-                            .into_iter()
-                            .find(|(n, _)| *n == days.get())
-                            .map_or("7 days", |(_, words)| words);
-                        format!("Anyone who opens the link can {what} for {how_long}.")
-                    }}
-                </p>
-                <button class="button small create-invite" on:click=create.clone()>
-                    {move || if link.with(Option::is_some) { "Create a new link" } else { "Create invite link" }}
-                </button>
-                {
-                    let copy = copy.clone();
-                    move || {
-                        let copy = copy.clone();
-                        link.get().map(move |url| {
-                    let label = url.clone();
-                    view! {
-                        <p class="invite-link"><a href=url>{label}</a></p>
-                        <button class="button small secondary copy-invite" on:click=copy>
-                            {move || if copied.get() { "Copied" } else { "Copy link" }}
-                        </button>
-                    }
-                        })
-                    }
-                }
-                <Notices model place=Place::Field("invite".into())/>
-            </section>
-        </Show>
     }
     .into_any()
 }
