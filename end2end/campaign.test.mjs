@@ -307,6 +307,12 @@ test(`a link for one person lets one person in, and a withdrawn link lets nobody
   await bob.page.waitForSelector('[data-hydrated="true"]');
   await bob.page.click('.accept-invite');
   await bob.page.waitForURL('**/campaigns/oneseat');
+  // The start page lists it among Bob's campaigns, saying what he may do there.
+  await bob.page.goto(server.url + '/');
+  assert.match(
+    await bob.page.locator('.your-campaigns [data-campaign="oneseat"]').innerText(),
+    /One seat[\s\S]*by Ada · you edit/,
+  );
   await ada.page.waitForSelector('.invite-item[data-status="used_up"]:has-text("Joined: Bob")');
   assert.equal(await ada.page.locator('.invite-item[data-status="used_up"] .withdraw-invite').count(), 0);
 

@@ -219,6 +219,10 @@ async fn campaigns_can_be_created_listed_and_read() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], "summer-sale");
     assert_eq!(list[0]["owner"], "Owner");
+    assert!(
+        list[0].get("your_role").is_none(),
+        "a visitor is no member: {list}"
+    );
 
     let snapshot: Value = http
         .get(server.url("/api/campaigns/summer-sale"))

@@ -275,6 +275,10 @@ async fn members_and_holders_of_a_grant_see_a_private_campaign() {
         .unwrap();
     assert_eq!(listed[0]["id"], "team", "{listed}");
     assert_eq!(listed[0]["visibility"], "private", "{listed}");
+    assert_eq!(
+        listed[0]["your_role"], "editor",
+        "a member's row says their role: {listed}"
+    );
 
     // A backend token granting a role on the campaign makes its holder a member while carried.
     let exp = std::time::SystemTime::now()

@@ -4,10 +4,11 @@ use leptos_router::hooks::use_navigate;
 use super::SignIn;
 use crate::client::SharedIo;
 use crate::data::{decode_response, DataSource};
-use crate::model::{CampaignId, Visibility};
+use crate::model::{CampaignId, Role, Visibility};
 use crate::protocol::campaign::CampaignSnapshot;
 
-/// The start page: who you are, every campaign, and a form to start a new one. Rendered on the
+/// The start page: who you are, your campaigns, the recently changed ones you may see, and a
+/// form to start a new one. Rendered on the
 /// server with real data; the forms work once hydrated.
 #[component]
 pub fn Landing() -> impl IntoView {
@@ -38,12 +39,12 @@ pub fn Landing() -> impl IntoView {
                 })}
             </Suspense>
             <OpenCampaign/>
-            <h2>"Recently changed"</h2>
             <Suspense fallback=|| view! { <p class="loading">"Loading campaigns…"</p> }>
                 {move || Suspend::new(async move {
                     let signed_in = session.await.is_some();
                     match campaigns.await {
                         Ok(list) if list.is_empty() => view! {
+                            <h2>"Recently changed"</h2>
                             <p class="empty">
                                 {if signed_in {
                                     "No campaigns yet. Create the first one above."
@@ -53,15 +54,17 @@ pub fn Landing() -> impl IntoView {
                             </p>
                         }.into_any(),
                         Ok(mut list) => {
-                            list.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
-                            let rest = list.split_off(list.len().min(RECENT_SHOWN));
+                            list.sort_by_key(|c| std::cmp::Reverse(c.updated_at));
+                            let (yours, others): (Vec<_>, Vec<_>) =
+                                list.into_iter().partition(|c| c.your_role.is_some());
                             view! {
-                                <CampaignList list/>
-                                {(!rest.is_empty()).then(|| view! {
-                                    <details class="more-campaigns">
-                                        <summary>{format!("{} more", rest.len())}</summary>
-                                        <CampaignList list=rest/>
-                                    </details>
+                                {(!yours.is_empty()).then(|| view! {
+                                    <h2>"Your campaigns"</h2>
+                                    <Folded list=yours class="your-campaigns"/>
+                                })}
+                                {(!others.is_empty()).then(|| view! {
+                                    <h2>"Recently changed"</h2>
+                                    <Folded list=others class="recent-campaigns"/>
                                 })}
                             }.into_any()
                         }
@@ -75,6 +78,26 @@ pub fn Landing() -> impl IntoView {
 
 /// Campaigns listed before "N more".
 const RECENT_SHOWN: usize = 12;
+
+/// The first [`RECENT_SHOWN`] campaigns of `list`, the rest folded under "N more".
+#[component]
+fn Folded(
+    mut list: Vec<crate::protocol::campaign::CampaignSummary>,
+    class: &'static str,
+) -> impl IntoView {
+    let rest = list.split_off(list.len().min(RECENT_SHOWN));
+    view! {
+        <div class=class>
+            <CampaignList list/>
+            {(!rest.is_empty()).then(|| view! {
+                <details class="more-campaigns">
+                    <summary>{format!("{} more", rest.len())}</summary>
+                    <CampaignList list=rest/>
+                </details>
+            })}
+        </div>
+    }
+}
 
 #[component]
 fn CampaignList(list: Vec<crate::protocol::campaign::CampaignSummary>) -> impl IntoView {
@@ -90,7 +113,14 @@ fn CampaignList(list: Vec<crate::protocol::campaign::CampaignSummary>) -> impl I
                         Visibility::Private => Some("members only"),
                     }
                     .map(|words| view! { <span class="visibility-tag">{words}</span> })}
-                    <span class="owner">{format!("by {}", c.owner)}</span>
+                    <span class="owner">
+                        {match c.your_role {
+                            Some(Role::Owner) => format!("by {} · you run it", c.owner),
+                            Some(Role::Editor) => format!("by {} · you edit", c.owner),
+                            Some(Role::Viewer) => format!("by {} · you watch", c.owner),
+                            None => format!("by {}", c.owner),
+                        }}
+                    </span>
                     <span class="version">
                         {match c.version - 1 {
                             0 => "no changes yet".to_owned(),

@@ -193,10 +193,15 @@ pub struct CampaignSummary {
     pub updated_at: crate::model::Timestamp,
     pub owner: String,
     pub visibility: crate::model::Visibility,
+    /// Your role, when you belong to the campaign (its owner, a member, or granted a role by
+    /// your token); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub your_role: Option<crate::model::Role>,
 }
 
 impl CampaignSummary {
-    pub fn of(state: &CampaignState) -> Self {
+    /// The row for `state`, as seen by someone with `your_role` in it (None: not a member).
+    pub fn of(state: &CampaignState, your_role: Option<crate::model::Role>) -> Self {
         CampaignSummary {
             id: state.id.clone(),
             title: state.title.clone(),
@@ -205,6 +210,7 @@ impl CampaignSummary {
             updated_at: state.updated_at,
             owner: state.owner().display_name.clone(),
             visibility: state.visibility,
+            your_role,
         }
     }
 }

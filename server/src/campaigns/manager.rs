@@ -18,7 +18,7 @@ use rally_app::protocol::{ErrorBody, ErrorCode};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
-use super::access::Caller;
+use super::access::{self, Caller};
 use super::command::{Backfill, Command, Happening, Subscription, WriterError};
 use super::presence::ConnectionId;
 use super::writer::{self, WriterConfig, WriterContext, WriterHandle};
@@ -434,8 +434,16 @@ impl StateManager {
         Ok(records
             .into_iter()
             .map(CampaignRecord::migrated)
-            .filter(|record| super::access::lists(&record.state, caller(&record.state.id).as_ref()))
-            .map(|record| CampaignSummary::of(&record.state))
+            .filter_map(|record| {
+                let caller = caller(&record.state.id);
+                let state = &record.state;
+                if !access::lists(state, caller.as_ref()) {
+                    return None;
+                }
+                let yours = access::is_member(state, caller.as_ref())
+                    .then(|| access::role(state, caller.as_ref()));
+                Some(CampaignSummary::of(state, yours))
+            })
             .collect())
     }
 
