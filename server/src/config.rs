@@ -214,7 +214,8 @@ pub struct Config {
     #[arg(long, env = "RALLY_CAMPAIGNS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub campaigns_per_minute: u32,
 
-    /// Campaigns one user may own at once (created, or handed to them).
+    /// Campaigns one user may own at once (created, or handed to them), checked when they create
+    /// one: a handover is never refused by it.
     #[arg(long, env = "RALLY_MAX_CAMPAIGNS_PER_USER", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_campaigns_per_user: u32,
 

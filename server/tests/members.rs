@@ -481,11 +481,16 @@ async fn people_own_as_many_campaigns_and_open_links_as_the_settings_allow() {
     .await;
     assert_eq!(status, 429, "the same limit over HTTP");
     let (_, bob) = server.sign_in("Bob").await;
-    server
-        .connect_as(&bob)
-        .await
-        .create_campaign("bobs", "Bob's")
-        .await;
+    let private = json!({"campaign_id": "bobs", "title": "Bob's", "visibility": "private"});
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        "/api/campaigns",
+        Some(&bob),
+        Some(private),
+    )
+    .await;
+    assert_eq!(status, 201);
 
     let make = |campaign: &str, body: Value| {
         let path = format!("/api/campaigns/{campaign}/invites");
@@ -501,6 +506,10 @@ async fn people_own_as_many_campaigns_and_open_links_as_the_settings_allow() {
         refused.to_string().contains("2 open invite links"),
         "{refused}"
     );
+    // The quota is asked only of owners: to others a private campaign stays a missing one.
+    let (hidden, _) = make("bobs", json!({})).await;
+    let (missing, _) = make("nowhere", json!({})).await;
+    assert_eq!((hidden, missing), (404, 404));
     let path = format!("/api/invites/{}/accept", once["token"].as_str().unwrap());
     assert_eq!(
         call(&server, Method::POST, &path, Some(&bob), None).await.0,

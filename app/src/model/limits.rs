@@ -29,5 +29,6 @@ pub const INVITE_DEFAULT_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 /// oldest first; open ones never do.
 pub const INVITES_KEPT: usize = 50;
 /// People listed per invite link (the latest; every use is counted). With [`INVITES_KEPT`] this
-/// bounds what a campaign keeps about its links to about 150 KB.
+/// bounds what a campaign keeps about its links to about 300 KB (display names of 40 characters
+/// of up to 4 bytes each).
 pub const INVITE_USES_LISTED: usize = 20;

@@ -5,6 +5,7 @@ use super::SignIn;
 use crate::client::SharedIo;
 use crate::data::{decode_response, DataSource};
 use crate::model::Role;
+use crate::protocol::{ErrorBody, ErrorCode};
 
 /// `/invite/:token`: accept an owner's invite and take the role it offers in the campaign.
 #[component]
@@ -36,9 +37,11 @@ pub fn InvitePage() -> impl IntoView {
                             .to_owned();
                         navigate(&format!("/campaigns/{id}"), Default::default());
                     }
-                    Err(e) => error.set(Some(e.message)),
+                    Err(e) => error.set(Some(why_not(&e))),
                 },
-                Err(err) => error.set(Some(err)),
+                Err(_) => error.set(Some(
+                    "The server cannot be reached; try again in a moment.".to_owned(),
+                )),
             }
         });
     };
@@ -53,11 +56,7 @@ pub fn InvitePage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match details.await {
                         Ok(invite) => {
-                            let who = if invite.invited_by.is_empty() {
-                                "You are invited".to_owned()
-                            } else {
-                                format!("{} invites you", invite.invited_by)
-                            };
+                            let who = format!("{} invites you", invite.invited_by);
                             let (verb, can) = match invite.role {
                                 Role::Viewer => ("watch", "As a viewer you see every change as it happens and can join the live room. "),
                                 Role::Editor => ("edit", "As an editor you can change its title, description, features and settings, and go live. "),
@@ -79,7 +78,7 @@ pub fn InvitePage() -> impl IntoView {
                         }
                         Err(error) => view! {
                             <h1>"This invite link does not work"</h1>
-                            <p class="error">{why_not(&error.message)}</p>
+                            <p class="error">{why_not(&error)}</p>
                         }
                         .into_any(),
                     }
@@ -111,8 +110,23 @@ pub fn InvitePage() -> impl IntoView {
 }
 
 /// Why a link does not work, in plain words (the server's reason, without its jargon).
-fn why_not(message: &str) -> String {
+fn why_not(error: &ErrorBody) -> String {
+    let message = error.message.as_str();
     let ask = "Ask the campaign's owner for a new one.";
+    match error.code {
+        ErrorCode::NotFound => {
+            return format!(
+                "The campaign it leads to does not exist any more, or you may not see it. {ask}"
+            )
+        }
+        ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::RateLimited => {
+            return "Rally cannot answer right now; try again in a moment.".to_owned()
+        }
+        ErrorCode::LimitExceeded => {
+            return "The campaign has as many members as it can take.".to_owned()
+        }
+        _ => {}
+    }
     if message.contains("malformed") || message.contains("signature") {
         return format!(
             "The link is incomplete or was changed: copy the whole link and try again, or {}",
@@ -138,17 +152,29 @@ fn why_not(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::why_not;
+    use crate::protocol::{ErrorBody, ErrorCode};
 
     #[test]
     fn reasons_read_as_sentences_without_jargon() {
+        let invalid = |message: &str| ErrorBody::new(ErrorCode::Invalid, message);
         let cases = [
             ("invite rejected: token is malformed", "The link is incomplete or was changed: copy the whole link and try again, or ask the campaign's owner for a new one."),
             ("invite rejected: token has expired", "It has expired. Ask the campaign's owner for a new one."),
             ("this invite link was withdrawn by an owner; ask them for a new one", "This invite link was withdrawn by an owner; ask them for a new one."),
-            ("campaign x does not exist", "Campaign x does not exist. Ask the campaign's owner for a new one."),
+            ("the person who made it is no longer an owner", "The person who made it is no longer an owner. Ask the campaign's owner for a new one."),
         ];
         for (message, shown) in cases {
-            assert_eq!(why_not(message), shown);
+            assert_eq!(why_not(&invalid(message)), shown);
         }
+        let missing = ErrorBody::new(ErrorCode::NotFound, "campaign x does not exist");
+        assert!(why_not(&missing).starts_with("The campaign it leads to does not exist"));
+        let down = ErrorBody::new(
+            ErrorCode::Unavailable,
+            "cannot read the campaign: storage unavailable",
+        );
+        assert_eq!(
+            why_not(&down),
+            "Rally cannot answer right now; try again in a moment."
+        );
     }
 }

@@ -215,7 +215,8 @@ impl CampaignCore {
 
     /// Bookkeeping after an event was applied: the versions of the fields it touched (a removed
     /// member's entry goes, so the record stays bounded), and for a member who was removed or
-    /// lost a role (`before`), the end of every older invite link.
+    /// lost a role (`before`), the end of every older invite link (so a link they kept cannot
+    /// bring them back; the owners' list shows those links withdrawn).
     fn note_applied(&mut self, event: &CampaignEvent, before: Option<Role>) {
         for field in event.change.touched_fields() {
             self.record.field_versions.insert(field, event.version);
@@ -227,6 +228,7 @@ impl CampaignCore {
             }
             if *role < before {
                 self.record.invites_valid_from = Some(event.changed_at);
+                invites::end_older(&mut self.record.invites, event.changed_at);
             }
         }
         invites::note(&mut self.record.invites, event);
@@ -247,10 +249,11 @@ impl CampaignCore {
     ) -> Result<Option<CampaignEvent>, ErrorBody> {
         // A stored role, not the viewer role everyone has: a viewer invite makes a member.
         let stored = access::stored_role(&self.record.state, Some(&person.user_id));
-        if let Some(invite) = self.record.invites.get(invite_id) {
-            if stored >= Some(invite.terms.role) {
-                return Ok(None);
-            }
+        let offered = self.record.invites.get(invite_id).map(|i| i.terms.role);
+        // Someone who belongs already, through a link the campaign has since forgotten: as
+        // accepting it again, nothing changes.
+        if stored.is_some() && (offered.is_none() || stored >= offered) {
+            return Ok(None);
         }
         let role = self.admit(invite_id, now)?.terms.role;
         let members = &self.record.state.members;
@@ -292,6 +295,14 @@ impl CampaignCore {
         self.visible_to(caller)?;
         let terms = asked.terms(invite_id, now)?;
         let actor = self.owner_for_invites(caller)?;
+        // A link works while its maker is an owner in the campaign itself (see invites::admit):
+        // a token's grant, which ends with the token, is not enough to make one.
+        if access::stored_role(&self.record.state, Some(&actor.user_id)) != Some(Role::Owner) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only owners who belong to the campaign can make invite links; a token's grant is not enough",
+            ));
+        }
         invites::room_for_one_more(&self.record.invites, now)?;
         Ok(self.record_event(actor, Change::Invite { terms }, now, event_id))
     }
@@ -309,7 +320,7 @@ impl CampaignCore {
         let Some(invite) = self.record.invites.get(id) else {
             return Err(err(
                 ErrorCode::NotFound,
-                format!("this campaign has no invite link {id}"),
+                format!("this campaign keeps no invite link {id} (links that no longer work are forgotten after a while)"),
             ));
         };
         if invite.withdrawn_at.is_some() {
@@ -1037,6 +1048,12 @@ mod tests {
         core.apply(&member("bob", None), Some(&caller("carol")), t(6), eid(6))
             .unwrap();
         assert_eq!(core.record().invites_valid_from, Some(t(6)));
+        let kept = &core.record().invites[&invited(Role::Viewer)];
+        assert_eq!(
+            kept.withdrawn_at,
+            Some(t(6)),
+            "older links are listed as withdrawn"
+        );
         assert!(
             !core.record().field_versions.contains_key("members.bob"),
             "a removed member leaves no entry behind"
@@ -1064,6 +1081,14 @@ mod tests {
             assert_eq!(refused.unwrap_err().code, code, "{who}");
             assert_eq!(core.invites(Some(&caller(who))).unwrap_err().code, code);
         }
+        // An owner only by a token's grant sees the links but makes none (they would not work).
+        let granted = Caller {
+            actor: actor("granted"),
+            granted: Some(Role::Owner),
+        };
+        let refused = core.make_invite(Some(&granted), &once, link.clone(), t(2), eid(2));
+        assert!(refused.unwrap_err().message.contains("grant is not enough"));
+        assert!(core.invites(Some(&granted)).is_ok());
         let too_long = CreateInvite {
             expires_in_secs: Some(u64::MAX),
             ..CreateInvite::default()

@@ -59,6 +59,16 @@ pub fn note(invites: &mut Invites, event: &CampaignEvent) {
     }
 }
 
+/// End every link made before `at` that still lets people in (someone lost their place in the
+/// campaign at `at`): it counts as withdrawn from then on.
+pub fn end_older(invites: &mut Invites, at: Timestamp) {
+    for invite in invites.values_mut() {
+        if invite.made_at < at && invite.withdrawn_at.is_none() {
+            invite.withdrawn_at = Some(at);
+        }
+    }
+}
+
 /// Whether one more link fits: links that let nobody in make room, open ones do not.
 pub fn room_for_one_more(invites: &Invites, now: Timestamp) -> Result<(), ErrorBody> {
     let open = invites

@@ -30,7 +30,7 @@ use crate::store::{CampaignRecord, Store};
 
 /// What one person holds across every campaign (see [`StateManager::holdings`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Holdings {
+struct Holdings {
     /// Campaigns they own (created, or were handed).
     pub campaigns_owned: usize,
     /// Invite links they made that still let people in.
@@ -337,7 +337,14 @@ impl StateManager {
         caller: Caller,
         asked: CreateInvite,
     ) -> Result<Invite, ErrorBody> {
-        self.exists(id).await?;
+        // Who may make one is the campaign's question, asked before the quota's: a stranger
+        // must learn nothing of a campaign they may not see.
+        if self.role(id, Some(caller.clone())).await? != Role::Owner {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                "only the campaign's owners can invite people",
+            ));
+        }
         let most = self.context.config.max_invites_per_user;
         let user = &caller.actor.user_id;
         if self.holdings(user, clock::now()).await?.open_invites >= most {
@@ -396,7 +403,7 @@ impl StateManager {
 
     /// What `user` holds across every campaign, for the per-user quotas. Reads every stored
     /// record: asked only before making a campaign or an invite link.
-    pub async fn holdings(&self, user: &UserId, now: Timestamp) -> Result<Holdings, ErrorBody> {
+    async fn holdings(&self, user: &UserId, now: Timestamp) -> Result<Holdings, ErrorBody> {
         let records = self.context.store.list().await.map_err(|err| {
             ErrorBody::new(
                 ErrorCode::Unavailable,

@@ -27,6 +27,6 @@ mod writer;
 pub use access::Caller;
 pub use command::{Backfill, CampaignGauges, Subscription};
 pub use history::EncodedHistory;
-pub use manager::{Holdings, StateManager, REQUEST_TIMEOUT};
+pub use manager::{StateManager, REQUEST_TIMEOUT};
 pub use presence::ConnectionId;
 pub use writer::{WriterConfig, SUBSCRIBER_BUFFER};

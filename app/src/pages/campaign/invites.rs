@@ -97,16 +97,23 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
         }
     };
     let origin = StoredValue::new(io.as_ref().map(|io| io.origin()).unwrap_or_default());
-    // Read the list when the panel appears for an owner and whenever a link changes.
+    // Read the list when the panel appears for an owner, whenever a link changes, and after
+    // this page made or withdrew one; only the answer to the latest read is shown.
+    let reads = StoredValue::new(0u64);
     let reload = {
         let send = send.clone();
         move || {
             let path = format!("/api/campaigns/{}/invites", model.id.get_value());
+            reads.update_value(|n| *n += 1);
+            let this_read = reads.get_value();
             send(
                 "GET",
                 path,
                 None,
                 Box::new(move |status, body| {
+                    if reads.get_value() != this_read {
+                        return;
+                    }
                     if let Ok(list) = decode_response::<Vec<InviteLinkInfo>>(status, &body) {
                         links.set(list);
                     }
@@ -126,7 +133,9 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
 
     let create = {
         let send = send.clone();
+        let reload = reload.clone();
         move |_| {
+            let reload = reload.clone();
             let asked = CreateInvite {
                 role: Some(role.get_untracked()),
                 expires_in_secs: Some(days.get_untracked() * 24 * 3600),
@@ -144,6 +153,7 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
                         Ok(made) => {
                             copied.set(None);
                             link.set(Some(format!("{origin}{}", made.path)));
+                            reload();
                         }
                         Err(error) => failed(format!(
                             "Could not create an invite link: {}",
@@ -170,17 +180,19 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
     });
     let withdraw = Callback::new({
         let send = send.clone();
+        let reload = reload.clone();
         move |id: String| {
+            let reload = reload.clone();
             let path = format!("/api/campaigns/{}/invites/{id}", model.id.get_value());
             send(
                 "DELETE",
                 path,
                 None,
                 Box::new(move |status, body| {
-                    if !(200..300).contains(&status) {
-                        if let Err(error) = decode_response::<serde_json::Value>(status, &body) {
-                            failed(format!("Could not withdraw the link: {}", error.message));
-                        }
+                    if (200..300).contains(&status) {
+                        reload();
+                    } else if let Err(error) = decode_response::<serde_json::Value>(status, &body) {
+                        failed(format!("Could not withdraw the link: {}", error.message));
                     }
                 }),
             );

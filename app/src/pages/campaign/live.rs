@@ -244,14 +244,10 @@ impl CampaignModel {
                 ) {
                     self.refresh_role();
                 }
+                // Members joining, removed or demoted change what the links let in.
                 if matches!(
                     event.change,
-                    Change::Invite { .. }
-                        | Change::InviteWithdrawn { .. }
-                        | Change::Member {
-                            invite: Some(_),
-                            ..
-                        }
+                    Change::Invite { .. } | Change::InviteWithdrawn { .. } | Change::Member { .. }
                 ) {
                     self.invites_changed.notify();
                 }
