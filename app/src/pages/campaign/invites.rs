@@ -210,6 +210,7 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
                     .collect_view()}
             </select>
         }
+        .into_any()
     };
     let sentence = move || {
         let what = INVITE_ROLES
@@ -283,6 +284,7 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
                                 {move || if copied.get().as_deref() == Some(url.as_str()) { "Copied" } else { "Copy link" }}
                             </button>
                         }
+                        .into_any()
                     })
                 }}
                 <Notices model place=Place::Field("invite".into())/>
@@ -311,9 +313,10 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
                                                         "Withdraw"
                                                     </button>
                                                 </span>
-                                            })}
+                                            }.into_any())}
                                         </li>
                                     }
+                                    .into_any()
                             }
                         />
                     </ul>
