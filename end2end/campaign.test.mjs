@@ -94,6 +94,15 @@ test(`two people edit one campaign live; viewers cannot edit; refused text stays
   assert.equal(await bob.page.locator('.save-config').count(), 0);
   assert.ok(await bob.page.locator('.status-select').isDisabled());
   assert.match(await bob.page.locator('.viewer-hint').innerText(), /can watch/i);
+  assert.equal(await bob.page.locator('.remove-section').count(), 0);
+
+  // Ada removes the settings section (asked once more first); it goes for everyone.
+  await ada.page.click('.remove-section');
+  assert.match(await ada.page.locator('.confirm-remove-section').innerText(), /Remove the ui_content settings for everyone\?/);
+  await ada.page.click('.confirm-remove-section .confirm');
+  await bob.page.waitForSelector('.event:has-text("Ada removed the ui_content settings")');
+  assert.equal(await bob.page.locator('#setting-hero-headline').count(), 0);
+  assert.equal(await ada.page.locator('.section-tab').count(), 0);
 
   // A title the server would refuse (over 200 characters) is not sent: the field keeps it and
   // says why, in plain words, until it is fixed.
@@ -337,4 +346,42 @@ test(`a link for one person lets one person in, and a withdrawn link lets nobody
   assert.ok(overflow <= 0, `the invite panel fits 390 px (overflow ${overflow})`);
   assert.deepEqual([...ada.errors, ...bob.errors], []);
   for (const person of [ada, bob, cy]) await person.context.close();
+});
+
+test(`whoever's change was kept is told when someone else's was refused (${mode})`, async () => {
+  const ada = await personOn('Ada');
+  await ada.page.fill('#new-campaign-id', 'decided');
+  await ada.page.fill('#new-campaign-title', 'Decided');
+  await ada.page.click('.create-campaign button');
+  await ada.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+  await ada.page.click('.create-invite');
+  const link = await ada.page.locator('.invite-link a').getAttribute('href');
+  const bob = await personOn('Bob');
+  await bob.page.goto(link);
+  await bob.page.waitForSelector('[data-hydrated="true"]');
+  await bob.page.click('.accept-invite');
+  await bob.page.waitForURL('**/campaigns/decided');
+  await ada.page.selectOption('.status-select', 'active');
+  await ada.page.waitForFunction(() => document.querySelector('article.campaign').dataset.version === '4');
+  // Bob's script (any client of the protocol) sets the status from the version before Ada's change.
+  const code = await bob.page.evaluate(async () => {
+    const ws = new WebSocket(location.origin.replace(/^http/, 'ws') + '/ws');
+    await new Promise((resolve) => ws.addEventListener('open', resolve, { once: true }));
+    const reply = new Promise((resolve) => ws.addEventListener('message', (m) => {
+      const frame = JSON.parse(m.data);
+      if (frame.request_id === 'late') resolve(frame);
+    }));
+    ws.send(JSON.stringify({
+      type: 'campaign:update:v1:requested', request_id: 'late',
+      payload: { campaign_id: 'decided', updates: { status: 'paused' }, base_version: 3 },
+    }));
+    const frame = await reply;
+    ws.close();
+    return frame.payload.code;
+  });
+  assert.equal(code, 'conflict');
+  await ada.page.waitForSelector('.notice:has-text("Bob changed the status at the same moment; your change was kept and theirs was not saved.")');
+  assert.equal(await ada.page.inputValue('.status-select'), 'active');
+  assert.deepEqual([...ada.errors, ...bob.errors], []);
+  for (const person of [ada, bob]) await person.context.close();
 });

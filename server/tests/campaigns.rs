@@ -587,6 +587,68 @@ async fn stale_base_version_conflicts_and_nothing_is_applied() {
     server.stop().await.unwrap();
 }
 
+/// When a write is refused because someone else changed the same thing first, everyone
+/// following hears who was kept and who was refused (the kept person's page says so); clashing
+/// with your own change, from another tab, tells nobody.
+#[tokio::test]
+async fn the_person_whose_change_was_kept_hears_of_the_refused_one() {
+    let server = TestServer::start().await;
+    let (mut ada, ada_token) = owner_with_campaign(&server, "kept").await;
+    ada.subscribe("kept", None).await;
+    let http = reqwest::Client::new();
+    let invite: Value = http
+        .post(server.url("/api/campaigns/kept/invites"))
+        .bearer_auth(&ada_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (_, bob_token) = server.sign_in("Bob").await;
+    let accept = format!("/api/invites/{}/accept", invite["token"].as_str().unwrap());
+    let accepted = http
+        .post(server.url(&accept))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    let mut bob = server.connect_as(&bob_token).await;
+    let stale = |id: &str| json!({"campaign_id": "kept", "updates": {"title": format!("From {id}")}, "base_version": 3});
+    let reply = ada.update("kept", json!({"title": "Ada's"}), "a").await; // v4
+    assert_eq!(reply["type"], "campaign:update:v1:success", "{reply}");
+    let reply = bob
+        .request("campaign:update:v1:requested", stale("bob"), "b")
+        .await;
+    assert_eq!(reply["payload"]["code"], "conflict", "{reply}");
+    let frames = ada
+        .recv_until(|f| f["type"] == "campaign:overruled:v1:completed")
+        .await;
+    let pushed = &frames.last().unwrap()["payload"];
+    assert_eq!(pushed["field"], "title", "{pushed}");
+    assert_eq!(pushed["kept"]["display_name"], "Owner");
+    assert_eq!(pushed["refused"]["display_name"], "Bob");
+    assert_eq!(pushed["version"], 4);
+
+    let mut other_tab = server.connect_as(&ada_token).await;
+    let reply = other_tab
+        .request("campaign:update:v1:requested", stale("tab"), "t")
+        .await;
+    assert_eq!(reply["payload"]["code"], "conflict", "{reply}");
+    ada.update("kept", json!({"status": "active"}), "s").await;
+    let frames = ada
+        .recv_until(|f| f["payload"]["change"]["updates"]["status"] == "active")
+        .await;
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["type"] != "campaign:overruled:v1:completed"),
+        "nobody is told of a clash with their own change: {frames:?}"
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn unsubscribe_stops_events_and_a_panic_reloads_only_that_campaign() {
     let server = TestServer::start().await;

@@ -580,3 +580,50 @@ async fn a_link_for_one_person_lets_one_in_when_two_accept_it_at_once_on_two_ins
         assert_eq!(listed.as_array().unwrap().len(), results.len());
     }
 }
+
+/// A write refused on one instance because of a change made through the other: the person whose
+/// change was kept hears of it on their instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_person_hears_of_a_refused_write_made_on_another_instance() {
+    let redis = TestRedis::start();
+    let a = instance(&redis, &["--default-visibility", "public"]).await;
+    let b = instance(&redis, &["--default-visibility", "public"]).await;
+    let (_, ada_token) = a.sign_in("Ada").await;
+    let mut ada = a.connect_as(&ada_token).await;
+    ada.create_campaign("kept", "Kept").await;
+    ada.subscribe("kept", None).await;
+    let http = reqwest::Client::new();
+    let invite: Value = http
+        .post(a.url("/api/campaigns/kept/invites"))
+        .bearer_auth(&ada_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (_, bob_token) = b.sign_in("Bob").await;
+    let accept = format!("/api/invites/{}/accept", invite["token"].as_str().unwrap());
+    let accepted = http
+        .post(b.url(&accept))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    let mut bob = b.connect_as(&bob_token).await;
+    bob.subscribe("kept", None).await;
+    let reply = ada.update("kept", json!({"title": "Ada's"}), "a").await;
+    assert_eq!(reply["type"], "campaign:update:v1:success", "{reply}");
+    let stale = json!({"campaign_id": "kept", "updates": {"title": "Bob's"}, "base_version": 3});
+    let reply = bob
+        .request("campaign:update:v1:requested", stale, "b")
+        .await;
+    assert_eq!(reply["payload"]["code"], "conflict", "{reply}");
+    let frames = ada
+        .recv_until(|f| f["type"] == "campaign:overruled:v1:completed")
+        .await;
+    let pushed = &frames.last().unwrap()["payload"];
+    assert_eq!(pushed["kept"]["display_name"], "Ada", "{pushed}");
+    assert_eq!(pushed["refused"]["display_name"], "Bob");
+}

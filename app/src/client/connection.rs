@@ -94,6 +94,7 @@ fn campaign_of(output: &Output) -> Option<CampaignId> {
         Output::Resync(resync) => Some(resync.campaign_id.clone()),
         Output::SubscribeFailed { campaign_id, .. } => Some(campaign_id.clone()),
         Output::Writable(writable) => Some(writable.campaign_id.clone()),
+        Output::Overruled(overruled) => Some(overruled.campaign_id.clone()),
         _ => None,
     }
 }

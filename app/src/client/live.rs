@@ -27,8 +27,9 @@ use serde_json::Value;
 
 use crate::model::{CampaignEvent, CampaignId, RequestId};
 use crate::protocol::campaign::{
-    CampaignRef, PresenceChanged, Resume, Resync, Subscribe, SubscribeReply, SubscriptionEnded,
-    Writable, PRESENCE_EVENT, RESYNC, STATE_EVENT, SUBSCRIPTION_ENDED, WRITABLE,
+    CampaignRef, Overruled, PresenceChanged, Resume, Resync, Subscribe, SubscribeReply,
+    SubscriptionEnded, Writable, OVERRULED, PRESENCE_EVENT, RESYNC, STATE_EVENT,
+    SUBSCRIPTION_ENDED, WRITABLE,
 };
 use crate::protocol::media::{
     MediaEnded, MediaTracks, SessionDescription, ENDED_EVENT, OFFER_EVENT, TRACKS_EVENT,
@@ -119,6 +120,8 @@ pub enum Output {
     },
     /// The campaign became read-only or writable again.
     Writable(Box<Writable>),
+    /// Someone's write was refused because another person changed the same thing first.
+    Overruled(Box<Overruled>),
     /// The ops view's recent history (or why it was refused).
     OpsHistory(Result<OpsHistory, ErrorBody>),
     /// The next ops sample.
@@ -542,6 +545,13 @@ impl LiveClient {
                 .ok()
                 .filter(|w| self.subscriptions.contains_key(&w.campaign_id))
                 .map(|w| vec![Output::Writable(Box::new(w))])
+                .unwrap_or_default();
+        }
+        if event_type == OVERRULED {
+            return serde_json::from_value::<Overruled>(payload)
+                .ok()
+                .filter(|o| self.subscriptions.contains_key(&o.campaign_id))
+                .map(|o| vec![Output::Overruled(Box::new(o))])
                 .unwrap_or_default();
         }
         if event_type == PRESENCE_EVENT {

@@ -271,6 +271,8 @@ pub enum ConfigMode {
     Merge,
     /// The section becomes exactly `values`.
     Replace,
+    /// The section goes (`values` must be empty).
+    Remove,
 }
 
 /// One applied change, as broadcast: enough to go from version N-1 to N without a refetch.
@@ -457,10 +459,14 @@ impl CampaignState {
                 mode,
                 values,
             } => {
-                let target = self.config.entry(section.clone()).or_default();
-                match mode {
-                    ConfigMode::Replace => *target = values.clone(),
-                    ConfigMode::Merge => merge_patch(target, values),
+                if *mode == ConfigMode::Remove {
+                    self.config.remove(section);
+                } else {
+                    let target = self.config.entry(section.clone()).or_default();
+                    match mode {
+                        ConfigMode::Replace | ConfigMode::Remove => *target = values.clone(),
+                        ConfigMode::Merge => merge_patch(target, values),
+                    }
                 }
             }
             Change::Member { member, role, .. } => match role {

@@ -43,6 +43,7 @@ pub fn describe_change(change: &Change) -> String {
         Change::Config { section, mode, .. } => match mode {
             ConfigMode::Merge => format!("changed the {section} settings"),
             ConfigMode::Replace => format!("replaced the {section} settings"),
+            ConfigMode::Remove => format!("removed the {section} settings"),
         },
         Change::Text { field, .. } => format!("edited the {field}"),
         Change::Member { member, role, .. } => match role {

@@ -287,8 +287,8 @@ impl Write {
                 },
             ) => {
                 *section == w.section
-                    && (w.mode == ConfigMode::Replace
-                        || *mode == ConfigMode::Replace
+                    && (w.mode != ConfigMode::Merge
+                        || *mode != ConfigMode::Merge
                         || patches_overlap(&w.values, values))
             }
             _ => false,
@@ -334,6 +334,21 @@ impl Write {
                 Ok((!added.is_empty() || !removed.is_empty())
                     .then_some(Change::Features { added, removed }))
             }
+            Write::Config(request) if request.mode == ConfigMode::Remove => {
+                if !request.values.is_empty() {
+                    return Err(invalid(
+                        "values must be empty ({}) when removing a section".to_owned(),
+                    ));
+                }
+                Ok(state
+                    .config
+                    .contains_key(&request.section)
+                    .then(|| Change::Config {
+                        section: request.section.clone(),
+                        mode: ConfigMode::Remove,
+                        values: Map::new(),
+                    }))
+            }
             Write::Config(request) => {
                 check_section(&request.section, &request.values)?;
                 let current = state.config.get(&request.section);
@@ -342,7 +357,7 @@ impl Write {
                 }
                 let mut result = current.cloned().unwrap_or_default();
                 match request.mode {
-                    ConfigMode::Replace => result = request.values.clone(),
+                    ConfigMode::Replace | ConfigMode::Remove => result = request.values.clone(),
                     ConfigMode::Merge => merge_patch(&mut result, &request.values),
                 }
                 // The merged result must respect the limits too, not only the patch.
@@ -711,6 +726,40 @@ mod tests {
             });
             assert_eq!(outcome.map_err(|e| e.code), expected, "{what}");
         }
+    }
+
+    #[test]
+    fn removing_a_section_takes_it_away_and_clashes_with_any_change_to_it() {
+        let mut before = state();
+        let ui = SectionName::parse("ui").unwrap();
+        before
+            .config
+            .insert(ui, json!({"a": 1}).as_object().unwrap().clone());
+        let config = |section: &str, mode: &str, values: serde_json::Value| {
+            write(
+                "config",
+                json!({"campaign_id": "c", "section": section, "mode": mode, "values": values}),
+            )
+        };
+        let remove = config("ui", "remove", json!({}));
+        let removed = remove.effect(&before).unwrap().expect("a change");
+        let mut after = before.clone();
+        after.apply_change(&removed).unwrap();
+        assert!(after.config.is_empty());
+        assert_eq!(
+            remove.effect(&after).unwrap(),
+            None,
+            "removing it again changes nothing"
+        );
+        let with_values = config("ui", "remove", json!({"a": null}));
+        assert_eq!(
+            with_values.effect(&before).unwrap_err().code,
+            ErrorCode::Invalid
+        );
+        let merge = config("ui", "merge", json!({"b": 2}));
+        let merged = merge.effect(&before).unwrap().unwrap();
+        assert!(remove.clashes_with(&merged) && merge.clashes_with(&removed));
+        assert!(!config("other", "merge", json!({"b": 2})).clashes_with(&removed));
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub const RESYNC: EventType = EventType::new("campaign", "resync", 1, EventState
 /// Pushed when the campaign becomes read-only (its store is unreachable) or writable again;
 /// payload [`Writable`].
 pub const WRITABLE: EventType = EventType::new("campaign", "writable", 1, EventState::Success);
+/// Pushed to everyone following a campaign when a write was refused as a conflict with a change
+/// someone else had made first; payload [`Overruled`]. The page of the person whose change was
+/// kept tells them (the refused person already had the `conflict` answer).
+pub const OVERRULED: EventType = EventType::new("campaign", "overruled", 1, EventState::Completed);
 /// Pushed when the server ends a subscription the client did not cancel; payload
 /// [`SubscriptionEnded`]. The client resubscribes with `since_version` to continue.
 pub const SUBSCRIPTION_ENDED: EventType =
@@ -146,6 +150,22 @@ pub struct Writable {
     /// Why it is read-only, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `campaign:overruled:v1:completed`: `refused`'s write was not applied because `kept` had
+/// changed the same thing first (at `version`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overruled {
+    pub campaign_id: CampaignId,
+    /// What both changed: `title`, `description`, `status`, `visibility`, `features`,
+    /// `config.<section>`, `members.<user id>` or `owner`.
+    pub field: String,
+    /// Whose change stands.
+    pub kept: crate::model::Actor,
+    /// The version their change made.
+    pub version: u64,
+    /// Whose change was refused.
+    pub refused: crate::model::Actor,
 }
 
 /// Who joined or left, in a presence event.

@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use rally_app::model::{CampaignId, Viewer};
+use rally_app::protocol::campaign::Overruled;
 use serde::{Deserialize, Serialize};
 
 /// How often writers with viewers refresh their shared presence (well inside the time after
@@ -36,13 +37,20 @@ pub enum BusNote {
     Presence { campaign: CampaignId },
     /// A session ended (signed out or revoked): connections using it must close.
     SessionEnded { session: String },
+    /// A write was refused because someone changed the same thing first: push it to followers.
+    Overruled {
+        campaign: CampaignId,
+        overruled: Box<Overruled>,
+    },
 }
 
 impl BusNote {
     /// The campaign the note is about (none for a session's end).
     pub fn campaign(&self) -> Option<&CampaignId> {
         match self {
-            BusNote::Committed { campaign, .. } | BusNote::Presence { campaign } => Some(campaign),
+            BusNote::Committed { campaign, .. }
+            | BusNote::Presence { campaign }
+            | BusNote::Overruled { campaign, .. } => Some(campaign),
             BusNote::SessionEnded { .. } => None,
         }
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rally_app::model::{
     Actor, CampaignEvent, EventId, Invite, InviteId, Role, Timestamp, Visibility, Write,
 };
-use rally_app::protocol::campaign::WriteAck;
+use rally_app::protocol::campaign::{Overruled, WriteAck, OVERRULED};
 use rally_app::protocol::invites::CreateInvite;
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
@@ -171,9 +171,45 @@ impl Writer {
                 let _ = reply.send(Ok(WriteAck::unchanged(self.id.clone(), version)));
             }
             Err(rejection) => {
+                if rejection.code == ErrorCode::Conflict {
+                    self.tell_who_was_first(&write, caller.as_ref());
+                }
                 let _ = reply.send(Err(rejection.into()));
             }
         }
+    }
+
+    /// `write` was refused because someone else changed the same thing first: tell everyone
+    /// following, here and on the other instances, so that person's page says their change was
+    /// kept (the refused person has the `conflict` answer already).
+    fn tell_who_was_first(&self, write: &Write, caller: Option<&Caller>) {
+        let (Some(core), Some(caller)) = (&self.core, caller) else {
+            return;
+        };
+        let Some((clash, field)) = core.overruled_by(write) else {
+            return;
+        };
+        if clash.changed_by.user_id == caller.actor.user_id {
+            return;
+        }
+        let overruled = Overruled {
+            campaign_id: self.id.clone(),
+            field,
+            kept: clash.changed_by.clone(),
+            version: clash.version,
+            refused: caller.actor.clone(),
+        };
+        self.push_overruled(&overruled);
+        self.notify(BusNote::Overruled {
+            campaign: self.id.clone(),
+            overruled: Box::new(overruled),
+        });
+    }
+
+    /// Push a decided conflict to this instance's subscribers.
+    pub(super) fn push_overruled(&self, overruled: &Overruled) {
+        let frame = frames::push(OVERRULED, overruled, clock::now());
+        let _ = self.broadcast.send(frames::single(frame));
     }
 
     /// A panic mid-apply may have left the core half-changed: drop it (and the not yet durable

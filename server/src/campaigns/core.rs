@@ -554,6 +554,17 @@ impl CampaignCore {
         }
     }
 
+    /// For a write refused as a conflict: the change made since its `base_version` that it
+    /// clashed with, and the field both touched (None when history no longer reaches back).
+    pub fn overruled_by(&self, write: &Write) -> Option<(&CampaignEvent, String)> {
+        let base = write.base_version()?;
+        let clash = self
+            .events_since(base)?
+            .find(|e| write.clashes_with(&e.change))?;
+        let field = clash.change.touched_fields().into_iter().next()?;
+        Some((clash, field))
+    }
+
     /// Keep history only from `version` on (the writer keeps it within bytes as well as events).
     pub fn forget_history_before(&mut self, version: u64) {
         while self.history.front().is_some_and(|e| e.version < version) {

@@ -346,6 +346,7 @@ impl Writer {
             }
             Happening::Bus(BusNote::Presence { .. }) => self.refresh_remote_presence().await,
             Happening::Bus(BusNote::SessionEnded { .. }) => {}
+            Happening::Bus(BusNote::Overruled { overruled, .. }) => self.push_overruled(&overruled),
             Happening::Resync => self.catch_up().await,
             Happening::Writable(writable) => self.set_writable(writable).await,
         }

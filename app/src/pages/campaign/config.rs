@@ -121,6 +121,33 @@ pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
             Err(err) => problem.set(Some(format!("This is not valid JSON yet: {err}."))),
         }
     };
+    // Removing a section asks once more first: everyone loses its settings.
+    let confirming_removal = RwSignal::new(false);
+    let exists = move || section_value.with(Option::is_some);
+    let remove = move |_| {
+        confirming_removal.set(false);
+        let Ok(section) = SectionName::parse(&selected.get_untracked()) else {
+            return;
+        };
+        editing.set(None);
+        problem.set(None);
+        let next = model.shown.with_untracked(|s| {
+            s.config
+                .keys()
+                .find(|name| **name != section)
+                .map(|name| name.to_string())
+        });
+        model.submit(Write::Config(ConfigChange {
+            campaign_id: model.id.get_value(),
+            section,
+            values: Default::default(),
+            mode: ConfigMode::Remove,
+            base_version: None,
+        }));
+        if let Some(next) = next {
+            selected.set(next);
+        }
+    };
     let new_section = RwSignal::new(String::new());
     // The form is the default; JSON is for lists, empty values and pasting whole sections.
     let as_json = RwSignal::new(false);
@@ -245,6 +272,20 @@ pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
                     >
                         "Save"
                     </button>
+                    <button
+                        class="button small secondary remove-section"
+                        disabled=move || !exists()
+                        on:click=move |_| confirming_removal.set(true)
+                    >
+                        "Remove section"
+                    </button>
+                </div>
+            </Show>
+            <Show when=move || confirming_removal.get() && exists()>
+                <div class="notice hold confirm-remove-section" role="group" aria-label="Remove section">
+                    <p>{move || format!("Remove the {} settings for everyone?", selected.get())}</p>
+                    <button class="button small confirm" on:click=remove>"Remove"</button>
+                    <button class="button small secondary" on:click=move |_| confirming_removal.set(false)>"Cancel"</button>
                 </div>
             </Show>
             {move || view! { <Notices model place=Place::Field(format!("config.{}", selected.get()))/> }}

@@ -10,7 +10,7 @@ use leptos::prelude::*;
 use send_wrapper::SendWrapper;
 use serde_json::Value;
 
-use super::notices::{explain_refusal, Notice, Place};
+use super::notices::{explain_refusal, kept_notice, Notice, Place};
 use crate::client::edits::{EditNumber, EditQueue, Outgoing};
 use crate::client::shared_text::SharedText;
 use crate::client::{Connection, Output};
@@ -68,6 +68,8 @@ pub struct CampaignModel {
     pub changed_by: RwSignal<BTreeMap<String, String>>,
     /// Notified when an invite link was made, used or withdrawn (owners read the list again).
     pub invites_changed: Trigger,
+    /// Who is signed in on this page (to know which decided conflicts are theirs).
+    me: Option<crate::app::SignedInUser>,
     /// What is shown: the confirmed state with the writes not yet in it laid over.
     pub shown: Memo<CampaignState>,
     pub status: Memo<CampaignStatus>,
@@ -112,6 +114,7 @@ impl CampaignModel {
             read_only: RwSignal::new(None),
             changed_by: RwSignal::new(BTreeMap::new()),
             invites_changed: Trigger::new(),
+            me: use_context::<crate::app::SignedInUser>(),
             typing: RwSignal::new(BTreeMap::new()),
             shown,
             status: Memo::new(move |_| shown.with(|s| s.status)),
@@ -291,6 +294,16 @@ impl CampaignModel {
                     None,
                 );
                 self.confirmed_moved();
+            }
+            Output::Overruled(overruled) => {
+                let me = self
+                    .me
+                    .and_then(|me| me.0.get_untracked().flatten())
+                    .map(|me| me.user_id);
+                if me.as_ref() == Some(&overruled.kept.user_id) {
+                    let (place, text) = kept_notice(&overruled);
+                    self.notice(place, text, None);
+                }
             }
             Output::Writable(status) => {
                 self.read_only.set(if status.writable {

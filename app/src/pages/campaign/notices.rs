@@ -8,6 +8,7 @@ use leptos::prelude::*;
 
 use super::live::CampaignModel;
 use crate::model::{CampaignState, FeatureOp, Write};
+use crate::protocol::campaign::Overruled;
 use crate::protocol::{ErrorBody, ErrorCode};
 
 /// Where a notice shows.
@@ -43,6 +44,26 @@ pub fn ellipsize(text: &str, max: usize) -> String {
         let cut: String = text.chars().take(max.saturating_sub(1)).collect();
         format!("{cut}…")
     }
+}
+
+/// What the person whose change was kept is told when someone else's change to the same thing
+/// was refused: where (next to the field) and in which words.
+pub fn kept_notice(overruled: &Overruled) -> (Place, String) {
+    let field = overruled.field.as_str();
+    let (place, what) = if let Some(section) = field.strip_prefix("config.") {
+        (Place::field(field), format!("the {section} settings"))
+    } else if field.starts_with("members.") || field == "owner" {
+        (Place::field("members"), "the members".to_owned())
+    } else if field == "visibility" {
+        (Place::field(field), "who can see it".to_owned())
+    } else {
+        (Place::field(field), format!("the {field}"))
+    };
+    let who = &overruled.refused.display_name;
+    (
+        place,
+        format!("{who} changed {what} at the same moment; your change was kept and theirs was not saved."),
+    )
 }
 
 /// Why the server did not save something, in words for a person (no codes, no versions).
@@ -278,6 +299,30 @@ mod tests {
     use super::*;
     use crate::model::{Actor, CampaignId, CampaignStatus, Timestamp, UserId};
     use serde_json::json;
+
+    #[test]
+    fn the_person_whose_change_was_kept_is_told_next_to_the_field() {
+        let person = |name: &str| Actor {
+            user_id: UserId::parse(&name.to_lowercase()).unwrap(),
+            display_name: name.into(),
+        };
+        let cases = [
+            ("title", Place::field("title"), "Bob changed the title at the same moment; your change was kept and theirs was not saved."),
+            ("config.ui_content", Place::field("config.ui_content"), "Bob changed the ui_content settings at the same moment; your change was kept and theirs was not saved."),
+            ("members.u1", Place::field("members"), "Bob changed the members at the same moment; your change was kept and theirs was not saved."),
+            ("visibility", Place::field("visibility"), "Bob changed who can see it at the same moment; your change was kept and theirs was not saved."),
+        ];
+        for (field, place, text) in cases {
+            let overruled = Overruled {
+                campaign_id: CampaignId::parse("c").unwrap(),
+                field: field.into(),
+                kept: person("Ada"),
+                version: 5,
+                refused: person("Bob"),
+            };
+            assert_eq!(kept_notice(&overruled), (place, text.to_owned()), "{field}");
+        }
+    }
 
     fn state() -> CampaignState {
         let actor = Actor {
