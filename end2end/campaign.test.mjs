@@ -380,7 +380,7 @@ test(`whoever's change was kept is told when someone else's was refused (${mode}
     return frame.payload.code;
   });
   assert.equal(code, 'conflict');
-  await ada.page.waitForSelector('.notice:has-text("Bob changed the status at the same moment; your change was kept and theirs was not saved.")');
+  await ada.page.waitForSelector('.notice:has-text("Bob tried to change the status too, but yours came first and stands.")');
   assert.equal(await ada.page.inputValue('.status-select'), 'active');
   assert.deepEqual([...ada.errors, ...bob.errors], []);
   for (const person of [ada, bob]) await person.context.close();

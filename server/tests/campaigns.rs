@@ -616,17 +616,20 @@ async fn the_person_whose_change_was_kept_hears_of_the_refused_one() {
     assert_eq!(accepted.status(), 200);
     let mut bob = server.connect_as(&bob_token).await;
     let stale = |id: &str| json!({"campaign_id": "kept", "updates": {"title": format!("From {id}")}, "base_version": 3});
-    let reply = ada.update("kept", json!({"title": "Ada's"}), "a").await; // v4
+    let both = json!({"title": "Ada's", "status": "active"});
+    let reply = ada.update("kept", both, "a").await; // v4
     assert_eq!(reply["type"], "campaign:update:v1:success", "{reply}");
+    let late_status =
+        json!({"campaign_id": "kept", "updates": {"status": "paused"}, "base_version": 3});
     let reply = bob
-        .request("campaign:update:v1:requested", stale("bob"), "b")
+        .request("campaign:update:v1:requested", late_status, "b")
         .await;
     assert_eq!(reply["payload"]["code"], "conflict", "{reply}");
     let frames = ada
         .recv_until(|f| f["type"] == "campaign:overruled:v1:completed")
         .await;
     let pushed = &frames.last().unwrap()["payload"];
-    assert_eq!(pushed["field"], "title", "{pushed}");
+    assert_eq!(pushed["field"], "status", "what both changed: {pushed}");
     assert_eq!(pushed["kept"]["display_name"], "Owner");
     assert_eq!(pushed["refused"]["display_name"], "Bob");
     assert_eq!(pushed["version"], 4);
@@ -636,9 +639,9 @@ async fn the_person_whose_change_was_kept_hears_of_the_refused_one() {
         .request("campaign:update:v1:requested", stale("tab"), "t")
         .await;
     assert_eq!(reply["payload"]["code"], "conflict", "{reply}");
-    ada.update("kept", json!({"status": "active"}), "s").await;
+    ada.update("kept", json!({"status": "ended"}), "s").await;
     let frames = ada
-        .recv_until(|f| f["payload"]["change"]["updates"]["status"] == "active")
+        .recv_until(|f| f["payload"]["change"]["updates"]["status"] == "ended")
         .await;
     assert!(
         frames

@@ -458,17 +458,13 @@ impl CampaignState {
                 section,
                 mode,
                 values,
-            } => {
-                if *mode == ConfigMode::Remove {
-                    self.config.remove(section);
-                } else {
-                    let target = self.config.entry(section.clone()).or_default();
-                    match mode {
-                        ConfigMode::Replace | ConfigMode::Remove => *target = values.clone(),
-                        ConfigMode::Merge => merge_patch(target, values),
-                    }
+            } => match mode {
+                ConfigMode::Remove => drop(self.config.remove(section)),
+                ConfigMode::Replace => drop(self.config.insert(section.clone(), values.clone())),
+                ConfigMode::Merge => {
+                    merge_patch(self.config.entry(section.clone()).or_default(), values)
                 }
-            }
+            },
             Change::Member { member, role, .. } => match role {
                 Some(role) => {
                     self.members.insert(

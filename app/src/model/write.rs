@@ -250,7 +250,7 @@ impl Write {
 
     /// Whether `landed`, a change made after this write's base version, decided something this
     /// write would silently undo: the same scalar field; the same feature name (or any feature,
-    /// for `set`); overlapping paths of one config section (or any, for `replace`); a text field
+    /// for `set`); overlapping paths of one config section (or any, for `replace` and `remove`); a text field
     /// replaced under a text edit. Everything else merges.
     pub fn clashes_with(&self, landed: &Change) -> bool {
         match (self, landed) {
@@ -334,31 +334,31 @@ impl Write {
                 Ok((!added.is_empty() || !removed.is_empty())
                     .then_some(Change::Features { added, removed }))
             }
-            Write::Config(request) if request.mode == ConfigMode::Remove => {
-                if !request.values.is_empty() {
-                    return Err(invalid(
-                        "values must be empty ({}) when removing a section".to_owned(),
-                    ));
-                }
-                Ok(state
-                    .config
-                    .contains_key(&request.section)
-                    .then(|| Change::Config {
-                        section: request.section.clone(),
-                        mode: ConfigMode::Remove,
-                        values: Map::new(),
-                    }))
-            }
             Write::Config(request) => {
                 check_section(&request.section, &request.values)?;
                 let current = state.config.get(&request.section);
+                // The section as the write leaves it (None: gone).
+                let result = match request.mode {
+                    ConfigMode::Remove if !request.values.is_empty() => {
+                        return Err(invalid("values must be {} when removing a section"));
+                    }
+                    ConfigMode::Remove => None,
+                    ConfigMode::Replace => Some(request.values.clone()),
+                    ConfigMode::Merge => {
+                        let mut result = current.cloned().unwrap_or_default();
+                        merge_patch(&mut result, &request.values);
+                        Some(result)
+                    }
+                };
+                let Some(result) = result else {
+                    return Ok(current.is_some().then(|| Change::Config {
+                        section: request.section.clone(),
+                        mode: ConfigMode::Remove,
+                        values: Map::new(),
+                    }));
+                };
                 if current.is_none() {
                     check_section_count(state.config.len() + 1)?;
-                }
-                let mut result = current.cloned().unwrap_or_default();
-                match request.mode {
-                    ConfigMode::Replace | ConfigMode::Remove => result = request.values.clone(),
-                    ConfigMode::Merge => merge_patch(&mut result, &request.values),
                 }
                 // The merged result must respect the limits too, not only the patch.
                 check_section(&request.section, &result)?;

@@ -2,10 +2,12 @@
 //!
 //! Within one instance, a campaign's writer broadcasts each change to that instance's
 //! subscribers itself. The [`EventBus`] carries only what other instances need to know — "campaign
-//! X reached version N", "the viewers of X changed" — and each instance then reads the events
-//! themselves from the shared store (the Redis stream), in version order. A lost notification
-//! therefore cannot lose an event: the next one, or the catch-up after a reconnect, fetches
-//! everything after the version the instance holds.
+//! X reached version N", "the viewers of X changed", "a session ended", "a write was refused
+//! because of someone's change" — and each instance then reads the events themselves from the
+//! shared store (the Redis stream), in version order. A lost notification therefore cannot lose an
+//! event: the next one, or the catch-up after a reconnect, fetches everything after the version
+//! the instance holds. (A lost `Overruled` note is lost for good: it only tells a person their
+//! change was kept, which the state already shows.)
 //!
 //! Two backends: [`InProcessBus`] (one instance, the default: there is nobody to tell) and
 //! [`redis::RedisBus`] (Redis pub/sub for notifications, a hash per campaign for presence).

@@ -186,10 +186,11 @@ impl Writer {
         let (Some(core), Some(caller)) = (&self.core, caller) else {
             return;
         };
-        let Some((clash, field)) = core.overruled_by(write) else {
+        let Some((clash, field)) = core.overruled_by(write, &caller.actor.user_id) else {
             return;
         };
-        if clash.changed_by.user_id == caller.actor.user_id {
+        // Only a change the store holds is "kept": one still in this batch could yet be lost.
+        if clash.version > self.durable_version {
             return;
         }
         let overruled = Overruled {

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rally_app::model::limits::MEMBERS_MAX;
 use rally_app::model::{
-    Actor, CampaignEvent, CampaignState, Change, CreateCampaign, EventId, Feature, Invite,
-    InviteId, Role, TextChange, Timestamp, UserId, Visibility, Write,
+    Actor, CampaignEvent, CampaignState, Change, ConfigMode, CreateCampaign, EventId, Feature,
+    Invite, InviteId, Role, TextChange, Timestamp, UserId, Visibility, Write,
 };
 use rally_app::protocol::campaign::SnapshotReason;
 use rally_app::protocol::invites::CreateInvite;
@@ -108,6 +108,7 @@ impl CampaignCore {
                 field_versions: BTreeMap::new(),
                 legacy_members: BTreeMap::new(),
                 invites_valid_from: None,
+                config_removed_at: None,
                 invites: BTreeMap::new(),
             },
             history: VecDeque::new(),
@@ -220,6 +221,17 @@ impl CampaignCore {
     fn note_applied(&mut self, event: &CampaignEvent, before: Option<Role>) {
         for field in event.change.touched_fields() {
             self.record.field_versions.insert(field, event.version);
+        }
+        if let Change::Config {
+            section,
+            mode: ConfigMode::Remove,
+            ..
+        } = &event.change
+        {
+            self.record
+                .field_versions
+                .remove(&format!("config.{section}"));
+            self.record.config_removed_at = Some(event.version);
         }
         if let Change::Member { member, role, .. } = &event.change {
             if role.is_none() {
@@ -526,12 +538,12 @@ impl CampaignCore {
         let touched = change.touched_fields();
         let stale = touched
             .iter()
-            .find(|field| self.record.field_versions.get(*field).copied().unwrap_or(1) > base);
+            .find(|field| self.field_version(field) > base);
         let Some(stale) = stale else {
             return Ok(());
         };
         let Some(mut since) = self.events_since(base) else {
-            let changed_at = self.record.field_versions.get(stale).copied().unwrap_or(1);
+            let changed_at = self.field_version(stale);
             return Err(err(
                 ErrorCode::Conflict,
                 format!("{stale} changed at version {changed_at}, after base_version {base}; current version is {version}"),
@@ -554,14 +566,41 @@ impl CampaignCore {
         }
     }
 
-    /// For a write refused as a conflict: the change made since its `base_version` that it
-    /// clashed with, and the field both touched (None when history no longer reaches back).
-    pub fn overruled_by(&self, write: &Write) -> Option<(&CampaignEvent, String)> {
+    /// The version that last changed `field` (1: none since the campaign was made).
+    fn field_version(&self, field: &str) -> u64 {
+        let unchanged = match field.starts_with("config.") {
+            true => self.record.config_removed_at.unwrap_or(1),
+            false => 1,
+        };
+        self.record
+            .field_versions
+            .get(field)
+            .copied()
+            .unwrap_or(unchanged)
+    }
+
+    /// For a write `by` someone refused as a conflict: the first change another person made
+    /// since its `base_version` that it clashed with, and a field both touched (None when
+    /// history no longer reaches back, or only their own changes clashed).
+    pub fn overruled_by(&self, write: &Write, by: &UserId) -> Option<(&CampaignEvent, String)> {
         let base = write.base_version()?;
+        let mine = match write {
+            Write::Text(text) => vec![text.field.as_str().to_owned()],
+            other => other
+                .effect(self.state())
+                .ok()
+                .flatten()
+                .map(|change| change.touched_fields())
+                .unwrap_or_default(),
+        };
         let clash = self
             .events_since(base)?
-            .find(|e| write.clashes_with(&e.change))?;
-        let field = clash.change.touched_fields().into_iter().next()?;
+            .find(|e| e.changed_by.user_id != *by && write.clashes_with(&e.change))?;
+        let field = clash
+            .change
+            .touched_fields()
+            .into_iter()
+            .find(|field| mine.contains(field))?;
         Some((clash, field))
     }
 
@@ -1076,6 +1115,26 @@ mod tests {
         );
         let new_link = keep_link(&mut core, Role::Editor, t(6));
         assert!(core.join(&bob, &new_link, t(7), eid(7)).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_removed_section_leaves_no_entry_but_still_refuses_writes_from_before_it() {
+        let mut core = new_core(10);
+        apply(&mut core, &config("ui", "merge", json!({"a": 1}))).unwrap(); // v2
+        apply(&mut core, &config("ui", "remove", json!({}))).unwrap(); // v3
+        assert!(!core.record().field_versions.contains_key("config.ui"));
+        assert_eq!(core.record().config_removed_at, Some(3));
+        let from_before = Write::Config(
+            serde_json::from_value(json!({"campaign_id": "launch", "section": "ui",
+                "values": {"a": 2}, "base_version": 2}))
+            .unwrap(),
+        );
+        let refused = core.apply(&from_before, Some(&caller("owner")), t(4), eid(4));
+        assert_eq!(refused.unwrap_err().code, ErrorCode::Conflict);
+        let after = from_before.clone().based_on(Some(3));
+        assert!(core
+            .apply(&after, Some(&caller("owner")), t(4), eid(4))
+            .is_ok());
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub struct CampaignRecord {
     /// loses a role, so a link they kept cannot bring them back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invites_valid_from: Option<Timestamp>,
+    /// The version of the latest removal of a config section: the changed-at version of any
+    /// `config.<section>` without its own entry in `field_versions` (a removed section's entry
+    /// goes, so removing sections under new names cannot grow the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_removed_at: Option<u64>,
     /// The campaign's invite links (terms and who used them; never the links themselves), for
     /// its owners. Kept up to date by the events that make, use and withdraw them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

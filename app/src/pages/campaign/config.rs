@@ -121,22 +121,24 @@ pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
             Err(err) => problem.set(Some(format!("This is not valid JSON yet: {err}."))),
         }
     };
-    // Removing a section asks once more first: everyone loses its settings.
-    let confirming_removal = RwSignal::new(false);
+    // Removing a section asks once more first (about the section it was asked for, whatever tab
+    // is chosen meanwhile): everyone loses its settings. The tab stays, so a refusal shows.
+    let confirming_removal = RwSignal::new(None::<String>);
     let exists = move || section_value.with(Option::is_some);
+    let asking = move || {
+        confirming_removal.with(|asked| asked.as_deref() == Some(selected.get().as_str()))
+            && exists()
+    };
     let remove = move |_| {
-        confirming_removal.set(false);
-        let Ok(section) = SectionName::parse(&selected.get_untracked()) else {
+        let Some(asked) = confirming_removal.get_untracked() else {
+            return;
+        };
+        confirming_removal.set(None);
+        let Ok(section) = SectionName::parse(&asked) else {
             return;
         };
         editing.set(None);
         problem.set(None);
-        let next = model.shown.with_untracked(|s| {
-            s.config
-                .keys()
-                .find(|name| **name != section)
-                .map(|name| name.to_string())
-        });
         model.submit(Write::Config(ConfigChange {
             campaign_id: model.id.get_value(),
             section,
@@ -144,9 +146,6 @@ pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
             mode: ConfigMode::Remove,
             base_version: None,
         }));
-        if let Some(next) = next {
-            selected.set(next);
-        }
     };
     let new_section = RwSignal::new(String::new());
     // The form is the default; JSON is for lists, empty values and pasting whole sections.
@@ -275,17 +274,17 @@ pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
                     <button
                         class="button small secondary remove-section"
                         disabled=move || !exists()
-                        on:click=move |_| confirming_removal.set(true)
+                        on:click=move |_| confirming_removal.set(Some(selected.get_untracked()))
                     >
                         "Remove section"
                     </button>
                 </div>
             </Show>
-            <Show when=move || confirming_removal.get() && exists()>
+            <Show when=asking>
                 <div class="notice hold confirm-remove-section" role="group" aria-label="Remove section">
                     <p>{move || format!("Remove the {} settings for everyone?", selected.get())}</p>
                     <button class="button small confirm" on:click=remove>"Remove"</button>
-                    <button class="button small secondary" on:click=move |_| confirming_removal.set(false)>"Cancel"</button>
+                    <button class="button small secondary" on:click=move |_| confirming_removal.set(None)>"Cancel"</button>
                 </div>
             </Show>
             {move || view! { <Notices model place=Place::Field(format!("config.{}", selected.get()))/> }}

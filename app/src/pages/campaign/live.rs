@@ -301,7 +301,7 @@ impl CampaignModel {
                     .and_then(|me| me.0.get_untracked().flatten())
                     .map(|me| me.user_id);
                 if me.as_ref() == Some(&overruled.kept.user_id) {
-                    let (place, text) = kept_notice(&overruled);
+                    let (place, text) = self.shown.with_untracked(|s| kept_notice(&overruled, s));
                     self.notice(place, text, None);
                 }
             }

@@ -48,12 +48,20 @@ pub fn ellipsize(text: &str, max: usize) -> String {
 
 /// What the person whose change was kept is told when someone else's change to the same thing
 /// was refused: where (next to the field) and in which words.
-pub fn kept_notice(overruled: &Overruled) -> (Place, String) {
+/// `shown` names the member a `members.<user id>` change was about.
+pub fn kept_notice(overruled: &Overruled, shown: &CampaignState) -> (Place, String) {
     let field = overruled.field.as_str();
     let (place, what) = if let Some(section) = field.strip_prefix("config.") {
         (Place::field(field), format!("the {section} settings"))
-    } else if field.starts_with("members.") || field == "owner" {
-        (Place::field("members"), "the members".to_owned())
+    } else if let Some(user) = field.strip_prefix("members.") {
+        let name = shown
+            .members
+            .iter()
+            .find(|(id, _)| id.as_str() == user)
+            .map_or_else(|| "a member".to_owned(), |(_, m)| m.display_name.clone());
+        (Place::field("members"), format!("{name}'s role"))
+    } else if field == "owner" {
+        (Place::field("members"), "who owns it".to_owned())
     } else if field == "visibility" {
         (Place::field(field), "who can see it".to_owned())
     } else {
@@ -62,7 +70,7 @@ pub fn kept_notice(overruled: &Overruled) -> (Place, String) {
     let who = &overruled.refused.display_name;
     (
         place,
-        format!("{who} changed {what} at the same moment; your change was kept and theirs was not saved."),
+        format!("{who} tried to change {what} too, but yours came first and stands."),
     )
 }
 
@@ -307,11 +315,40 @@ mod tests {
             display_name: name.into(),
         };
         let cases = [
-            ("title", Place::field("title"), "Bob changed the title at the same moment; your change was kept and theirs was not saved."),
-            ("config.ui_content", Place::field("config.ui_content"), "Bob changed the ui_content settings at the same moment; your change was kept and theirs was not saved."),
-            ("members.u1", Place::field("members"), "Bob changed the members at the same moment; your change was kept and theirs was not saved."),
-            ("visibility", Place::field("visibility"), "Bob changed who can see it at the same moment; your change was kept and theirs was not saved."),
+            (
+                "title",
+                Place::field("title"),
+                "Bob tried to change the title too, but yours came first and stands.",
+            ),
+            (
+                "config.ui_content",
+                Place::field("config.ui_content"),
+                "Bob tried to change the ui_content settings too, but yours came first and stands.",
+            ),
+            (
+                "members.u2",
+                Place::field("members"),
+                "Bob tried to change Cy's role too, but yours came first and stands.",
+            ),
+            (
+                "members.u9",
+                Place::field("members"),
+                "Bob tried to change a member's role too, but yours came first and stands.",
+            ),
+            (
+                "visibility",
+                Place::field("visibility"),
+                "Bob tried to change who can see it too, but yours came first and stands.",
+            ),
         ];
+        let mut shown = state();
+        shown.members.insert(
+            UserId::parse("u2").unwrap(),
+            crate::model::Member {
+                display_name: "Cy".into(),
+                role: crate::model::Role::Editor,
+            },
+        );
         for (field, place, text) in cases {
             let overruled = Overruled {
                 campaign_id: CampaignId::parse("c").unwrap(),
@@ -320,7 +357,11 @@ mod tests {
                 version: 5,
                 refused: person("Bob"),
             };
-            assert_eq!(kept_notice(&overruled), (place, text.to_owned()), "{field}");
+            assert_eq!(
+                kept_notice(&overruled, &shown),
+                (place, text.to_owned()),
+                "{field}"
+            );
         }
     }
 
