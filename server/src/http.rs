@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(crate::metrics::scrape))
         .route("/ws", get(gateway::upgrade))
+        .route("/api/campaigns/{id}/events", get(gateway::campaign_events))
         .nest("/api", api)
         .merge(crate::sign_in::router(state.api.clone()))
         .leptos_routes_with_context(

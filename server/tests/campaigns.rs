@@ -190,7 +190,7 @@ async fn a_resume_older_than_history_gets_a_marked_snapshot() {
 async fn a_stalled_subscriber_is_cut_after_5_s_while_others_keep_their_latency() {
     let server = TestServer::start_with(&["--write-rate", "100000"]).await;
     let (mut owner, _) = owner_with_campaign(&server, "stall").await;
-    let mut stalled = server.connect().await;
+    let mut stalled = common::connect_small_buffer(server.addr).await;
     stalled.subscribe("stall", None).await;
     let mut healthy = server.connect().await;
     healthy.subscribe("stall", None).await;

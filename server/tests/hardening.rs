@@ -430,7 +430,7 @@ async fn a_slow_consumer_is_told_why() {
     let (_, token) = server.sign_in("Ada").await;
     let mut owner = server.connect_as(&token).await;
     owner.create_campaign("flood", "Flood").await;
-    let mut slow = server.connect().await;
+    let mut slow = common::connect_small_buffer(server.addr).await;
     slow.subscribe("flood", None).await;
     let writing = tokio::spawn(async move {
         let blob = "x".repeat(15_000);

@@ -41,6 +41,10 @@ use crate::stats::OpsCounters;
 pub struct Outgoing {
     parts: Vec<Part>,
     frames: usize,
+    /// The version each `Text` frame that brings the reader to one (a replayed state event, a
+    /// snapshot) carries, by frame index: readers that resume by version (SSE) need it. Live
+    /// events carry theirs in their batch, so the live path never touches this.
+    text_versions: Vec<(usize, u64)>,
 }
 
 enum Part {
@@ -49,9 +53,18 @@ enum Part {
 }
 
 impl Outgoing {
+    /// A reply or a push.
     pub fn push(&mut self, text: Utf8Bytes) {
         self.parts.push(Part::Text(text));
         self.frames += 1;
+    }
+
+    /// A frame that brings the reader to `version` (a state event, a snapshot), if it has one.
+    pub(super) fn push_versioned(&mut self, text: Utf8Bytes, version: Option<u64>) {
+        if let Some(version) = version {
+            self.text_versions.push((self.frames, version));
+        }
+        self.push(text);
     }
 
     /// Frame `index` of `batch`; extends the last run when it continues it.
@@ -86,6 +99,30 @@ impl Outgoing {
             }
         }
         texts
+    }
+
+    /// Every frame (shared, not copied) with the version it brings the reader to (state events,
+    /// snapshots), in order.
+    pub fn versioned(&self) -> Vec<(Utf8Bytes, Option<u64>)> {
+        let mut frames = Vec::with_capacity(self.frames);
+        let mut text_versions = self.text_versions.iter().peekable();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => {
+                    let index = frames.len();
+                    let version = text_versions
+                        .next_if(|(at, _)| *at == index)
+                        .map(|(_, version)| *version);
+                    frames.push((text.clone(), version));
+                }
+                Part::Run(batch, run) => frames.extend(
+                    batch[run.clone()]
+                        .iter()
+                        .map(|f| (f.text.clone(), f.version)),
+                ),
+            }
+        }
+        frames
     }
 }
 
@@ -200,7 +237,7 @@ impl Following {
             Resume::Events { to_version, .. } => *to_version,
         };
         for frame in subscription.backlog {
-            out.push(frame.text);
+            out.push_versioned(frame.text, frame.version);
         }
         let follow = Follow {
             campaign,
@@ -358,7 +395,7 @@ impl Following {
                 for frame in frames {
                     if frame.version == Some(follow.last + 1) {
                         follow.last += 1;
-                        out.push(frame.text);
+                        out.push_versioned(frame.text, frame.version);
                     }
                 }
             }
@@ -370,7 +407,11 @@ impl Following {
                     campaign: snapshot.campaign,
                     role: snapshot.role,
                 };
-                out.push(frames::push(RESYNC, &resync, clock::now()).text);
+                let version = resync.campaign.version;
+                out.push_versioned(
+                    frames::push(RESYNC, &resync, clock::now()).text,
+                    Some(version),
+                );
             }
             Err(error) => {
                 self.follows[slot] = None;
@@ -441,7 +482,7 @@ impl Following {
 }
 
 /// `campaign:subscription:v1:completed`: the server ended a subscription.
-fn ended(campaign_id: CampaignId, reason: ErrorBody) -> Utf8Bytes {
+pub(super) fn ended(campaign_id: CampaignId, reason: ErrorBody) -> Utf8Bytes {
     let ended = SubscriptionEnded {
         campaign_id,
         reason,

@@ -1,4 +1,4 @@
-//! The WebSocket gateway: `GET /ws`, one task per connection.
+//! The gateway: `GET /ws`, one task per WebSocket connection, and campaign event streams.
 //!
 //! - [`upgrade`] (here): origin and credentials, the connection limit, then the upgrade.
 //! - `connection`: the connection's task — its loop, the reply pipeline, writing to the socket.
@@ -8,9 +8,11 @@
 //! - `session`: the connection's session, watched for its end.
 //! - [`limits`]: every per-connection limit, and the write budget.
 //! - `websocket`: Rally's own upgrade and text-frame writer.
+//! - `event_stream`: the same subscriptions as Server-Sent Events (`GET /api/campaigns/{id}/events`).
 
 mod connection;
 mod delivery;
+mod event_stream;
 pub mod limits;
 mod media;
 mod requests;
@@ -25,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use self::connection::Connection;
 pub use self::connection::GatewayState;
+pub use self::event_stream::campaign_events;
 pub use self::limits::GatewayConfig;
 use self::limits::{MAX_FRAME_BYTES, READ_BUFFER_BYTES};
 pub use self::websocket::Upgrade;

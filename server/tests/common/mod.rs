@@ -168,6 +168,23 @@ pub async fn connect(addr: SocketAddr, token: Option<&str>) -> WsClient {
     }
 }
 
+/// A WebSocket whose receive buffer is small and fixed (no autotuning): a test that stops
+/// reading makes the server's writes stall after kilobytes, not after the tens of megabytes a
+/// machine's TCP settings may let the kernel buffer.
+pub async fn connect_small_buffer(addr: SocketAddr) -> WsClient {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let stream = socket.connect(addr).await.expect("tcp connects");
+    let (socket, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/ws"), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket connects");
+    WsClient {
+        socket,
+        buffer: Default::default(),
+    }
+}
+
 pub async fn sign_in(addr: SocketAddr, name: &str) -> (String, String) {
     let response = reqwest::Client::new()
         .post(format!("http://{addr}/api/session"))

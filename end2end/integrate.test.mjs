@@ -1,0 +1,138 @@
+// The doors other systems use, as they use them: a plain page on another origin follows a
+// campaign's event stream (examples/live-headline.html) while a backend changes it over the
+// HTTP API, and catches up after its network drops.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { createServer as createTcpServer, connect } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { launchBrowser, mode, screenshotDir, startServer } from './support/harness.mjs';
+
+const example = readFileSync(resolve(import.meta.dirname, '..', 'examples', 'live-headline.html'));
+
+let server;
+let browser;
+let pageHost;
+let link;
+
+/**
+ * The page reaches Rally through this TCP relay, so the test can cut its network: `cut()` drops
+ * every connection and refuses new ones until `restore()`.
+ */
+async function startLink(target) {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set();
+  const requestHeads = [];
+  let open = true;
+  const relay = createTcpServer((client) => {
+    if (!open) return client.destroy();
+    client.once('data', (chunk) => requestHeads.push(chunk.toString('latin1').split('\r\n\r\n')[0]));
+    const upstream = connect(Number(port), hostname);
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      sockets.add(a);
+      a.pipe(b);
+      a.on('error', () => b.destroy());
+      a.on('close', () => {
+        sockets.delete(a);
+        b.destroy();
+      });
+    }
+  });
+  await new Promise((r) => relay.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${relay.address().port}`,
+    requestHeads,
+    cut() {
+      open = false;
+      for (const socket of sockets) socket.destroy();
+    },
+    restore() {
+      open = true;
+    },
+    close: () => relay.close(),
+  };
+}
+
+before(async () => {
+  server = await startServer({ RALLY_DEFAULT_VISIBILITY: 'public' });
+  browser = await launchBrowser();
+  // The example page is served from its own origin, as an integrator's site would be.
+  pageHost = createServer((_, response) => {
+    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    response.end(example);
+  });
+  await new Promise((r) => pageHost.listen(0, '127.0.0.1', r));
+  link = await startLink(server.url);
+});
+
+after(async () => {
+  await browser?.close();
+  pageHost?.close();
+  link?.close();
+  if (server) assert.equal(await server.stop(), 0);
+});
+
+/** The backend's side: a session token, then JSON requests with it. */
+async function backend() {
+  const signIn = await fetch(`${server.url}/api/session`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ display_name: 'CMS' }),
+  });
+  const { token } = await signIn.json();
+  return async (method, path, body) => {
+    const response = await fetch(`${server.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const answer = await response.json();
+    assert.ok(response.ok, `${method} ${path}: ${response.status} ${JSON.stringify(answer)}`);
+    return answer;
+  };
+}
+
+test(`a page on another origin shows live ui_content and catches up after its network drops (${mode})`, async () => {
+  const send = await backend();
+  await send('POST', '/api/campaigns', {
+    campaign_id: 'live-headline',
+    title: 'Spring',
+    config: { ui_content: { headline: 'First headline' } },
+  });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (err) => errors.push(err.message));
+  const origin = `http://127.0.0.1:${pageHost.address().port}`;
+  await page.goto(`${origin}/?rally=${encodeURIComponent(link.url)}&campaign=live-headline`);
+  const headline = page.locator('#headline');
+  await headline.filter({ hasText: 'First headline' }).waitFor();
+  await page.locator('#status', { hasText: 'Live' }).waitFor();
+
+  let seen;
+  for (let i = 1; i <= 5; i++) {
+    seen = await send('POST', '/api/campaigns/live-headline/config', {
+      section: 'ui_content',
+      values: { headline: `Headline ${i}` },
+    });
+  }
+  await headline.filter({ hasText: 'Headline 5' }).waitFor({ timeout: 5_000 });
+
+  // The network drops; changes go on meanwhile; the stream resumes from its last event id.
+  link.cut();
+  await page.locator('#status', { hasText: 'Reconnecting' }).waitFor({ timeout: 10_000 });
+  await send('POST', '/api/campaigns/live-headline/config', {
+    section: 'ui_content',
+    values: { headline: 'Changed while offline', subtitle: 'kept' },
+  });
+  await send('PATCH', '/api/campaigns/live-headline', { updates: { title: 'Not shown' } });
+  link.restore();
+  await headline.filter({ hasText: 'Changed while offline' }).waitFor({ timeout: 15_000 });
+  // It resumed from the last event it had, not from a fresh snapshot.
+  const resumed = link.requestHeads.filter((head) => head.includes('/events')).at(-1);
+  assert.match(resumed, new RegExp(`^last-event-id: ${seen.version}$`, 'im'), resumed);
+  await page.screenshot({ path: join(screenshotDir, `integrate-live-headline-${mode}.png`) });
+  assert.deepEqual(errors, []);
+  await context.close();
+});

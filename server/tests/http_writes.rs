@@ -1,0 +1,424 @@
+//! Changing campaigns over HTTP against a real server: every write the WebSocket makes, with
+//! the same codes, `ETag`/`If-Match` on the version, and each accepted write reaching WebSocket
+//! subscribers like any other; and the campaign list in filtered pages.
+
+mod common;
+
+use common::TestServer;
+use serde_json::{json, Value};
+
+struct Http {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Http {
+    fn new(server: &TestServer, token: Option<&str>) -> Http {
+        Http {
+            client: reqwest::Client::new(),
+            base: server.url(""),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).expect("answers are JSON")
+        };
+        (status, headers, body)
+    }
+
+    async fn patch(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let (status, _, body) = self
+            .send(reqwest::Method::PATCH, path, Some(body), headers)
+            .await;
+        (status, body)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (status, _, body) = self
+            .send(reqwest::Method::POST, path, Some(body), &[])
+            .await;
+        (status, body)
+    }
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn http_writes_change_the_campaign_and_reach_websocket_subscribers() {
+    let server = TestServer::start().await;
+    let (_, token) = server.sign_in("Ann").await;
+    let ann = Http::new(&server, Some(&token));
+    let (status, created) = ann
+        .post(
+            "/api/campaigns",
+            json!({"campaign_id": "http-w", "title": "Start"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+
+    let mut watcher = server.connect().await;
+    watcher.subscribe("http-w", None).await;
+
+    // Fields.
+    let (status, headers, ack) = ann
+        .send(
+            reqwest::Method::PATCH,
+            "/api/campaigns/http-w",
+            Some(json!({"updates": {"title": "Spring", "status": "active"}})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{ack}");
+    let v1 = ack["version"].as_u64().unwrap();
+    assert_eq!(ack["unchanged"], false);
+    assert_eq!(headers["etag"], format!("\"{v1}\"").as_str());
+    let event = watcher.next_state_event().await;
+    assert_eq!(
+        event["payload"]["version"], v1,
+        "the subscriber sees the HTTP write"
+    );
+
+    // Features, config, text.
+    let (status, ack) = ann
+        .post(
+            "/api/campaigns/http-w/features",
+            json!({"op": "add", "features": ["polls"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{ack}");
+    let (status, ack) = ann
+        .post(
+            "/api/campaigns/http-w/config",
+            json!({"section": "ui_content", "values": {"headline": "Hello"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{ack}");
+    let v3 = ack["version"].as_u64().unwrap();
+    let (status, ack) = ann
+        .post(
+            "/api/campaigns/http-w/text",
+            json!({"field": "description", "edit": ["Hi"],
+                   "base_version": v3, "edit_id": "http-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{ack}");
+    let v4 = ack["version"].as_u64().unwrap();
+    for expected in v1 + 1..=v4 {
+        assert_eq!(
+            watcher.next_state_event().await["payload"]["version"],
+            expected
+        );
+    }
+
+    // The read shows it all, tagged with the version; a matching If-None-Match is 304.
+    let (status, headers, read) = ann
+        .send(reqwest::Method::GET, "/api/campaigns/http-w", None, &[])
+        .await;
+    assert_eq!(status, 200);
+    let campaign = &read["campaign"];
+    assert_eq!(campaign["title"], "Spring");
+    assert_eq!(campaign["status"], "active");
+    assert_eq!(campaign["description"], "Hi");
+    assert_eq!(campaign["config"]["ui_content"]["headline"], "Hello");
+    assert_eq!(campaign["features"][0], "polls");
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(tag, format!("\"{v4}\""));
+    let (status, _, _) = ann
+        .send(
+            reqwest::Method::GET,
+            "/api/campaigns/http-w",
+            None,
+            &[("if-none-match", &tag)],
+        )
+        .await;
+    assert_eq!(status, 304);
+
+    // The same values again: no new version.
+    let (status, ack) = ann
+        .patch(
+            "/api/campaigns/http-w",
+            json!({"updates": {"title": "Spring"}}),
+            &[],
+        )
+        .await;
+    assert_eq!((status, &ack["unchanged"]), (200, &json!(true)), "{ack}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn if_match_is_the_base_version_and_conflicts_are_409() {
+    let server = TestServer::start().await;
+    let (_, token) = server.sign_in("Ann").await;
+    let ann = Http::new(&server, Some(&token));
+    let (_, created) = ann
+        .post(
+            "/api/campaigns",
+            json!({"campaign_id": "http-c", "title": "Start"}),
+        )
+        .await;
+    let base = created["campaign"]["version"].as_u64().unwrap();
+    let tag = format!("\"{base}\"");
+
+    let (status, _) = ann
+        .patch(
+            "/api/campaigns/http-c",
+            json!({"updates": {"title": "Mine"}}),
+            &[("if-match", &tag)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Someone else, from the same base, on the same field: conflict.
+    let (status, body) = ann
+        .patch(
+            "/api/campaigns/http-c",
+            json!({"updates": {"title": "Theirs"}}),
+            &[("if-match", &tag)],
+        )
+        .await;
+    assert_eq!((status, code(&body)), (409, "conflict"), "{body}");
+    // From the same base on another field: no clash, applied.
+    let (status, body) = ann
+        .patch(
+            "/api/campaigns/http-c",
+            json!({"updates": {"description": "Other"}}),
+            &[("if-match", &tag)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // base_version in the body does the same; both at once must agree.
+    let (status, body) = ann
+        .patch(
+            "/api/campaigns/http-c",
+            json!({"updates": {"title": "Late"}, "base_version": base}),
+            &[],
+        )
+        .await;
+    assert_eq!((status, code(&body)), (409, "conflict"), "{body}");
+    let (status, body) = ann
+        .patch(
+            "/api/campaigns/http-c",
+            json!({"updates": {"title": "Late"}, "base_version": base}),
+            &[("if-match", "\"999\"")],
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid"), "{body}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_http_writes_get_the_websocket_codes() {
+    let server = TestServer::start().await;
+    let (_, token) = server.sign_in("Ann").await;
+    let (_, bob_token) = server.sign_in("Bob").await;
+    let ann = Http::new(&server, Some(&token));
+    let bob = Http::new(&server, Some(&bob_token));
+    let anonymous = Http::new(&server, None);
+    ann.post(
+        "/api/campaigns",
+        json!({"campaign_id": "http-bad", "title": "Start"}),
+    )
+    .await;
+
+    let cases: Vec<(&Http, &str, Value, &[(&str, &str)], u16, &str)> = vec![
+        (
+            &anonymous,
+            "/api/campaigns/http-bad",
+            json!({"updates": {"title": "X"}}),
+            &[],
+            401,
+            "unauthorized",
+        ),
+        (
+            &bob,
+            "/api/campaigns/http-bad",
+            json!({"updates": {"title": "X"}}),
+            &[],
+            403,
+            "forbidden",
+        ),
+        (
+            &ann,
+            "/api/campaigns/http-missing",
+            json!({"updates": {"title": "X"}}),
+            &[],
+            404,
+            "not_found",
+        ),
+        (
+            &ann,
+            "/api/campaigns/Bad!",
+            json!({"updates": {"title": "X"}}),
+            &[],
+            400,
+            "invalid",
+        ),
+        (
+            &ann,
+            "/api/campaigns/http-bad",
+            json!({"updates": {"title": ""}}),
+            &[],
+            400,
+            "invalid",
+        ),
+        (
+            &ann,
+            "/api/campaigns/http-bad",
+            json!({"updates": {"colour": "red"}}),
+            &[],
+            400,
+            "invalid",
+        ),
+        (
+            &ann,
+            "/api/campaigns/http-bad",
+            json!({"updates": {"title": "X"}, "campaign_id": "other"}),
+            &[],
+            400,
+            "invalid",
+        ),
+        (
+            &ann,
+            "/api/campaigns/http-bad",
+            json!(["not", "an", "object"]),
+            &[],
+            400,
+            "invalid",
+        ),
+        (
+            &ann,
+            "/api/campaigns/http-bad",
+            json!({"updates": {"title": "X"}}),
+            &[("if-match", "seven")],
+            400,
+            "invalid",
+        ),
+        (
+            &ann,
+            "/api/campaigns/http-bad",
+            json!({"updates": {"title": "x".repeat(70_000)}}),
+            &[],
+            413,
+            "too_large",
+        ),
+    ];
+    for (who, path, body, headers, status, expected) in cases {
+        let (got, answer) = who.patch(path, body.clone(), headers).await;
+        assert_eq!(
+            (got, code(&answer)),
+            (status, expected),
+            "{path} {body:.80} {headers:?}: {answer}"
+        );
+    }
+    let (status, body) = ann
+        .post(
+            "/api/campaigns/http-bad/features",
+            json!({"op": "explode", "features": []}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid"), "{body}");
+    let (status, body) = ann
+        .post(
+            "/api/campaigns/http-bad/config",
+            json!({"section": "Not A Section", "values": {}}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid"), "{body}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_list_filters_and_pages_with_a_next_link() {
+    let server = TestServer::start().await;
+    let (_, token) = server.sign_in("Ann").await;
+    let ann = Http::new(&server, Some(&token));
+    for (id, status) in [
+        ("p-a", "draft"),
+        ("p-b", "active"),
+        ("p-c", "active"),
+        ("p-d", "active"),
+    ] {
+        let (code, body) = ann
+            .post(
+                "/api/campaigns",
+                json!({"campaign_id": id, "title": id, "status": status}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let ids = |body: &Value| {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (status, headers, page) = ann
+        .send(
+            reqwest::Method::GET,
+            "/api/campaigns?status=active&limit=2",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&page), ["p-b", "p-c"]);
+    let link = headers["link"].to_str().unwrap();
+    assert_eq!(
+        link,
+        "</api/campaigns?limit=2&after=p-c&status=active>; rel=\"next\""
+    );
+    let next = link.trim_start_matches('<').split('>').next().unwrap();
+    let (_, headers, page) = ann.send(reqwest::Method::GET, next, None, &[]).await;
+    assert_eq!(ids(&page), ["p-d"]);
+    assert!(headers.get("link").is_none(), "the last page has no next");
+
+    let (_, _, all) = ann
+        .send(reqwest::Method::GET, "/api/campaigns", None, &[])
+        .await;
+    assert_eq!(ids(&all), ["p-a", "p-b", "p-c", "p-d"]);
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "status=loud",
+        "after=Bad!",
+        "colour=red",
+    ] {
+        let (status, _, body) = ann
+            .send(
+                reqwest::Method::GET,
+                &format!("/api/campaigns?{bad}"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!((status, code(&body)), (400, "invalid"), "{bad}: {body}");
+    }
+    server.stop().await.unwrap();
+}
