@@ -422,3 +422,143 @@ async fn the_list_filters_and_pages_with_a_next_link() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_write_sent_again_with_its_idempotency_key_applies_once_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(&dir, &[]).await;
+    let (_, token) = server.sign_in("Ann").await;
+    let ann = Http::new(&server, Some(&token));
+    ann.post(
+        "/api/campaigns",
+        json!({"campaign_id": "http-once", "title": "Start"}),
+    )
+    .await;
+    let mut watcher = server.connect().await;
+    watcher.subscribe("http-once", None).await;
+
+    let named = [("idempotency-key", "2f0c6a4e-retry-1")];
+    let (status, first) = ann
+        .patch(
+            "/api/campaigns/http-once",
+            json!({"updates": {"title": "A"}}),
+            &named,
+        )
+        .await;
+    assert_eq!(
+        (status, &first["unchanged"]),
+        (200, &json!(false)),
+        "{first}"
+    );
+    let landed = first["version"].as_u64().unwrap();
+    // Someone changes the title after it; then the first request is sent again (its answer was
+    // lost): it must not set the title back.
+    let (_, other) = ann
+        .patch(
+            "/api/campaigns/http-once",
+            json!({"updates": {"title": "B"}}),
+            &[],
+        )
+        .await;
+    let (status, again) = ann
+        .patch(
+            "/api/campaigns/http-once",
+            json!({"updates": {"title": "A"}}),
+            &named,
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["version"], landed,
+        "answered with the version it landed at"
+    );
+    assert_eq!(again["unchanged"], true);
+    let events: Vec<u64> = [
+        watcher.next_state_event().await,
+        watcher.next_state_event().await,
+    ]
+    .iter()
+    .map(|e| e["payload"]["version"].as_u64().unwrap())
+    .collect();
+    assert_eq!(events, [landed, other["version"].as_u64().unwrap()]);
+    assert_eq!(
+        watcher
+            .next_state_event_within(std::time::Duration::from_millis(300))
+            .await,
+        None,
+        "no third event"
+    );
+
+    // Sent twice at once (both in one batch, or one just behind the other): one change.
+    let twice = [("idempotency-key", "sent-twice-at-once")];
+    let body = json!({"updates": {"title": "Twice"}});
+    let ((s1, one), (s2, two)) = tokio::join!(
+        ann.patch("/api/campaigns/http-once", body.clone(), &twice),
+        ann.patch("/api/campaigns/http-once", body.clone(), &twice)
+    );
+    assert_eq!((s1, s2), (200, 200), "{one} {two}");
+    assert_eq!(one["version"], two["version"], "{one} {two}");
+    let changed = [&one, &two]
+        .iter()
+        .filter(|a| a["unchanged"] == false)
+        .count();
+    assert_eq!(changed, 1, "exactly one of them changed it: {one} {two}");
+    assert_eq!(
+        watcher.next_state_event().await["payload"]["version"],
+        one["version"]
+    );
+    // Back to B, so the rest of the test reads as before.
+    let (_, back) = ann
+        .patch(
+            "/api/campaigns/http-once",
+            json!({"updates": {"title": "B"}}),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        watcher.next_state_event().await["payload"]["version"],
+        back["version"]
+    );
+
+    // The same key for another change is refused; a malformed key too.
+    let (status, body) = ann
+        .patch(
+            "/api/campaigns/http-once",
+            json!({"updates": {"title": "C"}}),
+            &named,
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid"), "{body}");
+    for bad in ["", "has space", &"k".repeat(65)] {
+        let (status, body) = ann
+            .patch(
+                "/api/campaigns/http-once",
+                json!({"updates": {"title": "D"}}),
+                &[("idempotency-key", bad)],
+            )
+            .await;
+        assert_eq!((status, code(&body)), (400, "invalid"), "{bad:?}: {body}");
+    }
+
+    // The name is kept with the event: a restarted server still knows it.
+    server.stop().await.unwrap();
+    let server = TestServer::start_in(&dir, &[]).await;
+    let ann = Http::new(&server, Some(&token));
+    let (status, again) = ann
+        .patch(
+            "/api/campaigns/http-once",
+            json!({"updates": {"title": "A"}}),
+            &named,
+        )
+        .await;
+    assert_eq!(
+        (status, &again["version"], &again["unchanged"]),
+        (200, &json!(landed), &json!(true)),
+        "{again}"
+    );
+    let (_, _, read) = ann
+        .send(reqwest::Method::GET, "/api/campaigns/http-once", None, &[])
+        .await;
+    assert_eq!(read["campaign"]["title"], "B");
+    server.stop().await.unwrap();
+}

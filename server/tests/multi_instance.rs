@@ -627,3 +627,69 @@ async fn the_kept_person_hears_of_a_refused_write_made_on_another_instance() {
     assert_eq!(pushed["kept"]["display_name"], "Ada", "{pushed}");
     assert_eq!(pushed["refused"]["display_name"], "Bob");
 }
+
+/// A named HTTP write sent again to another instance lands once there too: the name travels with
+/// the event, so the other instance knows it once it has the event — and one that has not caught
+/// up yet loses the commit race, catches up, and finds the name then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_http_write_sent_again_to_another_instance_lands_once() {
+    let redis = TestRedis::start();
+    let a = instance(&redis, &[]).await;
+    let b = instance(&redis, &[]).await;
+    let (_, token) = a.sign_in("Ada").await;
+    let mut on_a = a.connect_as(&token).await;
+    on_a.create_campaign("named", "Named").await;
+    let http = reqwest::Client::new();
+    let patch = |server: &TestServer, title: String, key: Option<String>| {
+        let mut request = http
+            .patch(server.url("/api/campaigns/named"))
+            .bearer_auth(&token)
+            .json(&json!({"updates": {"title": title}}));
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    for round in 0..10 {
+        let key = format!("round-{round}");
+        let first = patch(&a, format!("Named {round}"), Some(key.clone())).await;
+        assert_eq!(first["unchanged"], false, "{first}");
+        // Someone else changes it in between: on `b` (which then has the named event), or on
+        // `a` (so `b` may still be behind when the retry reaches it).
+        let between = if round % 2 == 0 { &b } else { &a };
+        let other = patch(between, format!("Other {round}"), None).await;
+        assert_eq!(other["unchanged"], false, "{other}");
+        // The first write's answer was lost; it is sent again, to the other instance.
+        let again = patch(&b, format!("Named {round}"), Some(key)).await;
+        assert_eq!(again["version"], first["version"], "round {round}: {again}");
+        assert_eq!(again["unchanged"], true);
+    }
+    // Both instances end at the same state (b may take a moment to hear a's last change).
+    for server in [&a, &b] {
+        let started = Instant::now();
+        let read = loop {
+            let read: Value = http
+                .get(server.url("/api/campaigns/named"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if read["campaign"]["version"] == 21 || started.elapsed() > Duration::from_secs(5) {
+                break read;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            read["campaign"]["version"], 21,
+            "two changes a round, none repeated"
+        );
+        assert_eq!(read["campaign"]["title"], "Other 9");
+    }
+}

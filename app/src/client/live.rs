@@ -728,6 +728,7 @@ mod tests {
                     ..Default::default()
                 },
             },
+            idempotency: None,
         };
         json!({"type": "campaign:state:v1:success", "payload": event, "metadata": {}}).to_string()
     }

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::limits::*;
 use super::{
-    CampaignId, EditId, EventId, InviteId, InviteTerms, LengthMismatch, Member, Role, TextEdit,
-    Timestamp, UserId,
+    CampaignId, EditId, EventId, IdempotencyKey, InviteId, InviteTerms, LengthMismatch, Member,
+    Role, TextEdit, Timestamp, UserId,
 };
 
 /// Where a campaign is in its life.
@@ -388,6 +388,18 @@ pub struct CampaignEvent {
     pub changed_by: Actor,
     pub changed_at: Timestamp,
     pub change: Change,
+    /// The name its sender gave the write, if any (see [`Idempotency`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Idempotency>,
+}
+
+/// A write its sender named (`Idempotency-Key`): the name, and a digest of the write, so that
+/// the same name sent again with the same write lands once, and with another write is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    pub key: IdempotencyKey,
+    /// 16 hex digits of the SHA-256 of the write's JSON, made by the server.
+    pub digest: String,
 }
 
 /// Why an event could not be applied to a state.

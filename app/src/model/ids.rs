@@ -117,6 +117,43 @@ impl<'de> Deserialize<'de> for UserId {
     }
 }
 
+/// A client-chosen name for one write (the HTTP API's `Idempotency-Key`). It travels into the
+/// event the write becomes, so the write sent again after a lost answer lands once. 1–64 ASCII
+/// letters, digits, `_`, `-`, `.` and `:` (a UUID fits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct IdempotencyKey(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Idempotency-Key must be 1-64 characters of ASCII letters, digits, '_', '-', '.' and ':'")]
+pub struct IdempotencyKeyError;
+
+impl IdempotencyKey {
+    pub fn parse(text: &str) -> Result<Self, IdempotencyKeyError> {
+        let valid = !text.is_empty()
+            && text.len() <= 64
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if valid {
+            Ok(IdempotencyKey(text.to_owned()))
+        } else {
+            Err(IdempotencyKeyError)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for IdempotencyKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        IdempotencyKey::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A client-chosen id for one text edit. It travels into the event the edit becomes, so a client
 /// recognises its own edits in the stream, and an edit sent twice (after a reconnect) lands once.
 /// 1–40 ASCII letters, digits, `_` and `-`.

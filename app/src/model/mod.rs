@@ -13,12 +13,14 @@ mod write;
 pub use access::{DisplayName, Member, Presence, Role, Viewer, PRESENCE_LIST_MAX};
 pub use campaign::{
     json_depth, merge_patch, merge_patch_between, Actor, ApplyError, CampaignEvent, CampaignState,
-    CampaignStatus, Change, ConfigMode, Feature, FieldUpdates, SectionName, TextField, Visibility,
+    CampaignStatus, Change, ConfigMode, Feature, FieldUpdates, Idempotency, SectionName, TextField,
+    Visibility,
 };
 pub use describe::{describe_change, describe_event};
 pub use ids::{
-    CampaignId, CampaignIdError, EditId, EditIdError, EventId, EventIdError, RequestId,
-    RequestIdError, UserId, UserIdError, MAX_CAMPAIGN_ID_LEN, MAX_REQUEST_ID_LEN,
+    CampaignId, CampaignIdError, EditId, EditIdError, EventId, EventIdError, IdempotencyKey,
+    IdempotencyKeyError, RequestId, RequestIdError, UserId, UserIdError, MAX_CAMPAIGN_ID_LEN,
+    MAX_REQUEST_ID_LEN,
 };
 pub use invite::{
     Invite, InviteId, InviteIdError, InviteStatus, InviteTerms, InviteUse, MAX_INVITE_ID_LEN,

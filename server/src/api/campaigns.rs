@@ -15,12 +15,16 @@ use axum::http::header::{self, HeaderValue};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rally_app::model::{CampaignId, CampaignStatus, CreateCampaign, Visibility, Write};
+use rally_app::model::{
+    CampaignId, CampaignStatus, CreateCampaign, Idempotency, IdempotencyKey, IdempotencyKeyError,
+    Visibility, Write,
+};
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
 use rally_app::protocol::ErrorCode;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::context::{
     may_read, parse_id, rate_limited, require_session, require_signed, signed, ApiJson, ApiState,
@@ -157,7 +161,7 @@ pub(super) async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    change(state, headers, &id, body, Write::Update).await
+    change(state, headers, &id, body, "update", Write::Update).await
 }
 
 /// `POST /api/campaigns/{id}/features`: body as `campaign:feature:v1`.
@@ -167,7 +171,7 @@ pub(super) async fn features(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    change(state, headers, &id, body, Write::Feature).await
+    change(state, headers, &id, body, "features", Write::Feature).await
 }
 
 /// `POST /api/campaigns/{id}/config`: body as `campaign:config:v1`.
@@ -177,7 +181,7 @@ pub(super) async fn config(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    change(state, headers, &id, body, Write::Config).await
+    change(state, headers, &id, body, "config", Write::Config).await
 }
 
 /// `POST /api/campaigns/{id}/text`: body as `campaign:text:v1`.
@@ -187,7 +191,7 @@ pub(super) async fn text(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    change(state, headers, &id, body, Write::Text).await
+    change(state, headers, &id, body, "text", Write::Text).await
 }
 
 /// `POST /api/campaigns/{id}/members`: body as `campaign:member:v1`.
@@ -197,7 +201,7 @@ pub(super) async fn member(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    change(state, headers, &id, body, Write::Member).await
+    change(state, headers, &id, body, "member", Write::Member).await
 }
 
 /// `POST /api/campaigns/{id}/handover`: body as `campaign:handover:v1`.
@@ -207,34 +211,68 @@ pub(super) async fn handover(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    change(state, headers, &id, body, Write::Handover).await
+    change(state, headers, &id, body, "handover", Write::Handover).await
 }
 
 /// One write: the request's payload with the campaign from the path and the base from
-/// `If-Match`, through the campaign's writer. Answers the write's ack and the new `ETag`.
+/// `If-Match`, through the campaign's writer, once per `Idempotency-Key`. Answers the write's
+/// ack and the new `ETag`.
 async fn change<T: DeserializeOwned>(
     State(state): State<ApiState>,
     headers: HeaderMap,
     id: &str,
     body: Map<String, Value>,
+    kind: &str,
     write: fn(T) -> Write,
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
     let base = if_match(&headers)?;
+    let key = idempotency_key(&headers)?;
     let who = require_signed(&state, &headers).await?.into_who();
-    let request = write(payload(&id, body, base)?);
-    let ack = state.manager.write(request, who.caller(&id)).await?;
+    let body = complete(&id, body, base)?;
+    let named = key.map(|key| Idempotency {
+        key,
+        digest: digest(kind, &body),
+    });
+    let request = write(
+        serde_json::from_value(Value::Object(body))
+            .map_err(|err| ApiError::new(ErrorCode::Invalid, err.to_string()))?,
+    );
+    let ack = state.manager.write(request, who.caller(&id), named).await?;
     let tag = entity_tag(ack.version);
     Ok((tagged(tag), Json(ack)).into_response())
 }
 
-/// The typed write from a body that leaves out `campaign_id` (or repeats the path's) and may
-/// leave `base_version` to `If-Match`.
-fn payload<T: DeserializeOwned>(
+/// The name `Idempotency-Key` gives the write, if any.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| IdempotencyKey::parse(text).ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::new(ErrorCode::Invalid, IdempotencyKeyError.to_string()))
+}
+
+/// What names a write's content: 16 hex digits of the SHA-256 of its kind and its completed
+/// body (keys in order, so the same write always has the same digest).
+fn digest(kind: &str, body: &Map<String, Value>) -> String {
+    let mut hash = Sha256::new();
+    hash.update(kind.as_bytes());
+    hash.update([0]);
+    hash.update(serde_json::to_vec(body).expect("JSON values serialize"));
+    crate::auth::hex(&hash.finalize()[..8])
+}
+
+/// The write's body, which may leave out `campaign_id` (or repeat the path's) and leave
+/// `base_version` to `If-Match`, with both filled in.
+fn complete(
     id: &CampaignId,
     mut body: Map<String, Value>,
     if_match: Option<u64>,
-) -> Result<T, ApiError> {
+) -> Result<Map<String, Value>, ApiError> {
     let invalid = |message: String| ApiError::new(ErrorCode::Invalid, message);
     match body.get("campaign_id") {
         Some(named) if named.as_str() != Some(id.as_str()) => {
@@ -257,7 +295,7 @@ fn payload<T: DeserializeOwned>(
             }
         }
     }
-    serde_json::from_value(Value::Object(body)).map_err(|err| invalid(err.to_string()))
+    Ok(body)
 }
 
 /// The headers of an answer about one campaign: its tag, and that the answer is the asker's own
@@ -313,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn payload_takes_the_campaign_from_the_path_and_the_base_from_if_match() {
+    fn a_body_takes_the_campaign_from_the_path_and_the_base_from_if_match() {
         let id = CampaignId::parse("spring").unwrap();
         let cases: &[(Value, Option<u64>, Result<Option<u64>, ()>)] = &[
             (json!({"updates": {"title": "A"}}), None, Ok(None)),
@@ -351,7 +389,11 @@ mod tests {
             (json!({"updates": {"nonsense": 1}}), None, Err(())),
         ];
         for (given, if_match, expected) in cases {
-            let got = payload::<UpdateFields>(&id, body(given.clone()), *if_match)
+            let got = complete(&id, body(given.clone()), *if_match)
+                .and_then(|body| {
+                    serde_json::from_value::<UpdateFields>(Value::Object(body))
+                        .map_err(|err| ApiError::new(ErrorCode::Invalid, err.to_string()))
+                })
                 .map(|w| {
                     assert_eq!(w.campaign_id, id);
                     w.base_version
@@ -394,6 +436,17 @@ mod tests {
             visibility,
             your_role: None,
         }
+    }
+
+    #[test]
+    fn a_digest_names_the_write_whatever_the_order_of_its_keys() {
+        let one = body(json!({"updates": {"title": "A", "status": "active"}, "base_version": 3}));
+        let same = body(json!({"base_version": 3, "updates": {"status": "active", "title": "A"}}));
+        let other = body(json!({"updates": {"title": "B", "status": "active"}, "base_version": 3}));
+        assert_eq!(digest("update", &one), digest("update", &same));
+        assert_ne!(digest("update", &one), digest("update", &other));
+        assert_ne!(digest("update", &one), digest("config", &one));
+        assert_eq!(digest("update", &one).len(), 16);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
-use rally_app::model::{Actor, CreateCampaign, Invite, InviteId, Role, Write};
+use rally_app::model::{Actor, CreateCampaign, Idempotency, Invite, InviteId, Role, Write};
 use rally_app::protocol::campaign::{CampaignSnapshot, SubscribeReply, WriteAck};
 use rally_app::protocol::invites::CreateInvite;
 use rally_app::protocol::ErrorBody;
@@ -75,6 +75,8 @@ pub(super) enum Command {
     Write {
         write: Write,
         caller: Option<Caller>,
+        /// The name its sender gave it (applied once per name).
+        named: Option<Idempotency>,
         reply: Reply<WriteAck>,
     },
     Subscribe {

@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rally_app::model::{
-    Actor, CampaignEvent, EventId, Invite, InviteId, Role, Timestamp, Visibility, Write,
+    Actor, CampaignEvent, EventId, Idempotency, Invite, InviteId, Role, Timestamp, Visibility,
+    Write,
 };
 use rally_app::protocol::campaign::{Overruled, WriteAck, OVERRULED};
 use rally_app::protocol::invites::CreateInvite;
@@ -105,9 +106,22 @@ impl Writer {
         &mut self,
         write: Write,
         caller: Option<Caller>,
+        named: Option<Idempotency>,
         reply: Reply<WriteAck>,
         pending: &mut Vec<Pending>,
     ) {
+        // The same named write twice in one batch: the second is answered with the first's
+        // version only once that version is durable.
+        if let Some(named) = &named {
+            if pending.iter().any(|p| {
+                p.event
+                    .idempotency
+                    .as_ref()
+                    .is_some_and(|n| n.key == named.key)
+            }) {
+                self.flush(pending).await;
+            }
+        }
         let hidden = match &self.core {
             None => Some(not_found(&self.id)),
             Some(core) => core.visible_to(caller.as_ref()).err(),
@@ -130,7 +144,7 @@ impl Writer {
         let now = clock::now();
         let event_id = self.context.event_ids.next(now);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            core.apply(&write, caller.as_ref(), now, event_id)
+            core.apply_named(&write, caller.as_ref(), named.as_ref(), now, event_id)
         }));
         match outcome {
             Ok(applied) => {
@@ -256,7 +270,7 @@ impl Writer {
             write,
             caller,
             reply,
-            ..
+            event,
         } in pending.drain(..)
         {
             let Some(core) = self.core.as_mut() else {
@@ -264,7 +278,8 @@ impl Writer {
             };
             let now = clock::now();
             let event_id = self.context.event_ids.next(now);
-            let applied = core.apply(&write, caller.as_ref(), now, event_id);
+            let named = event.idempotency.as_ref();
+            let applied = core.apply_named(&write, caller.as_ref(), named, now, event_id);
             self.settle(write, caller, reply, applied, &mut kept);
         }
         *pending = kept;

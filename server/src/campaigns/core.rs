@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rally_app::model::limits::MEMBERS_MAX;
 use rally_app::model::{
     Actor, CampaignEvent, CampaignState, Change, ConfigMode, CreateCampaign, EventId, Feature,
-    Invite, InviteId, Role, TextChange, Timestamp, UserId, Visibility, Write,
+    Idempotency, Invite, InviteId, Role, TextChange, Timestamp, UserId, Visibility, Write,
 };
 use rally_app::protocol::campaign::SnapshotReason;
 use rally_app::protocol::invites::CreateInvite;
@@ -101,6 +101,7 @@ impl CampaignCore {
             change: Change::Created {
                 state: Box::new(state.clone()),
             },
+            idempotency: None,
         };
         let mut core = CampaignCore {
             record: CampaignRecord {
@@ -280,7 +281,7 @@ impl CampaignCore {
             role: Some(role),
             invite: Some(invite_id.clone()),
         };
-        Ok(Some(self.record_event(person, change, now, event_id)))
+        Ok(Some(self.record_event(person, change, now, event_id, None)))
     }
 
     /// The invite link `id` if it lets people in now.
@@ -316,7 +317,8 @@ impl CampaignCore {
             ));
         }
         invites::room_for_one_more(&self.record.invites, now)?;
-        Ok(self.record_event(actor, Change::Invite { terms }, now, event_id))
+        let change = Change::Invite { terms };
+        Ok(self.record_event(actor, change, now, event_id, None))
     }
 
     /// An owner withdraws the invite link `id`: the event, or None if it was withdrawn already.
@@ -339,7 +341,7 @@ impl CampaignCore {
             return Ok(None);
         }
         let change = Change::InviteWithdrawn { id: id.clone() };
-        Ok(Some(self.record_event(actor, change, now, event_id)))
+        Ok(Some(self.record_event(actor, change, now, event_id, None)))
     }
 
     /// The campaign's invite links, newest first, for its owners.
@@ -376,8 +378,29 @@ impl CampaignCore {
         now: Timestamp,
         event_id: EventId,
     ) -> Result<Applied, ErrorBody> {
+        self.apply_named(write, caller, None, now, event_id)
+    }
+
+    /// [`Self::apply`] for a write its sender named (`named`): if their write of that name is
+    /// still in the history, it landed already and is answered with that version (unchanged),
+    /// whoever changed what since; the event of a new one keeps the name. Checked right after
+    /// visibility, so a retry is answered as the first try was, even if its sender lost the
+    /// right to write meanwhile.
+    pub fn apply_named(
+        &mut self,
+        write: &Write,
+        caller: Option<&Caller>,
+        named: Option<&Idempotency>,
+        now: Timestamp,
+        event_id: EventId,
+    ) -> Result<Applied, ErrorBody> {
         self.visible_to(caller)?;
         let actor = caller.map(|c| &c.actor);
+        if let (Some(named), Some(actor)) = (named, actor) {
+            if let Some(version) = self.landed(named, actor)? {
+                return Ok(Applied::Unchanged { version });
+            }
+        }
         let rebased;
         let write = match write {
             Write::Text(text) => {
@@ -439,9 +462,37 @@ impl CampaignCore {
         if let Some(base) = write.base_version() {
             self.check_conflict(base, write, &change)?;
         }
-        Ok(Applied::Changed(
-            self.record_event(actor, change, now, event_id),
-        ))
+        Ok(Applied::Changed(self.record_event(
+            actor,
+            change,
+            now,
+            event_id,
+            named.cloned(),
+        )))
+    }
+
+    /// The version `named` landed at, if its sender's write of that name is in the history;
+    /// `invalid` if that name was given to another write.
+    fn landed(&self, named: &Idempotency, actor: &Actor) -> Result<Option<u64>, ErrorBody> {
+        let earlier = self.history.iter().rev().find(|event| {
+            event.changed_by.user_id == actor.user_id
+                && event
+                    .idempotency
+                    .as_ref()
+                    .is_some_and(|given| given.key == named.key)
+        });
+        match earlier {
+            None => Ok(None),
+            Some(event) if event.idempotency.as_ref() == Some(named) => Ok(Some(event.version)),
+            Some(event) => Err(err(
+                ErrorCode::Invalid,
+                format!(
+                    "Idempotency-Key {} named another change (version {}); use a new key for a new change",
+                    named.key.as_str(),
+                    event.version
+                ),
+            )),
+        }
     }
 
     /// Make a validated change the next version: apply it, note the fields it touched, keep it.
@@ -451,6 +502,7 @@ impl CampaignCore {
         change: Change,
         now: Timestamp,
         event_id: EventId,
+        idempotency: Option<Idempotency>,
     ) -> CampaignEvent {
         let before = self.member_role(&change);
         let event = CampaignEvent {
@@ -460,6 +512,7 @@ impl CampaignCore {
             changed_by: actor.clone(),
             changed_at: now,
             change,
+            idempotency,
         };
         self.record
             .state
@@ -743,6 +796,65 @@ mod tests {
 
     fn code(result: Result<Applied, ErrorBody>) -> ErrorCode {
         result.expect_err("expected a rejection").code
+    }
+
+    #[test]
+    fn a_named_write_lands_once_per_name_and_sender() {
+        let named = |key: &str, digest: &str| Idempotency {
+            key: rally_app::model::IdempotencyKey::parse(key).unwrap(),
+            digest: digest.into(),
+        };
+        let mut core = new_core(3);
+        // (who, write's title, name, expected: Ok(version the answer names, changed?) or a code)
+        let cases: &[(
+            &str,
+            &str,
+            Option<(&str, &str)>,
+            Result<(u64, bool), ErrorCode>,
+        )] = &[
+            ("owner", "A", Some(("k1", "d1")), Ok((2, true))),
+            // Sent again: answered with the version it landed at, even after other changes.
+            ("owner", "A", Some(("k1", "d1")), Ok((2, false))),
+            ("owner", "B", None, Ok((3, true))),
+            ("owner", "A", Some(("k1", "d1")), Ok((2, false))),
+            // The same name for another write is refused.
+            ("owner", "C", Some(("k1", "d2")), Err(ErrorCode::Invalid)),
+            // Names are per sender.
+            ("editor", "D", Some(("k1", "d1")), Ok((4, true))),
+            ("owner", "E", None, Ok((5, true))),
+            ("owner", "F", None, Ok((6, true))),
+            // Past the history (3 events here), a name is forgotten: the write applies again.
+            ("owner", "A", Some(("k1", "d1")), Ok((7, true))),
+        ];
+        core.record.state.members.insert(
+            actor("editor").user_id,
+            rally_app::model::Member {
+                display_name: "EDITOR".into(),
+                role: Role::Editor,
+            },
+        );
+        for (at, (who, title, name, expected)) in cases.iter().enumerate() {
+            let write = update(json!({"campaign_id": "launch", "updates": {"title": title}}));
+            let name = name.map(|(key, digest)| named(key, digest));
+            let next = core.version() as u32 + 1;
+            let got = core
+                .apply_named(
+                    &write,
+                    Some(&caller(who)),
+                    name.as_ref(),
+                    t(next as u64),
+                    eid(next),
+                )
+                .map(|applied| match applied {
+                    Applied::Changed(event) => {
+                        assert_eq!(event.idempotency, name, "the event keeps its name");
+                        (event.version, true)
+                    }
+                    Applied::Unchanged { version } => (version, false),
+                })
+                .map_err(|error| error.code);
+            assert_eq!(&got, expected, "case {at}: {who} {title} {name:?}");
+        }
     }
 
     #[test]

@@ -167,6 +167,7 @@ mod tests {
             changed_by: actor(by),
             changed_at: at(at_secs),
             change,
+            idempotency: None,
         }
     }
 

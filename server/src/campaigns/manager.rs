@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rally_app::model::{
-    Actor, CampaignId, CreateCampaign, Invite, InviteId, InviteStatus, Role, Timestamp, UserId,
-    Write,
+    Actor, CampaignId, CreateCampaign, Idempotency, Invite, InviteId, InviteStatus, Role,
+    Timestamp, UserId, Write,
 };
 use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary, WriteAck};
 use rally_app::protocol::invites::CreateInvite;
@@ -238,12 +238,20 @@ impl StateManager {
         .await
     }
 
-    pub async fn write(&self, write: Write, caller: Option<Caller>) -> Result<WriteAck, ErrorBody> {
+    /// Apply `write` for `caller`; a `named` write lands once however often it is sent (see
+    /// [`super::core::CampaignCore::apply_named`]).
+    pub async fn write(
+        &self,
+        write: Write,
+        caller: Option<Caller>,
+        named: Option<Idempotency>,
+    ) -> Result<WriteAck, ErrorBody> {
         let id = write.campaign_id().clone();
         self.exists(&id).await?;
         self.ask(&id, |reply| Command::Write {
             write: write.clone(),
             caller: caller.clone(),
+            named: named.clone(),
             reply,
         })
         .await

@@ -382,8 +382,12 @@ impl Writer {
                 Command::Write {
                     write,
                     caller,
+                    named,
                     reply,
-                } => self.apply_write(write, caller, reply, &mut pending).await,
+                } => {
+                    self.apply_write(write, caller, named, reply, &mut pending)
+                        .await
+                }
                 other => {
                     // Anything that reads state or subscribes sees only durable state: flush first.
                     self.flush(&mut pending).await;

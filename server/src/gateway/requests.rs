@@ -185,7 +185,7 @@ impl Connection {
         let caller = self.who.caller(write.campaign_id());
         let ops = self.state.ops.clone();
         self.pipeline.push(async move {
-            let result = manager.write(write, caller).await;
+            let result = manager.write(write, caller, None).await;
             if result.is_ok() {
                 let elapsed = started.elapsed();
                 metrics::histogram!("rally_write_ack_seconds").record(elapsed.as_secs_f64());

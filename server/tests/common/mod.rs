@@ -251,6 +251,13 @@ impl WsClient {
         }
     }
 
+    /// The next state event if one comes within `wait` (None: none came).
+    pub async fn next_state_event_within(&mut self, wait: Duration) -> Option<Value> {
+        tokio::time::timeout(wait, self.next_state_event())
+            .await
+            .ok()
+    }
+
     /// The next `campaign:state:v1:success` event, skipping presence and other pushes.
     pub async fn next_state_event(&mut self) -> Value {
         loop {
