@@ -96,6 +96,35 @@ test(`two people edit one campaign live; viewers cannot edit; refused text stays
   assert.match(await bob.page.locator('.viewer-hint').innerText(), /can watch/i);
   assert.equal(await bob.page.locator('.remove-section').count(), 0);
 
+  // Cleo, an editor working from a script, removes the settings while Ada is changing them: Ada's
+  // page says so in plain words, and keeping hers brings the section back with what she typed.
+  const cleo = await fetch(`${server.url}/api/session`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ display_name: 'Cleo' }),
+  }).then((r) => r.json());
+  const invite = await ada.page.request.post(`${server.url}/api/campaigns/spring-launch/invites`, {
+    data: { role: 'editor' },
+  });
+  assert.equal(invite.status(), 201, await invite.text());
+  const joined = await fetch(`${server.url}/api/invites/${(await invite.json()).token}/accept`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${cleo.token}` },
+  });
+  assert.equal(joined.status, 200, await joined.text());
+  await ada.page.fill('#setting-hero-headline', 'Spring is nearly here');
+  const removed = await fetch(`${server.url}/api/campaigns/spring-launch/config`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${cleo.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ section: 'ui_content', values: {}, mode: 'remove' }),
+  });
+  assert.equal(removed.status, 200, await removed.text());
+  await ada.page.waitForSelector('.diverged:has-text("Cleo removed this section while you were editing it.")');
+  await ada.page.click('.config .keep-mine');
+  await ada.page.click('.save-config');
+  await bob.page.waitForFunction(() => document.querySelector('#setting-hero-headline')?.value === 'Spring is nearly here');
+  assert.equal(await ada.page.inputValue('#setting-hero-headline'), 'Spring is nearly here');
+
   // Ada removes the settings section (asked once more first); it goes for everyone.
   await ada.page.click('.remove-section');
   assert.match(await ada.page.locator('.confirm-remove-section').innerText(), /Remove the ui_content settings for everyone\?/);

@@ -7,93 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{event_stream_request as request, EventReader, TestServer};
 use serde_json::{json, Value};
-
-/// One SSE event as a reader sees it.
-#[derive(Debug)]
-struct Event {
-    id: Option<u64>,
-    data: Value,
-}
-
-/// A reader of one event stream, parsing the wire format by hand (what a third party would do).
-struct EventReader {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl EventReader {
-    async fn open(server: &TestServer, campaign: &str, headers: &[(&str, &str)]) -> EventReader {
-        let response = request(server, campaign, headers).await;
-        assert_eq!(response.status(), 200, "stream opens");
-        assert_eq!(
-            response.headers()["content-type"],
-            "text/event-stream",
-            "served as an event stream"
-        );
-        assert_eq!(response.headers()["access-control-allow-origin"], "*");
-        EventReader {
-            response,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event (comments, `retry:` and keep-alives skipped), failing after 5 s; None when
-    /// the stream ended.
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut id = None;
-                let mut data = Vec::new();
-                for line in block.lines() {
-                    if let Some(value) = line.strip_prefix("id: ") {
-                        id = Some(value.parse().expect("ids are versions"));
-                    } else if let Some(value) = line.strip_prefix("data: ") {
-                        data.push(value);
-                    }
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                let data = serde_json::from_str(&data.join("\n")).expect("data is JSON");
-                return Some(Event { id, data });
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(5), self.response.chunk())
-                .await
-                .expect("an event within 5 s")
-                .expect("the stream reads");
-            match chunk {
-                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
-                None => return None,
-            }
-        }
-    }
-
-    /// The next state event, skipping presence and other pushes.
-    async fn next_state(&mut self) -> Event {
-        loop {
-            let event = self.next().await.expect("the stream goes on");
-            if event.data["type"] == "campaign:state:v1:success" {
-                return event;
-            }
-        }
-    }
-}
-
-async fn request(
-    server: &TestServer,
-    campaign: &str,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request =
-        reqwest::Client::new().get(server.url(&format!("/api/campaigns/{campaign}/events")));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.expect("request sent")
-}
 
 async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
@@ -211,10 +126,7 @@ async fn a_dropped_stream_resumes_from_last_event_id_without_gap_or_repeat() {
     );
     let response = reqwest::get(server.url(&query)).await.unwrap();
     assert_eq!(response.status(), 200);
-    let mut by_query = EventReader {
-        response,
-        buffer: String::new(),
-    };
+    let mut by_query = EventReader::from_response(response);
     let reply = by_query.next().await.unwrap();
     assert_eq!(reply.data["payload"]["resume"]["from_version"], live);
     assert_eq!(by_query.next_state().await.id, Some(live));

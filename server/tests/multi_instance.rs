@@ -693,3 +693,60 @@ async fn a_named_http_write_sent_again_to_another_instance_lands_once() {
         assert_eq!(read["campaign"]["title"], "Other 9");
     }
 }
+
+/// An event stream on one instance carries what is written on the other, gap-free, and resumes
+/// there from its last id after the connection drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_on_one_instance_follows_writes_on_the_other() {
+    let redis = TestRedis::start();
+    let a = instance(&redis, &[]).await;
+    let b = instance(&redis, &[]).await;
+    let (_, token) = a.sign_in("Ada").await;
+    let mut on_a = a.connect_as(&token).await;
+    on_a.create_campaign("streamed", "Streamed").await;
+
+    let mut reader = common::EventReader::open(&b, "streamed", &[]).await;
+    let first = reader.next().await.unwrap();
+    let mut last = first.id.expect("the snapshot's version");
+    for round in 0..3 {
+        for i in 0..10 {
+            let reply = on_a
+                .update(
+                    "streamed",
+                    json!({"title": format!("T{round}-{i}")}),
+                    &format!("t{round}-{i}"),
+                )
+                .await;
+            assert_eq!(reply["type"], "campaign:update:v1:success", "{reply}");
+        }
+        for _ in 0..5 {
+            let event = reader.next_state().await;
+            assert_eq!(
+                event.id,
+                Some(last + 1),
+                "round {round}: gap-free, in order"
+            );
+            last += 1;
+        }
+        // The stream drops halfway through the round; it resumes on the same instance.
+        let resume_from = last.to_string();
+        reader =
+            common::EventReader::open(&b, "streamed", &[("last-event-id", &resume_from)]).await;
+        let reply = reader.next().await.unwrap();
+        assert_eq!(
+            reply.data["payload"]["resume"]["kind"], "events",
+            "{:?}",
+            reply.data
+        );
+        for _ in 0..5 {
+            let event = reader.next_state().await;
+            assert_eq!(
+                event.id,
+                Some(last + 1),
+                "round {round}: resumed without gap or repeat"
+            );
+            last += 1;
+        }
+    }
+    assert_eq!(last, 31);
+}

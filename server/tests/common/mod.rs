@@ -519,3 +519,97 @@ impl Drop for TestRedis {
         self.kill();
     }
 }
+
+/// One Server-Sent Event as a reader sees it.
+#[derive(Debug)]
+pub struct SseEvent {
+    pub id: Option<u64>,
+    pub data: Value,
+}
+
+/// A reader of one event stream, parsing the wire format by hand (what a third party would do).
+pub struct EventReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventReader {
+    pub async fn open(
+        server: &TestServer,
+        campaign: &str,
+        headers: &[(&str, &str)],
+    ) -> EventReader {
+        let response = event_stream_request(server, campaign, headers).await;
+        assert_eq!(response.status(), 200, "stream opens");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "served as an event stream"
+        );
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
+        EventReader::from_response(response)
+    }
+
+    pub fn from_response(response: reqwest::Response) -> EventReader {
+        EventReader {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (comments, `retry:` and keep-alives skipped), failing after 5 s; None when
+    /// the stream ended.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("id: ") {
+                        id = Some(value.parse().expect("ids are versions"));
+                    } else if let Some(value) = line.strip_prefix("data: ") {
+                        data.push(value);
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                let data = serde_json::from_str(&data.join("\n")).expect("data is JSON");
+                return Some(SseEvent { id, data });
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(5), self.response.chunk())
+                .await
+                .expect("an event within 5 s")
+                .expect("the stream reads");
+            match chunk {
+                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                None => return None,
+            }
+        }
+    }
+
+    /// The next state event, skipping presence and other pushes.
+    pub async fn next_state(&mut self) -> SseEvent {
+        loop {
+            let event = self.next().await.expect("the stream goes on");
+            if event.data["type"] == "campaign:state:v1:success" {
+                return event;
+            }
+        }
+    }
+}
+
+/// `GET /api/campaigns/{campaign}/events` with `headers`, whatever it answers.
+pub async fn event_stream_request(
+    server: &TestServer,
+    campaign: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request =
+        reqwest::Client::new().get(server.url(&format!("/api/campaigns/{campaign}/events")));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("request sent")
+}

@@ -254,7 +254,11 @@ pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
                                 .changed_by
                                 .with(|m| m.get(&format!("config.{}", selected.get())).cloned())
                                 .unwrap_or_else(|| "Someone else".into());
-                            format!("{who} changed this section while you were editing it.")
+                            if exists() {
+                                format!("{who} changed this section while you were editing it.")
+                            } else {
+                                format!("{who} removed this section while you were editing it.")
+                            }
                         }}
                     </p>
                     <button class="button small keep-mine" on:click=keep_mine>"Keep mine"</button>
