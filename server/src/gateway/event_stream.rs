@@ -43,6 +43,9 @@ use crate::stats::ConnectionSlot;
 /// How often an idle stream sends a comment line, so proxies keep it open and a reader that
 /// went away is noticed.
 pub const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
+/// How often an open stream records its session's use (which also finds a session that ended
+/// while its news was lost); the record is written at most once per `TOUCH_EVERY`.
+const SESSION_CHECK_EVERY: Duration = Duration::from_secs(15);
 /// How long a browser waits before reconnecting a broken stream (the `retry:` field).
 pub const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 /// Delivered batches waiting for the response body (each one socket write's worth of events,
@@ -306,6 +309,9 @@ impl EventStream {
         let mut shutdown = self.state.shutdown.clone();
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE_EVERY);
         keep_alive.reset();
+        // Not reset by deliveries: a busy stream still records its session's use.
+        let mut session_check = tokio::time::interval(SESSION_CHECK_EVERY);
+        session_check.reset();
         loop {
             tokio::select! {
                 biased;
@@ -321,13 +327,14 @@ impl EventStream {
                     }
                 }
                 _ = self.chunks.closed() => return Ending::ReaderLeft,
-                _ = keep_alive.tick() => {
-                    if let Some(watch) = &mut self.watch {
-                        if watch.check(&self.state.sessions, clock::now()).await == Verdict::Ended {
-                            let reason = ErrorBody::new(ErrorCode::Unauthorized, "your session ended");
-                            return self.end(reason, Ending::SessionEnded).await;
-                        }
+                _ = session_check.tick(), if self.watch.is_some() => {
+                    let watch = self.watch.as_mut().expect("ticks only while watching");
+                    if watch.check(&self.state.sessions, clock::now()).await == Verdict::Ended {
+                        let reason = ErrorBody::new(ErrorCode::Unauthorized, "your session ended");
+                        return self.end(reason, Ending::SessionEnded).await;
                     }
+                }
+                _ = keep_alive.tick() => {
                     if let Err(ending) = self.send(vec![Bytes::from_static(b":\n\n")]).await {
                         return ending;
                     }
