@@ -1,13 +1,15 @@
 // The doors other systems use, as they use them: a plain page on another origin follows a
 // campaign's event stream (examples/live-headline.html) while a backend changes it over the
-// HTTP API, and catches up after its network drops.
+// HTTP API, and catches up after its network drops; an owner makes a key for another system on the
+// campaign's page, the system uses it, and the owner revokes it.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { createServer as createTcpServer, connect } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { launchBrowser, mode, screenshotDir, startServer } from './support/harness.mjs';
+import { launchBrowser, mode, screenshotDir, signedIn, startServer } from './support/harness.mjs';
+import { check } from './support/axe.mjs';
 
 const example = readFileSync(resolve(import.meta.dirname, '..', 'examples', 'live-headline.html'));
 
@@ -135,4 +137,50 @@ test(`a page on another origin shows live ui_content and catches up after its ne
   await page.screenshot({ path: join(screenshotDir, `integrate-live-headline-${mode}.png`) });
   assert.deepEqual(errors, []);
   await context.close();
+});
+
+test(`an owner makes a key for another system, sees it used, and revokes it (${mode})`, async () => {
+  const ada = await signedIn(browser, server, 'Ada');
+  const errors = [];
+  ada.page.on('pageerror', (err) => errors.push(err.message));
+  await ada.page.fill('#new-campaign-id', 'keyed');
+  await ada.page.fill('#new-campaign-title', 'Keyed');
+  await ada.page.click('.create-campaign button');
+  await ada.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+
+  // A key that may change the campaign, shown once.
+  await ada.page.fill('.key-name', 'Our website');
+  await ada.page.selectOption('.key-access', 'write');
+  await ada.page.click('.create-key');
+  const token = (await ada.page.locator('.key-token').innerText()).trim();
+  assert.match(token, /^rk_[0-9a-f]{12}_[0-9a-f]{64}$/);
+  assert.equal(await ada.page.inputValue('.key-name'), '', 'the name went into the key');
+  const row = ada.page.locator('.key-item', { hasText: 'Our website' });
+  await row.filter({ hasText: 'Can read and change' }).waitFor();
+  await row.filter({ hasText: 'never used' }).waitFor();
+
+  // The system uses it; the owner's page shows the change, made by the key.
+  const response = await fetch(`${server.url}/api/campaigns/keyed`, {
+    method: 'PATCH',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ updates: { title: 'Set by the website' } }),
+  });
+  assert.equal(response.status, 200, await response.text());
+  await ada.page.waitForSelector('.event:has-text("Our website set title to “Set by the website”")', { timeout: 5_000 });
+  await ada.page.waitForFunction(() => document.querySelector('.title-input')?.value === 'Set by the website');
+  await row.filter({ hasText: 'last used just now' }).waitFor({ timeout: 5_000 });
+
+  assert.deepEqual(await check(ada.page, 'campaign-keys', /^Set by the website — Rally$/), []);
+  await ada.page.locator('.keys').screenshot({ path: join(screenshotDir, `integrate-keys-${mode}.png`) });
+
+  // Revoked: the list empties and the key is refused.
+  await ada.page.click('.revoke-key');
+  await row.waitFor({ state: 'detached' });
+  assert.equal(await ada.page.locator('.key-token').count(), 0, 'a revoked key is no longer shown');
+  const refused = await fetch(`${server.url}/api/campaigns/keyed`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.equal(refused.status, 401);
+  assert.deepEqual(errors, []);
+  await ada.context.close();
 });

@@ -38,6 +38,14 @@ pub enum TokenError {
     /// The session it names was signed out, revoked, or expired from disuse.
     #[error("session has ended")]
     Ended,
+    /// An API key that was revoked, or never existed.
+    #[error("API key was revoked or does not exist")]
+    Revoked,
+    /// An API key sent where keys are not accepted (a cookie, a query, the WebSocket).
+    #[error(
+        "API keys are accepted only as `Authorization: Bearer` on the HTTP API and event streams"
+    )]
+    KeyNotAccepted,
     /// A backend-minted token whose `nbf` is still ahead.
     #[error("token is not valid yet")]
     NotYetValid,

@@ -277,6 +277,10 @@ pub struct Config {
     /// Who may go live: `editors` (owners and editors) or `everyone` who may watch.
     #[arg(long, env = "RALLY_MEDIA_PUBLISHERS", value_enum, default_value_t = crate::media::Publishers::Editors)]
     pub media_publishers: crate::media::Publishers,
+
+    /// Instead of serving, do this and exit.
+    #[command(subcommand)]
+    pub command: Option<crate::key_command::Command>,
 }
 
 /// An inclusive UDP port range.

@@ -3,6 +3,7 @@
 //! call [`run`] on `127.0.0.1:0` with their own shutdown trigger.
 
 pub mod api;
+pub mod api_keys;
 pub mod auth;
 pub mod bus;
 pub mod campaigns;
@@ -14,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod http_error;
 pub mod jwt;
+pub mod key_command;
 pub mod listener;
 pub mod media;
 pub mod metrics;
@@ -58,6 +60,7 @@ use crate::redis::RedisLink;
 use crate::sessions::{SessionSettings, Sessions};
 use crate::shutdown::Shutdown;
 use crate::stats::{GatewayStats, OpsCounters};
+use crate::store::api_keys::ApiKeyStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::sessions::SessionStore;
@@ -153,6 +156,7 @@ pub struct Rally {
 struct Backends {
     store: Arc<dyn Store>,
     sessions: Arc<dyn SessionStore>,
+    api_keys: Arc<dyn ApiKeyStore>,
     bus: Arc<dyn EventBus>,
     writable: watch::Receiver<bool>,
     redis: Option<(RedisLink, mpsc::UnboundedReceiver<Incoming>)>,
@@ -175,7 +179,8 @@ impl Backends {
                 let store = RedisStore::new(link.clone());
                 Backends {
                     store: Arc::new(store.clone()),
-                    sessions: Arc::new(store),
+                    sessions: Arc::new(store.clone()),
+                    api_keys: Arc::new(store),
                     bus: Arc::new(bus),
                     writable: link.watch(),
                     redis: Some((link, incoming)),
@@ -187,7 +192,8 @@ impl Backends {
                 let store = EmbeddedStore::open(&config.data_dir)?;
                 Backends {
                     store: Arc::new(store.clone()),
-                    sessions: Arc::new(store),
+                    sessions: Arc::new(store.clone()),
+                    api_keys: Arc::new(store),
                     bus: Arc::new(InProcessBus),
                     writable,
                     redis: None,
@@ -228,6 +234,7 @@ impl Rally {
                 idle: Duration::from_secs(config.session_idle_secs),
             },
             config.jwt().map(crate::jwt::JwtVerifier::new),
+            crate::api_keys::ApiKeys::new(backends.api_keys),
             config.guest_sign_in,
         );
         let ops = Arc::new(OpsCounters::default());
@@ -369,6 +376,7 @@ impl Rally {
                 .oidc()
                 .map_err(ServerError::Config)?
                 .map(crate::oidc::Oidc::new),
+            admins: config.admins.clone().into(),
         };
         let state = AppState {
             leptos_options: leptos_options(&config, addr),

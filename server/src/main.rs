@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use rally::config::{Config, ConfigOutcome};
-use rally::{shutdown, telemetry};
+use rally::{key_command, shutdown, telemetry};
 
 /// Exit code for unusable configuration, as for command-line usage errors.
 const EXIT_USAGE: u8 = 2;
@@ -18,6 +18,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(command) = &config.command {
+        return run_command(command, &config);
+    }
     if let Err(line) = telemetry::init(config.log_format) {
         eprintln!("{line}");
         return ExitCode::from(EXIT_USAGE);
@@ -26,6 +29,33 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A command instead of serving: its output on stdout, or why it failed on stderr (exit 1).
+fn run_command(command: &key_command::Command, config: &Config) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| err.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(key_command::run(
+                    command,
+                    &config.data_dir,
+                    config.redis_url.as_ref().map(|url| url.as_str()),
+                ))
+                .map_err(|err| err.to_string())
+        });
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(line) => {
+            eprintln!("rally: {line}");
             ExitCode::FAILURE
         }
     }

@@ -54,10 +54,15 @@ pub async fn find_visitor(
         let signed = sessions
             .identify(request.headers(), None, clock::now())
             .await;
-        let visitor = signed.ok().flatten().map(|signed| Visitor {
-            actor: signed.actor,
-            grants: Arc::new(signed.grants),
-        });
+        // Pages are for people: an API key is no visitor.
+        let visitor = signed
+            .ok()
+            .flatten()
+            .filter(|signed| signed.scope.is_none())
+            .map(|signed| Visitor {
+                actor: signed.actor,
+                grants: Arc::new(signed.grants),
+            });
         request.extensions_mut().insert(PageVisitor(visitor));
     }
     next.run(request).await

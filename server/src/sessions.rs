@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use rally_app::model::{Actor, CampaignId, DisplayName, Role, Timestamp, UserId};
 use tokio::sync::broadcast;
 
+use crate::api_keys::{self, ApiKeys, KeyRefused, KeyScope};
 use crate::auth::{self, Keys, Source, TokenError};
 use crate::bus::{BusNote, EventBus};
 use crate::campaigns::Caller;
@@ -60,7 +61,7 @@ pub struct SessionSettings {
     pub idle: Duration,
 }
 
-/// A request's verified credential: a server-side session, or a backend-minted token.
+/// A request's verified credential: a server-side session, a backend-minted token, or an API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
     pub actor: Actor,
@@ -70,6 +71,8 @@ pub struct Signed {
     pub grants: BTreeMap<CampaignId, Role>,
     /// When the credential stops being accepted, however active.
     pub expires_at: Timestamp,
+    /// An API key's reach (None for a person's credential, which works everywhere).
+    pub scope: Option<KeyScope>,
 }
 
 impl Signed {
@@ -77,6 +80,7 @@ impl Signed {
         Who {
             actor: Some(self.actor),
             grants: Arc::new(self.grants),
+            scope: self.scope,
         }
     }
 }
@@ -87,15 +91,25 @@ impl Signed {
 pub struct Who {
     pub actor: Option<Actor>,
     pub grants: Arc<BTreeMap<CampaignId, Role>>,
+    /// An API key's reach: what it may do, and where.
+    pub scope: Option<KeyScope>,
 }
 
 impl Who {
     /// How `campaign` sees them (None: anonymous).
     pub fn caller(&self, campaign: &CampaignId) -> Option<Caller> {
-        self.actor.clone().map(|actor| Caller {
-            actor,
-            granted: self.grants.get(campaign).copied(),
-        })
+        let granted = match &self.scope {
+            Some(scope) => scope.role_on(campaign),
+            None => self.grants.get(campaign).copied(),
+        };
+        self.actor.clone().map(|actor| Caller { actor, granted })
+    }
+
+    /// Whether their credential works on `campaign` (an API key only where it reaches).
+    pub fn reaches(&self, campaign: &CampaignId) -> bool {
+        self.scope
+            .as_ref()
+            .is_none_or(|scope| scope.covers(campaign))
     }
 }
 
@@ -178,6 +192,8 @@ struct Inner {
     settings: SessionSettings,
     /// Checks backend-minted tokens, when configured.
     jwt: Option<JwtVerifier>,
+    /// Checks API keys.
+    api_keys: ApiKeys,
     /// Whether anyone may start a session by picking a name (guest sign-in).
     guests: bool,
     /// Sessions that ended, for this instance's open connections.
@@ -192,6 +208,7 @@ impl Sessions {
         bus: Arc<dyn EventBus>,
         settings: SessionSettings,
         jwt: Option<JwtVerifier>,
+        api_keys: ApiKeys,
         guests: bool,
     ) -> Self {
         let (ends, _) = broadcast::channel(ENDS_BUFFER);
@@ -202,6 +219,7 @@ impl Sessions {
                 bus,
                 settings,
                 jwt,
+                api_keys,
                 guests,
                 ends,
                 last_sweep: std::sync::Mutex::new(None),
@@ -255,10 +273,16 @@ impl Sessions {
             .session_token(&session.id, session.expires_at)
     }
 
+    /// API keys (checking them, and the key management the API does).
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.inner.api_keys
+    }
+
     /// The request's session, if any, for every entry point (WebSocket, HTTP API, rendered
     /// pages). An explicit token (header, query) that is bad or whose session ended is an
     /// error; such a cookie is just no session, so a stale cookie never locks a browser out of
-    /// watching.
+    /// watching. API keys count only in the `Authorization` header: a key in a link or a
+    /// cookie would end up in logs and histories.
     pub async fn identify(
         &self,
         headers: &axum::http::HeaderMap,
@@ -268,6 +292,9 @@ impl Sessions {
         let Some((token, source)) = auth::token_from_request(headers, query) else {
             return Ok(None);
         };
+        if api_keys::is_key_token(token) && source != Source::Header {
+            return Err(TokenError::KeyNotAccepted.into());
+        }
         match self.verify(token, now).await {
             Ok(signed) => Ok(Some(signed)),
             Err(IdentifyError::Rejected(_)) if source == Source::Cookie => Ok(None),
@@ -275,9 +302,25 @@ impl Sessions {
         }
     }
 
-    /// What a token says: a backend-minted JWT (three parts), or a Rally session token (two)
-    /// whose session is still going — then the use is recorded.
+    /// What a token says: an API key (`rk_…`), a backend-minted JWT (three parts), or a Rally
+    /// session token (two) whose session is still going — then the use is recorded.
     pub async fn verify(&self, token: &str, now: Timestamp) -> Result<Signed, IdentifyError> {
+        if api_keys::is_key_token(token) {
+            return match self.inner.api_keys.verify(token, now).await {
+                Ok(key) => Ok(Signed {
+                    actor: key.actor,
+                    session: None,
+                    grants: BTreeMap::new(),
+                    // Keys do not expire; they are revoked.
+                    expires_at: Timestamp::from_unix_nanos(u64::MAX),
+                    scope: Some(key.scope),
+                }),
+                Err(KeyRefused::Rejected(err)) => Err(err.into()),
+                Err(KeyRefused::Unavailable(err)) => {
+                    Err(IdentifyError::Unavailable(err.to_string()))
+                }
+            };
+        }
         if token.split('.').count() == 3 {
             let jwt = self.inner.jwt.as_ref().ok_or(TokenError::UnknownKey)?;
             return match jwt.verify(token).await {
@@ -286,6 +329,7 @@ impl Sessions {
                     session: None,
                     grants: identity.grants,
                     expires_at: identity.expires_at,
+                    scope: None,
                 }),
                 Err(TokenError::KeysUnavailable) => Err(IdentifyError::Unavailable(
                     TokenError::KeysUnavailable.to_string(),
@@ -444,6 +488,7 @@ fn signed(record: SessionRecord) -> Signed {
         expires_at: record.expires_at,
         grants: BTreeMap::new(),
         session: Some(record),
+        scope: None,
     }
 }
 
@@ -503,6 +548,7 @@ mod tests {
                 idle: Duration::from_secs(600),
             },
             None,
+            ApiKeys::new(Arc::new(store.clone())),
             true,
         );
         let name = DisplayName::parse("Ada").unwrap();

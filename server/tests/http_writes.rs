@@ -562,3 +562,317 @@ async fn a_write_sent_again_with_its_idempotency_key_applies_once_even_after_a_r
     assert_eq!(read["campaign"]["title"], "B");
     server.stop().await.unwrap();
 }
+
+/// `DELETE` with the client's credential; the status.
+async fn delete(http: &Http, path: &str) -> u16 {
+    http.send(reqwest::Method::DELETE, path, None, &[]).await.0
+}
+
+async fn get(http: &Http, path: &str) -> (u16, Value) {
+    let (status, _, body) = http.send(reqwest::Method::GET, path, None, &[]).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn an_api_key_reads_and_writes_only_where_it_reaches_until_revoked() {
+    let server = TestServer::start().await;
+    let (_, ann_token) = server.sign_in("Ann").await;
+    let ann = Http::new(&server, Some(&ann_token));
+    let (_, bob_token) = server.sign_in("Bob").await;
+    let bob = Http::new(&server, Some(&bob_token));
+    for (who, id) in [(&ann, "launch"), (&ann, "sale"), (&bob, "bobs")] {
+        let (status, body) = who
+            .post(
+                "/api/campaigns",
+                json!({"campaign_id": id, "title": id, "visibility": "private"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    // Only an owner makes keys for a campaign; only an admin for all of them.
+    let ask = |name: &str, access: &str, campaigns: &[&str]| json!({"name": name, "access": access, "campaigns": campaigns});
+    let (status, body) = ann.post("/api/keys", ask("CMS", "write", &["bobs"])).await;
+    assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
+    let (status, body) = bob
+        .post("/api/keys", ask("CMS", "write", &["launch"]))
+        .await;
+    assert_eq!(status, 404, "a private campaign is missing to Bob: {body}");
+    let (status, body) = ann
+        .post(
+            "/api/keys",
+            json!({"name": "All", "access": "read", "all_campaigns": true}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+    let (status, body) = ann
+        .post(
+            "/api/keys",
+            json!({"name": "", "access": "read", "campaigns": ["launch"]}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid"), "{body}");
+    let (status, body) = ann
+        .post(
+            "/api/keys",
+            json!({"name": "x", "access": "admin", "campaigns": ["launch"]}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid"), "{body}");
+
+    let (status, made) = ann
+        .post("/api/keys", ask("CMS", "write", &["launch"]))
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("rk_"), "{token}");
+    let key_id = made["key"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(made["key"]["campaigns"], json!(["launch"]));
+    let (_, reader) = ann
+        .post("/api/keys", ask("Report", "read", &["launch"]))
+        .await;
+    let reader = Http::new(&server, Some(reader["token"].as_str().unwrap()));
+    let cms = Http::new(&server, Some(&token));
+
+    // Where it reaches: reads a private campaign, and writes as itself, seen by subscribers.
+    let mut watcher = server.connect_as(&ann_token).await;
+    watcher.subscribe("launch", None).await;
+    let (status, body) = get(&cms, "/api/campaigns/launch").await;
+    assert_eq!(
+        (status, body["role"].as_str()),
+        (200, Some("editor")),
+        "{body}"
+    );
+    let (status, ack) = cms
+        .patch(
+            "/api/campaigns/launch",
+            json!({"updates": {"title": "From the CMS"}}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{ack}");
+    let event = watcher.next_state_event().await;
+    assert_eq!(event["payload"]["version"], ack["version"], "{event}");
+    assert_eq!(
+        event["payload"]["changed_by"]["display_name"], "CMS",
+        "{event}"
+    );
+    let (_, seen) = get(&ann, "/api/campaigns/launch").await;
+    assert_eq!(seen["campaign"]["title"], "From the CMS");
+    let (status, list) = get(&cms, "/api/campaigns").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["launch"], "a key lists only what it reaches");
+    let stream = common::event_stream_request(
+        &server,
+        "launch",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+
+    // A read key reads, and is refused a write.
+    assert_eq!(get(&reader, "/api/campaigns/launch").await.0, 200);
+    let (status, body) = reader
+        .patch(
+            "/api/campaigns/launch",
+            json!({"updates": {"title": "No"}}),
+            &[],
+        )
+        .await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+
+    // Beyond its reach: 403, whether the campaign exists or not, on every door.
+    for id in ["sale", "bobs", "nowhere"] {
+        let (status, body) = get(&cms, &format!("/api/campaigns/{id}")).await;
+        assert_eq!((status, code(&body)), (403, "forbidden"), "{id}: {body}");
+        let (status, body) = cms
+            .patch(
+                &format!("/api/campaigns/{id}"),
+                json!({"updates": {"title": "x"}}),
+                &[],
+            )
+            .await;
+        assert_eq!((status, code(&body)), (403, "forbidden"), "{id}: {body}");
+        let stream = common::event_stream_request(
+            &server,
+            id,
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        assert_eq!(stream.status(), 403, "{id}");
+    }
+    // Keys read and change campaigns; nothing else.
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            "/api/keys",
+            Some(ask("Mine", "read", &["launch"])),
+        ),
+        (reqwest::Method::GET, "/api/keys", None),
+        (
+            reqwest::Method::POST,
+            "/api/campaigns",
+            Some(json!({"campaign_id": "by-key", "title": "x"})),
+        ),
+        (reqwest::Method::GET, "/api/sessions", None),
+        (
+            reqwest::Method::POST,
+            "/api/campaigns/launch/invites",
+            Some(json!({})),
+        ),
+    ] {
+        let (status, _, body) = cms.send(method, path, body, &[]).await;
+        assert_eq!((status, code(&body)), (403, "forbidden"), "{path}: {body}");
+    }
+    // Only as a bearer header on the HTTP API and event streams.
+    let in_query = reqwest::get(server.url(&format!("/api/campaigns/launch/events?token={token}")))
+        .await
+        .unwrap();
+    assert_eq!(in_query.status(), 401);
+    let mut upgrade =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/ws",
+            server
+                .url("")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+        ))
+        .unwrap();
+    upgrade
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match tokio_tungstenite::connect_async(upgrade).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("a key opened a WebSocket: {:?}", other.map(|_| ())),
+    }
+
+    // Its maker lists it (never its token) with its last use; others do not see it.
+    let mut listed = Value::Null;
+    for _ in 0..50 {
+        listed = get(&ann, "/api/keys").await.1;
+        if listed[1]["last_used_at"].is_string() || listed[0]["last_used_at"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let keys = listed.as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{listed}");
+    let cms_row = keys.iter().find(|k| k["id"] == key_id.as_str()).unwrap();
+    assert!(cms_row["last_used_at"].is_string(), "{cms_row}");
+    assert!(
+        !listed.to_string().contains(&token[3..]),
+        "the token is never listed"
+    );
+    assert_eq!(get(&bob, "/api/keys").await.1, json!([]));
+    let (status, _) = get(&bob, "/api/keys?campaign=launch").await;
+    assert_eq!(status, 404);
+    let (status, for_launch) = get(&ann, "/api/keys?campaign=launch").await;
+    assert_eq!((status, for_launch.as_array().unwrap().len()), (200, 2));
+
+    // Wrong secrets and revoked keys: 401.
+    let mut forged = token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    for bad in [forged.as_str(), "rk_nonsense"] {
+        let (status, body) = get(&Http::new(&server, Some(bad)), "/api/campaigns/launch").await;
+        assert_eq!(
+            (status, code(&body)),
+            (401, "unauthorized"),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(
+        delete(&bob, &format!("/api/keys/{key_id}")).await,
+        404,
+        "not Bob's to revoke"
+    );
+    assert_eq!(delete(&ann, &format!("/api/keys/{key_id}")).await, 204);
+    let (status, body) = get(&cms, "/api/campaigns/launch").await;
+    assert_eq!((status, code(&body)), (401, "unauthorized"), "{body}");
+    assert_eq!(delete(&ann, &format!("/api/keys/{key_id}")).await, 404);
+}
+
+#[tokio::test]
+async fn keys_for_every_campaign_come_from_the_command_line_or_an_admin() {
+    use rally::key_command::{AccessArg, Command, KeysCommand};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let create = Command::Keys(KeysCommand::Create {
+        name: "Scheduler".into(),
+        access: AccessArg::Write,
+        campaigns: vec![],
+        all_campaigns: true,
+    });
+    let printed = rally::key_command::run(&create, &data, None).await.unwrap();
+    let token = printed.lines().next().unwrap().to_owned();
+    assert!(token.starts_with("rk_"), "{printed}");
+
+    let server = TestServer::start_in(&dir, &[]).await;
+    let (ann_id, ann_token) = server.sign_in("Ann").await;
+    let ann = Http::new(&server, Some(&ann_token));
+    let (status, body) = ann
+        .post(
+            "/api/campaigns",
+            json!({"campaign_id": "anns", "title": "A", "visibility": "private"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // The operator's key reaches every campaign, and may make new ones (it owns those).
+    let scheduler = Http::new(&server, Some(&token));
+    let (status, body) = get(&scheduler, "/api/campaigns/anns").await;
+    assert_eq!(
+        (status, body["role"].as_str()),
+        (200, Some("editor")),
+        "{body}"
+    );
+    let (status, body) = scheduler
+        .post(
+            "/api/campaigns",
+            json!({"campaign_id": "scheduled", "title": "S"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["role"], "owner");
+    server.stop().await.unwrap();
+
+    // Listed and revoked from the command line (the server stopped: it holds the file).
+    let listed = rally::key_command::run(&Command::Keys(KeysCommand::List), &data, None)
+        .await
+        .unwrap();
+    assert!(
+        listed.contains("Scheduler\twrite\tall campaigns\tby Server operator"),
+        "{listed}"
+    );
+    let id = token[3..].split('_').next().unwrap().to_owned();
+
+    // An admin makes keys for every campaign over HTTP, and may revoke anyone's.
+    let server = TestServer::start_in(&dir, &["--admins", &ann_id]).await;
+    let ann = Http::new(&server, Some(&ann_token));
+    let (status, body) = ann
+        .post(
+            "/api/keys",
+            json!({"name": "Everything", "access": "read", "all_campaigns": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(get(&ann, "/api/keys").await.1.as_array().unwrap().len(), 2);
+    assert_eq!(delete(&ann, &format!("/api/keys/{id}")).await, 204);
+    let (status, _) = get(&Http::new(&server, Some(&token)), "/api/campaigns/anns").await;
+    assert_eq!(status, 401);
+    server.stop().await.unwrap();
+
+    let revoke = Command::Keys(KeysCommand::Revoke { id });
+    let refused = rally::key_command::run(&revoke, &data, None)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("no API key"), "{refused}");
+}

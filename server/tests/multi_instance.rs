@@ -750,3 +750,71 @@ async fn an_event_stream_on_one_instance_follows_writes_on_the_other() {
     }
     assert_eq!(last, 31);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_made_on_one_instance_works_on_the_other_until_revoked_there() {
+    let redis = TestRedis::start();
+    let a = instance(&redis, &[]).await;
+    let b = instance(&redis, &[]).await;
+    let (_, token) = a.sign_in("Ada").await;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(a.url("/api/campaigns"))
+        .bearer_auth(&token)
+        .json(&json!({"campaign_id": "keyed", "title": "Keyed", "visibility": "private"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let made: Value = http
+        .post(a.url("/api/keys"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "CMS", "access": "write", "campaigns": ["keyed"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = made["token"].as_str().unwrap();
+    let key_id = made["key"]["id"].as_str().unwrap();
+
+    let write = |server: &TestServer, title: &str| {
+        http.patch(server.url("/api/campaigns/keyed"))
+            .bearer_auth(key)
+            .json(&json!({"updates": {"title": title}}))
+            .send()
+    };
+    assert_eq!(write(&b, "From B").await.unwrap().status(), 200);
+    // Its use, recorded on B, is in Ada's list on A.
+    let mut listed = Value::Null;
+    for _ in 0..50 {
+        listed = http
+            .get(a.url("/api/keys"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if listed[0]["last_used_at"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(listed[0]["last_used_at"].is_string(), "{listed}");
+
+    let revoked = http
+        .delete(a.url(&format!("/api/keys/{key_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(
+        write(&b, "Too late").await.unwrap().status(),
+        401,
+        "revoked on A, refused on B at once"
+    );
+}

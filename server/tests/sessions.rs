@@ -291,6 +291,7 @@ async fn the_redis_store_lists_renames_and_ends_sessions_for_good() {
             idle: Duration::from_secs(600),
         },
         None,
+        rally::api_keys::ApiKeys::new(std::sync::Arc::new(store.clone())),
         true,
     );
     let now = rally::clock::now();
@@ -396,4 +397,51 @@ async fn signing_out_everywhere_ends_every_session_of_the_user() {
     .await;
     assert_eq!(status, 401);
     server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_keeps_api_keys_and_forgets_revoked_ones_for_good() {
+    use rally::api_keys::{ApiKeys, KeyRefused};
+    use rally::auth::TokenError;
+    use rally_app::model::{Actor, CampaignId, UserId};
+    use rally_app::protocol::api_keys::{KeyAccess, KeyReach};
+    let redis = TestRedis::start();
+    let link = rally::redis::RedisLink::connect(&redis.url())
+        .await
+        .unwrap();
+    let keys = ApiKeys::new(std::sync::Arc::new(rally::store::redis::RedisStore::new(
+        link,
+    )));
+    let ada = Actor {
+        user_id: UserId::parse("ada").unwrap(),
+        display_name: "Ada".into(),
+    };
+    let now = rally::clock::now();
+    let reach = KeyReach::Campaigns([CampaignId::parse("launch").unwrap()].into());
+    let made = keys
+        .create("CMS".into(), KeyAccess::Read, reach, ada, now)
+        .await
+        .unwrap();
+    let all = keys.all().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].summary(), made.key);
+    assert!(keys.verify(&made.token, now).await.is_ok());
+    assert!(keys.touch(&made.key.id, now).await.unwrap());
+    assert_eq!(
+        keys.get(&made.key.id).await.unwrap().unwrap().last_used_at,
+        Some(now),
+        "the use is kept to the nanosecond"
+    );
+    let revoked = keys.revoke(&made.key.id).await.unwrap().unwrap();
+    assert_eq!(revoked.last_used_at, Some(now));
+    assert!(!keys.touch(&made.key.id, now).await.unwrap());
+    assert!(keys.get(&made.key.id).await.unwrap().is_none());
+    assert!(
+        keys.all().await.unwrap().is_empty(),
+        "nothing of it is left"
+    );
+    assert!(matches!(
+        keys.verify(&made.token, now).await,
+        Err(KeyRefused::Rejected(TokenError::Revoked))
+    ));
 }

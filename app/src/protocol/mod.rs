@@ -1,6 +1,7 @@
 //! Rally's wire protocol: everything that crosses the WebSocket or the HTTP API is defined here
 //! once and compiled into both the server and the browser, so they cannot disagree.
 
+pub mod api_keys;
 pub mod campaign;
 pub mod close;
 mod envelope;

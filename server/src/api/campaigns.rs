@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::context::{
-    may_read, parse_id, rate_limited, require_session, require_signed, signed, ApiJson, ApiState,
+    may_read, parse_id, rate_limited, require_signed, signed, who_on, ApiJson, ApiState,
 };
 use crate::http_error::ApiError;
 use crate::sessions::Signed;
@@ -70,7 +70,8 @@ pub(super) async fn list(
         .map(Signed::into_who)
         .unwrap_or_default();
     may_read(&state, &who.actor)?;
-    let listed = state.manager.list(|id| who.caller(id)).await?;
+    let mut listed = state.manager.list(|id| who.caller(id)).await?;
+    listed.retain(|row| who.reaches(&row.id));
     let (page, more) = page_of(listed, &query);
     let mut response = Json(&page).into_response();
     if more {
@@ -123,7 +124,17 @@ pub(super) async fn create(
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateCampaign>,
 ) -> Result<Response, ApiError> {
-    let actor = require_session(&state, &headers).await?;
+    let signed = require_signed(&state, &headers).await?;
+    // A key that reaches every campaign and writes may make them (and owns what it makes).
+    if let Some(scope) = &signed.scope {
+        if scope.campaigns.is_some() || !scope.may_write() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only an API key that writes to all campaigns may create campaigns",
+            ));
+        }
+    }
+    let actor = signed.actor;
     if !state.quotas.campaigns.take(&actor.user_id, Instant::now()) {
         return Err(rate_limited(state.quotas.campaigns_refused()));
     }
@@ -138,10 +149,7 @@ pub(super) async fn snapshot(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let who = signed(&state, &headers)
-        .await?
-        .map(Signed::into_who)
-        .unwrap_or_default();
+    let who = who_on(&state, &headers, &id, false).await?;
     may_read(&state, &who.actor)?;
     let snapshot: CampaignSnapshot = state.manager.snapshot(&id, who.caller(&id)).await?;
     let tag = entity_tag(snapshot.campaign.version);
@@ -228,7 +236,13 @@ async fn change<T: DeserializeOwned>(
     let id = parse_id(id)?;
     let base = if_match(&headers)?;
     let key = idempotency_key(&headers)?;
-    let who = require_signed(&state, &headers).await?.into_who();
+    let who = who_on(&state, &headers, &id, true).await?;
+    if who.actor.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "sign in first: POST /api/session {\"display_name\": ...}",
+        ));
+    }
     let body = complete(&id, body, base)?;
     let named = key.map(|key| Idempotency {
         key,

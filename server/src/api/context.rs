@@ -7,6 +7,7 @@ use axum::extract::FromRequest;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use rally_app::model::{Actor, CampaignId};
+use rally_app::protocol::api_keys::KeyAccess;
 use rally_app::protocol::session::SignInOptions;
 use rally_app::protocol::ErrorCode;
 
@@ -16,7 +17,7 @@ use crate::clock;
 use crate::http_error::ApiError;
 use crate::oidc::Oidc;
 use crate::quota::Quotas;
-use crate::sessions::{IdentifyError, Sessions, Signed};
+use crate::sessions::{IdentifyError, Sessions, Signed, Who};
 use crate::store::StoreError;
 
 /// Largest request body the API reads.
@@ -39,9 +40,16 @@ pub struct ApiState {
     pub quotas: Arc<Quotas>,
     /// Sign-in through the organization's OpenID Connect provider, when configured.
     pub oidc: Option<Oidc>,
+    /// User ids of the server's admins (`--admins`): they may make keys for every campaign and
+    /// revoke any key.
+    pub admins: Arc<[String]>,
 }
 
 impl ApiState {
+    pub fn is_admin(&self, actor: &Actor) -> bool {
+        self.admins.iter().any(|id| id == actor.user_id.as_str())
+    }
+
     /// The ways people may sign in here.
     pub fn sign_in_options(&self) -> SignInOptions {
         SignInOptions {
@@ -102,6 +110,36 @@ pub(super) async fn signed(
         })
 }
 
+/// Who asks about `campaign`: anyone (or no one), but an API key only where it reaches — refused
+/// (403) before anything is looked up, so the answer says nothing about the campaign. With
+/// `writes`, a key must also be allowed to write.
+pub(super) async fn who_on(
+    state: &ApiState,
+    headers: &HeaderMap,
+    campaign: &CampaignId,
+    writes: bool,
+) -> Result<Who, ApiError> {
+    let who = signed(state, headers)
+        .await?
+        .map(Signed::into_who)
+        .unwrap_or_default();
+    if let Some(scope) = &who.scope {
+        if !scope.covers(campaign) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this API key does not reach campaign {campaign}"),
+            ));
+        }
+        if writes && scope.access == KeyAccess::Read {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this API key may only read",
+            ));
+        }
+    }
+    Ok(who)
+}
+
 pub(super) async fn identity(
     state: &ApiState,
     headers: &HeaderMap,
@@ -109,6 +147,7 @@ pub(super) async fn identity(
     Ok(signed(state, headers).await?.map(|signed| signed.actor))
 }
 
+/// Any credential, a key's included.
 pub(super) async fn require_signed(
     state: &ApiState,
     headers: &HeaderMap,
@@ -121,11 +160,27 @@ pub(super) async fn require_signed(
     })
 }
 
+/// A person's credential: API keys read and change campaigns, nothing else (sessions, invites
+/// and keys are people's business), so one is refused here with 403.
+pub(super) async fn require_person(
+    state: &ApiState,
+    headers: &HeaderMap,
+) -> Result<Signed, ApiError> {
+    let signed = require_signed(state, headers).await?;
+    if signed.scope.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "API keys read and change campaigns; this needs a person signed in",
+        ));
+    }
+    Ok(signed)
+}
+
 pub(super) async fn require_session(
     state: &ApiState,
     headers: &HeaderMap,
 ) -> Result<Actor, ApiError> {
-    Ok(require_signed(state, headers).await?.actor)
+    Ok(require_person(state, headers).await?.actor)
 }
 
 pub(super) fn store_unavailable(err: StoreError) -> ApiError {

@@ -9,7 +9,7 @@ use rally_app::protocol::invites::{CreateInvite, InviteDetails, InviteLinkInfo};
 use rally_app::protocol::ErrorCode;
 
 use super::context::{
-    identity, may_read, parse_id, require_session, require_signed, ApiState, MAX_BODY_BYTES,
+    identity, may_read, parse_id, require_person, require_session, ApiState, MAX_BODY_BYTES,
 };
 use crate::auth::{InviteLink, Keys};
 use crate::campaigns::{Caller, StateManager};
@@ -34,7 +34,7 @@ async fn invite_caller(
     headers: &HeaderMap,
     id: &CampaignId,
 ) -> Result<Caller, ApiError> {
-    let who = require_signed(state, headers).await?.into_who();
+    let who = require_person(state, headers).await?.into_who();
     Ok(who.caller(id).expect("signed in"))
 }
 

@@ -2,13 +2,14 @@
 //! are `{"error": {"code", "message"}}` with the code's HTTP status (see [`ApiError`]).
 //!
 //! - `context`: the API's state, JSON bodies, who is asking.
-//! - `sessions`, `campaigns`, `invites`: the handlers, one file per resource.
+//! - `sessions`, `campaigns`, `invites`, `keys`: the handlers, one file per resource.
 //! - here: the routes, and what every request passes first (the address's quota, the
 //!   cross-site check).
 
 mod campaigns;
 mod context;
 mod invites;
+mod keys;
 mod sessions;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use self::context::rate_limited;
 pub use self::context::{ApiJson, ApiState, MAX_BODY_BYTES};
 pub(crate) use self::invites::invite_details;
 use self::invites::{accept_invite, describe_invite, list_invites, make_invite, withdraw_invite};
+use self::keys::{create_key, list_keys, revoke_key};
 use self::sessions::{
     end_all_sessions, end_session, list_sessions, sign_in, sign_in_options, sign_out, whoami,
 };
@@ -59,6 +61,8 @@ where
             "/campaigns/{id}/invites/{invite_id}",
             axum::routing::delete(withdraw_invite),
         )
+        .route("/keys", get(list_keys).post(create_key))
+        .route("/keys/{id}", axum::routing::delete(revoke_key))
         .route("/invites/{token}", get(describe_invite))
         .route("/invites/{token}/accept", post(accept_invite))
         .fallback(fallback)

@@ -13,7 +13,7 @@ use rally_app::protocol::session::{SessionInfo, SessionSummary, SignIn, SignInOp
 use rally_app::protocol::ErrorCode;
 
 use super::context::{
-    rate_limited, require_session, require_signed, signed, store_unavailable, ApiJson, ApiState,
+    rate_limited, require_person, require_session, signed, store_unavailable, ApiJson, ApiState,
 };
 use crate::auth;
 use crate::clock;
@@ -35,6 +35,12 @@ pub(super) async fn sign_in(
     let now = clock::now();
     let (user, session) =
         match signed(&state, &headers).await? {
+            Some(Signed { scope: Some(_), .. }) => {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "an API key has no name to change; rename the key by making a new one",
+                ))
+            }
             Some(Signed { session: None, .. }) => {
                 return Err(ApiError::new(
                     ErrorCode::Forbidden,
@@ -121,7 +127,7 @@ pub(super) async fn list_sessions(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<SessionSummary>>, ApiError> {
-    let me = require_signed(&state, &headers).await?;
+    let me = require_person(&state, &headers).await?;
     let records = state
         .sessions
         .list(&me.actor.user_id, clock::now())
@@ -148,7 +154,7 @@ pub(super) async fn end_all_sessions(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let me = require_signed(&state, &headers).await?;
+    let me = require_person(&state, &headers).await?;
     let ended = state
         .sessions
         .end_all(&me.actor.user_id)
@@ -168,7 +174,7 @@ pub(super) async fn end_session(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let me = require_signed(&state, &headers).await?;
+    let me = require_person(&state, &headers).await?;
     let mine = state
         .sessions
         .list(&me.actor.user_id, clock::now())

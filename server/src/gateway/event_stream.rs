@@ -122,6 +122,12 @@ async fn open(
         .as_ref()
         .map(|signed| SessionWatch::new(signed, ends));
     let who = signed.map(|signed| signed.into_who()).unwrap_or_default();
+    if !who.reaches(&campaign) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this API key does not reach campaign {campaign}"),
+        ));
+    }
     let slot = state.stats.try_acquire().ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unavailable,

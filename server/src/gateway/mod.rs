@@ -55,6 +55,10 @@ pub async fn upgrade(
         .identify(&headers, uri.query(), clock::now())
         .await
     {
+        Ok(Some(signed)) if signed.scope.is_some() => {
+            let refused = crate::auth::TokenError::KeyNotAccepted;
+            return ApiError::new(ErrorCode::Unauthorized, refused.to_string()).into_response();
+        }
         Ok(signed) => signed,
         Err(err @ IdentifyError::Rejected(_)) => {
             return ApiError::new(ErrorCode::Unauthorized, err.to_string()).into_response();

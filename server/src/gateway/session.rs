@@ -2,7 +2,7 @@
 //! [`CLOSE_SESSION_ENDED`](super::limits::CLOSE_SESSION_ENDED)) as soon as that session ends —
 //! signed out on any instance, revoked, or past its lifetime — and keeps it from expiring for
 //! disuse while it is open. One opened with a backend-minted token closes when the token
-//! expires.
+//! expires; one opened with an API key, when its periodic check finds the key revoked.
 
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,19 @@ use tokio::sync::broadcast;
 use crate::sessions::{SessionNews, Sessions, Signed, TOUCH_EVERY};
 
 pub(super) struct SessionWatch {
-    /// The server-side session (None for a backend-minted token: only its expiry ends it).
-    id: Option<String>,
-    /// When the credential expires, on this process's monotonic clock.
-    deadline: tokio::time::Instant,
+    /// What the periodic check looks up (None for a backend-minted token: only its expiry ends
+    /// it).
+    stored: Option<Stored>,
+    /// When the credential expires, on this process's monotonic clock (None: it does not).
+    deadline: Option<tokio::time::Instant>,
     ends: broadcast::Receiver<SessionNews>,
     last_touch: Instant,
+}
+
+/// A credential the store keeps, so its end can be looked up.
+enum Stored {
+    Session(String),
+    Key(String),
 }
 
 /// What the watch saw.
@@ -38,10 +45,17 @@ pub(super) enum Verdict {
 impl SessionWatch {
     /// `ends` must have been subscribed before `signed` was verified.
     pub fn new(signed: &Signed, ends: broadcast::Receiver<SessionNews>) -> Self {
+        let stored = match (&signed.session, &signed.scope) {
+            (Some(session), _) => Some(Stored::Session(session.id.clone())),
+            (None, Some(scope)) => Some(Stored::Key(scope.key_id.clone())),
+            (None, None) => None,
+        };
         SessionWatch {
-            id: signed.session.as_ref().map(|s| s.id.clone()),
-            deadline: tokio::time::Instant::now()
-                + Duration::from_nanos(signed.expires_at.nanos_since(crate::clock::now())),
+            deadline: signed.scope.is_none().then(|| {
+                tokio::time::Instant::now()
+                    + Duration::from_nanos(signed.expires_at.nanos_since(crate::clock::now()))
+            }),
+            stored,
             ends,
             last_touch: Instant::now(),
         }
@@ -51,9 +65,12 @@ impl SessionWatch {
     /// watching).
     pub async fn next_end(watch: &mut Option<SessionWatch>) -> End {
         match watch {
-            Some(watch) => tokio::select! {
-                end = watch.ends.recv() => End::Heard(end),
-                _ = tokio::time::sleep_until(watch.deadline) => End::Expired,
+            Some(watch) => match watch.deadline {
+                Some(deadline) => tokio::select! {
+                    end = watch.ends.recv() => End::Heard(end),
+                    _ = tokio::time::sleep_until(deadline) => End::Expired,
+                },
+                None => End::Heard(watch.ends.recv().await),
             },
             None => std::future::pending().await,
         }
@@ -66,7 +83,7 @@ impl SessionWatch {
             End::Expired => return Verdict::Ended,
             End::Heard(end) => end,
         };
-        let Some(mine) = &self.id else {
+        let Some(Stored::Session(mine)) = &self.stored else {
             return Verdict::Goes;
         };
         match end {
@@ -86,14 +103,18 @@ impl SessionWatch {
     /// once per [`TOUCH_EVERY`] — and recording it finds a session that ended while its news
     /// was lost.
     pub async fn check(&mut self, sessions: &Sessions, now: Timestamp) -> Verdict {
-        let Some(id) = &self.id else {
+        let Some(stored) = &self.stored else {
             return Verdict::Goes;
         };
         if self.last_touch.elapsed() < TOUCH_EVERY {
             return Verdict::Goes;
         }
         self.last_touch = Instant::now();
-        match sessions.touch(id, now).await {
+        let touched = match stored {
+            Stored::Session(id) => sessions.touch(id, now).await,
+            Stored::Key(id) => sessions.api_keys().touch(id, now).await,
+        };
+        match touched {
             Ok(false) => Verdict::Ended,
             Ok(true) => Verdict::Goes,
             Err(error) => {

@@ -12,6 +12,8 @@
 //! | `rally:secret:<name>` | string | shared secrets (the session key) | store |
 //! | `rally:session:<session id>` | string | JSON session record; expires when the session ends | store |
 //! | `rally:user:<user id>:sessions` | set | the user's session ids (pruned when listed) | store |
+//! | `rally:api-keys` | hash | key id → JSON key record (never its token) | store |
+//! | `rally:api-key-uses` | hash | key id → when it was last used (unix nanoseconds) | store |
 //!
 //! | channel | carries |
 //! |---|---|
@@ -53,6 +55,9 @@ pub fn session(id: &str) -> String {
 pub fn user_sessions(user: &UserId) -> String {
     format!("rally:user:{user}:sessions")
 }
+
+pub const API_KEYS: &str = "rally:api-keys";
+pub const API_KEY_USES: &str = "rally:api-key-uses";
 
 /// The channel of notes between instances.
 pub const BUS_CHANNEL: &str = "rally:bus";

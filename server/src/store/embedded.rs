@@ -15,6 +15,7 @@ use rally_app::model::{CampaignEvent, CampaignId, Timestamp, UserId};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::api_keys::{ApiKeyRecord, ApiKeyStore};
 use super::sessions::{SessionRecord, SessionStore};
 use super::CampaignRecord;
 use super::{Commit, Loaded, Store, StoreError, StoreFuture};
@@ -25,6 +26,8 @@ const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// (user id, session id): a user's sessions, for listing.
 const USER_SESSIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_sessions");
+/// API keys by id.
+const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -63,6 +66,16 @@ enum WriteOp {
         change: SessionChange,
         reply: oneshot::Sender<Result<OpResult, StoreError>>,
     },
+    ApiKey {
+        change: ApiKeyChange,
+        reply: oneshot::Sender<Result<OpResult, StoreError>>,
+    },
+}
+
+enum ApiKeyChange {
+    Insert(ApiKeyRecord),
+    Touch(String, Timestamp),
+    Delete(String),
 }
 
 enum SessionChange {
@@ -91,6 +104,7 @@ impl EmbeddedStore {
         txn.open_table(SECRETS).map_err(unavailable)?;
         txn.open_table(SESSIONS).map_err(unavailable)?;
         txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+        txn.open_table(API_KEYS).map_err(unavailable)?;
         txn.commit().map_err(unavailable)?;
 
         let db = Arc::new(db);
@@ -187,6 +201,7 @@ enum OpResult {
     Updated(bool),
     Deleted(Option<SessionRecord>),
     Swept(usize),
+    KeyDeleted(Option<ApiKeyRecord>),
 }
 
 impl WriteOp {
@@ -201,7 +216,7 @@ impl WriteOp {
                     _ => Vec::new(),
                 }));
             }
-            WriteOp::Session { reply, .. } => {
+            WriteOp::Session { reply, .. } | WriteOp::ApiKey { reply, .. } => {
                 let _ = reply.send(result);
             }
         }
@@ -292,6 +307,49 @@ fn apply_op(txn: &WriteTransaction, op: &WriteOp) -> Result<OpResult, StoreError
             Ok(OpResult::Secret(value.clone()))
         }
         WriteOp::Session { change, .. } => apply_session_change(txn, change),
+        WriteOp::ApiKey { change, .. } => apply_api_key_change(txn, change),
+    }
+}
+
+fn decode_api_key(bytes: &[u8]) -> Result<ApiKeyRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+fn apply_api_key_change(
+    txn: &WriteTransaction,
+    change: &ApiKeyChange,
+) -> Result<OpResult, StoreError> {
+    let mut keys = txn.open_table(API_KEYS).map_err(unavailable)?;
+    let found = |keys: &redb::Table<&'static str, &'static [u8]>, id: &str| {
+        keys.get(id)
+            .map_err(unavailable)?
+            .map(|bytes| decode_api_key(bytes.value()))
+            .transpose()
+    };
+    match change {
+        ApiKeyChange::Insert(record) => {
+            let json = serde_json::to_vec(record).map_err(corrupt)?;
+            keys.insert(record.id.as_str(), json.as_slice())
+                .map_err(unavailable)?;
+            Ok(OpResult::Done)
+        }
+        ApiKeyChange::Touch(id, at) => {
+            let Some(mut record) = found(&keys, id)? else {
+                return Ok(OpResult::Updated(false));
+            };
+            record.last_used_at = Some(*at);
+            let json = serde_json::to_vec(&record).map_err(corrupt)?;
+            keys.insert(id.as_str(), json.as_slice())
+                .map_err(unavailable)?;
+            Ok(OpResult::Updated(true))
+        }
+        ApiKeyChange::Delete(id) => {
+            let record = found(&keys, id)?;
+            if record.is_some() {
+                keys.remove(id.as_str()).map_err(unavailable)?;
+            }
+            Ok(OpResult::KeyDeleted(record))
+        }
     }
 }
 
@@ -421,6 +479,57 @@ impl SessionStore for EmbeddedStore {
             match done.await? {
                 OpResult::Swept(count) => Ok(count),
                 _ => Ok(0),
+            }
+        })
+    }
+}
+
+impl EmbeddedStore {
+    fn change_api_key(&self, change: ApiKeyChange) -> StoreFuture<'static, OpResult> {
+        self.submit(|reply| WriteOp::ApiKey { change, reply })
+    }
+}
+
+impl ApiKeyStore for EmbeddedStore {
+    fn insert_api_key(&self, record: ApiKeyRecord) -> StoreFuture<'_, ()> {
+        let done = self.change_api_key(ApiKeyChange::Insert(record));
+        Box::pin(async move { done.await.map(|_| ()) })
+    }
+
+    fn api_key(&self, id: &str) -> StoreFuture<'_, Option<ApiKeyRecord>> {
+        let id = id.to_owned();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let keys = txn.open_table(API_KEYS).map_err(unavailable)?;
+            let bytes = keys.get(id.as_str()).map_err(unavailable)?;
+            bytes.map(|b| decode_api_key(b.value())).transpose()
+        })
+    }
+
+    fn api_keys(&self) -> StoreFuture<'_, Vec<ApiKeyRecord>> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let keys = txn.open_table(API_KEYS).map_err(unavailable)?;
+            let mut records = Vec::new();
+            for row in keys.iter().map_err(unavailable)? {
+                let (_, bytes) = row.map_err(unavailable)?;
+                records.push(decode_api_key(bytes.value())?);
+            }
+            Ok(records)
+        })
+    }
+
+    fn touch_api_key(&self, id: &str, at: Timestamp) -> StoreFuture<'_, bool> {
+        let done = self.change_api_key(ApiKeyChange::Touch(id.to_owned(), at));
+        Box::pin(async move { Ok(matches!(done.await?, OpResult::Updated(true))) })
+    }
+
+    fn delete_api_key(&self, id: &str) -> StoreFuture<'_, Option<ApiKeyRecord>> {
+        let done = self.change_api_key(ApiKeyChange::Delete(id.to_owned()));
+        Box::pin(async move {
+            match done.await? {
+                OpResult::KeyDeleted(record) => Ok(record),
+                _ => Ok(None),
             }
         })
     }

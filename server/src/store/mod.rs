@@ -4,6 +4,7 @@
 //! (for several instances) implements the same trait. A `commit` that returns `Ok` is durable:
 //! the writer replies success only after it.
 
+pub mod api_keys;
 pub mod embedded;
 pub mod redis;
 pub mod sessions;

@@ -4,6 +4,7 @@
 mod config;
 mod config_form;
 mod invites;
+mod keys;
 mod live;
 mod media;
 mod members;
@@ -22,6 +23,7 @@ use crate::protocol::{ErrorBody, ErrorCode};
 
 use config::ConfigEditor;
 use invites::InvitePanel;
+use keys::KeysPanel;
 pub use live::CampaignModel;
 use notices::{Notices, Place};
 use panels::{Details, Features, PresencePanel, Timeline};
@@ -127,6 +129,7 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
                     <PresencePanel model/>
                     <members::MembersPanel model/>
                     <InvitePanel model/>
+                    <KeysPanel model/>
                     <Timeline model/>
                 </aside>
             </div>
