@@ -1,5 +1,5 @@
 // Every page, as a person with a screen reader or a phone meets it: axe-core (WCAG 2.1 A/AA)
-// reports no serious or critical violation on the landing, campaign, invite and ops pages, each
+// reports no serious or critical violation on the landing, campaign, invite, API docs and ops pages, each
 // page has its own title and one h1, and nothing is wider than a 390 px screen.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,7 +21,7 @@ after(async () => {
 });
 
 
-test(`landing, campaign, invite and ops pages pass axe and fit 390 px (${mode})`, async () => {
+test(`landing, campaign, invite, API docs and ops pages pass axe and fit 390 px (${mode})`, async () => {
   const problems = [];
 
   const visitor = await (await browser.newContext()).newPage();
@@ -62,6 +62,10 @@ test(`landing, campaign, invite and ops pages pass axe and fit 390 px (${mode})`
   await bob.page.goto(invite);
   await bob.page.waitForSelector('.accept-invite');
   problems.push(...(await check(bob.page, 'invite', /Rally/)));
+
+  await visitor.goto(`${server.url}/api/docs`);
+  await visitor.waitForSelector('.api-operation');
+  problems.push(...(await check(visitor, 'api-docs', /^HTTP API — Rally$/)));
 
   await visitor.goto(`${server.url}/ops`);
   await visitor.waitForSelector('.chart');

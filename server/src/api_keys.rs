@@ -10,13 +10,16 @@
 //!   every [`USE_RECORDED_EVERY`]) and ends if it was revoked.
 //! - A key acts as itself (`apikey-<id>`, named by the key's name in events and presence), never
 //!   as the person who made it. On the campaigns it covers it has the role its access gives
-//!   ([`KeyScope::role_on`]); elsewhere the API refuses it (403) before looking anything up.
+//!   ([`KeyScope::role_on`]) and no other (see `campaigns::access`); elsewhere the API refuses it
+//!   (403) before looking anything up. A key an owner made works only while they own the
+//!   campaign.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rally_app::model::{Actor, CampaignId, Role, Timestamp, UserId};
+use rally_app::protocol::api_keys::MAX_KEY_NAME_CHARS;
 use rally_app::protocol::api_keys::{KeyAccess, KeyReach, NewApiKey};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -43,6 +46,8 @@ pub struct KeyScope {
     pub access: KeyAccess,
     /// None: every campaign.
     pub campaigns: Option<Arc<BTreeSet<CampaignId>>>,
+    /// The owner the key rests on (see [`ApiKeyRecord::made_by_owner`]).
+    pub made_by_owner: Option<UserId>,
 }
 
 impl KeyScope {
@@ -85,6 +90,15 @@ pub struct VerifiedKey {
     pub scope: KeyScope,
 }
 
+/// In what right someone makes a key: an owner's key rests on their ownership and counts against
+/// the limits; an admin's and the operator's rest on nothing and are not limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MadeAs {
+    Owner,
+    Admin,
+    Operator,
+}
+
 /// Why a key could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateKeyError {
@@ -92,6 +106,17 @@ pub enum CreateKeyError {
     TooMany(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The user id keys made from the command line are made by.
+pub const OPERATOR_ID: &str = "operator";
+/// What every key's user id starts with.
+const KEY_USER_PREFIX: &str = "apikey-";
+
+/// Whether `user` is an id Rally gives keys and the operator, which no person may have (a
+/// backend's token naming one is refused).
+pub fn is_reserved(user: &UserId) -> bool {
+    user.as_str() == OPERATOR_ID || user.as_str().starts_with(KEY_USER_PREFIX)
 }
 
 /// Whether a bearer token is an API key's (rather than a session's or a backend's).
@@ -122,7 +147,8 @@ fn secret_hash(secret: &str) -> String {
 /// Who a key acts as.
 pub fn key_actor(record: &ApiKeyRecord) -> Actor {
     Actor {
-        user_id: UserId::parse(&format!("apikey-{}", record.id)).expect("key ids are hex"),
+        user_id: UserId::parse(&format!("{KEY_USER_PREFIX}{}", record.id))
+            .expect("key ids are hex"),
         display_name: record.name.clone(),
     }
 }
@@ -146,24 +172,27 @@ impl ApiKeys {
         name: String,
         access: KeyAccess,
         reach: KeyReach,
-        created_by: Actor,
+        (created_by, made_as): (Actor, MadeAs),
         now: Timestamp,
     ) -> Result<NewApiKey, CreateKeyError> {
-        let existing = self.store.api_keys().await?;
-        if existing.len() >= MAX_API_KEYS {
-            return Err(CreateKeyError::TooMany(format!(
-                "this server keeps at most {MAX_API_KEYS} API keys; revoke some first"
-            )));
+        if made_as == MadeAs::Owner {
+            let existing = self.store.api_keys().await?;
+            if existing.len() >= MAX_API_KEYS {
+                return Err(CreateKeyError::TooMany(format!(
+                    "this server keeps at most {MAX_API_KEYS} API keys; ask an admin to revoke some"
+                )));
+            }
+            let mine = existing
+                .iter()
+                .filter(|key| key.created_by.user_id == created_by.user_id)
+                .count();
+            if mine >= MAX_KEYS_PER_CREATOR {
+                return Err(CreateKeyError::TooMany(format!(
+                    "you have {MAX_KEYS_PER_CREATOR} API keys, the most one person may make; revoke some first"
+                )));
+            }
         }
-        let mine = existing
-            .iter()
-            .filter(|key| key.created_by.user_id == created_by.user_id)
-            .count();
-        if mine >= MAX_KEYS_PER_CREATOR {
-            return Err(CreateKeyError::TooMany(format!(
-                "you have {MAX_KEYS_PER_CREATOR} API keys, the most one person may make; revoke some first"
-            )));
-        }
+        debug_assert!(name.chars().count() <= MAX_KEY_NAME_CHARS);
         let id = auth::hex(&clock::random_bytes::<ID_BYTES>());
         let secret = auth::hex(&clock::random_bytes::<SECRET_BYTES>());
         let record = ApiKeyRecord {
@@ -175,6 +204,7 @@ impl ApiKeys {
                 KeyReach::All => None,
                 KeyReach::Campaigns(campaigns) => Some(campaigns),
             },
+            made_by_owner: (made_as == MadeAs::Owner).then(|| created_by.user_id.clone()),
             created_by,
             created_at: now,
             last_used_at: None,
@@ -216,6 +246,7 @@ impl ApiKeys {
                 key_id: record.id.clone(),
                 access: record.access,
                 campaigns: record.campaigns.map(Arc::new),
+                made_by_owner: record.made_by_owner,
             },
         })
     }
@@ -279,6 +310,7 @@ mod tests {
                 key_id: "k".into(),
                 access,
                 campaigns,
+                made_by_owner: None,
             };
             assert_eq!(scope.role_on(&id(asked)), role, "{scope:?} on {asked}");
             assert_eq!(scope.covers(&id(asked)), role.is_some());
@@ -318,7 +350,7 @@ mod tests {
                 "CMS".into(),
                 KeyAccess::Write,
                 KeyReach::Campaigns(BTreeSet::from([id("launch")])),
-                ada.clone(),
+                (ada.clone(), MadeAs::Owner),
                 now,
             )
             .await
@@ -337,6 +369,7 @@ mod tests {
             format!("apikey-{}", made.key.id)
         );
         let scope = verified.scope;
+        assert_eq!(scope.made_by_owner, Some(ada.user_id.clone()));
         assert_eq!(scope.role_on(&id("launch")), Some(Role::Editor));
         assert_eq!(scope.role_on(&id("sale")), None);
 

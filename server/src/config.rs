@@ -155,8 +155,8 @@ pub struct Config {
     #[arg(long, env = "RALLY_OPS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
     pub ops_public: bool,
 
-    /// User ids (comma-separated) allowed to watch `/ops`. A signed-in user's id is shown on the
-    /// ops page when access is refused.
+    /// User ids (comma-separated) allowed to watch `/ops`, make API keys for every campaign and
+    /// revoke anyone's key. A signed-in user's id is shown on the ops page when access is refused.
     #[arg(long, env = "RALLY_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
 

@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rally_app::protocol::{ErrorBody, ErrorCode};
+use rally_app::protocol::{ErrorBody, ErrorCode, ErrorResponse};
 
 #[derive(Debug)]
 pub struct ApiError(ErrorBody);
@@ -30,6 +30,6 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(serde_json::json!({ "error": self.0 }))).into_response()
+        (status, Json(ErrorResponse { error: self.0 })).into_response()
     }
 }

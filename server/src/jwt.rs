@@ -154,6 +154,11 @@ pub(crate) fn rejection(err: jsonwebtoken::errors::Error) -> TokenError {
 fn identity(claims: Claims, leeway: Duration) -> Result<TokenIdentity, TokenError> {
     let user_id =
         UserId::parse(&claims.sub).map_err(|err| TokenError::Claim(format!("sub: {err}")))?;
+    if crate::api_keys::is_reserved(&user_id) {
+        return Err(TokenError::Claim(format!(
+            "sub: {user_id} is reserved for API keys and the server's operator"
+        )));
+    }
     let name = claims.name.as_deref().unwrap_or(&claims.sub);
     let display_name =
         DisplayName::parse(name).map_err(|err| TokenError::Claim(format!("name: {err}")))?;
@@ -367,6 +372,21 @@ mod tests {
                 TokenError::Claim(
                     "sub: user id must be 1-40 characters of ASCII letters, digits, '_' and '-'"
                         .into(),
+                ),
+            ),
+            (
+                with("sub", json!("apikey-0a1b2c3d4e5f")),
+                secret,
+                TokenError::Claim(
+                    "sub: apikey-0a1b2c3d4e5f is reserved for API keys and the server's operator"
+                        .into(),
+                ),
+            ),
+            (
+                with("sub", json!("operator")),
+                secret,
+                TokenError::Claim(
+                    "sub: operator is reserved for API keys and the server's operator".into(),
                 ),
             ),
         ];

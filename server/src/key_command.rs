@@ -1,6 +1,7 @@
 //! `rally keys …`: API keys made, listed and revoked from the command line, by whoever runs the
 //! server — how the first key for every campaign is made before anyone is an admin, and how a
-//! leaked key is revoked without a browser.
+//! leaked key is revoked without a browser. (And `rally openapi`, which prints the API's
+//! document for client generators without starting a server.)
 //!
 //! It opens the store the server uses (the same `--data-dir` or `--redis-url`) and acts on it
 //! directly. In Redis mode that works while the servers run (every request reads its key from
@@ -15,7 +16,7 @@ use clap::{Subcommand, ValueEnum};
 use rally_app::model::{Actor, CampaignId, UserId};
 use rally_app::protocol::api_keys::{CreateApiKey, KeyAccess};
 
-use crate::api_keys::{ApiKeys, CreateKeyError};
+use crate::api_keys::{ApiKeys, CreateKeyError, MadeAs, OPERATOR_ID};
 use crate::clock;
 use crate::redis::RedisLink;
 use crate::store::embedded::EmbeddedStore;
@@ -28,6 +29,8 @@ pub enum Command {
     /// Make, list and revoke API keys (embedded mode: while the server is stopped).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the HTTP API's OpenAPI 3.1 document (what `GET /api/openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -76,18 +79,25 @@ pub enum KeyCommandError {
 /// Who keys made here were made by.
 fn operator() -> Actor {
     Actor {
-        user_id: UserId::parse("operator").expect("a valid id"),
+        user_id: UserId::parse(OPERATOR_ID).expect("a valid id"),
         display_name: "Server operator".into(),
     }
 }
 
-/// Run `command` against the store at `data_dir`, or Redis at `redis_url`; what to print.
+/// Run `command` (for keys: against the store at `data_dir`, or Redis at `redis_url`); what to
+/// print.
 pub async fn run(
     command: &Command,
     data_dir: &Path,
     redis_url: Option<&str>,
 ) -> Result<String, KeyCommandError> {
-    let Command::Keys(command) = command;
+    let command = match command {
+        Command::Keys(command) => command,
+        Command::Openapi => {
+            let document = crate::api::openapi::document();
+            return Ok(serde_json::to_string_pretty(document).expect("JSON") + "\n");
+        }
+    };
     match redis_url {
         Some(url) => {
             let link = RedisLink::connect(url)
@@ -141,7 +151,13 @@ async fn act(command: &KeysCommand, keys: ApiKeys) -> Result<String, KeyCommandE
                 .checked()
                 .map_err(|err| KeyCommandError::Refused(err.message))?;
             let made = keys
-                .create(name, access, reach, operator(), clock::now())
+                .create(
+                    name,
+                    access,
+                    reach,
+                    (operator(), MadeAs::Operator),
+                    clock::now(),
+                )
                 .await
                 .map_err(|err| match err {
                     CreateKeyError::TooMany(message) => KeyCommandError::Refused(message),

@@ -147,5 +147,6 @@ fn caller(visitor: &Option<Visitor>, id: &CampaignId) -> Option<Caller> {
     visitor.as_ref().map(|visitor| Caller {
         actor: visitor.actor.clone(),
         granted: visitor.grants.get(id).copied(),
+        key: None,
     })
 }

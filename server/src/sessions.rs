@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 use crate::api_keys::{self, ApiKeys, KeyRefused, KeyScope};
 use crate::auth::{self, Keys, Source, TokenError};
 use crate::bus::{BusNote, EventBus};
-use crate::campaigns::Caller;
+use crate::campaigns::{Caller, KeyBond};
 use crate::clock;
 use crate::jwt::JwtVerifier;
 use crate::store::sessions::{SessionRecord, SessionStore};
@@ -98,11 +98,20 @@ pub struct Who {
 impl Who {
     /// How `campaign` sees them (None: anonymous).
     pub fn caller(&self, campaign: &CampaignId) -> Option<Caller> {
-        let granted = match &self.scope {
-            Some(scope) => scope.role_on(campaign),
-            None => self.grants.get(campaign).copied(),
+        let (granted, key) = match &self.scope {
+            Some(scope) => (
+                scope.role_on(campaign),
+                Some(KeyBond {
+                    made_by_owner: scope.made_by_owner.clone(),
+                }),
+            ),
+            None => (self.grants.get(campaign).copied(), None),
         };
-        self.actor.clone().map(|actor| Caller { actor, granted })
+        self.actor.clone().map(|actor| Caller {
+            actor,
+            granted,
+            key,
+        })
     }
 
     /// Whether their credential works on `campaign` (an API key only where it reaches).
@@ -292,8 +301,13 @@ impl Sessions {
         let Some((token, source)) = auth::token_from_request(headers, query) else {
             return Ok(None);
         };
-        if api_keys::is_key_token(token) && source != Source::Header {
-            return Err(TokenError::KeyNotAccepted.into());
+        if api_keys::is_key_token(token) {
+            match source {
+                Source::Header => {}
+                // Keys never belong in a browser's cookie: no session, as for a stale cookie.
+                Source::Cookie => return Ok(None),
+                Source::Query => return Err(TokenError::KeyNotAccepted.into()),
+            }
         }
         match self.verify(token, now).await {
             Ok(signed) => Ok(Some(signed)),

@@ -259,6 +259,15 @@ async fn token_handoff(
             ),
         );
     }
+    if crate::api_keys::is_key_token(token) {
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            &format!(
+                "Rally could not sign you in: {}.",
+                crate::auth::TokenError::KeyNotAccepted
+            ),
+        );
+    }
     let now = clock::now();
     match state.sessions.verify(token, now).await {
         Ok(signed) => {

@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::{event_stream_request as request, EventReader, TestServer};
 use serde_json::{json, Value};
 

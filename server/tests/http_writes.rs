@@ -727,11 +727,34 @@ async fn an_api_key_reads_and_writes_only_where_it_reaches_until_revoked() {
             "/api/campaigns/launch/invites",
             Some(json!({})),
         ),
+        (reqwest::Method::GET, "/api/invites/anything", None),
+        (reqwest::Method::DELETE, "/api/session", None),
     ] {
         let (status, _, body) = cms.send(method, path, body, &[]).await;
         assert_eq!((status, code(&body)), (403, "forbidden"), "{path}: {body}");
     }
-    // Only as a bearer header on the HTTP API and event streams.
+    // Only as a bearer header on the HTTP API and event streams: in a cookie it is no
+    // credential (a private campaign is missing), and no page may hand it to a browser.
+    let as_cookie = reqwest::Client::new()
+        .get(server.url("/api/campaigns/launch"))
+        .header("cookie", format!("rally_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_cookie.status(), 404);
+    let handed = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(server.url("/auth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", server.url("").trim_end_matches('/'))
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(handed.status(), 401);
+    assert!(handed.headers().get("set-cookie").is_none());
     let in_query = reqwest::get(server.url(&format!("/api/campaigns/launch/events?token={token}")))
         .await
         .unwrap();
@@ -826,7 +849,7 @@ async fn keys_for_every_campaign_come_from_the_command_line_or_an_admin() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    // The operator's key reaches every campaign, and may make new ones (it owns those).
+    // The operator's key reaches every campaign; campaigns are made by people (who own them).
     let scheduler = Http::new(&server, Some(&token));
     let (status, body) = get(&scheduler, "/api/campaigns/anns").await;
     assert_eq!(
@@ -840,8 +863,7 @@ async fn keys_for_every_campaign_come_from_the_command_line_or_an_admin() {
             json!({"campaign_id": "scheduled", "title": "S"}),
         )
         .await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["role"], "owner");
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
     server.stop().await.unwrap();
 
     // Listed and revoked from the command line (the server stopped: it holds the file).
@@ -875,4 +897,92 @@ async fn keys_for_every_campaign_come_from_the_command_line_or_an_admin() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("no API key"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_key_an_owner_made_works_only_while_they_own_the_campaign() {
+    let server = TestServer::start().await;
+    let (_, ann_token) = server.sign_in("Ann").await;
+    let ann = Http::new(&server, Some(&ann_token));
+    let (bob_id, bob_token) = server.sign_in("Bob").await;
+    let bob = Http::new(&server, Some(&bob_token));
+    let (status, body) = ann
+        .post(
+            "/api/campaigns",
+            json!({"campaign_id": "handed", "title": "H", "visibility": "private"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, made) = ann
+        .post(
+            "/api/keys",
+            json!({"name": "Site", "access": "write", "campaigns": ["handed"]}),
+        )
+        .await;
+    let site = Http::new(&server, Some(made["token"].as_str().unwrap()));
+    let (status, body) = get(&site, "/api/campaigns/handed").await;
+    assert_eq!(
+        (status, body["role"].as_str()),
+        (200, Some("editor")),
+        "{body}"
+    );
+    // Ann brings Bob in as an owner.
+    let (_, invite) = ann
+        .post("/api/campaigns/handed/invites", json!({"role": "owner"}))
+        .await;
+    let accept = format!("/api/invites/{}/accept", invite["token"].as_str().unwrap());
+    assert_eq!(bob.post(&accept, json!({})).await.0, 200);
+    // An editor's role is all a key gets: no members, no handover, no visibility.
+    for (path, body) in [
+        (
+            "/api/campaigns/handed/members",
+            json!({"user_id": bob_id, "role": "viewer"}),
+        ),
+        ("/api/campaigns/handed/handover", json!({"user_id": bob_id})),
+    ] {
+        let (status, answer) = site.post(path, body).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (403, "forbidden"),
+            "{path}: {answer}"
+        );
+    }
+    let (status, answer) = site
+        .patch(
+            "/api/campaigns/handed",
+            json!({"updates": {"visibility": "public"}}),
+            &[],
+        )
+        .await;
+    assert_eq!((status, code(&answer)), (403, "forbidden"), "{answer}");
+
+    // Ann hands the campaign over; Bob makes her an editor.
+    let (status, answer) = ann
+        .post("/api/campaigns/handed/handover", json!({"user_id": bob_id}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        get(&site, "/api/campaigns/handed").await.0,
+        200,
+        "Ann still owns it with Bob"
+    );
+    let ann_id = get(&ann, "/api/session").await.1["user"]["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, answer) = bob
+        .post(
+            "/api/campaigns/handed/members",
+            json!({"user_id": ann_id, "role": "editor"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // Her key rested on her ownership: it is a stranger to the private campaign now.
+    let (status, body) = get(&site, "/api/campaigns/handed").await;
+    assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
+    // Bob, its owner now, sees the key for his campaign and revokes it.
+    let (status, keys) = get(&bob, "/api/keys?campaign=handed").await;
+    assert_eq!((status, keys.as_array().unwrap().len()), (200, 1), "{keys}");
+    let id = keys[0]["id"].as_str().unwrap();
+    assert_eq!(delete(&bob, &format!("/api/keys/{id}")).await, 204);
 }

@@ -401,7 +401,7 @@ async fn signing_out_everywhere_ends_every_session_of_the_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_store_keeps_api_keys_and_forgets_revoked_ones_for_good() {
-    use rally::api_keys::{ApiKeys, KeyRefused};
+    use rally::api_keys::{ApiKeys, KeyRefused, MadeAs};
     use rally::auth::TokenError;
     use rally_app::model::{Actor, CampaignId, UserId};
     use rally_app::protocol::api_keys::{KeyAccess, KeyReach};
@@ -419,7 +419,13 @@ async fn the_redis_store_keeps_api_keys_and_forgets_revoked_ones_for_good() {
     let now = rally::clock::now();
     let reach = KeyReach::Campaigns([CampaignId::parse("launch").unwrap()].into());
     let made = keys
-        .create("CMS".into(), KeyAccess::Read, reach, ada, now)
+        .create(
+            "CMS".into(),
+            KeyAccess::Read,
+            reach,
+            (ada, MadeAs::Owner),
+            now,
+        )
         .await
         .unwrap();
     let all = keys.all().await.unwrap();

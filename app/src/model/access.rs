@@ -10,6 +10,7 @@ use super::{CampaignId, UserId};
 /// A person's role in one campaign. The campaign's owner, and members made owners, are owners;
 /// editors were invited or made editors by an owner; everyone else who can open it is a viewer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,
@@ -86,6 +87,7 @@ impl<'de> Deserialize<'de> for DisplayName {
 /// Someone with a role in a campaign besides its owner: joined through an invite (or was the owner
 /// before a handover), their role changed only by an owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct Member {
     /// Their name when they joined or their role last changed.
     pub display_name: String,
@@ -106,6 +108,7 @@ impl Role {
 /// One person watching a campaign (over one or more connections). Anonymous visitors share one
 /// entry (no user id) whose `connections` counts them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct Viewer {
     pub user_id: Option<UserId>,
     pub display_name: String,
@@ -122,6 +125,7 @@ pub const PRESENCE_LIST_MAX: usize = 100;
 /// Everyone subscribed to a campaign right now. `campaign:presence:v1:success` carries this, with
 /// the change that caused it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct Presence {
     pub campaign_id: CampaignId,
     /// Distinct people: signed-in users, plus one per anonymous connection.

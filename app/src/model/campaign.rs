@@ -18,6 +18,7 @@ use super::{
 
 /// Where a campaign is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CampaignStatus {
     #[default]
@@ -58,6 +59,7 @@ impl fmt::Display for CampaignStatus {
 /// Who may see a campaign. Owners choose; a new campaign gets the server's default
 /// (`--default-visibility`, `private` unless configured).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     /// Only its members (the owner, people with a role, holders of a token granting one). To
@@ -163,6 +165,7 @@ short_name!(
 
 /// Who did something: a stable user id and the display name they had at the time.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct Actor {
     pub user_id: UserId,
     pub display_name: String,
@@ -170,6 +173,7 @@ pub struct Actor {
 
 /// Everything a viewer sees of a campaign at one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct CampaignState {
     pub id: CampaignId,
     pub title: String,
@@ -199,6 +203,7 @@ pub struct CampaignState {
 
 /// The scalar fields an update can set. At least one must be present.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FieldUpdates {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,6 +233,7 @@ impl FieldUpdates {
 
 /// The fields people type into together, with [`TextEdit`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TextField {
     Title,
@@ -263,6 +269,7 @@ impl FieldUpdates {
 
 /// How a config change combines with the section's current values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigMode {
     /// JSON Merge Patch (RFC 7396): objects merge recursively, `null` deletes a key, anything else
@@ -277,6 +284,7 @@ pub enum ConfigMode {
 
 /// One applied change, as broadcast: enough to go from version N-1 to N without a refetch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// The campaign came into being (version 1) with this state.
@@ -381,6 +389,7 @@ impl Change {
 
 /// One entry of a campaign's history: `campaign:state:v1:success` carries exactly this payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct CampaignEvent {
     pub campaign_id: CampaignId,
     pub version: u64,
@@ -396,6 +405,7 @@ pub struct CampaignEvent {
 /// A write its sender named (`Idempotency-Key`): the name, and a digest of the write, so that
 /// the same name sent again with the same write lands once, and with another write is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct Idempotency {
     pub key: IdempotencyKey,
     /// 16 hex digits of the SHA-256 of the write's JSON, made by the server.

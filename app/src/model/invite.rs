@@ -55,6 +55,7 @@ impl<'de> Deserialize<'de> for InviteId {
 
 /// What an invite link offers, fixed when it is made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct InviteTerms {
     pub id: InviteId,
     /// The role whoever accepts it gets.
@@ -67,6 +68,7 @@ pub struct InviteTerms {
 
 /// Someone who joined (or got a higher role) through an invite link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct InviteUse {
     pub user_id: UserId,
     pub display_name: String,
@@ -75,6 +77,7 @@ pub struct InviteUse {
 
 /// An invite link as the campaign keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct Invite {
     #[serde(flatten)]
     pub terms: InviteTerms,
@@ -93,6 +96,7 @@ pub struct Invite {
 
 /// Whether an invite link still lets people in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InviteStatus {
     Open,

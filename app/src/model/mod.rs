@@ -6,6 +6,8 @@ mod describe;
 mod ids;
 mod invite;
 pub mod limits;
+#[cfg(feature = "ssr")]
+mod schema;
 mod text;
 mod timestamp;
 mod write;

@@ -34,6 +34,7 @@ use crate::protocol::{ErrorBody, ErrorCode};
 
 /// `campaign:create:v1:requested`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateCampaign {
     pub campaign_id: CampaignId,
@@ -68,6 +69,7 @@ impl CreateCampaign {
 
 /// `campaign:update:v1:requested`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateFields {
     pub campaign_id: CampaignId,
@@ -79,6 +81,7 @@ pub struct UpdateFields {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FeatureOp {
     Add,
@@ -88,6 +91,7 @@ pub enum FeatureOp {
 
 /// `campaign:feature:v1:requested`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FeatureChange {
     pub campaign_id: CampaignId,
@@ -99,6 +103,7 @@ pub struct FeatureChange {
 
 /// `campaign:config:v1:requested`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConfigChange {
     pub campaign_id: CampaignId,
@@ -112,6 +117,7 @@ pub struct ConfigChange {
 
 /// `campaign:text:v1:requested`: part of the title or description, as someone types it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TextChange {
     pub campaign_id: CampaignId,
@@ -167,6 +173,7 @@ impl TextChange {
 /// absent). People become members by accepting an invite, not through this request; the
 /// campaign's owner's role never changes (they hand the campaign over instead).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MemberChange {
     pub campaign_id: CampaignId,
@@ -180,6 +187,7 @@ pub struct MemberChange {
 /// `campaign:handover:v1:requested`: the owner hands the campaign over to a member, who becomes
 /// its owner; the previous owner stays an owner among the members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Handover {
     pub campaign_id: CampaignId,

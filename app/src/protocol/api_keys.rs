@@ -11,13 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Actor, CampaignId, Timestamp};
 use crate::protocol::{ErrorBody, ErrorCode};
 
-/// Longest key name, in characters.
-pub const MAX_KEY_NAME_CHARS: usize = 64;
+/// Longest key name, in characters: a key's name is its display name in events and presence.
+pub const MAX_KEY_NAME_CHARS: usize = crate::model::limits::DISPLAY_NAME_MAX_CHARS;
 /// Most campaigns one key may name.
 pub const MAX_KEY_CAMPAIGNS: usize = 100;
 
 /// What a key may do on the campaigns it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum KeyAccess {
     /// Read campaigns and follow their events.
@@ -29,9 +30,10 @@ pub enum KeyAccess {
 /// `POST /api/keys` body: a key's name, what it may do, and where — the campaigns it names, or
 /// every campaign (`all_campaigns`, admins only). Exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    /// Says what uses it ("CMS", "Nightly report"): 1 to 64 characters.
+    /// Says what uses it ("CMS", "Nightly report"): 1 to 40 characters.
     pub name: String,
     pub access: KeyAccess,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -89,6 +91,7 @@ impl CreateApiKey {
 
 /// An API key as `GET /api/keys` lists it: everything but its token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct ApiKeySummary {
     /// Revokes it: `DELETE /api/keys/{id}`. Also the first part of its token.
     pub id: String,
@@ -105,6 +108,7 @@ pub struct ApiKeySummary {
 
 /// `POST /api/keys` answer: the key, and its token — shown this once, never again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct NewApiKey {
     pub key: ApiKeySummary,
     /// Send as `Authorization: Bearer <token>`.

@@ -42,6 +42,7 @@ pub const SUBSCRIPTION_ENDED: EventType =
 
 /// `campaign:subscribe:v1:requested`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Subscribe {
     pub campaign_id: CampaignId,
@@ -52,6 +53,7 @@ pub struct Subscribe {
 
 /// `campaign:unsubscribe:v1:requested` and `campaign:snapshot:v1:requested`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CampaignRef {
     pub campaign_id: CampaignId,
@@ -59,6 +61,7 @@ pub struct CampaignRef {
 
 /// Success payload of create and snapshot: the whole state, and the requester's role.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct CampaignSnapshot {
     pub campaign: CampaignState,
     pub role: Role,
@@ -66,6 +69,7 @@ pub struct CampaignSnapshot {
 
 /// Success payload of update, feature and config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct WriteAck {
     pub campaign_id: CampaignId,
     /// The campaign's version after this write.
@@ -101,6 +105,7 @@ impl WriteAck {
 
 /// Why a subscription starts from a snapshot instead of replayed events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotReason {
     /// No `since_version` was given.
@@ -114,6 +119,7 @@ pub enum SnapshotReason {
 
 /// How the client gets from what it has to live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Resume {
     /// Replace local state with `campaign`; live events follow from `campaign.version + 1`.
@@ -128,6 +134,7 @@ pub enum Resume {
 
 /// `campaign:subscribe:v1:success`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct SubscribeReply {
     pub campaign_id: CampaignId,
     pub role: Role,
@@ -144,6 +151,7 @@ fn yes() -> bool {
 
 /// `campaign:writable:v1:success`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct Writable {
     pub campaign_id: CampaignId,
     pub writable: bool,
@@ -155,6 +163,7 @@ pub struct Writable {
 /// `campaign:overruled:v1:completed`: `refused`'s write was not applied because `kept` had
 /// changed the same thing first (at `version`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct Overruled {
     pub campaign_id: CampaignId,
     /// What both changed: `title`, `description`, `status`, `visibility`, `features`,
@@ -205,6 +214,7 @@ pub struct SubscriptionEnded {
 
 /// One row of `GET /api/campaigns`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct CampaignSummary {
     pub id: CampaignId,
     pub title: String,

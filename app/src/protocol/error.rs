@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Stable error codes. New codes may be added; existing ones never change meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request is malformed: bad JSON, unknown type, wrong field types, invalid ids.
@@ -71,9 +72,18 @@ impl fmt::Display for ErrorCode {
 
 /// `{"code": "...", "message": "..."}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+}
+
+/// What the HTTP API answers when it refuses a request: `{"error": {"code", "message"}}`, with
+/// the code's HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
 }
 
 /// Longest error message, in bytes. Messages may quote what a client sent (a decoder naming the

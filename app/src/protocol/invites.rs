@@ -11,6 +11,7 @@ use crate::protocol::{ErrorBody, ErrorCode};
 /// `POST /api/campaigns/{id}/invites` body (optional): the role the link gives, how long it
 /// works, and how many people may use it (defaults: editor, 7 days, anyone with the link).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvite {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +60,7 @@ impl CreateInvite {
 /// An invite link, for its campaign's owners: `POST /api/campaigns/{id}/invites` answers the one
 /// it made, `GET /api/campaigns/{id}/invites` lists them all (newest first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct InviteLinkInfo {
     pub campaign_id: CampaignId,
     #[serde(flatten)]
@@ -70,8 +72,18 @@ pub struct InviteLinkInfo {
     pub path: String,
 }
 
+/// `POST /api/invites/{token}/accept` answer: the campaign you joined and the role you have in it
+/// now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
+pub struct InviteAccepted {
+    pub campaign_id: CampaignId,
+    pub role: Role,
+}
+
 /// `GET /api/invites/{token}`: what an invite link offers, for the page that accepts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct InviteDetails {
     pub campaign_id: CampaignId,
     /// The campaign's title now.

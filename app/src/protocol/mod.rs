@@ -14,7 +14,7 @@ pub mod ops;
 pub mod session;
 
 pub use envelope::{Envelope, Metadata};
-pub use error::{ErrorBody, ErrorCode};
+pub use error::{ErrorBody, ErrorCode, ErrorResponse};
 pub use event_type::{EventState, EventType, EventTypeError, MAX_EVENT_TYPE_LEN, MAX_NAME_LEN};
 pub use messages::{
     decode_request, ClientRequest, Empty, PingReply, RejectedFrame, Request, FRAME_FAILED,

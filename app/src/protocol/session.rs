@@ -6,6 +6,7 @@ use crate::model::{Actor, DisplayName, Timestamp};
 
 /// `POST /api/session` body: sign in, or rename (an existing session keeps its user id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     pub display_name: DisplayName,
@@ -13,14 +14,30 @@ pub struct SignIn {
 
 /// `POST /api/session` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct SessionInfo {
     pub user: Actor,
     /// For non-browser clients: send as `Authorization: Bearer <token>`. Browsers use the cookie.
     pub token: String,
 }
 
+/// `GET /api/session` answer: who the request's credential is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
+pub struct WhoAmI {
+    pub user: Actor,
+}
+
+/// `DELETE /api/sessions` answer: how many of your sessions ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
+pub struct SessionsEnded {
+    pub ended: u64,
+}
+
 /// `GET /api/sessions`: one of your sessions (a browser or client signed in as you).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct SessionSummary {
     /// Ends it: `DELETE /api/sessions/{id}`.
     pub id: String,
@@ -36,6 +53,7 @@ pub struct SessionSummary {
 
 /// `GET /api/sign-in`: the ways people may sign in on this server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct SignInOptions {
     /// Anyone may sign in by picking a display name (`POST /api/session`).
     pub guests: bool,

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::context::{
-    may_read, parse_id, rate_limited, require_signed, signed, who_on, ApiJson, ApiState,
+    may_read, parse_id, rate_limited, require_session, signed, who_on, ApiJson, ApiState,
 };
 use crate::http_error::ApiError;
 use crate::sessions::Signed;
@@ -124,17 +124,8 @@ pub(super) async fn create(
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateCampaign>,
 ) -> Result<Response, ApiError> {
-    let signed = require_signed(&state, &headers).await?;
-    // A key that reaches every campaign and writes may make them (and owns what it makes).
-    if let Some(scope) = &signed.scope {
-        if scope.campaigns.is_some() || !scope.may_write() {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "only an API key that writes to all campaigns may create campaigns",
-            ));
-        }
-    }
-    let actor = signed.actor;
+    // A campaign needs an owner who can manage it: a person, never an API key.
+    let actor = require_session(&state, &headers).await?;
     if !state.quotas.campaigns.take(&actor.user_id, Instant::now()) {
         return Err(rate_limited(state.quotas.campaigns_refused()));
     }

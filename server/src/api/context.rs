@@ -140,13 +140,6 @@ pub(super) async fn who_on(
     Ok(who)
 }
 
-pub(super) async fn identity(
-    state: &ApiState,
-    headers: &HeaderMap,
-) -> Result<Option<Actor>, ApiError> {
-    Ok(signed(state, headers).await?.map(|signed| signed.actor))
-}
-
 /// Any credential, a key's included.
 pub(super) async fn require_signed(
     state: &ApiState,

@@ -5,11 +5,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use rally_app::model::{CampaignId, Invite, InviteId};
-use rally_app::protocol::invites::{CreateInvite, InviteDetails, InviteLinkInfo};
+use rally_app::protocol::invites::{CreateInvite, InviteAccepted, InviteDetails, InviteLinkInfo};
 use rally_app::protocol::ErrorCode;
 
 use super::context::{
-    identity, may_read, parse_id, require_person, require_session, ApiState, MAX_BODY_BYTES,
+    may_read, parse_id, require_person, require_session, signed, ApiState, MAX_BODY_BYTES,
 };
 use crate::auth::{InviteLink, Keys};
 use crate::campaigns::{Caller, StateManager};
@@ -109,7 +109,11 @@ pub(super) async fn describe_invite(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Json<InviteDetails>, ApiError> {
-    may_read(&state, &identity(&state, &headers).await?)?;
+    let signed = signed(&state, &headers).await?;
+    if signed.as_ref().is_some_and(|signed| signed.scope.is_some()) {
+        require_person(&state, &headers).await?;
+    }
+    may_read(&state, &signed.map(|signed| signed.actor))?;
     Ok(Json(
         invite_details(&state.keys, &state.manager, &token).await?,
     ))
@@ -146,14 +150,15 @@ pub(super) async fn accept_invite(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(token): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<InviteAccepted>, ApiError> {
     let actor = require_session(&state, &headers).await?;
     let link = verified_link(&state.keys, &token)?;
     let role = state
         .manager
         .join(&link.campaign_id, actor, link.invite_id)
         .await?;
-    Ok(Json(
-        serde_json::json!({ "campaign_id": link.campaign_id, "role": role }),
-    ))
+    Ok(Json(InviteAccepted {
+        campaign_id: link.campaign_id,
+        role,
+    }))
 }

@@ -18,7 +18,7 @@ use rally_app::protocol::ErrorCode;
 use serde::Deserialize;
 
 use super::context::{require_person, store_unavailable, ApiJson, ApiState};
-use crate::api_keys::CreateKeyError;
+use crate::api_keys::{CreateKeyError, MadeAs};
 use crate::campaigns::Caller;
 use crate::clock;
 use crate::http_error::ApiError;
@@ -65,7 +65,13 @@ pub(super) async fn create_key(
     let made = state
         .sessions
         .api_keys()
-        .create(name, asked.access, reach, me, clock::now())
+        .create(
+            name,
+            asked.access,
+            reach,
+            (me, if admin { MadeAs::Admin } else { MadeAs::Owner }),
+            clock::now(),
+        )
         .await
         .map_err(|err| match err {
             CreateKeyError::TooMany(message) => ApiError::new(ErrorCode::LimitExceeded, message),
@@ -83,7 +89,9 @@ pub(super) struct KeysQuery {
 }
 
 /// The keys the caller made (an admin: every key), or with `?campaign=`, the keys that name that
-/// campaign; newest first. Never their tokens.
+/// campaign; newest first. Never their tokens. Of a key someone else made for several campaigns,
+/// an owner who is not an admin sees only the campaign they asked about (the others may be
+/// private to them).
 pub(super) async fn list_keys(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -108,7 +116,19 @@ pub(super) async fn list_keys(
         None => keys.retain(|key| key.created_by.user_id == me.user_id),
     }
     keys.sort_by_key(|key| std::cmp::Reverse(key.created_at));
-    Ok(Json(keys.iter().map(ApiKeyRecord::summary).collect()))
+    Ok(Json(
+        keys.iter()
+            .map(|key| {
+                let mut summary = key.summary();
+                if let Some(asked) = &query.campaign {
+                    if !admin && key.created_by.user_id != me.user_id {
+                        summary.campaigns = vec![asked.clone()];
+                    }
+                }
+                summary
+            })
+            .collect(),
+    ))
 }
 
 /// Revoke a key: refused from the next request on, everywhere (204). A key the caller may not

@@ -3,13 +3,17 @@
 //!
 //! - `context`: the API's state, JSON bodies, who is asking.
 //! - `sessions`, `campaigns`, `invites`, `keys`: the handlers, one file per resource.
+//! - `openapi`: the API described (OpenAPI 3.1, generated from the types); `docs_page` renders
+//!   it for people.
 //! - here: the routes, and what every request passes first (the address's quota, the
 //!   cross-site check).
 
 mod campaigns;
 mod context;
+mod docs_page;
 mod invites;
 mod keys;
+pub mod openapi;
 mod sessions;
 
 use std::net::SocketAddr;
@@ -63,6 +67,8 @@ where
         )
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(docs_page::docs_page))
         .route("/invites/{token}", get(describe_invite))
         .route("/invites/{token}/accept", post(accept_invite))
         .fallback(fallback)

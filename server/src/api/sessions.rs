@@ -9,7 +9,9 @@ use axum::http::header::{SET_COOKIE, USER_AGENT};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rally_app::protocol::session::{SessionInfo, SessionSummary, SignIn, SignInOptions};
+use rally_app::protocol::session::{
+    SessionInfo, SessionSummary, SessionsEnded, SignIn, SignInOptions, WhoAmI,
+};
 use rally_app::protocol::ErrorCode;
 
 use super::context::{
@@ -87,9 +89,9 @@ pub(super) async fn sign_in(
 pub(super) async fn whoami(
     State(state): State<ApiState>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<WhoAmI>, ApiError> {
     let user = require_session(&state, &headers).await?;
-    Ok(Json(serde_json::json!({ "user": user })))
+    Ok(Json(WhoAmI { user }))
 }
 
 /// Sign out: the session ends everywhere (its open connections close) and the cookie goes.
@@ -104,6 +106,12 @@ pub(super) async fn sign_out(
         Err(err) if err.code() == ErrorCode::Unavailable => return Err(err),
         Err(_) => None,
     };
+    if current
+        .as_ref()
+        .is_some_and(|signed| signed.scope.is_some())
+    {
+        require_person(&state, &headers).await?;
+    }
     if let Some(Signed {
         session: Some(session),
         ..
@@ -162,7 +170,9 @@ pub(super) async fn end_all_sessions(
         .map_err(store_unavailable)?;
     Ok((
         [(SET_COOKIE, auth::clear_cookie(state.secure_cookies))],
-        Json(serde_json::json!({ "ended": ended })),
+        Json(SessionsEnded {
+            ended: ended as u64,
+        }),
     )
         .into_response())
 }

@@ -5,6 +5,9 @@
 //!   `campaigns` claim); everyone else is a viewer.
 //! - A **member** is the owner, someone with a stored role, or someone whose credential grants a
 //!   role on the campaign.
+//! - An **API key**'s role is its grant and nothing else: stored roles never count for it, so a key
+//!   owns nothing and cannot be made an owner. A key an owner made works only while that person
+//!   still owns the campaign (like their invite links); without its grant a key is a stranger.
 //! - A campaign is **seen** by everyone unless it is `private`; a private one only by its members.
 //!   To anyone who cannot see it, a campaign answers exactly as one that does not exist — on the
 //!   WebSocket, the HTTP API, pages, listings, presence and media — so its existence leaks nowhere.
@@ -20,6 +23,16 @@ use rally_app::model::{Actor, CampaignState, Role, UserId, Visibility};
 pub struct Caller {
     pub actor: Actor,
     pub granted: Option<Role>,
+    /// Set when the credential is an API key (see the module doc).
+    pub key: Option<KeyBond>,
+}
+
+/// What an API key's grant rests on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyBond {
+    /// The owner who made it: it works while they own the campaign. None: an admin's or the
+    /// operator's key, which rests on nothing.
+    pub made_by_owner: Option<UserId>,
 }
 
 impl Caller {
@@ -28,8 +41,18 @@ impl Caller {
         Caller {
             actor,
             granted: None,
+            key: None,
         }
     }
+}
+
+/// An API key's grant on `campaign`, if it still holds.
+fn key_grant(campaign: &CampaignState, caller: &Caller, bond: &KeyBond) -> Option<Role> {
+    let vouched = bond
+        .made_by_owner
+        .as_ref()
+        .is_none_or(|maker| stored_role(campaign, Some(maker)) == Some(Role::Owner));
+    caller.granted.filter(|_| vouched)
 }
 
 /// The caller's role (None: anonymous).
@@ -37,6 +60,9 @@ pub fn role(campaign: &CampaignState, caller: Option<&Caller>) -> Role {
     let Some(caller) = caller else {
         return Role::Viewer;
     };
+    if let Some(bond) = &caller.key {
+        return key_grant(campaign, caller, bond).unwrap_or(Role::Viewer);
+    }
     let stored = stored_role(campaign, Some(&caller.actor.user_id)).unwrap_or(Role::Viewer);
     match caller.granted {
         Some(granted) => stored.max(granted),
@@ -46,8 +72,11 @@ pub fn role(campaign: &CampaignState, caller: Option<&Caller>) -> Role {
 
 /// Whether the caller belongs to the campaign (owner, stored role, or granted one).
 pub fn is_member(campaign: &CampaignState, caller: Option<&Caller>) -> bool {
-    caller.is_some_and(|caller| {
-        caller.granted.is_some() || stored_role(campaign, Some(&caller.actor.user_id)).is_some()
+    caller.is_some_and(|caller| match &caller.key {
+        Some(bond) => key_grant(campaign, caller, bond).is_some(),
+        None => {
+            caller.granted.is_some() || stored_role(campaign, Some(&caller.actor.user_id)).is_some()
+        }
     })
 }
 
@@ -117,7 +146,60 @@ mod tests {
         Some(Caller {
             actor: actor(id),
             granted: Some(role),
+            key: None,
         })
+    }
+
+    /// An API key with `id`'s stored roles (if any), granted `role`, made by `maker`.
+    fn key(id: &str, role: Option<Role>, maker: Option<&str>) -> Option<Caller> {
+        Some(Caller {
+            actor: actor(id),
+            granted: role,
+            key: Some(KeyBond {
+                made_by_owner: maker.map(|m| UserId::parse(m).unwrap()),
+            }),
+        })
+    }
+
+    #[test]
+    fn a_key_is_its_grant_while_its_maker_owns_the_campaign() {
+        use Visibility::*;
+        // (caller, sees a private campaign, role)
+        let table = [
+            (
+                key("k1", Some(Role::Editor), Some("owner")),
+                true,
+                Role::Editor,
+            ),
+            (
+                key("k1", Some(Role::Viewer), Some("owner")),
+                true,
+                Role::Viewer,
+            ),
+            // Its maker is no longer an owner (an editor now): the key is a stranger.
+            (
+                key("k1", Some(Role::Editor), Some("editor")),
+                false,
+                Role::Viewer,
+            ),
+            (
+                key("k1", Some(Role::Editor), Some("stranger")),
+                false,
+                Role::Viewer,
+            ),
+            // An admin's or the operator's key rests on nobody.
+            (key("k1", Some(Role::Editor), None), true, Role::Editor),
+            // Beyond its reach.
+            (key("k1", None, None), false, Role::Viewer),
+            // A stored role does not count for a key, even the owner's.
+            (key("owner", Some(Role::Editor), None), true, Role::Editor),
+            (key("editor", None, None), false, Role::Viewer),
+        ];
+        for (caller, seen, expected) in table {
+            let campaign = campaign(Private);
+            assert_eq!(sees(&campaign, caller.as_ref()), seen, "{caller:?}");
+            assert_eq!(role(&campaign, caller.as_ref()), expected, "{caller:?}");
+        }
     }
 
     #[test]

@@ -1139,6 +1139,7 @@ mod tests {
         );
         let granted = Caller {
             granted: Some(Role::Owner),
+            key: None,
             ..caller("dave")
         };
         assert_eq!(
@@ -1267,6 +1268,7 @@ mod tests {
         let granted = Caller {
             actor: actor("granted"),
             granted: Some(Role::Owner),
+            key: None,
         };
         let refused = core.make_invite(Some(&granted), &once, link.clone(), t(2), eid(2));
         assert!(refused.unwrap_err().message.contains("grant is not enough"));
@@ -1389,6 +1391,7 @@ mod tests {
         // A credential's grant lets a viewer edit, for as long as it is presented.
         let granted = Caller {
             granted: Some(Role::Editor),
+            key: None,
             ..viewer.clone()
         };
         assert!(core.apply(&write, Some(&granted), t(2), eid(2)).is_ok());
@@ -1400,6 +1403,7 @@ mod tests {
         );
         let owner_granted_less = Caller {
             granted: Some(Role::Viewer),
+            key: None,
             ..caller("owner")
         };
         assert_eq!(

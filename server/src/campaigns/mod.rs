@@ -24,7 +24,7 @@ pub mod presence;
 mod reads;
 mod writer;
 
-pub use access::Caller;
+pub use access::{Caller, KeyBond};
 pub use command::{Backfill, CampaignGauges, Subscription};
 pub use history::EncodedHistory;
 pub use manager::{StateManager, REQUEST_TIMEOUT};

@@ -101,20 +101,25 @@ impl SessionWatch {
 
     /// The periodic check: the open connection counts as use of its session, recorded at most
     /// once per [`TOUCH_EVERY`] — and recording it finds a session that ended while its news
-    /// was lost.
+    /// was lost. An API key is looked up at every check (a revoked key's stream ends at the next
+    /// one).
     pub async fn check(&mut self, sessions: &Sessions, now: Timestamp) -> Verdict {
         let Some(stored) = &self.stored else {
             return Verdict::Goes;
         };
-        if self.last_touch.elapsed() < TOUCH_EVERY {
-            return Verdict::Goes;
-        }
-        self.last_touch = Instant::now();
-        let touched = match stored {
+        let due = self.last_touch.elapsed() >= TOUCH_EVERY;
+        let checked = match stored {
+            Stored::Session(_) if !due => return Verdict::Goes,
             Stored::Session(id) => sessions.touch(id, now).await,
+            // Nothing tells a stream its key was revoked: look at every check, write the use
+            // down once a minute.
+            Stored::Key(id) if !due => sessions.api_keys().get(id).await.map(|key| key.is_some()),
             Stored::Key(id) => sessions.api_keys().touch(id, now).await,
         };
-        match touched {
+        if due {
+            self.last_touch = Instant::now();
+        }
+        match checked {
             Ok(false) => Verdict::Ended,
             Ok(true) => Verdict::Goes,
             Err(error) => {

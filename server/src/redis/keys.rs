@@ -12,8 +12,8 @@
 //! | `rally:secret:<name>` | string | shared secrets (the session key) | store |
 //! | `rally:session:<session id>` | string | JSON session record; expires when the session ends | store |
 //! | `rally:user:<user id>:sessions` | set | the user's session ids (pruned when listed) | store |
-//! | `rally:api-keys` | hash | key id → JSON key record (never its token) | store |
-//! | `rally:api-key-uses` | hash | key id → when it was last used (unix nanoseconds) | store |
+//! | `rally:{api-keys}` | hash | key id → JSON key record (never its token) | store |
+//! | `rally:{api-keys}:uses` | hash | key id → when it was last used (unix nanoseconds) | store |
 //!
 //! | channel | carries |
 //! |---|---|
@@ -56,8 +56,9 @@ pub fn user_sessions(user: &UserId) -> String {
     format!("rally:user:{user}:sessions")
 }
 
-pub const API_KEYS: &str = "rally:api-keys";
-pub const API_KEY_USES: &str = "rally:api-key-uses";
+/// Both key hashes share a hash tag: one script touches both (one slot on Redis Cluster).
+pub const API_KEYS: &str = "rally:{api-keys}";
+pub const API_KEY_USES: &str = "rally:{api-keys}:uses";
 
 /// The channel of notes between instances.
 pub const BUS_CHANNEL: &str = "rally:bus";

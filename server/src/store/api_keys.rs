@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use rally_app::model::{Actor, CampaignId, Timestamp};
+use rally_app::model::{Actor, CampaignId, Timestamp, UserId};
 use rally_app::protocol::api_keys::{ApiKeySummary, KeyAccess};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +27,11 @@ pub struct ApiKeyRecord {
     /// The campaigns it works on; None: all of them.
     pub campaigns: Option<BTreeSet<CampaignId>>,
     pub created_by: Actor,
+    /// The owner whose ownership the key rests on: its maker, when they made it as the owner of
+    /// its campaigns; it works on a campaign only while they own it. None for an admin's or the
+    /// operator's key.
+    #[serde(default)]
+    pub made_by_owner: Option<UserId>,
     pub created_at: Timestamp,
     /// When it was last used (recorded at most once a minute).
     pub last_used_at: Option<Timestamp>,

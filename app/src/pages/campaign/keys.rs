@@ -193,7 +193,7 @@ pub fn KeysPanel(model: CampaignModel) -> impl IntoView {
                         <input
                             class="key-name"
                             type="text"
-                            maxlength="64"
+                            maxlength="40"
                             placeholder="Our website"
                             prop:value=move || name.get()
                             on:input=move |ev| name.set(event_target_value(&ev))
@@ -231,7 +231,7 @@ pub fn KeysPanel(model: CampaignModel) -> impl IntoView {
                 }}
                 <Notices model place=Place::Field("keys".into())/>
                 <Show when=move || keys.with(|k| !k.is_empty())>
-                    <h3 class="key-list-heading">"Keys that reach this campaign"</h3>
+                    <h3 class="key-list-heading">"Keys made for this campaign"</h3>
                     <ul class="key-list">
                         <For
                             each=move || keys.get()
