@@ -1,7 +1,8 @@
 // The doors other systems use, as they use them: a plain page on another origin follows a
 // campaign's event stream (examples/live-headline.html) while a backend changes it over the
 // HTTP API, and catches up after its network drops; an owner makes a key for another system on the
-// campaign's page, the system uses it, and the owner revokes it.
+// campaign's page, the system uses it, and the owner revokes it; an owner sends the campaign's
+// changes to a receiver the test runs and reads the delivery log.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -57,7 +58,7 @@ async function startLink(target) {
 }
 
 before(async () => {
-  server = await startServer({ RALLY_DEFAULT_VISIBILITY: 'public' });
+  server = await startServer({ RALLY_DEFAULT_VISIBILITY: 'public', RALLY_WEBHOOK_ALLOW_HOSTS: '127.0.0.1' });
   browser = await launchBrowser();
   // The example page is served from its own origin, as an integrator's site would be.
   pageHost = createServer((_, response) => {
@@ -183,4 +184,57 @@ test(`an owner makes a key for another system, sees it used, and revokes it (${m
   assert.equal(refused.status, 401);
   assert.deepEqual(errors, []);
   await ada.context.close();
+});
+
+test(`an owner sends a campaign's changes to another system and sees what was sent (${mode})`, async () => {
+  // The other system: records what it is sent; answers 200, or 500 when told to.
+  const received = [];
+  let answer = 200;
+  const receiverServer = createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => {
+      received.push({ headers: request.headers, body: JSON.parse(body) });
+      response.writeHead(answer).end();
+    });
+  });
+  await new Promise((r) => receiverServer.listen(0, '127.0.0.1', r));
+  const receiverUrl = `http://127.0.0.1:${receiverServer.address().port}/rally`;
+
+  const ada = await signedIn(browser, server, 'Ada');
+  const errors = [];
+  ada.page.on('pageerror', (err) => errors.push(err.message));
+  await ada.page.fill('#new-campaign-id', 'hooked');
+  await ada.page.fill('#new-campaign-title', 'Hooked');
+  await ada.page.click('.create-campaign button');
+  await ada.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+
+  await ada.page.fill('.webhook-url', receiverUrl);
+  await ada.page.click('.add-webhook');
+  const secret = (await ada.page.locator('.webhook-secret').innerText()).trim();
+  assert.match(secret, /^whsec_/);
+  await ada.page.locator('.webhook-item', { hasText: receiverUrl }).waitFor();
+
+  // A change is sent, and the log says so.
+  await ada.page.fill('.description-input', 'Sent along');
+  await ada.page.locator('.delivery[data-state="delivered"]').first().waitFor({ timeout: 10_000 });
+  assert.ok(received.length >= 1);
+  assert.equal(received[0].body.type, 'campaign:state:v1:success');
+  assert.equal(received[0].headers['webhook-id'], received[0].body.data.event_id);
+
+  // The other system fails: the log says why, and that it will try again.
+  answer = 500;
+  await ada.page.selectOption('.status-select', 'active');
+  const failing = ada.page.locator('.delivery[data-state="retrying"]').first();
+  await failing.waitFor({ timeout: 10_000 });
+  assert.match(await failing.innerText(), /not taken yet: answered 500/);
+  answer = 200;
+  await ada.page.locator('.webhooks').screenshot({ path: join(screenshotDir, `integrate-webhooks-${mode}.png`) });
+  assert.deepEqual(await check(ada.page, 'campaign-webhooks', /^Hooked — Rally$/), []);
+
+  await ada.page.click('.remove-webhook');
+  await ada.page.locator('.webhook-item').waitFor({ state: 'detached' });
+  assert.deepEqual(errors, []);
+  await ada.context.close();
+  receiverServer.close();
 });

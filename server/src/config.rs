@@ -155,8 +155,8 @@ pub struct Config {
     #[arg(long, env = "RALLY_OPS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
     pub ops_public: bool,
 
-    /// User ids (comma-separated) allowed to watch `/ops`, make API keys for every campaign and
-    /// revoke anyone's key. A signed-in user's id is shown on the ops page when access is refused.
+    /// User ids (comma-separated) allowed to watch `/ops`, make API keys and webhook endpoints
+    /// for every campaign, and revoke or remove anyone's. A signed-in user's id is shown on the ops page when access is refused.
     #[arg(long, env = "RALLY_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
 
@@ -278,6 +278,19 @@ pub struct Config {
     #[arg(long, env = "RALLY_MEDIA_PUBLISHERS", value_enum, default_value_t = crate::media::Publishers::Editors)]
     pub media_publishers: crate::media::Publishers,
 
+    /// Hosts (comma-separated names or addresses) that may receive webhooks although their
+    /// addresses are not public (loopback, private networks). Default: none.
+    #[arg(long, env = "RALLY_WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
+    pub webhook_allow_hosts: Vec<String>,
+
+    /// Seconds a failing webhook delivery is retried after its first failure (default a day).
+    #[arg(long, env = "RALLY_WEBHOOK_RETRY_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub webhook_retry_secs: u64,
+
+    /// Seconds a webhook endpoint has to answer a delivery.
+    #[arg(long, env = "RALLY_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub webhook_timeout_secs: u64,
+
     /// Instead of serving, do this and exit.
     #[command(subcommand)]
     pub command: Option<crate::key_command::Command>,
@@ -369,6 +382,20 @@ impl Config {
             },
             leeway: std::time::Duration::from_secs(self.jwt_leeway_secs),
         }))
+    }
+
+    /// How webhooks are delivered.
+    pub fn webhook_settings(&self) -> crate::webhooks::WebhookSettings {
+        crate::webhooks::WebhookSettings {
+            allow_hosts: self
+                .webhook_allow_hosts
+                .iter()
+                .map(|host| host.trim().trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            retry_for: std::time::Duration::from_secs(self.webhook_retry_secs),
+            timeout: std::time::Duration::from_secs(self.webhook_timeout_secs),
+            admins: self.admins.clone().into(),
+        }
     }
 
     /// What one address or one person may do per minute.

@@ -33,6 +33,7 @@ pub mod site;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +65,7 @@ use crate::store::api_keys::ApiKeyStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::sessions::SessionStore;
+use crate::store::webhooks::WebhookStore;
 use crate::store::Store;
 
 /// Why the server could not start or stopped abnormally.
@@ -139,6 +141,8 @@ pub async fn run(
 pub struct Rally {
     config: Config,
     store: Arc<dyn Store>,
+    /// Webhook endpoints, and which instance this is (it names the deliverer's leases).
+    webhooks: (Arc<dyn WebhookStore>, u32),
     keys: Keys,
     sessions: Sessions,
     manager: StateManager,
@@ -157,6 +161,7 @@ struct Backends {
     store: Arc<dyn Store>,
     sessions: Arc<dyn SessionStore>,
     api_keys: Arc<dyn ApiKeyStore>,
+    webhooks: Arc<dyn WebhookStore>,
     bus: Arc<dyn EventBus>,
     writable: watch::Receiver<bool>,
     redis: Option<(RedisLink, mpsc::UnboundedReceiver<Incoming>)>,
@@ -180,7 +185,8 @@ impl Backends {
                 Backends {
                     store: Arc::new(store.clone()),
                     sessions: Arc::new(store.clone()),
-                    api_keys: Arc::new(store),
+                    api_keys: Arc::new(store.clone()),
+                    webhooks: Arc::new(store),
                     bus: Arc::new(bus),
                     writable: link.watch(),
                     redis: Some((link, incoming)),
@@ -193,7 +199,8 @@ impl Backends {
                 Backends {
                     store: Arc::new(store.clone()),
                     sessions: Arc::new(store.clone()),
-                    api_keys: Arc::new(store),
+                    api_keys: Arc::new(store.clone()),
+                    webhooks: Arc::new(store),
                     bus: Arc::new(InProcessBus),
                     writable,
                     redis: None,
@@ -278,6 +285,7 @@ impl Rally {
             media,
             config,
             store: backends.store,
+            webhooks: (backends.webhooks, instance),
             keys,
             sessions,
             manager,
@@ -309,6 +317,7 @@ impl Rally {
         let Rally {
             config,
             store,
+            webhooks: (webhook_store, instance),
             keys,
             sessions,
             manager,
@@ -361,6 +370,16 @@ impl Rally {
             },
             shutdown.signal(),
         ));
+        let webhook_settings = config.webhook_settings();
+        tokio::spawn(
+            crate::webhooks::Deliverer::new(
+                store.clone(),
+                webhook_store.clone(),
+                webhook_settings.clone(),
+                instance,
+            )
+            .run(shutdown.signal()),
+        );
         let tasks = TaskTracker::new();
         let shutdown_manager = manager.clone();
         let quotas = Arc::new(crate::quota::Quotas::new(config.quotas()));
@@ -377,6 +396,11 @@ impl Rally {
                 .map_err(ServerError::Config)?
                 .map(crate::oidc::Oidc::new),
             admins: config.admins.clone().into(),
+            webhooks: crate::webhooks::Webhooks::new(
+                store.clone(),
+                webhook_store,
+                webhook_settings,
+            ),
         };
         let state = AppState {
             leptos_options: leptos_options(&config, addr),

@@ -818,3 +818,79 @@ async fn an_api_key_made_on_one_instance_works_on_the_other_until_revoked_there(
         "revoked on A, refused on B at once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_send_each_change_once_across_two_instances() {
+    use std::sync::{Arc, Mutex};
+    let redis = TestRedis::start();
+    let allow = ["--webhook-allow-hosts", "127.0.0.1"];
+    let a = instance(&redis, &allow).await;
+    let b = instance(&redis, &allow).await;
+    let (_, token) = a.sign_in("Ada").await;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(a.url("/api/campaigns"))
+        .bearer_auth(&token)
+        .json(&json!({"campaign_id": "hooked", "title": "H"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    // A receiver that records each request's version.
+    let got: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let recorded = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let recorded = recorded.clone();
+            async move {
+                let body: Value = serde_json::from_slice(&body).unwrap();
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push(body["data"]["version"].as_u64().unwrap());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let registered = http
+        .post(a.url("/api/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({"url": url, "campaign": "hooked"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+
+    // Writes on both instances; both run a deliverer; the endpoint hears each change once.
+    for i in 0..100 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let written = http
+            .patch(server.url("/api/campaigns/hooked"))
+            .bearer_auth(&token)
+            .json(&json!({"updates": {"title": format!("T{i}")}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(written.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !got.lock().unwrap().contains(&101) {
+        assert!(
+            Instant::now() < deadline,
+            "not all arrived: {:?}",
+            got.lock().unwrap().last()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        *got.lock().unwrap(),
+        (2..=101).collect::<Vec<_>>(),
+        "each change once, in order, from whichever instance holds the lease"
+    );
+}

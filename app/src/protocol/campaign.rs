@@ -179,6 +179,7 @@ pub struct Overruled {
 
 /// Who joined or left, in a presence event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct PresencePerson {
     pub user_id: Option<UserId>,
     pub display_name: String,
@@ -188,6 +189,7 @@ pub struct PresencePerson {
 /// or left within a fraction of a second (the lists name at most 20 each; `presence` is always
 /// complete).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct PresenceChanged {
     pub presence: Presence,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -198,6 +200,7 @@ pub struct PresenceChanged {
 
 /// `campaign:resync:v1:success`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct Resync {
     pub campaign_id: CampaignId,
     pub reason: SnapshotReason,
@@ -207,6 +210,7 @@ pub struct Resync {
 
 /// `campaign:subscription:v1:completed`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 pub struct SubscriptionEnded {
     pub campaign_id: CampaignId,
     pub reason: ErrorBody,

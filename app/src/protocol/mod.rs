@@ -12,6 +12,7 @@ pub mod media;
 mod messages;
 pub mod ops;
 pub mod session;
+pub mod webhooks;
 
 pub use envelope::{Envelope, Metadata};
 pub use error::{ErrorBody, ErrorCode, ErrorResponse};

@@ -6,13 +6,13 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::FromRequest;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use rally_app::model::{Actor, CampaignId};
+use rally_app::model::{Actor, CampaignId, Role};
 use rally_app::protocol::api_keys::KeyAccess;
 use rally_app::protocol::session::SignInOptions;
 use rally_app::protocol::ErrorCode;
 
 use crate::auth::{Keys, Origins};
-use crate::campaigns::StateManager;
+use crate::campaigns::{Caller, StateManager};
 use crate::clock;
 use crate::http_error::ApiError;
 use crate::oidc::Oidc;
@@ -43,6 +43,8 @@ pub struct ApiState {
     /// User ids of the server's admins (`--admins`): they may make keys for every campaign and
     /// revoke any key.
     pub admins: Arc<[String]>,
+    /// Webhook endpoints.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl ApiState {
@@ -196,4 +198,17 @@ pub(super) fn may_read(state: &ApiState, user: &Option<Actor>) -> Result<(), Api
 
 pub(super) fn parse_id(id: &str) -> Result<CampaignId, ApiError> {
     CampaignId::parse(id).map_err(|err| ApiError::new(ErrorCode::Invalid, err.to_string()))
+}
+
+/// Whether `actor` owns `campaign` (a campaign they cannot see answers as missing: 404).
+pub(super) async fn owns(
+    state: &ApiState,
+    actor: &Actor,
+    campaign: &CampaignId,
+) -> Result<bool, ApiError> {
+    let snapshot = state
+        .manager
+        .snapshot(campaign, Some(Caller::person(actor.clone())))
+        .await?;
+    Ok(snapshot.role == Role::Owner)
 }

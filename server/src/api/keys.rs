@@ -12,26 +12,16 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use rally_app::model::{Actor, CampaignId, Role};
+use rally_app::model::{Actor, CampaignId};
 use rally_app::protocol::api_keys::{ApiKeySummary, CreateApiKey, KeyReach, NewApiKey};
 use rally_app::protocol::ErrorCode;
 use serde::Deserialize;
 
-use super::context::{require_person, store_unavailable, ApiJson, ApiState};
+use super::context::{owns, require_person, store_unavailable, ApiJson, ApiState};
 use crate::api_keys::{CreateKeyError, MadeAs};
-use crate::campaigns::Caller;
 use crate::clock;
 use crate::http_error::ApiError;
 use crate::store::api_keys::ApiKeyRecord;
-
-/// Whether `actor` owns `campaign` (a campaign they cannot see answers as missing: 404).
-async fn owns(state: &ApiState, actor: &Actor, campaign: &CampaignId) -> Result<bool, ApiError> {
-    let snapshot = state
-        .manager
-        .snapshot(campaign, Some(Caller::person(actor.clone())))
-        .await?;
-    Ok(snapshot.role == Role::Owner)
-}
 
 /// Make a key: for campaigns the caller owns, or for all of them (admins). Answers its token,
 /// this once.

@@ -2,7 +2,7 @@
 //! are `{"error": {"code", "message"}}` with the code's HTTP status (see [`ApiError`]).
 //!
 //! - `context`: the API's state, JSON bodies, who is asking.
-//! - `sessions`, `campaigns`, `invites`, `keys`: the handlers, one file per resource.
+//! - `sessions`, `campaigns`, `invites`, `keys`, `webhooks`: the handlers, one file per resource.
 //! - `openapi`: the API described (OpenAPI 3.1, generated from the types); `docs_page` renders
 //!   it for people.
 //! - here: the routes, and what every request passes first (the address's quota, the
@@ -15,6 +15,7 @@ mod invites;
 mod keys;
 pub mod openapi;
 mod sessions;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -35,6 +36,7 @@ use self::keys::{create_key, list_keys, revoke_key};
 use self::sessions::{
     end_all_sessions, end_session, list_sessions, sign_in, sign_in_options, sign_out, whoami,
 };
+use self::webhooks::{list_webhooks, redeliver, register_webhook, remove_webhook};
 use crate::auth;
 use crate::http_error::ApiError;
 
@@ -67,6 +69,9 @@ where
         )
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/webhooks", get(list_webhooks).post(register_webhook))
+        .route("/webhooks/{id}", axum::routing::delete(remove_webhook))
+        .route("/webhooks/{id}/redeliver", post(redeliver))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(docs_page::docs_page))
         .route("/invites/{token}", get(describe_invite))

@@ -18,13 +18,14 @@ use rally_app::model::{
 };
 use rally_app::protocol::api_keys::{ApiKeySummary, CreateApiKey, NewApiKey};
 use rally_app::protocol::campaign::{
-    CampaignRef, CampaignSnapshot, CampaignSummary, Overruled, Subscribe, SubscribeReply, Writable,
-    WriteAck,
+    CampaignRef, CampaignSnapshot, CampaignSummary, Overruled, PresenceChanged, Resync, Subscribe,
+    SubscribeReply, SubscriptionEnded, Writable, WriteAck,
 };
 use rally_app::protocol::invites::{CreateInvite, InviteAccepted, InviteDetails, InviteLinkInfo};
 use rally_app::protocol::session::{
     SessionInfo, SessionSummary, SessionsEnded, SignIn, SignInOptions, WhoAmI,
 };
+use rally_app::protocol::webhooks::{CreateWebhook, NewWebhook, Redeliver, WebhookSummary};
 use rally_app::protocol::ErrorResponse;
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -466,6 +467,20 @@ fn operations() -> Vec<Operation> {
             "Revoke an API key",
         )
         .param(Path, "id", text, "The key's id"),
+        op("get", "/api/webhooks", "listWebhooks", Required, "Webhook endpoints you registered, or a campaign's (owners), with their latest deliveries")
+            .param(Query, "campaign", schema::<CampaignId>, "Only this campaign's endpoints")
+            .json(200, list::<WebhookSummary>),
+        op("post", "/api/webhooks", "registerWebhook", Required, "Send a campaign's changes (or every campaign's: admins) to a URL; its secret is in this answer only")
+            .body(schema::<CreateWebhook>)
+            .json(201, schema::<NewWebhook>),
+        op("delete", "/api/webhooks/{id}", "removeWebhook", Required, "Stop sending to an endpoint")
+            .param(Path, "id", text, "The endpoint's id"),
+        Operation {
+            success: Success::Empty(202),
+            ..op("post", "/api/webhooks/{id}/redeliver", "redeliver", Required, "Send one change to the endpoint again")
+                .param(Path, "id", text, "The endpoint's id")
+                .body(schema::<Redeliver>)
+        },
         op(
             "get",
             "/api/invites/{token}",
@@ -499,10 +514,13 @@ fn operations() -> Vec<Operation> {
 }
 
 /// Frame payloads the document carries besides the bodies (see [`build`]).
-const FRAME_PAYLOADS: [MakeSchema; 7] = [
+const FRAME_PAYLOADS: [MakeSchema; 10] = [
     schema::<CampaignEvent>,
     schema::<SubscribeReply>,
     schema::<Presence>,
+    schema::<PresenceChanged>,
+    schema::<Resync>,
+    schema::<SubscriptionEnded>,
     schema::<Writable>,
     schema::<Overruled>,
     schema::<Subscribe>,
@@ -537,7 +555,7 @@ fn build() -> Value {
         "info": {
             "title": "Rally HTTP API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Read, change and follow Rally's campaigns. docs/protocol.md is the full contract: every field, limit and error. The components also hold the payloads of WebSocket and event-stream frames (CampaignEvent, SubscribeReply, Presence, Writable, Overruled, Subscribe, CampaignRef), which no path returns.",
+            "description": "Read, change and follow Rally's campaigns. docs/protocol.md is the full contract: every field, limit and error. The components also hold the payloads of WebSocket and event-stream frames (CampaignEvent, SubscribeReply, Presence, PresenceChanged, Resync, SubscriptionEnded, Writable, Overruled, Subscribe, CampaignRef), which no path returns; each frame is an envelope {\"type\", \"payload\", \"metadata\", \"request_id\"} (docs/protocol.md \"Envelope\").",
         },
         "paths": paths,
         "components": {

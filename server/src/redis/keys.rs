@@ -14,6 +14,9 @@
 //! | `rally:user:<user id>:sessions` | set | the user's session ids (pruned when listed) | store |
 //! | `rally:{api-keys}` | hash | key id → JSON key record (never its token) | store |
 //! | `rally:{api-keys}:uses` | hash | key id → when it was last used (unix nanoseconds) | store |
+//! | `rally:{webhooks}` | hash | endpoint id → JSON endpoint record (cursors, log) | store |
+//! | `rally:{webhooks}:revisions` | hash | endpoint id → its record's revision (compare-and-set) | store |
+//! | `rally:{webhooks}:lease:<id>` | string | the instance delivering for the endpoint, for a moment | webhooks |
 //!
 //! | channel | carries |
 //! |---|---|
@@ -59,6 +62,14 @@ pub fn user_sessions(user: &UserId) -> String {
 /// Both key hashes share a hash tag: one script touches both (one slot on Redis Cluster).
 pub const API_KEYS: &str = "rally:{api-keys}";
 pub const API_KEY_USES: &str = "rally:{api-keys}:uses";
+
+/// Webhook endpoints, their revisions and leases share a hash tag (one slot on Redis Cluster).
+pub const WEBHOOKS: &str = "rally:{webhooks}";
+pub const WEBHOOK_REVISIONS: &str = "rally:{webhooks}:revisions";
+
+pub fn webhook_lease(id: &str) -> String {
+    format!("rally:{{webhooks}}:lease:{id}")
+}
 
 /// The channel of notes between instances.
 pub const BUS_CHANNEL: &str = "rally:bus";

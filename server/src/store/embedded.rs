@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::api_keys::{ApiKeyRecord, ApiKeyStore};
 use super::sessions::{SessionRecord, SessionStore};
+use super::webhooks::{WebhookRecord, WebhookStore};
 use super::CampaignRecord;
 use super::{Commit, Loaded, Store, StoreError, StoreFuture};
 
@@ -28,6 +29,8 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const USER_SESSIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_sessions");
 /// API keys by id.
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+/// Webhook endpoints by id.
+const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -70,6 +73,16 @@ enum WriteOp {
         change: ApiKeyChange,
         reply: oneshot::Sender<Result<OpResult, StoreError>>,
     },
+    Webhook {
+        change: WebhookChange,
+        reply: oneshot::Sender<Result<OpResult, StoreError>>,
+    },
+}
+
+enum WebhookChange {
+    Insert(WebhookRecord),
+    Replace(WebhookRecord),
+    Delete(String),
 }
 
 enum ApiKeyChange {
@@ -105,6 +118,7 @@ impl EmbeddedStore {
         txn.open_table(SESSIONS).map_err(unavailable)?;
         txn.open_table(USER_SESSIONS).map_err(unavailable)?;
         txn.open_table(API_KEYS).map_err(unavailable)?;
+        txn.open_table(WEBHOOKS).map_err(unavailable)?;
         txn.commit().map_err(unavailable)?;
 
         let db = Arc::new(db);
@@ -202,6 +216,7 @@ enum OpResult {
     Deleted(Option<SessionRecord>),
     Swept(usize),
     KeyDeleted(Option<ApiKeyRecord>),
+    WebhookDeleted(Option<WebhookRecord>),
 }
 
 impl WriteOp {
@@ -216,7 +231,9 @@ impl WriteOp {
                     _ => Vec::new(),
                 }));
             }
-            WriteOp::Session { reply, .. } | WriteOp::ApiKey { reply, .. } => {
+            WriteOp::Session { reply, .. }
+            | WriteOp::ApiKey { reply, .. }
+            | WriteOp::Webhook { reply, .. } => {
                 let _ = reply.send(result);
             }
         }
@@ -308,6 +325,47 @@ fn apply_op(txn: &WriteTransaction, op: &WriteOp) -> Result<OpResult, StoreError
         }
         WriteOp::Session { change, .. } => apply_session_change(txn, change),
         WriteOp::ApiKey { change, .. } => apply_api_key_change(txn, change),
+        WriteOp::Webhook { change, .. } => apply_webhook_change(txn, change),
+    }
+}
+
+fn decode_webhook(bytes: &[u8]) -> Result<WebhookRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+fn apply_webhook_change(
+    txn: &WriteTransaction,
+    change: &WebhookChange,
+) -> Result<OpResult, StoreError> {
+    let mut hooks = txn.open_table(WEBHOOKS).map_err(unavailable)?;
+    let stored = |hooks: &redb::Table<&'static str, &'static [u8]>, id: &str| {
+        hooks
+            .get(id)
+            .map_err(unavailable)?
+            .map(|bytes| decode_webhook(bytes.value()))
+            .transpose()
+    };
+    match change {
+        WebhookChange::Insert(record) | WebhookChange::Replace(record) => {
+            if let WebhookChange::Replace(_) = change {
+                let current = stored(&hooks, &record.id)?;
+                if current.is_none_or(|c| c.revision + 1 != record.revision) {
+                    return Ok(OpResult::Updated(false));
+                }
+            }
+            let json = serde_json::to_vec(record).map_err(corrupt)?;
+            hooks
+                .insert(record.id.as_str(), json.as_slice())
+                .map_err(unavailable)?;
+            Ok(OpResult::Updated(true))
+        }
+        WebhookChange::Delete(id) => {
+            let record = stored(&hooks, id)?;
+            if record.is_some() {
+                hooks.remove(id.as_str()).map_err(unavailable)?;
+            }
+            Ok(OpResult::WebhookDeleted(record))
+        }
     }
 }
 
@@ -532,6 +590,62 @@ impl ApiKeyStore for EmbeddedStore {
                 _ => Ok(None),
             }
         })
+    }
+}
+
+impl EmbeddedStore {
+    fn change_webhook(&self, change: WebhookChange) -> StoreFuture<'static, OpResult> {
+        self.submit(|reply| WriteOp::Webhook { change, reply })
+    }
+}
+
+impl WebhookStore for EmbeddedStore {
+    fn insert_webhook(&self, record: WebhookRecord) -> StoreFuture<'_, ()> {
+        let done = self.change_webhook(WebhookChange::Insert(record));
+        Box::pin(async move { done.await.map(|_| ()) })
+    }
+
+    fn webhook(&self, id: &str) -> StoreFuture<'_, Option<WebhookRecord>> {
+        let id = id.to_owned();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let hooks = txn.open_table(WEBHOOKS).map_err(unavailable)?;
+            let bytes = hooks.get(id.as_str()).map_err(unavailable)?;
+            bytes.map(|b| decode_webhook(b.value())).transpose()
+        })
+    }
+
+    fn webhooks(&self) -> StoreFuture<'_, Vec<WebhookRecord>> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let hooks = txn.open_table(WEBHOOKS).map_err(unavailable)?;
+            let mut records = Vec::new();
+            for row in hooks.iter().map_err(unavailable)? {
+                let (_, bytes) = row.map_err(unavailable)?;
+                records.push(decode_webhook(bytes.value())?);
+            }
+            Ok(records)
+        })
+    }
+
+    fn replace_webhook(&self, record: WebhookRecord) -> StoreFuture<'_, bool> {
+        let done = self.change_webhook(WebhookChange::Replace(record));
+        Box::pin(async move { Ok(matches!(done.await?, OpResult::Updated(true))) })
+    }
+
+    fn delete_webhook(&self, id: &str) -> StoreFuture<'_, Option<WebhookRecord>> {
+        let done = self.change_webhook(WebhookChange::Delete(id.to_owned()));
+        Box::pin(async move {
+            match done.await? {
+                OpResult::WebhookDeleted(record) => Ok(record),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn claim_webhook(&self, _id: &str, _holder: &str, _for_ms: u64) -> StoreFuture<'_, bool> {
+        // One process holds the file: there is nobody to share the delivering with.
+        Box::pin(async { Ok(true) })
     }
 }
 

@@ -7,7 +7,9 @@
 pub mod api_keys;
 pub mod embedded;
 pub mod redis;
+mod redis_integrations;
 pub mod sessions;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;

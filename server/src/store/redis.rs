@@ -10,7 +10,6 @@ use std::sync::OnceLock;
 use rally_app::model::{CampaignEvent, CampaignId, Timestamp, UserId};
 use redis::Script;
 
-use super::api_keys::{ApiKeyRecord, ApiKeyStore};
 use super::sessions::{SessionRecord, SessionStore};
 use super::{CampaignRecord, Commit, Loaded, Store, StoreError, StoreFuture};
 use crate::redis::{keys, RedisLink};
@@ -55,42 +54,11 @@ fn create_script() -> &'static Script {
     })
 }
 
-/// Record a key's use only while the key exists, so a use never brings a revoked key back.
-fn touch_key_script() -> &'static Script {
-    static SCRIPT: OnceLock<Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        Script::new(
-            r"
-            if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-            redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-            return 1
-            ",
-        )
-    })
-}
-
-/// Delete a key and its last use at once; its record if it existed.
-fn delete_key_script() -> &'static Script {
-    static SCRIPT: OnceLock<Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        Script::new(
-            r"
-            local record = redis.call('HGET', KEYS[1], ARGV[1])
-            if not record then return false end
-            local used = redis.call('HGET', KEYS[2], ARGV[1])
-            redis.call('HDEL', KEYS[1], ARGV[1])
-            redis.call('HDEL', KEYS[2], ARGV[1])
-            return {record, used or ''}
-            ",
-        )
-    })
-}
-
-fn corrupt(err: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(err: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(err.to_string())
 }
 
-fn refused(err: redis::RedisError) -> StoreError {
+pub(super) fn refused(err: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("Redis refused: {err}"))
 }
 
@@ -113,7 +81,7 @@ fn parse_events(entries: StreamEntries) -> Result<Vec<CampaignEvent>, StoreError
 
 #[derive(Clone)]
 pub struct RedisStore {
-    link: RedisLink,
+    pub(super) link: RedisLink,
 }
 
 impl RedisStore {
@@ -579,125 +547,5 @@ impl SessionStore for RedisStore {
     fn sweep_sessions(&self, _now: Timestamp) -> StoreFuture<'_, usize> {
         // Redis expires each session's key at its end.
         Box::pin(async { Ok(0) })
-    }
-}
-
-/// A key's record in one hash, its last use (unix nanoseconds) in another: a use is recorded
-/// without rewriting the record, and deleting removes both at once.
-fn decode_api_key(json: &str, used: Option<&str>) -> Result<ApiKeyRecord, StoreError> {
-    let mut record: ApiKeyRecord = serde_json::from_str(json).map_err(corrupt)?;
-    if let Some(nanos) = used.filter(|text| !text.is_empty()) {
-        let nanos = nanos.parse::<u64>().map_err(corrupt)?;
-        record.last_used_at = Some(Timestamp::from_unix_nanos(nanos));
-    }
-    Ok(record)
-}
-
-impl ApiKeyStore for RedisStore {
-    fn insert_api_key(&self, record: ApiKeyRecord) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let json = serde_json::to_string(&record).map_err(corrupt)?;
-            let id = record.id.clone();
-            self.link
-                .run(|mut conn| async move {
-                    redis::cmd("HSET")
-                        .arg(keys::API_KEYS)
-                        .arg(&id)
-                        .arg(&json)
-                        .query_async::<()>(&mut conn)
-                        .await
-                })
-                .await?
-                .map_err(refused)
-        })
-    }
-
-    fn api_key(&self, id: &str) -> StoreFuture<'_, Option<ApiKeyRecord>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let (json, used): (Option<String>, Option<String>) = self
-                .link
-                .run(|mut conn| async move {
-                    redis::pipe()
-                        .cmd("HGET")
-                        .arg(keys::API_KEYS)
-                        .arg(&id)
-                        .cmd("HGET")
-                        .arg(keys::API_KEY_USES)
-                        .arg(&id)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?
-                .map_err(refused)?;
-            json.map(|json| decode_api_key(&json, used.as_deref()))
-                .transpose()
-        })
-    }
-
-    fn api_keys(&self) -> StoreFuture<'_, Vec<ApiKeyRecord>> {
-        Box::pin(async move {
-            let (records, uses): (
-                std::collections::HashMap<String, String>,
-                std::collections::HashMap<String, String>,
-            ) = self
-                .link
-                .run(|mut conn| async move {
-                    redis::pipe()
-                        .cmd("HGETALL")
-                        .arg(keys::API_KEYS)
-                        .cmd("HGETALL")
-                        .arg(keys::API_KEY_USES)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?
-                .map_err(refused)?;
-            records
-                .iter()
-                .map(|(id, json)| decode_api_key(json, uses.get(id).map(String::as_str)))
-                .collect()
-        })
-    }
-
-    fn touch_api_key(&self, id: &str, at: Timestamp) -> StoreFuture<'_, bool> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let touched: i64 = self
-                .link
-                .run(|mut conn| async move {
-                    touch_key_script()
-                        .key(keys::API_KEYS)
-                        .key(keys::API_KEY_USES)
-                        .arg(&id)
-                        .arg(at.unix_nanos())
-                        .invoke_async(&mut conn)
-                        .await
-                })
-                .await?
-                .map_err(refused)?;
-            Ok(touched == 1)
-        })
-    }
-
-    fn delete_api_key(&self, id: &str) -> StoreFuture<'_, Option<ApiKeyRecord>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let deleted: Option<(String, String)> = self
-                .link
-                .run(|mut conn| async move {
-                    delete_key_script()
-                        .key(keys::API_KEYS)
-                        .key(keys::API_KEY_USES)
-                        .arg(&id)
-                        .invoke_async(&mut conn)
-                        .await
-                })
-                .await?
-                .map_err(refused)?;
-            deleted
-                .map(|(json, used)| decode_api_key(&json, Some(used.as_str())))
-                .transpose()
-        })
     }
 }

@@ -11,6 +11,7 @@ mod members;
 mod notices;
 mod panels;
 mod text_field;
+mod webhooks;
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -27,6 +28,7 @@ use keys::KeysPanel;
 pub use live::CampaignModel;
 use notices::{Notices, Place};
 use panels::{Details, Features, PresencePanel, Timeline};
+use webhooks::WebhooksPanel;
 
 #[component]
 pub fn CampaignPage() -> impl IntoView {
@@ -130,6 +132,7 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
                     <members::MembersPanel model/>
                     <InvitePanel model/>
                     <KeysPanel model/>
+                    <WebhooksPanel model/>
                     <Timeline model/>
                 </aside>
             </div>
