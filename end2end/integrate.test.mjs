@@ -238,3 +238,61 @@ test(`an owner sends a campaign's changes to another system and sees what was se
   await ada.context.close();
   receiverServer.close();
 });
+
+test(`the SDK's example page shows a campaign's live headline from another origin (${mode})`, async () => {
+  // The repository's example and sdk/dist, served from an origin Rally allows.
+  const repo = resolve(import.meta.dirname, '..');
+  const files = createServer((request, response) => {
+    const path = new URL(request.url, 'http://files').pathname;
+    const served = path.startsWith('/examples/') || path.startsWith('/sdk/dist/');
+    try {
+      if (!served || path.includes('..')) throw new Error('not served');
+      const type = path.endsWith('.js') ? 'text/javascript' : 'text/html; charset=utf-8';
+      response.writeHead(200, { 'content-type': type }).end(readFileSync(join(repo, path)));
+    } catch {
+      response.writeHead(404).end();
+    }
+  });
+  await new Promise((r) => files.listen(0, '127.0.0.1', r));
+  const origin = `http://127.0.0.1:${files.address().port}`;
+  const own = await startServer({ RALLY_DEFAULT_VISIBILITY: 'public', RALLY_ALLOWED_ORIGINS: origin });
+  const context = await browser.newContext();
+  try {
+    const signIn = await fetch(`${own.url}/api/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ display_name: 'Site' }),
+    });
+    const { token } = await signIn.json();
+    const send = (method, path, body) =>
+      fetch(`${own.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const created = await send('POST', '/api/campaigns', {
+      campaign_id: 'sdk-live',
+      title: 'SDK',
+      config: { ui_content: { headline: 'First from the SDK' } },
+    });
+    assert.equal(created.status, 201);
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    const query = `rally=${encodeURIComponent(own.url)}&campaign=sdk-live&token=${encodeURIComponent(token)}`;
+    await page.goto(`${origin}/examples/sdk-headline.html?${query}`);
+    await page.locator('#headline', { hasText: 'First from the SDK' }).waitFor({ timeout: 10_000 });
+    await page.locator('#status', { hasText: 'Live' }).waitFor();
+    const changed = await send('POST', '/api/campaigns/sdk-live/config', {
+      section: 'ui_content',
+      values: { headline: 'Changed, live' },
+    });
+    assert.equal(changed.status, 200);
+    await page.locator('#headline', { hasText: 'Changed, live' }).waitFor({ timeout: 5_000 });
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    assert.equal(await own.stop(), 0);
+    files.close();
+  }
+});
