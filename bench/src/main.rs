@@ -7,12 +7,14 @@
 //! rally-bench fanout --compare --campaigns 1 --subscribers 1000 --rate 50     # latency shape
 //! rally-bench idle --compare --connections 5000                               # memory/connection
 //! rally-bench media --subscribers 20 --video-kbps 1500                        # media relay
+//! rally-bench history --events 100000                                         # the change log
 //! ```
 //!
 //! The tool starts every server itself (`target/release/rally`, itself as `bare-server`, and
 //! `node bench/socketio-server.mjs`), so it can read their memory from /proc.
 
 mod bare;
+mod history;
 mod media;
 mod target;
 
@@ -45,6 +47,8 @@ enum Command {
     /// One publisher to N subscribers through the media relay: forwarded packets/s, per core,
     /// and send-to-receive latency.
     Media(media::MediaArgs),
+    /// Write a long campaign log, then read random past versions and report the log's storage.
+    History(history::HistoryArgs),
     /// Run the bare broadcast baseline server (used by the tool itself).
     BareServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -581,6 +585,7 @@ fn main() -> Result<()> {
             Command::Fanout(args) => fanout(args).await,
             Command::Idle(args) => idle(args).await,
             Command::Media(args) => media::run(args).await,
+            Command::History(args) => history::run(args).await,
             Command::BareServer { addr } => bare::serve(addr).await,
         }
     })

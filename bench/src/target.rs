@@ -57,10 +57,15 @@ pub struct Running {
     pub addr: String,
     pub pid: u32,
     _child: tokio::process::Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Running {
+    /// Rally: its data directory (the embedded store's file is in it).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Resident memory of the server process, in bytes.
     pub fn rss_bytes(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid))
@@ -162,7 +167,7 @@ pub async fn start(target: Target, servers: &Servers) -> Result<Running> {
         addr,
         pid,
         _child: child,
-        _dir: dir,
+        dir,
     })
 }
 

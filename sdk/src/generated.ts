@@ -66,6 +66,11 @@ export type Change =
   | {
       id: InviteId;
       kind: 'invite_withdrawn';
+    }
+  | {
+      kind: 'revert';
+      restored: Restored;
+      to_version: number;
     };
 export type Feature = string;
 /**
@@ -103,6 +108,10 @@ export type InviteId = string;
 export type EventId = string;
 export type IdempotencyKey = string;
 /**
+ * title, description, status, features or config.<section>
+ */
+export type ContentField = string;
+/**
  * Where one delivery stands.
  */
 export type DeliveryState = 'delivered' | 'retrying' | 'failed' | 'skipped' | 'paused';
@@ -125,6 +134,7 @@ export type ErrorCode =
   | 'unavailable'
   | 'internal';
 export type FeatureOp = 'add' | 'remove' | 'set';
+export type TextPieceKind = 'kept' | 'removed' | 'added';
 /**
  * Whether an invite link still lets people in.
  */
@@ -165,6 +175,7 @@ export interface RallySchemas {
   ConfigChange: ConfigChange;
   ConfigChangeBody: ConfigChangeBody;
   ConfigMode: ConfigMode;
+  ContentField: ContentField;
   CreateApiKey: CreateApiKey;
   CreateCampaign: CreateCampaign;
   CreateInvite: CreateInvite;
@@ -181,9 +192,13 @@ export interface RallySchemas {
   FeatureChange: FeatureChange;
   FeatureChangeBody: FeatureChangeBody;
   FeatureOp: FeatureOp;
+  FieldDiff: FieldDiff;
   FieldUpdates: FieldUpdates;
   Handover: Handover;
   HandoverBody: HandoverBody;
+  HistoryEntry: HistoryEntry;
+  HistoryPage: HistoryPage;
+  HistoryQuery: HistoryQuery;
   Idempotency: Idempotency;
   IdempotencyKey: IdempotencyKey;
   InviteAccepted: InviteAccepted;
@@ -204,8 +219,11 @@ export interface RallySchemas {
   PresenceChanged: PresenceChanged;
   PresencePerson: PresencePerson;
   Redeliver: Redeliver;
+  Restored: Restored;
   Resume: Resume;
   Resync: Resync;
+  RevertCampaign: RevertCampaign;
+  RevertCampaignBody: RevertCampaignBody;
   Role: Role;
   SectionName: SectionName;
   SessionInfo: SessionInfo;
@@ -221,10 +239,14 @@ export interface RallySchemas {
   TextChangeBody: TextChangeBody;
   TextEdit: TextEdit;
   TextField: TextField;
+  TextPiece: TextPiece;
+  TextPieceKind: TextPieceKind;
   Timestamp: Timestamp;
   UpdateFields: UpdateFields;
   UpdateFieldsBody: UpdateFieldsBody;
   UserId: UserId;
+  VersionDiff: VersionDiff;
+  VersionQuery: VersionQuery;
   Viewer: Viewer;
   Visibility: Visibility;
   WebhookSummary: WebhookSummary;
@@ -364,6 +386,34 @@ export interface InviteTerms {
    * The role whoever accepts it gets.
    */
   role: Role;
+}
+/**
+ * What a revert puts back: each field present gets the value it had at the reverted-to version.
+ */
+export interface Restored {
+  /**
+   * Config sections, each with its whole content; `null`: the section did not exist then, and
+   * goes.
+   */
+  config?: {
+    /**
+     * This interface was referenced by `undefined`'s JSON-Schema definition
+     * via the `patternProperty` "^[a-z][a-z0-9_]{0,31}$".
+     */
+    [k: string]:
+      | {
+          [k: string]: unknown | undefined;
+        }
+      | null
+      | undefined;
+  };
+  description?: string | null;
+  /**
+   * The whole feature set, sorted.
+   */
+  features?: Feature[] | null;
+  status?: CampaignStatus | null;
+  title?: string | null;
 }
 /**
  * A write its sender named (`Idempotency-Key`): the name, and a digest of the write, so that
@@ -555,6 +605,38 @@ export interface FeatureChangeBody {
   op: FeatureOp;
 }
 /**
+ * How one field differs between two versions.
+ */
+export interface FieldDiff {
+  /**
+   * The value at the newer version; absent: the section was gone.
+   */
+  after?: {
+    [k: string]: unknown | undefined;
+  };
+  /**
+   * The value at the older version; absent: the field (a config section) did not exist.
+   */
+  before?: {
+    [k: string]: unknown | undefined;
+  };
+  /**
+   * `title`, `description`, `status`, `visibility`, `features` or `config.<section>`.
+   */
+  field: string;
+  /**
+   * For the title and description: the words kept, removed and added, in order.
+   */
+  text?: TextPiece[] | null;
+}
+/**
+ * A run of words in a text diff.
+ */
+export interface TextPiece {
+  kind: TextPieceKind;
+  text: string;
+}
+/**
  * `campaign:handover:v1:requested`: the owner hands the campaign over to a member, who becomes
  * its owner; the previous owner stays an owner among the members.
  */
@@ -577,6 +659,63 @@ export interface HandoverBody {
    * The member who takes it over.
    */
   user_id: UserId;
+}
+/**
+ * One entry of the log: a committed change, who made it, when, and the fields it touched.
+ */
+export interface HistoryEntry {
+  change: Change;
+  changed_at: Timestamp;
+  changed_by: Actor;
+  event_id: EventId;
+  /**
+   * `title`, `description`, `status`, `visibility`, `features`, `config.<section>`,
+   * `members.<user id>`, `owner` (none for invite links).
+   */
+  fields: string[];
+  /**
+   * In plain words: "set title to “Spring”", "restored the title as of version 12".
+   */
+  summary: string;
+  version: number;
+}
+/**
+ * `campaign:history:v1:success`
+ */
+export interface HistoryPage {
+  campaign_id: CampaignId;
+  /**
+   * Newest first.
+   */
+  entries: HistoryEntry[];
+  /**
+   * Ask again with `before` set to this for older entries; absent: the log has none.
+   */
+  next_before?: number | null;
+}
+/**
+ * `campaign:history:v1:requested`; over HTTP the same fields are query parameters.
+ */
+export interface HistoryQuery {
+  /**
+   * Only entries made by this user.
+   */
+  actor?: UserId | null;
+  /**
+   * Only entries older than this version (absent: from the newest).
+   */
+  before?: number | null;
+  campaign_id: CampaignId;
+  /**
+   * Only entries that touched this field, or a field under it: `title`, `config` (every
+   * section), `config.ui_content`, `members`, `visibility`, …
+   */
+  field?: string | null;
+  /**
+   * Entries wanted, 1 to [`HISTORY_PAGE_MAX`] (larger is clamped); default
+   * [`HISTORY_PAGE_DEFAULT`].
+   */
+  limit?: number | null;
 }
 /**
  * `POST /api/invites/{token}/accept` answer: the campaign you joined and the role you have in it
@@ -804,6 +943,40 @@ export interface Resync {
   role: Role;
 }
 /**
+ * `campaign:revert:v1:requested`: put the campaign's content back as it was at `to_version`,
+ * as a new version.
+ */
+export interface RevertCampaign {
+  /**
+   * The version the person looked at when they chose to revert: if a field the revert
+   * restores changed after it, the revert is refused with `conflict`.
+   */
+  base_version?: number | null;
+  campaign_id: CampaignId;
+  /**
+   * Restore only these fields; absent or empty: every content field.
+   */
+  fields?: ContentField[];
+  to_version: number;
+}
+/**
+ * `campaign:revert:v1:requested`: put the campaign's content back as it was at `to_version`,
+ * as a new version.
+ */
+export interface RevertCampaignBody {
+  /**
+   * The version the person looked at when they chose to revert: if a field the revert
+   * restores changed after it, the revert is refused with `conflict`.
+   */
+  base_version?: number | null;
+  campaign_id?: CampaignId;
+  /**
+   * Restore only these fields; absent or empty: every content field.
+   */
+  fields?: ContentField[];
+  to_version: number;
+}
+/**
  * `POST /api/session` answer.
  */
 export interface SessionInfo {
@@ -941,6 +1114,26 @@ export interface UpdateFieldsBody {
   base_version?: number | null;
   campaign_id?: CampaignId;
   updates: FieldUpdates;
+}
+/**
+ * `GET /api/campaigns/{id}/diff?from=&to=`: what changed from one version to another.
+ */
+export interface VersionDiff {
+  campaign_id: CampaignId;
+  /**
+   * Only the fields that differ, in the order title, description, status, visibility,
+   * features, config sections by name.
+   */
+  fields: FieldDiff[];
+  from: number;
+  to: number;
+}
+/**
+ * `campaign:version:v1:requested`
+ */
+export interface VersionQuery {
+  campaign_id: CampaignId;
+  version: number;
 }
 /**
  * `GET /api/session` answer: who the request's credential is.

@@ -6,16 +6,20 @@ import type {
   ApiKeySummary,
   CampaignId,
   CampaignSnapshot,
+  CampaignState,
   CampaignStatus,
   CampaignSummary,
   ConfigChangeBody,
   CreateApiKey,
   CreateCampaign,
   FeatureChangeBody,
+  HistoryPage,
   NewApiKey,
+  RevertCampaignBody,
   SessionInfo,
   TextChangeBody,
   UpdateFieldsBody,
+  VersionDiff,
   Visibility,
   WhoAmI,
   WriteAck,
@@ -37,6 +41,18 @@ export interface ListOptions {
   limit?: number;
   /** Start after this id. */
   after?: CampaignId;
+}
+
+/** `history` filters (each optional). */
+export interface HistoryOptions {
+  /** Only entries older than this version. */
+  before?: number;
+  /** 1 to 200 (larger is clamped); default 50. */
+  limit?: number;
+  /** Only entries that touched this field or one under it: `title`, `config`, `config.ui_content`, … */
+  field?: string;
+  /** Only entries by this user id. */
+  actor?: string;
 }
 
 /** A write's preconditions and name. */
@@ -166,6 +182,36 @@ export class RallyHttp {
   /** `POST /api/campaigns/{id}/text`. */
   editText(id: CampaignId, body: TextChangeBody, options?: WriteHttpOptions): Promise<WriteResult> {
     return this.write('POST', id, '/text', body, options);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // History (docs/protocol.md "History")
+  // ---------------------------------------------------------------------------------------------
+
+  /** `GET /api/campaigns/{id}/history`: a page of the change log, newest first. */
+  async history(id: CampaignId, options: HistoryOptions = {}): Promise<HistoryPage> {
+    const q = new URLSearchParams();
+    if (options.before !== undefined) q.set('before', String(options.before));
+    if (options.limit !== undefined) q.set('limit', String(options.limit));
+    if (options.field) q.set('field', options.field);
+    if (options.actor) q.set('actor', options.actor);
+    const s = q.toString();
+    return (await this.request('GET', `/api/campaigns/${encodeURIComponent(id)}/history${s ? `?${s}` : ''}`)).json as HistoryPage;
+  }
+
+  /** `GET /api/campaigns/{id}/versions/{version}`: the campaign as it was at that version. */
+  async version(id: CampaignId, version: number): Promise<CampaignState> {
+    return (await this.request('GET', `/api/campaigns/${encodeURIComponent(id)}/versions/${version}`)).json as CampaignState;
+  }
+
+  /** `GET /api/campaigns/{id}/diff?from=&to=`: the fields that differ between two versions. */
+  async diff(id: CampaignId, from: number, to: number): Promise<VersionDiff> {
+    return (await this.request('GET', `/api/campaigns/${encodeURIComponent(id)}/diff?from=${from}&to=${to}`)).json as VersionDiff;
+  }
+
+  /** `POST /api/campaigns/{id}/revert`: put content back as it was at `to_version`, as a new version. */
+  revert(id: CampaignId, body: RevertCampaignBody, options?: WriteHttpOptions): Promise<WriteResult> {
+    return this.write('POST', id, '/revert', body, options);
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ export {
   parseEtag,
   RallyHttp,
   type GetResult,
+  type HistoryOptions,
   type ListOptions,
   type RallyHttpOptions,
   type WriteHttpOptions,

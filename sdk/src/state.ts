@@ -192,6 +192,24 @@ export function applyChange(state: CampaignState, change: Change): CampaignState
     case 'invite':
     case 'invite_withdrawn':
       return state;
+    case 'revert': {
+      // Content put back as it was at `to_version`: each present field gets its whole value.
+      const r = change.restored;
+      const next = { ...state };
+      if (r.title != null) next.title = r.title;
+      if (r.description != null) next.description = r.description;
+      if (r.status != null) next.status = r.status;
+      if (r.features != null) next.features = sortStrings([...r.features]);
+      if (r.config != null) {
+        const config = { ...state.config };
+        for (const [section, values] of Object.entries(r.config)) {
+          if (values == null) delete config[section];
+          else config[section] = structuredClone(values) as JsonObject;
+        }
+        next.config = sortKeys(config);
+      }
+      return next;
+    }
     default: {
       // A change kind newer than this SDK: nothing it can apply.
       const kind = (change as { kind?: unknown }).kind;
@@ -378,15 +396,21 @@ export function clashesWith(write: Write, landed: Change): boolean {
         );
       }
       if (landed.kind === 'text') return u[landed.field] != null;
+      if (landed.kind === 'revert') {
+        const r = landed.restored;
+        return (u.title != null && r.title != null) || (u.description != null && r.description != null) || (u.status != null && r.status != null);
+      }
       return false;
     }
     case 'feature': {
+      if (landed.kind === 'revert') return landed.restored.features != null;
       if (landed.kind !== 'features') return false;
       if (write.request.op === 'set') return true;
       const names = new Set(write.request.features);
       return [...landed.added, ...landed.removed].some((f) => names.has(f));
     }
     case 'config': {
+      if (landed.kind === 'revert') return landed.restored.config?.[write.request.section] !== undefined;
       if (landed.kind !== 'config' || landed.section !== write.request.section) return false;
       const mode = write.request.mode ?? 'merge';
       return mode !== 'merge' || landed.mode !== 'merge' || patchesOverlap(write.request.values as JsonObject, landed.values as JsonObject);

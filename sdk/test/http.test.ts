@@ -109,6 +109,30 @@ test('a named write with If-Match applies once however often it is sent', async 
   assert.equal(features.version, v + 3);
 });
 
+test('history: pages of the log, a past version, a diff, and a revert that lands as a new version', async () => {
+  const id = ids[2]!;
+  const start = await person.getCampaign(id);
+  assert.ok(!start.notModified);
+  const v = start.campaign.version;
+  await person.changeConfig(id, { section: 'ui_content', values: { headline: 'Good' } });
+  await person.changeConfig(id, { section: 'ui_content', values: { headline: 'Oops' } });
+  const page = await person.history(id, { limit: 2, field: 'config' });
+  assert.deepEqual(page.entries.map((e) => e.version), [v + 2, v + 1]);
+  assert.equal(page.entries[0]!.summary, 'changed the ui_content settings');
+  const good = await person.version(id, v + 1);
+  assert.equal((good.config.ui_content as { headline: string }).headline, 'Good');
+  const diff = await person.diff(id, v + 1, v + 2);
+  assert.deepEqual(diff.fields.map((f) => f.field), ['config.ui_content']);
+  const reverted = await person.revert(id, { to_version: v + 1, fields: ['config.ui_content'] }, { ifMatch: v + 2 });
+  assert.equal(reverted.version, v + 3);
+  const now = await person.getCampaign(id);
+  assert.ok(!now.notModified);
+  assert.deepEqual(now.campaign.config, good.config);
+  const [last] = (await person.history(id, { limit: 1 })).entries;
+  assert.equal(last!.change.kind, 'revert');
+  await assert.rejects(person.version(id, 10_000), (e: unknown) => e instanceof RallyError && e.code === 'not_found' && e.status === 404);
+});
+
 test('errors carry the server\'s code, message and status', async () => {
   await assert.rejects(person.getCampaign('does-not-exist'), (e: unknown) => e instanceof RallyError && e.code === 'not_found' && e.status === 404 && /does-not-exist/.test(e.message));
   await assert.rejects(person.createCampaign({ campaign_id: ids[0]!, title: 'dup' }), (e: unknown) => e instanceof RallyError && e.code === 'conflict');

@@ -185,6 +185,11 @@ pub struct Config {
     #[arg(long, env = "RALLY_HISTORY_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65_536..=1 << 32))]
     pub history_bytes: u64,
 
+    /// Days of changes each campaign's log keeps at least; older ones are forgotten down to a
+    /// snapshot (versions before it can no longer be read). 0: keep the log for ever.
+    #[arg(long, env = "RALLY_HISTORY_RETENTION_DAYS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub history_retention_days: u32,
+
     /// Reads (subscribe, snapshot, joining a live room) per second one connection may sustain
     /// (bursts of twice as many are allowed).
     #[arg(long, env = "RALLY_READ_RATE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

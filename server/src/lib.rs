@@ -370,6 +370,15 @@ impl Rally {
             },
             shutdown.signal(),
         ));
+        if config.history_retention_days > 0 {
+            let keep =
+                std::time::Duration::from_secs(86_400 * u64::from(config.history_retention_days));
+            tokio::spawn(crate::campaigns::retention::run(
+                store.clone(),
+                keep,
+                shutdown.signal(),
+            ));
+        }
         let webhook_settings = config.webhook_settings();
         tokio::spawn(
             crate::webhooks::Deliverer::new(

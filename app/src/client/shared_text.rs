@@ -143,16 +143,9 @@ impl SharedText {
                 edit,
                 edit_id,
             } if *field == self.field => self.received_edit(edit, edit_id),
-            Change::Fields { updates } if updates.sets(self.field) => {
-                let text = match self.field {
-                    TextField::Title => updates.title.as_deref(),
-                    TextField::Description => updates.description.as_deref(),
-                };
-                text.and_then(|text| {
-                    self.replaced(text, &format!("{by} replaced it while you were typing"))
-                })
-            }
-            _ => None,
+            other => other.replaced_text(self.field).and_then(|text| {
+                self.replaced(text, &format!("{by} replaced it while you were typing"))
+            }),
         }
     }
 

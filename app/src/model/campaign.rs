@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::limits::*;
 use super::{
     CampaignId, EditId, EventId, IdempotencyKey, InviteId, InviteTerms, LengthMismatch, Member,
-    Role, TextEdit, Timestamp, UserId,
+    Restored, Role, TextEdit, Timestamp, UserId,
 };
 
 /// Where a campaign is in its life.
@@ -325,6 +325,9 @@ pub enum Change {
     Invite { terms: InviteTerms },
     /// An owner withdrew an invite link: nobody can join through it any more.
     InviteWithdrawn { id: InviteId },
+    /// Someone put content back as it was at `to_version` (see [`super::history`]): each field in
+    /// `restored` gets the value it had then. The log keeps what came between.
+    Revert { to_version: u64, restored: Restored },
 }
 
 impl Change {
@@ -361,6 +364,19 @@ impl Change {
             ],
             // Invite links are not fields: nothing a write sends can clash with them.
             Change::Invite { .. } | Change::InviteWithdrawn { .. } => vec![],
+            Change::Revert { restored, .. } => restored.touched_fields(),
+        }
+    }
+
+    /// The whole new text of `field`, when this change replaces it (rather than editing it).
+    pub fn replaced_text(&self, field: TextField) -> Option<&str> {
+        match self {
+            Change::Fields { updates } => match field {
+                TextField::Title => updates.title.as_deref(),
+                TextField::Description => updates.description.as_deref(),
+            },
+            Change::Revert { restored, .. } => restored.text(field),
+            _ => None,
         }
     }
 
@@ -383,6 +399,7 @@ impl Change {
             Change::Handover { .. } => "handover",
             Change::Invite { .. } => "invite",
             Change::InviteWithdrawn { .. } => "invite_withdrawn",
+            Change::Revert { .. } => "revert",
         }
     }
 }
@@ -514,6 +531,7 @@ impl CampaignState {
             }
             // The campaign keeps its invite links beside the state, for its owners only.
             Change::Invite { .. } | Change::InviteWithdrawn { .. } => {}
+            Change::Revert { restored, .. } => restored.apply_to(self),
             Change::Text { field, edit, .. } => {
                 let text = self.text_mut(*field);
                 *text = edit

@@ -61,6 +61,23 @@ pub fn describe_change(change: &Change) -> String {
             }
         ),
         Change::InviteWithdrawn { .. } => "withdrew an invite link".to_owned(),
+        Change::Revert {
+            to_version,
+            restored,
+        } => {
+            let fields: Vec<String> = restored
+                .touched_fields()
+                .iter()
+                .map(|field| match field.strip_prefix("config.") {
+                    Some(section) => format!("the {section} settings"),
+                    None => format!("the {field}"),
+                })
+                .collect();
+            format!(
+                "restored {} as of version {to_version}",
+                join_plainly(&fields)
+            )
+        }
     }
 }
 
@@ -91,5 +108,14 @@ fn ellipsize(text: &str, max: usize) -> String {
     } else {
         let cut: String = text.chars().take(max - 1).collect();
         format!("{cut}…")
+    }
+}
+
+/// "a", "a and b", "a, b and c"
+fn join_plainly(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
 }

@@ -3,6 +3,7 @@
 mod access;
 mod campaign;
 mod describe;
+mod history;
 mod ids;
 mod invite;
 pub mod limits;
@@ -19,6 +20,7 @@ pub use campaign::{
     Visibility,
 };
 pub use describe::{describe_change, describe_event};
+pub use history::{ContentField, Restored, Revert, RevertCampaign};
 pub use ids::{
     CampaignId, CampaignIdError, EditId, EditIdError, EventId, EventIdError, IdempotencyKey,
     IdempotencyKeyError, RequestId, RequestIdError, UserId, UserIdError, MAX_CAMPAIGN_ID_LEN,

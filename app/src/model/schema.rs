@@ -8,8 +8,8 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 
 use super::limits::{DISPLAY_NAME_MAX_CHARS, FEATURE_NAME_MAX, SECTION_NAME_MAX};
 use super::{
-    CampaignId, DisplayName, EditId, EventId, Feature, IdempotencyKey, InviteId, SectionName,
-    TextEdit, Timestamp, UserId, MAX_CAMPAIGN_ID_LEN, MAX_INVITE_ID_LEN,
+    CampaignId, ContentField, DisplayName, EditId, EventId, Feature, IdempotencyKey, InviteId,
+    SectionName, TextEdit, Timestamp, UserId, MAX_CAMPAIGN_ID_LEN, MAX_INVITE_ID_LEN,
 };
 
 /// `impl JsonSchema` for a type written as one JSON value: its name and its schema.
@@ -87,6 +87,18 @@ schema_of!(
     json_schema!({
         "type": "string",
         "pattern": format!("^[a-z][a-z0-9_]{{0,{}}}$", SECTION_NAME_MAX - 1),
+    })
+);
+schema_of!(
+    ContentField,
+    "ContentField",
+    json_schema!({
+        "type": "string",
+        "pattern": format!(
+            "^(title|description|status|features|config\\.[a-z][a-z0-9_]{{0,{}}})$",
+            SECTION_NAME_MAX - 1
+        ),
+        "description": "title, description, status, features or config.<section>",
     })
 );
 schema_of!(

@@ -28,7 +28,8 @@ use serde_json::{Map, Value};
 use super::limits::*;
 use super::{
     json_depth, merge_patch, Actor, CampaignId, CampaignState, CampaignStatus, Change, ConfigMode,
-    EditId, Feature, FieldUpdates, Role, SectionName, TextEdit, TextField, UserId, Visibility,
+    EditId, Feature, FieldUpdates, Revert, Role, SectionName, TextEdit, TextField, UserId,
+    Visibility,
 };
 use crate::protocol::{ErrorBody, ErrorCode};
 
@@ -146,7 +147,7 @@ impl TextChange {
                 } if *other == self.field => {
                     edit = edit.transform(theirs).map_err(|e| self.misfit(e))?.0;
                 }
-                Change::Fields { updates } if updates.sets(self.field) => {
+                replaced if replaced.replaced_text(self.field).is_some() => {
                     return Err(ErrorBody::new(
                         ErrorCode::Conflict,
                         format!(
@@ -206,6 +207,9 @@ pub enum Write {
     Text(TextChange),
     Member(MemberChange),
     Handover(Handover),
+    /// `campaign:revert`: never sent as such by the browser; the server makes it from a
+    /// [`super::RevertCampaign`] and the state it reads from the log.
+    Revert(Revert),
 }
 
 impl Write {
@@ -217,6 +221,7 @@ impl Write {
             Write::Text(w) => &w.campaign_id,
             Write::Member(w) => &w.campaign_id,
             Write::Handover(w) => &w.campaign_id,
+            Write::Revert(w) => &w.request.campaign_id,
         }
     }
 
@@ -228,6 +233,7 @@ impl Write {
             Write::Text(w) => Some(w.base_version),
             Write::Member(w) => w.base_version,
             Write::Handover(w) => w.base_version,
+            Write::Revert(w) => w.request.base_version,
         }
     }
 
@@ -240,6 +246,7 @@ impl Write {
             Write::Text(w) => w.base_version = base_version.unwrap_or(w.base_version),
             Write::Member(w) => w.base_version = base_version,
             Write::Handover(w) => w.base_version = base_version,
+            Write::Revert(w) => w.request.base_version = base_version,
         }
         self
     }
@@ -252,7 +259,8 @@ impl Write {
             | Write::Config(_)
             | Write::Text(_)
             | Write::Member(_)
-            | Write::Handover(_) => 1,
+            | Write::Handover(_)
+            | Write::Revert(_) => 1,
         }
     }
 
@@ -271,7 +279,20 @@ impl Write {
                     || (u.visibility.is_some() && updates.visibility.is_some())
             }
             (Write::Update(w), Change::Text { field, .. }) => w.updates.sets(*field),
-            (Write::Text(w), Change::Fields { updates }) => updates.sets(w.field),
+            (Write::Update(w), Change::Revert { restored, .. }) => {
+                let u = &w.updates;
+                (u.title.is_some() && restored.title.is_some())
+                    || (u.description.is_some() && restored.description.is_some())
+                    || (u.status.is_some() && restored.status.is_some())
+            }
+            (Write::Text(w), landed) => landed.replaced_text(w.field).is_some(),
+            // A revert puts back whole fields: anything that changed one of them since is
+            // something the person did not see when they chose to revert.
+            (Write::Revert(w), landed) => landed.touched_fields().iter().any(|f| w.covers(f)),
+            (Write::Feature(_), Change::Revert { restored, .. }) => restored.features.is_some(),
+            (Write::Config(w), Change::Revert { restored, .. }) => {
+                restored.config.contains_key(&w.section)
+            }
             (Write::Member(w), Change::Member { member, .. }) => member.user_id == w.user_id,
             // Who owns it, or the roles of the people involved, moved under the request.
             (Write::Member(w), Change::Handover { from, to }) => {
@@ -377,6 +398,10 @@ impl Write {
                     values: request.values.clone(),
                 }))
             }
+            Write::Revert(revert) => Ok(revert.restored(state)?.map(|restored| Change::Revert {
+                to_version: revert.request.to_version,
+                restored,
+            })),
             Write::Handover(request) => {
                 let owner = state.owner();
                 if request.user_id == owner.user_id {
@@ -768,6 +793,69 @@ mod tests {
         let merged = merge.effect(&before).unwrap().unwrap();
         assert!(remove.clashes_with(&merged) && merge.clashes_with(&removed));
         assert!(!config("other", "merge", json!({"b": 2})).clashes_with(&removed));
+    }
+
+    #[test]
+    fn a_revert_restores_what_differs_and_clashes_with_what_it_restores() {
+        let mut then = state();
+        then.version = 1;
+        then.title = "Old".into();
+        let ui = SectionName::parse("ui").unwrap();
+        then.config
+            .insert(ui.clone(), json!({"a": 1}).as_object().unwrap().clone());
+        let mut now = state();
+        now.config.insert(
+            SectionName::parse("later").unwrap(),
+            json!({"b": 2}).as_object().unwrap().clone(),
+        );
+        let revert = |fields: &[&str]| {
+            Write::Revert(Revert {
+                request: serde_json::from_value(
+                    json!({"campaign_id": "c", "to_version": 1, "fields": fields}),
+                )
+                .unwrap(),
+                then: Box::new(then.clone()),
+            })
+        };
+        let whole = revert(&[]);
+        let change = whole.effect(&now).unwrap().expect("a change");
+        assert_eq!(
+            change.touched_fields(),
+            ["title", "config.later", "config.ui"],
+            "the description, status and features were the same"
+        );
+        let mut after = now.clone();
+        after.apply_change(&change).unwrap();
+        assert_eq!((after.title.as_str(), &after.config), ("Old", &then.config));
+        assert_eq!(
+            whole.effect(&after).unwrap(),
+            None,
+            "nothing left to restore"
+        );
+
+        let title_only = revert(&["title"]);
+        let retitle = write(
+            "update",
+            json!({"campaign_id": "c", "updates": {"title": "X"}}),
+        );
+        let restatus = write(
+            "update",
+            json!({"campaign_id": "c", "updates": {"status": "active"}}),
+        );
+        let retitled = retitle.effect(&now).unwrap().unwrap();
+        let restatused = restatus.effect(&now).unwrap().unwrap();
+        assert!(title_only.clashes_with(&retitled));
+        assert!(!title_only.clashes_with(&restatused));
+        assert!(whole.clashes_with(&restatused));
+        // A landed revert counts as setting what it restored.
+        let restored_title = title_only.effect(&now).unwrap().unwrap();
+        assert!(retitle.clashes_with(&restored_title));
+        assert!(!restatus.clashes_with(&restored_title));
+        assert_eq!(
+            restored_title.replaced_text(TextField::Title),
+            Some("Old"),
+            "a text edit under it cannot be merged"
+        );
     }
 
     #[test]

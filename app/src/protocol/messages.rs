@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::campaign::{self, CampaignRef, Subscribe};
+use super::history::{self, HistoryQuery, RevertCampaign, VersionQuery};
 use super::media::{self, IceCandidate, MediaJoin, SessionDescription};
 use super::ops::OPS_SUBSCRIBE;
 use super::{Envelope, ErrorBody, ErrorCode, EventState, EventType};
@@ -44,6 +45,9 @@ pub enum ClientRequest {
     MediaAnswer(SessionDescription),
     MediaCandidate(IceCandidate),
     MediaLeave(CampaignRef),
+    History(HistoryQuery),
+    Version(VersionQuery),
+    Revert(RevertCampaign),
 }
 
 impl ClientRequest {
@@ -61,12 +65,16 @@ impl ClientRequest {
             ClientRequest::Write(Write::Text(_)) => campaign::TEXT,
             ClientRequest::Write(Write::Member(_)) => campaign::MEMBER,
             ClientRequest::Write(Write::Handover(_)) => campaign::HANDOVER,
+            ClientRequest::Write(Write::Revert(_)) => history::REVERT,
             ClientRequest::OpsSubscribe(_) => OPS_SUBSCRIBE,
             ClientRequest::MediaJoin(_) => media::JOIN,
             ClientRequest::MediaPublish(_) => media::PUBLISH,
             ClientRequest::MediaAnswer(_) => media::ANSWER,
             ClientRequest::MediaCandidate(_) => media::CANDIDATE,
             ClientRequest::MediaLeave(_) => media::LEAVE,
+            ClientRequest::History(_) => history::HISTORY,
+            ClientRequest::Version(_) => history::VERSION,
+            ClientRequest::Revert(_) => history::REVERT,
         }
     }
 
@@ -97,6 +105,10 @@ impl ClientRequest {
                 frame(event_type, p, request_id)
             }
             ClientRequest::MediaCandidate(p) => frame(event_type, p, request_id),
+            ClientRequest::History(p) => frame(event_type, p, request_id),
+            ClientRequest::Version(p) => frame(event_type, p, request_id),
+            ClientRequest::Revert(p) => frame(event_type, p, request_id),
+            ClientRequest::Write(Write::Revert(p)) => frame(event_type, &p.request, request_id),
         }
     }
 }
@@ -204,6 +216,9 @@ pub fn decode_request(text: &str) -> Result<Request, RejectedFrame> {
         ("media", "answer", 1) => typed_payload(payload).map(ClientRequest::MediaAnswer),
         ("media", "candidate", 1) => typed_payload(payload).map(ClientRequest::MediaCandidate),
         ("media", "leave", 1) => typed_payload(payload).map(ClientRequest::MediaLeave),
+        ("campaign", "history", 1) => typed_payload(payload).map(ClientRequest::History),
+        ("campaign", "version", 1) => typed_payload(payload).map(ClientRequest::Version),
+        ("campaign", "revert", 1) => typed_payload(payload).map(ClientRequest::Revert),
         _ => {
             return Err(reject(
                 ErrorCode::Invalid,
@@ -327,6 +342,23 @@ mod tests {
                 .unwrap(),
             ),
             ClientRequest::MediaLeave(CampaignRef { campaign_id: c() }),
+            ClientRequest::History(HistoryQuery {
+                campaign_id: c(),
+                before: Some(10),
+                limit: Some(5),
+                field: Some("config".into()),
+                actor: None,
+            }),
+            ClientRequest::Version(VersionQuery {
+                campaign_id: c(),
+                version: 3,
+            }),
+            ClientRequest::Revert(RevertCampaign {
+                campaign_id: c(),
+                to_version: 3,
+                fields: vec![crate::model::ContentField::Title],
+                base_version: Some(7),
+            }),
         ];
         let id = RequestId::parse("r1").unwrap();
         for request in requests {

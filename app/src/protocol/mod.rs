@@ -7,6 +7,7 @@ pub mod close;
 mod envelope;
 mod error;
 mod event_type;
+pub mod history;
 pub mod invites;
 pub mod media;
 mod messages;

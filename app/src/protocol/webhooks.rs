@@ -9,7 +9,7 @@ use crate::protocol::{ErrorBody, ErrorCode};
 /// Longest endpoint URL, in bytes.
 pub const MAX_WEBHOOK_URL_BYTES: usize = 2048;
 /// The kinds of change an endpoint may ask for (a change's `kind`; all of them when none named).
-pub const CHANGE_KINDS: [&str; 9] = [
+pub const CHANGE_KINDS: [&str; 10] = [
     "created",
     "fields",
     "features",
@@ -19,6 +19,7 @@ pub const CHANGE_KINDS: [&str; 9] = [
     "handover",
     "invite",
     "invite_withdrawn",
+    "revert",
 ];
 
 /// `POST /api/webhooks` body: where to send, for which campaign (none: every campaign, admins

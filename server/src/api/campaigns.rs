@@ -19,7 +19,7 @@ use rally_app::model::{
     CampaignId, CampaignStatus, CreateCampaign, Idempotency, IdempotencyKey, IdempotencyKeyError,
     Visibility, Write,
 };
-use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary};
+use rally_app::protocol::campaign::{CampaignSnapshot, CampaignSummary, WriteAck};
 use rally_app::protocol::ErrorCode;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use super::context::{
     may_read, parse_id, rate_limited, require_session, signed, who_on, ApiJson, ApiState,
 };
+use crate::campaigns::Caller;
 use crate::http_error::ApiError;
 use crate::sessions::Signed;
 
@@ -224,10 +225,36 @@ async fn change<T: DeserializeOwned>(
     kind: &str,
     write: fn(T) -> Write,
 ) -> Result<Response, ApiError> {
+    let parts = write_parts(&state, &headers, id, body, kind).await?;
+    let ack = state
+        .manager
+        .write(write(parts.request), parts.caller, parts.named)
+        .await?;
+    Ok(acknowledged(ack))
+}
+
+/// A write as an HTTP request carries it.
+pub(super) struct WriteParts<T> {
+    /// The payload, with the campaign from the path and the base from `If-Match`.
+    pub request: T,
+    pub caller: Option<Caller>,
+    /// Its `Idempotency-Key`, if any, with the digest of the payload.
+    pub named: Option<Idempotency>,
+}
+
+/// The parts of a write request of `kind` to campaign `id`: only a person or a writing key may
+/// send one.
+pub(super) async fn write_parts<T: DeserializeOwned>(
+    state: &ApiState,
+    headers: &HeaderMap,
+    id: &str,
+    body: Map<String, Value>,
+    kind: &str,
+) -> Result<WriteParts<T>, ApiError> {
     let id = parse_id(id)?;
-    let base = if_match(&headers)?;
-    let key = idempotency_key(&headers)?;
-    let who = who_on(&state, &headers, &id, true).await?;
+    let base = if_match(headers)?;
+    let key = idempotency_key(headers)?;
+    let who = who_on(state, headers, &id, true).await?;
     if who.actor.is_none() {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
@@ -239,13 +266,19 @@ async fn change<T: DeserializeOwned>(
         key,
         digest: digest(kind, &body),
     });
-    let request = write(
-        serde_json::from_value(Value::Object(body))
-            .map_err(|err| ApiError::new(ErrorCode::Invalid, err.to_string()))?,
-    );
-    let ack = state.manager.write(request, who.caller(&id), named).await?;
+    let request = serde_json::from_value(Value::Object(body))
+        .map_err(|err| ApiError::new(ErrorCode::Invalid, err.to_string()))?;
+    Ok(WriteParts {
+        request,
+        caller: who.caller(&id),
+        named,
+    })
+}
+
+/// A write's answer: its ack, and the new version as the `ETag`.
+pub(super) fn acknowledged(ack: WriteAck) -> Response {
     let tag = entity_tag(ack.version);
-    Ok((tagged(tag), Json(ack)).into_response())
+    (tagged(tag), Json(ack)).into_response()
 }
 
 /// The name `Idempotency-Key` gives the write, if any.

@@ -2,7 +2,8 @@
 //! are `{"error": {"code", "message"}}` with the code's HTTP status (see [`ApiError`]).
 //!
 //! - `context`: the API's state, JSON bodies, who is asking.
-//! - `sessions`, `campaigns`, `invites`, `keys`, `webhooks`: the handlers, one file per resource.
+//! - `sessions`, `campaigns`, `history`, `invites`, `keys`, `webhooks`: the handlers, one file per
+//!   resource.
 //! - `openapi`: the API described (OpenAPI 3.1, generated from the types); `docs_page` renders
 //!   it for people.
 //! - here: the routes, and what every request passes first (the address's quota, the
@@ -11,6 +12,7 @@
 mod campaigns;
 mod context;
 mod docs_page;
+mod history;
 mod invites;
 mod keys;
 pub mod openapi;
@@ -59,6 +61,11 @@ where
         .route("/campaigns/{id}/text", post(text))
         .route("/campaigns/{id}/members", post(member))
         .route("/campaigns/{id}/handover", post(handover))
+        .route("/campaigns/{id}/history", get(history::history))
+        .route("/campaigns/{id}/history/export", get(history::export))
+        .route("/campaigns/{id}/versions/{version}", get(history::version))
+        .route("/campaigns/{id}/diff", get(history::diff))
+        .route("/campaigns/{id}/revert", post(history::revert))
         .route(
             "/campaigns/{id}/invites",
             get(list_invites).post(make_invite),

@@ -13,13 +13,17 @@ use axum::http::header::{self, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use rally_app::model::{CampaignEvent, Presence};
 use rally_app::model::{
-    CampaignId, CampaignStatus, ConfigChange, CreateCampaign, FeatureChange, Handover,
-    IdempotencyKey, InviteId, MemberChange, TextChange, UpdateFields, Visibility,
+    CampaignId, CampaignState, CampaignStatus, ConfigChange, CreateCampaign, FeatureChange,
+    Handover, IdempotencyKey, InviteId, MemberChange, RevertCampaign, TextChange, UpdateFields,
+    UserId, Visibility,
 };
 use rally_app::protocol::api_keys::{ApiKeySummary, CreateApiKey, NewApiKey};
 use rally_app::protocol::campaign::{
     CampaignRef, CampaignSnapshot, CampaignSummary, Overruled, PresenceChanged, Resync, Subscribe,
     SubscribeReply, SubscriptionEnded, Writable, WriteAck,
+};
+use rally_app::protocol::history::{
+    HistoryPage, HistoryQuery, VersionDiff, VersionQuery, HISTORY_PAGE_MAX,
 };
 use rally_app::protocol::invites::{CreateInvite, InviteAccepted, InviteDetails, InviteLinkInfo};
 use rally_app::protocol::session::{
@@ -73,6 +77,11 @@ fn page_size(_: &mut SchemaGenerator) -> Schema {
         .expect("a schema")
 }
 
+fn history_page_size(_: &mut SchemaGenerator) -> Schema {
+    Schema::try_from(json!({"type": "integer", "minimum": 1, "maximum": HISTORY_PAGE_MAX}))
+        .expect("a schema")
+}
+
 fn text(_: &mut SchemaGenerator) -> Schema {
     Schema::try_from(json!({"type": "string"})).expect("a schema")
 }
@@ -112,10 +121,8 @@ enum Success {
     Json(u16, MakeSchema),
     /// No body.
     Empty(u16),
-    /// `text/event-stream`.
-    Stream,
-    /// An HTML page.
-    Page,
+    /// Not JSON: (media type, description).
+    Text(&'static str, &'static str),
 }
 
 /// One operation of the API.
@@ -390,8 +397,68 @@ fn operations() -> Vec<Operation> {
         )
         .body(write_body::<Handover>)
         .write(),
+        op(
+            "get",
+            "/api/campaigns/{id}/history",
+            "readHistory",
+            Optional,
+            "A page of the campaign's change log, newest first",
+        )
+        .campaign()
+        .param(Query, "before", whole_number, "Only entries older than this version")
+        .param(Query, "limit", history_page_size, "Entries wanted (larger is clamped)")
+        .param(Query, "field", text, "Only entries that touched this field or one under it")
+        .param(Query, "actor", schema::<UserId>, "Only entries made by this user")
+        .json(200, schema::<HistoryPage>),
         Operation {
-            success: Success::Stream,
+            success: Success::Text(
+                "application/x-ndjson",
+                "Every event of the log, oldest first, one JSON object per line",
+            ),
+            ..op(
+                "get",
+                "/api/campaigns/{id}/history/export",
+                "exportHistory",
+                Optional,
+                "The whole change log as NDJSON",
+            )
+            .campaign()
+        },
+        op(
+            "get",
+            "/api/campaigns/{id}/versions/{version}",
+            "readVersion",
+            Optional,
+            "The campaign as it was at a version",
+        )
+        .campaign()
+        .param(Path, "version", whole_number, "The version")
+        .json(200, schema::<CampaignState>),
+        op(
+            "get",
+            "/api/campaigns/{id}/diff",
+            "diffVersions",
+            Optional,
+            "What changed from one version to another",
+        )
+        .campaign()
+        .param(Query, "from", whole_number, "The older version")
+        .param(Query, "to", whole_number, "The newer version")
+        .json(200, schema::<VersionDiff>),
+        op(
+            "post",
+            "/api/campaigns/{id}/revert",
+            "revert",
+            Required,
+            "Put content back as it was at a version, as a new version",
+        )
+        .body(write_body::<RevertCampaign>)
+        .write(),
+        Operation {
+            success: Success::Text(
+                "text/event-stream",
+                "The campaign's frames as Server-Sent Events; the id of each is a version",
+            ),
             ..op(
                 "get",
                 "/api/campaigns/{id}/events",
@@ -501,7 +568,7 @@ fn operations() -> Vec<Operation> {
         .json(200, schema::<InviteAccepted>),
         op("get", "/api/openapi.json", "openApi", Open, "This document").json(200, any_object),
         Operation {
-            success: Success::Page,
+            success: Success::Text("text/html", "An HTML page"),
             ..op(
                 "get",
                 "/api/docs",
@@ -514,7 +581,7 @@ fn operations() -> Vec<Operation> {
 }
 
 /// Frame payloads the document carries besides the bodies (see [`build`]).
-const FRAME_PAYLOADS: [MakeSchema; 10] = [
+const FRAME_PAYLOADS: [MakeSchema; 12] = [
     schema::<CampaignEvent>,
     schema::<SubscribeReply>,
     schema::<Presence>,
@@ -525,6 +592,8 @@ const FRAME_PAYLOADS: [MakeSchema; 10] = [
     schema::<Overruled>,
     schema::<Subscribe>,
     schema::<CampaignRef>,
+    schema::<HistoryQuery>,
+    schema::<VersionQuery>,
 ];
 
 fn build() -> Value {
@@ -555,7 +624,7 @@ fn build() -> Value {
         "info": {
             "title": "Rally HTTP API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Read, change and follow Rally's campaigns. docs/protocol.md is the full contract: every field, limit and error. The components also hold the payloads of WebSocket and event-stream frames (CampaignEvent, SubscribeReply, Presence, PresenceChanged, Resync, SubscriptionEnded, Writable, Overruled, Subscribe, CampaignRef), which no path returns; each frame is an envelope {\"type\", \"payload\", \"metadata\", \"request_id\"} (docs/protocol.md \"Envelope\").",
+            "description": "Read, change and follow Rally's campaigns. docs/protocol.md is the full contract: every field, limit and error. The components also hold the payloads of WebSocket and event-stream frames (CampaignEvent, SubscribeReply, Presence, PresenceChanged, Resync, SubscriptionEnded, Writable, Overruled, Subscribe, CampaignRef, HistoryQuery, VersionQuery), which no path returns; each frame is an envelope {\"type\", \"payload\", \"metadata\", \"request_id\"} (docs/protocol.md \"Envelope\").",
         },
         "paths": paths,
         "components": {
@@ -635,21 +704,12 @@ fn describe(operation: &Operation, generator: &mut SchemaGenerator, error: &Sche
         Success::Empty(status) => {
             responses.insert(status.to_string(), json!({"description": "Done"}));
         }
-        Success::Stream => {
+        Success::Text(media_type, description) => {
             responses.insert(
                 "200".into(),
                 json!({
-                    "description": "The campaign's frames as Server-Sent Events; the id of each is a version",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                }),
-            );
-        }
-        Success::Page => {
-            responses.insert(
-                "200".into(),
-                json!({
-                    "description": "An HTML page",
-                    "content": {"text/html": {"schema": {"type": "string"}}},
+                    "description": description,
+                    "content": {*media_type: {"schema": {"type": "string"}}},
                 }),
             );
         }
@@ -745,7 +805,23 @@ mod tests {
         let long = |n: usize| "a".repeat(n);
         // (type, its parser, inputs)
         type Parse = fn(&str) -> bool;
-        let cases: [(&str, Parse, Vec<String>); 8] = [
+        let cases: [(&str, Parse, Vec<String>); 9] = [
+            (
+                "ContentField",
+                |s| rally_app::model::ContentField::parse(s).is_ok(),
+                vec![
+                    "title".into(),
+                    "features".into(),
+                    "config.ui_content".into(),
+                    "config.".into(),
+                    "config.9a".into(),
+                    format!("config.{}", long(32)),
+                    format!("config.{}", long(33)),
+                    "visibility".into(),
+                    "titles".into(),
+                    "".into(),
+                ],
+            ),
             (
                 "CampaignId",
                 |s| CampaignId::parse(s).is_ok(),

@@ -95,7 +95,6 @@ impl Writer {
             expected_version: self.durable_version,
             record: core.record().clone(),
             events,
-            history_len: self.context.config.history_len,
             instance: self.context.event_ids.instance(),
         })
     }

@@ -5,6 +5,8 @@
 //! - [`core`]: the state machine, pure — validation order, permissions, conflicts, versions.
 //! - [`presence`]: who is watching and when to say so, pure.
 //! - [`history`]: recent events encoded once, shared with subscribers' connections.
+//! - `changelog`: the complete log read back — any past version, pages, diffs (`diff`, pure),
+//!   reverts. [`retention`]: forgetting what is older than `--history-retention-days`.
 //! - `writer`: the task around the core — its loop and one method per command; `commit`: how
 //!   its writes become durable (the race between instances included); `reads`: what it answers
 //!   without changing anything.
@@ -14,14 +16,17 @@
 //!   memory holds only campaigns someone is looking at.
 
 pub mod access;
+pub mod changelog;
 mod command;
 mod commit;
 pub mod core;
+mod diff;
 pub mod history;
 pub mod invites;
 mod manager;
 pub mod presence;
 mod reads;
+pub mod retention;
 mod writer;
 
 pub use access::{Caller, KeyBond};

@@ -24,6 +24,7 @@ use rally_app::protocol::{
 
 use super::connection::Connection;
 use super::delivery::Outgoing;
+use crate::campaigns::{Caller, StateManager};
 use crate::clock;
 use crate::frames::{self, failure, outcome, success};
 use crate::media::{Call, CallReply, MediaError};
@@ -77,9 +78,13 @@ impl Connection {
     /// media signaling do not count.
     fn within_budget(&mut self, request: &ClientRequest) -> Result<(), ErrorBody> {
         let (budget, what) = match request {
-            ClientRequest::Create(_) | ClientRequest::Write(_) => (&mut self.writes, "writes"),
+            ClientRequest::Create(_) | ClientRequest::Write(_) | ClientRequest::Revert(_) => {
+                (&mut self.writes, "writes")
+            }
             ClientRequest::Subscribe(_)
             | ClientRequest::Snapshot(_)
+            | ClientRequest::History(_)
+            | ClientRequest::Version(_)
             | ClientRequest::MediaJoin(_) => (&mut self.reads, "reads"),
             _ => return Ok(()),
         };
@@ -158,7 +163,50 @@ impl Connection {
             ClientRequest::MediaLeave(CampaignRef { campaign_id }) => {
                 self.leave_media(t, id, campaign_id, out).await
             }
+            ClientRequest::History(query) => self.read(
+                t,
+                id,
+                query.campaign_id.clone(),
+                |manager, caller| async move { manager.history(&query, caller).await },
+            ),
+            ClientRequest::Version(query) => self.read(
+                t,
+                id,
+                query.campaign_id.clone(),
+                |manager, caller| async move {
+                    manager
+                        .state_at(&query.campaign_id, query.version, caller)
+                        .await
+                },
+            ),
+            ClientRequest::Revert(request) => {
+                let caller = self.who.caller(&request.campaign_id);
+                let manager = self.state.manager.clone();
+                self.pipeline.push(async move {
+                    let result = manager.revert(request, caller, None).await;
+                    outcome(&t, id, result)
+                });
+            }
         }
+    }
+
+    /// A read of one campaign by `ask`, answered in the pipeline.
+    fn read<T, F>(
+        &mut self,
+        t: EventType,
+        id: Option<RequestId>,
+        campaign: CampaignId,
+        ask: impl FnOnce(StateManager, Option<Caller>) -> F,
+    ) where
+        T: serde::Serialize,
+        F: std::future::Future<Output = Result<T, ErrorBody>> + Send + 'static,
+    {
+        if let Err(error) = self.may_read() {
+            return self.pipeline.push_ready(failure(&t, id, &error));
+        }
+        let asked = ask(self.state.manager.clone(), self.who.caller(&campaign));
+        self.pipeline
+            .push(async move { outcome(&t, id, asked.await) });
     }
 
     fn create(&mut self, t: EventType, id: Option<RequestId>, request: CreateCampaign) {

@@ -4,7 +4,8 @@
 //! | key | type | content | written by |
 //! |---|---|---|---|
 //! | `rally:{<id>}:campaign` | hash | `version` (decimal), `record` (JSON of the durable record) | store |
-//! | `rally:{<id>}:events` | stream | entry id `<version>-0`, field `e` = JSON event; trimmed to the history length | store |
+//! | `rally:{<id>}:events` | stream | entry id `<version>-0`, field `e` = JSON event; every event (the complete log) | store |
+//! | `rally:{<id>}:snapshots` | stream | entry id `<version>-0`, field `s` = JSON state at that version, every 100 versions | store |
 //! | `rally:{<id>}:turn` | string | the instance that claimed the next commit, for a moment | store |
 //! | `rally:{<id>}:presence` | hash | one field per instance: its local viewers and an expiry | bus |
 //! | `rally:{<id>}:media-owner` | string | `<instance hex>:<nonce>`: who runs the media session | media cluster |
@@ -31,6 +32,10 @@ pub fn campaign(id: &CampaignId) -> String {
 
 pub fn events(id: &CampaignId) -> String {
     format!("rally:{{{id}}}:events")
+}
+
+pub fn snapshots(id: &CampaignId) -> String {
+    format!("rally:{{{id}}}:snapshots")
 }
 
 pub fn turn(id: &CampaignId) -> String {

@@ -3,6 +3,12 @@
 //! The embedded backend (redb, a file under the data directory) is the default; the Redis backend
 //! (for several instances) implements the same trait. A `commit` that returns `Ok` is durable:
 //! the writer replies success only after it.
+//!
+//! Each campaign's log is complete: every committed event is kept (what a resuming client may
+//! replay is the writer's bounded in-memory history, not the log). Every [`SNAPSHOT_EVERY`]
+//! versions a commit also stores the whole state, so reading an old version replays at most that
+//! many events (see `campaigns::changelog`); retention forgets the log down to a snapshot (see
+//! `campaigns::retention`).
 
 pub mod api_keys;
 pub mod embedded;
@@ -105,10 +111,20 @@ pub struct Commit {
     /// New events, ascending, ending at `record.state.version` (empty for record-only changes
     /// such as role grants).
     pub events: Vec<CampaignEvent>,
-    /// Keep at most this many events for the campaign.
-    pub history_len: usize,
     /// The committing instance (for turn-taking under contention).
     pub instance: u32,
+}
+
+/// A commit that reaches a multiple of this version stores a snapshot of the state.
+pub const SNAPSHOT_EVERY: u64 = 100;
+
+impl Commit {
+    /// Whether this commit stores a snapshot of its record's state: it crosses a multiple of
+    /// [`SNAPSHOT_EVERY`] (a batch may cross one without landing on it; the snapshot is then of
+    /// its last version).
+    pub fn takes_snapshot(&self) -> bool {
+        self.record.state.version / SNAPSHOT_EVERY > self.expected_version / SNAPSHOT_EVERY
+    }
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -135,6 +151,31 @@ pub trait Store: Send + Sync + 'static {
         after_version: u64,
         max: usize,
     ) -> StoreFuture<'_, Option<Vec<CampaignEvent>>>;
+
+    /// The newest stored snapshot at or before `version`: the campaign's whole state at the
+    /// snapshot's own version. None when there is none that old (replay from the creation event).
+    fn snapshot_at_or_before(
+        &self,
+        id: &CampaignId,
+        version: u64,
+    ) -> StoreFuture<'_, Option<CampaignState>>;
+
+    /// At most `limit` events with versions below `before`, newest first (empty for a campaign
+    /// that does not exist).
+    fn events_before(
+        &self,
+        id: &CampaignId,
+        before: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<CampaignEvent>>;
+
+    /// The oldest version whose event the log still keeps (None: no such campaign).
+    fn oldest_event(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>>;
+
+    /// Forget the log up to `version`, a version with a stored snapshot: its events up to and
+    /// including it and the snapshots before it go; the snapshot at `version` stays, so every
+    /// version from it on can still be read. Idempotent.
+    fn forget_before(&self, id: &CampaignId, version: u64) -> StoreFuture<'_, ()>;
 
     /// The stored version of a campaign, or None if it does not exist.
     fn version(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>>;

@@ -2,12 +2,14 @@
 //!
 //! The keys are listed in [`crate::redis::keys`].
 //!
-//! Commits are one Lua script: check the stored version, write the record, append the events,
-//! trim the stream — atomically. A stale writer gets `VERSION <stored>` back and catches up.
+//! Commits are one Lua script: check the stored version, write the record, append the events
+//! (the stream is the campaign's complete log) and, every
+//! [`SNAPSHOT_EVERY`](super::SNAPSHOT_EVERY) versions, a snapshot — atomically. A stale writer
+//! gets `VERSION <stored>` back and catches up.
 
 use std::sync::OnceLock;
 
-use rally_app::model::{CampaignEvent, CampaignId, Timestamp, UserId};
+use rally_app::model::{CampaignEvent, CampaignId, CampaignState, Timestamp, UserId};
 use redis::Script;
 
 use super::sessions::{SessionRecord, SessionStore};
@@ -31,7 +33,9 @@ fn commit_script() -> &'static Script {
             for i = 6, #ARGV, 2 do
                 redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
             end
-            redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[4])
+            if ARGV[4] ~= '' then
+                redis.call('XADD', KEYS[4], ARGV[2] .. '-0', 's', ARGV[4])
+            end
             if turn then redis.call('DEL', KEYS[3]) end
             return 'OK'
             ",
@@ -45,7 +49,7 @@ fn create_script() -> &'static Script {
         Script::new(
             r"
             if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('EXISTS campaign') end
-            redis.call('DEL', KEYS[2])
+            redis.call('DEL', KEYS[2], KEYS[3])
             redis.call('HSET', KEYS[1], 'version', ARGV[1], 'record', ARGV[2])
             redis.call('XADD', KEYS[2], ARGV[1] .. '-0', 'e', ARGV[3])
             return 'OK'
@@ -129,12 +133,14 @@ impl Store for RedisStore {
             let record_json = serde_json::to_string(&record).map_err(corrupt)?;
             let event_json = serde_json::to_string(&event).map_err(corrupt)?;
             let (campaign, events) = (keys::campaign(&id), keys::events(&id));
+            let snapshots = keys::snapshots(&id);
             let answer: redis::RedisResult<String> = self
                 .link
                 .run(|mut conn| async move {
                     create_script()
                         .key(&campaign)
                         .key(&events)
+                        .key(&snapshots)
                         .arg(event.version)
                         .arg(&record_json)
                         .arg(&event_json)
@@ -180,10 +186,14 @@ impl Store for RedisStore {
                 keys::events(&commit.campaign_id),
                 keys::turn(&commit.campaign_id),
             );
+            let snapshots = keys::snapshots(&commit.campaign_id);
+            let snapshot = match commit.takes_snapshot() {
+                true => serde_json::to_string(&commit.record.state).map_err(corrupt)?,
+                false => String::new(),
+            };
             let instance = format!("{:08x}", commit.instance);
             let expected = commit.expected_version;
             let version = commit.record.state.version;
-            let history_len = commit.history_len.max(1);
             let answer: redis::RedisResult<String> = self
                 .link
                 .run(|mut conn| async move {
@@ -192,11 +202,12 @@ impl Store for RedisStore {
                         .key(&campaign)
                         .key(&stream)
                         .key(&turn)
+                        .key(&snapshots)
                         .arg(expected);
                     invocation
                         .arg(version)
                         .arg(&record_json)
-                        .arg(history_len)
+                        .arg(&snapshot)
                         .arg(&instance);
                     for (version, json) in &events {
                         invocation.arg(*version).arg(json);
@@ -271,6 +282,119 @@ impl Store for RedisStore {
                 return Ok(None);
             }
             Ok(Some(events))
+        })
+    }
+
+    fn snapshot_at_or_before(
+        &self,
+        id: &CampaignId,
+        version: u64,
+    ) -> StoreFuture<'_, Option<CampaignState>> {
+        let snapshots = keys::snapshots(id);
+        Box::pin(async move {
+            let answer: redis::RedisResult<StreamEntries> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("XREVRANGE")
+                        .arg(&snapshots)
+                        .arg(format!("{version}-0"))
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            let entry = answer.map_err(refused)?.into_iter().next();
+            let Some((_, fields)) = entry else {
+                return Ok(None);
+            };
+            let json = fields
+                .into_iter()
+                .find(|(field, _)| field == "s")
+                .map(|(_, value)| value)
+                .ok_or_else(|| corrupt("snapshot entry without a state"))?;
+            serde_json::from_str(&json).map(Some).map_err(corrupt)
+        })
+    }
+
+    fn events_before(
+        &self,
+        id: &CampaignId,
+        before: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<CampaignEvent>> {
+        let stream = keys::events(id);
+        Box::pin(async move {
+            if before <= 1 || limit == 0 {
+                return Ok(Vec::new());
+            }
+            let answer: redis::RedisResult<StreamEntries> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("XREVRANGE")
+                        .arg(&stream)
+                        .arg(format!("{}-0", before - 1))
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(limit)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            parse_events(answer.map_err(refused)?)
+        })
+    }
+
+    fn oldest_event(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>> {
+        let stream = keys::events(id);
+        Box::pin(async move {
+            let answer: redis::RedisResult<StreamEntries> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("XRANGE")
+                        .arg(&stream)
+                        .arg("-")
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            let first = answer.map_err(refused)?.into_iter().next();
+            first
+                .map(|(entry, _)| {
+                    let version = entry.split('-').next().unwrap_or_default();
+                    version.parse().map_err(corrupt)
+                })
+                .transpose()
+        })
+    }
+
+    fn forget_before(&self, id: &CampaignId, version: u64) -> StoreFuture<'_, ()> {
+        let (events, snapshots) = (keys::events(id), keys::snapshots(id));
+        Box::pin(async move {
+            let answer: redis::RedisResult<()> = self
+                .link
+                .run(|mut conn| async move {
+                    redis::pipe()
+                        .atomic()
+                        .cmd("XTRIM")
+                        .arg(&events)
+                        .arg("MINID")
+                        .arg(format!("{}-0", version + 1))
+                        .ignore()
+                        .cmd("XTRIM")
+                        .arg(&snapshots)
+                        .arg("MINID")
+                        .arg(format!("{version}-0"))
+                        .ignore()
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            answer.map_err(refused)
         })
     }
 

@@ -227,9 +227,8 @@ impl Deliverer {
                     // on from the oldest one kept.
                     let oldest = self
                         .store
-                        .load(&campaign, usize::MAX)
+                        .oldest_event(&campaign)
                         .await?
-                        .and_then(|loaded| loaded.history.first().map(|e| e.version))
                         .unwrap_or(from + 1);
                     let note = skipped(
                         &campaign,

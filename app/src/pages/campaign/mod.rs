@@ -3,6 +3,7 @@
 
 mod config;
 mod config_form;
+mod history;
 mod invites;
 mod keys;
 mod live;
@@ -104,6 +105,7 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
         on_cleanup(move || connection.unsubscribe(&id));
     }
     let page_title = move || format!("{} — Rally", model.title.with(|t| t.saved().to_owned()));
+    let history_focus = history::HistoryFocus(RwSignal::new(None));
 
     view! {
         <leptos_meta::Title text=page_title/>
@@ -126,6 +128,7 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
                     <Details model/>
                     <Features model/>
                     <ConfigEditor model/>
+                    <history::HistoryPanel model focus=history_focus/>
                 </div>
                 <aside class="side-column">
                     <PresencePanel model/>
@@ -133,7 +136,7 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
                     <InvitePanel model/>
                     <KeysPanel model/>
                     <WebhooksPanel model/>
-                    <Timeline model/>
+                    <Timeline model focus=history_focus/>
                 </aside>
             </div>
         </article>

@@ -224,6 +224,15 @@ pub fn explain_refusal(
                 format!("Handing the campaign over to {name} did not work: {why}."),
             )
         }
+        // The page sends reverts over HTTP from the history panel, which says itself.
+        Write::Revert(w) => (
+            Place::field("history"),
+            format!(
+                "Restoring version {} did not work: {}.",
+                w.request.to_version,
+                plain_reason(error)
+            ),
+        ),
         Write::Text(w) => (
             Place::field(w.field.as_str()),
             format!(

@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+use super::history::HistoryFocus;
 use super::live::CampaignModel;
 use super::notices::{Notices, Place};
 use super::text_field::SharedTextField;
@@ -228,8 +229,9 @@ pub fn PresencePanel(model: CampaignModel) -> impl IntoView {
     .into_any()
 }
 
+/// What happened while this page was open; each change links to its entry in the history panel.
 #[component]
-pub fn Timeline(model: CampaignModel) -> impl IntoView {
+pub fn Timeline(model: CampaignModel, focus: HistoryFocus) -> impl IntoView {
     view! {
         <section class="panel timeline">
             <h2>"Activity"</h2>
@@ -238,6 +240,12 @@ pub fn Timeline(model: CampaignModel) -> impl IntoView {
                     <li class="event" data-version=entry.version.map(|v| v.to_string())>
                         <time>{entry.time}</time>
                         <span>{entry.text}</span>
+                        {entry.version.map(|version| view! {
+                            " "
+                            <a class="in-history" href="#history" on:click=move |_| focus.0.set(Some(version))>
+                                "in history"
+                            </a>
+                        })}
                     </li>
                 </For>
             </ol>

@@ -11,18 +11,29 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rally_app::model::{CampaignEvent, CampaignId, Timestamp, UserId};
+mod integrations;
+
+use std::ops::RangeBounds;
+
+use rally_app::model::{CampaignEvent, CampaignId, CampaignState};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::api_keys::{ApiKeyRecord, ApiKeyStore};
-use super::sessions::{SessionRecord, SessionStore};
-use super::webhooks::{WebhookRecord, WebhookStore};
+use super::api_keys::ApiKeyRecord;
+use super::sessions::SessionRecord;
+use super::webhooks::WebhookRecord;
 use super::CampaignRecord;
 use super::{Commit, Loaded, Store, StoreError, StoreFuture};
+use integrations::{
+    apply_api_key_change, apply_session_change, apply_webhook_change, ApiKeyChange, SessionChange,
+    WebhookChange,
+};
 
 const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns");
+/// Every event of every campaign, by (campaign, version): the complete log.
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+/// The campaign's state (JSON) at some versions (see [`Commit::takes_snapshot`]).
+const SNAPSHOTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("snapshots");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// (user id, session id): a user's sessions, for listing.
@@ -60,6 +71,11 @@ enum WriteOp {
         commit: Commit,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    Forget {
+        id: CampaignId,
+        version: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     Secret {
         name: String,
         value: Vec<u8>,
@@ -79,25 +95,6 @@ enum WriteOp {
     },
 }
 
-enum WebhookChange {
-    Insert(WebhookRecord),
-    Replace(WebhookRecord),
-    Delete(String),
-}
-
-enum ApiKeyChange {
-    Insert(ApiKeyRecord),
-    Touch(String, Timestamp),
-    Delete(String),
-}
-
-enum SessionChange {
-    Insert(SessionRecord),
-    Update(SessionRecord),
-    Delete(String),
-    Sweep(Timestamp),
-}
-
 fn unavailable(err: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(err.to_string())
 }
@@ -114,6 +111,7 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(CAMPAIGNS).map_err(unavailable)?;
         txn.open_table(EVENTS).map_err(unavailable)?;
+        txn.open_table(SNAPSHOTS).map_err(unavailable)?;
         txn.open_table(SECRETS).map_err(unavailable)?;
         txn.open_table(SESSIONS).map_err(unavailable)?;
         txn.open_table(USER_SESSIONS).map_err(unavailable)?;
@@ -222,7 +220,9 @@ enum OpResult {
 impl WriteOp {
     fn answer(self, result: Result<OpResult, StoreError>) {
         match self {
-            WriteOp::Create { reply, .. } | WriteOp::Commit { reply, .. } => {
+            WriteOp::Create { reply, .. }
+            | WriteOp::Commit { reply, .. }
+            | WriteOp::Forget { reply, .. } => {
                 let _ = reply.send(result.map(|_| ()));
             }
             WriteOp::Secret { reply, .. } => {
@@ -268,8 +268,12 @@ fn apply_op(txn: &WriteTransaction, op: &WriteOp) -> Result<OpResult, StoreError
                 .insert(id, record_json.as_slice())
                 .map_err(unavailable)?;
             let mut events = txn.open_table(EVENTS).map_err(unavailable)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(unavailable)?;
             // A campaign created again after deletion must not inherit old events.
             events
+                .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)
+                .map_err(unavailable)?;
+            snapshots
                 .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)
                 .map_err(unavailable)?;
             events
@@ -304,13 +308,26 @@ fn apply_op(txn: &WriteTransaction, op: &WriteOp) -> Result<OpResult, StoreError
                     .insert((id, *version), json.as_slice())
                     .map_err(unavailable)?;
             }
-            let version = commit.record.state.version;
-            let keep_from = version.saturating_sub(commit.history_len as u64) + 1;
-            if keep_from > 1 {
-                events
-                    .retain_in((id, 0u64)..(id, keep_from), |_, _| false)
+            if commit.takes_snapshot() {
+                let state = &commit.record.state;
+                let json = serde_json::to_vec(state).map_err(corrupt)?;
+                txn.open_table(SNAPSHOTS)
+                    .map_err(unavailable)?
+                    .insert((id, state.version), json.as_slice())
                     .map_err(unavailable)?;
             }
+            Ok(OpResult::Done)
+        }
+        WriteOp::Forget { id, version, .. } => {
+            let id = id.as_str();
+            txn.open_table(EVENTS)
+                .map_err(unavailable)?
+                .retain_in((id, 0u64)..=(id, *version), |_, _| false)
+                .map_err(unavailable)?;
+            txn.open_table(SNAPSHOTS)
+                .map_err(unavailable)?
+                .retain_in((id, 0u64)..(id, *version), |_, _| false)
+                .map_err(unavailable)?;
             Ok(OpResult::Done)
         }
         WriteOp::Secret { name, value, .. } => {
@@ -329,324 +346,26 @@ fn apply_op(txn: &WriteTransaction, op: &WriteOp) -> Result<OpResult, StoreError
     }
 }
 
-fn decode_webhook(bytes: &[u8]) -> Result<WebhookRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(corrupt)
-}
-
-fn apply_webhook_change(
-    txn: &WriteTransaction,
-    change: &WebhookChange,
-) -> Result<OpResult, StoreError> {
-    let mut hooks = txn.open_table(WEBHOOKS).map_err(unavailable)?;
-    let stored = |hooks: &redb::Table<&'static str, &'static [u8]>, id: &str| {
-        hooks
-            .get(id)
-            .map_err(unavailable)?
-            .map(|bytes| decode_webhook(bytes.value()))
-            .transpose()
+/// At most `limit` events of `range`, ascending (or `newest_first`).
+fn read_events<'a>(
+    db: &Database,
+    range: impl RangeBounds<(&'a str, u64)>,
+    limit: usize,
+    newest_first: bool,
+) -> Result<Vec<CampaignEvent>, StoreError> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let events = txn.open_table(EVENTS).map_err(unavailable)?;
+    let rows = events.range(range).map_err(unavailable)?;
+    let rows: Box<dyn Iterator<Item = _>> = match newest_first {
+        true => Box::new(rows.rev()),
+        false => Box::new(rows),
     };
-    match change {
-        WebhookChange::Insert(record) | WebhookChange::Replace(record) => {
-            if let WebhookChange::Replace(_) = change {
-                let current = stored(&hooks, &record.id)?;
-                if current.is_none_or(|c| c.revision + 1 != record.revision) {
-                    return Ok(OpResult::Updated(false));
-                }
-            }
-            let json = serde_json::to_vec(record).map_err(corrupt)?;
-            hooks
-                .insert(record.id.as_str(), json.as_slice())
-                .map_err(unavailable)?;
-            Ok(OpResult::Updated(true))
-        }
-        WebhookChange::Delete(id) => {
-            let record = stored(&hooks, id)?;
-            if record.is_some() {
-                hooks.remove(id.as_str()).map_err(unavailable)?;
-            }
-            Ok(OpResult::WebhookDeleted(record))
-        }
+    let mut found = Vec::new();
+    for row in rows.take(limit) {
+        let (_, value) = row.map_err(unavailable)?;
+        found.push(serde_json::from_slice::<CampaignEvent>(value.value()).map_err(corrupt)?);
     }
-}
-
-fn decode_api_key(bytes: &[u8]) -> Result<ApiKeyRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(corrupt)
-}
-
-fn apply_api_key_change(
-    txn: &WriteTransaction,
-    change: &ApiKeyChange,
-) -> Result<OpResult, StoreError> {
-    let mut keys = txn.open_table(API_KEYS).map_err(unavailable)?;
-    let found = |keys: &redb::Table<&'static str, &'static [u8]>, id: &str| {
-        keys.get(id)
-            .map_err(unavailable)?
-            .map(|bytes| decode_api_key(bytes.value()))
-            .transpose()
-    };
-    match change {
-        ApiKeyChange::Insert(record) => {
-            let json = serde_json::to_vec(record).map_err(corrupt)?;
-            keys.insert(record.id.as_str(), json.as_slice())
-                .map_err(unavailable)?;
-            Ok(OpResult::Done)
-        }
-        ApiKeyChange::Touch(id, at) => {
-            let Some(mut record) = found(&keys, id)? else {
-                return Ok(OpResult::Updated(false));
-            };
-            record.last_used_at = Some(*at);
-            let json = serde_json::to_vec(&record).map_err(corrupt)?;
-            keys.insert(id.as_str(), json.as_slice())
-                .map_err(unavailable)?;
-            Ok(OpResult::Updated(true))
-        }
-        ApiKeyChange::Delete(id) => {
-            let record = found(&keys, id)?;
-            if record.is_some() {
-                keys.remove(id.as_str()).map_err(unavailable)?;
-            }
-            Ok(OpResult::KeyDeleted(record))
-        }
-    }
-}
-
-fn decode_session(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(corrupt)
-}
-
-fn apply_session_change(
-    txn: &WriteTransaction,
-    change: &SessionChange,
-) -> Result<OpResult, StoreError> {
-    let mut sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
-    let mut by_user = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
-    match change {
-        SessionChange::Insert(record) | SessionChange::Update(record) => {
-            let exists = sessions
-                .get(record.id.as_str())
-                .map_err(unavailable)?
-                .is_some();
-            if matches!(change, SessionChange::Update(_)) && !exists {
-                return Ok(OpResult::Updated(false));
-            }
-            let json = serde_json::to_vec(record).map_err(corrupt)?;
-            sessions
-                .insert(record.id.as_str(), json.as_slice())
-                .map_err(unavailable)?;
-            by_user
-                .insert((record.user_id.as_str(), record.id.as_str()), ())
-                .map_err(unavailable)?;
-            Ok(OpResult::Updated(true))
-        }
-        SessionChange::Delete(id) => {
-            // Decode before removing: a corrupt record is reported, not half deleted.
-            let record = match sessions.get(id.as_str()).map_err(unavailable)? {
-                Some(bytes) => decode_session(bytes.value())?,
-                None => return Ok(OpResult::Deleted(None)),
-            };
-            sessions.remove(id.as_str()).map_err(unavailable)?;
-            by_user
-                .remove((record.user_id.as_str(), record.id.as_str()))
-                .map_err(unavailable)?;
-            Ok(OpResult::Deleted(Some(record)))
-        }
-        SessionChange::Sweep(now) => {
-            let mut ended = Vec::new();
-            for row in sessions.iter().map_err(unavailable)? {
-                let (id, bytes) = row.map_err(unavailable)?;
-                match decode_session(bytes.value()) {
-                    Ok(record) if record.ends_at() <= *now => ended.push(record),
-                    Ok(_) => {}
-                    // One bad record must not stop every later sweep: skip it, say so.
-                    Err(error) => {
-                        tracing::warn!(session = id.value(), %error, "unreadable session record")
-                    }
-                }
-            }
-            for record in &ended {
-                sessions.remove(record.id.as_str()).map_err(unavailable)?;
-                by_user
-                    .remove((record.user_id.as_str(), record.id.as_str()))
-                    .map_err(unavailable)?;
-            }
-            Ok(OpResult::Swept(ended.len()))
-        }
-    }
-}
-
-impl EmbeddedStore {
-    fn change_session(&self, change: SessionChange) -> StoreFuture<'static, OpResult> {
-        self.submit(|reply| WriteOp::Session { change, reply })
-    }
-}
-
-impl SessionStore for EmbeddedStore {
-    fn insert_session(&self, record: SessionRecord) -> StoreFuture<'_, ()> {
-        let done = self.change_session(SessionChange::Insert(record));
-        Box::pin(async move { done.await.map(|_| ()) })
-    }
-
-    fn update_session(&self, record: SessionRecord) -> StoreFuture<'_, bool> {
-        let done = self.change_session(SessionChange::Update(record));
-        Box::pin(async move { Ok(matches!(done.await?, OpResult::Updated(true))) })
-    }
-
-    fn session(&self, id: &str) -> StoreFuture<'_, Option<SessionRecord>> {
-        let id = id.to_owned();
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
-            let bytes = sessions.get(id.as_str()).map_err(unavailable)?;
-            bytes.map(|b| decode_session(b.value())).transpose()
-        })
-    }
-
-    fn delete_session(&self, id: &str) -> StoreFuture<'_, Option<SessionRecord>> {
-        let done = self.change_session(SessionChange::Delete(id.to_owned()));
-        Box::pin(async move {
-            match done.await? {
-                OpResult::Deleted(record) => Ok(record),
-                _ => Ok(None),
-            }
-        })
-    }
-
-    fn user_sessions(&self, user: &UserId) -> StoreFuture<'_, Vec<SessionRecord>> {
-        let user = user.as_str().to_owned();
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let by_user = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
-            let sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
-            let mut records = Vec::new();
-            let range = (user.as_str(), "")..=(user.as_str(), "\u{10ffff}");
-            for row in by_user.range(range).map_err(unavailable)? {
-                let (key, _) = row.map_err(unavailable)?;
-                let (_, id) = key.value();
-                if let Some(bytes) = sessions.get(id).map_err(unavailable)? {
-                    records.push(decode_session(bytes.value())?);
-                }
-            }
-            Ok(records)
-        })
-    }
-
-    fn sweep_sessions(&self, now: Timestamp) -> StoreFuture<'_, usize> {
-        let done = self.change_session(SessionChange::Sweep(now));
-        Box::pin(async move {
-            match done.await? {
-                OpResult::Swept(count) => Ok(count),
-                _ => Ok(0),
-            }
-        })
-    }
-}
-
-impl EmbeddedStore {
-    fn change_api_key(&self, change: ApiKeyChange) -> StoreFuture<'static, OpResult> {
-        self.submit(|reply| WriteOp::ApiKey { change, reply })
-    }
-}
-
-impl ApiKeyStore for EmbeddedStore {
-    fn insert_api_key(&self, record: ApiKeyRecord) -> StoreFuture<'_, ()> {
-        let done = self.change_api_key(ApiKeyChange::Insert(record));
-        Box::pin(async move { done.await.map(|_| ()) })
-    }
-
-    fn api_key(&self, id: &str) -> StoreFuture<'_, Option<ApiKeyRecord>> {
-        let id = id.to_owned();
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let keys = txn.open_table(API_KEYS).map_err(unavailable)?;
-            let bytes = keys.get(id.as_str()).map_err(unavailable)?;
-            bytes.map(|b| decode_api_key(b.value())).transpose()
-        })
-    }
-
-    fn api_keys(&self) -> StoreFuture<'_, Vec<ApiKeyRecord>> {
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let keys = txn.open_table(API_KEYS).map_err(unavailable)?;
-            let mut records = Vec::new();
-            for row in keys.iter().map_err(unavailable)? {
-                let (_, bytes) = row.map_err(unavailable)?;
-                records.push(decode_api_key(bytes.value())?);
-            }
-            Ok(records)
-        })
-    }
-
-    fn touch_api_key(&self, id: &str, at: Timestamp) -> StoreFuture<'_, bool> {
-        let done = self.change_api_key(ApiKeyChange::Touch(id.to_owned(), at));
-        Box::pin(async move { Ok(matches!(done.await?, OpResult::Updated(true))) })
-    }
-
-    fn delete_api_key(&self, id: &str) -> StoreFuture<'_, Option<ApiKeyRecord>> {
-        let done = self.change_api_key(ApiKeyChange::Delete(id.to_owned()));
-        Box::pin(async move {
-            match done.await? {
-                OpResult::KeyDeleted(record) => Ok(record),
-                _ => Ok(None),
-            }
-        })
-    }
-}
-
-impl EmbeddedStore {
-    fn change_webhook(&self, change: WebhookChange) -> StoreFuture<'static, OpResult> {
-        self.submit(|reply| WriteOp::Webhook { change, reply })
-    }
-}
-
-impl WebhookStore for EmbeddedStore {
-    fn insert_webhook(&self, record: WebhookRecord) -> StoreFuture<'_, ()> {
-        let done = self.change_webhook(WebhookChange::Insert(record));
-        Box::pin(async move { done.await.map(|_| ()) })
-    }
-
-    fn webhook(&self, id: &str) -> StoreFuture<'_, Option<WebhookRecord>> {
-        let id = id.to_owned();
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let hooks = txn.open_table(WEBHOOKS).map_err(unavailable)?;
-            let bytes = hooks.get(id.as_str()).map_err(unavailable)?;
-            bytes.map(|b| decode_webhook(b.value())).transpose()
-        })
-    }
-
-    fn webhooks(&self) -> StoreFuture<'_, Vec<WebhookRecord>> {
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let hooks = txn.open_table(WEBHOOKS).map_err(unavailable)?;
-            let mut records = Vec::new();
-            for row in hooks.iter().map_err(unavailable)? {
-                let (_, bytes) = row.map_err(unavailable)?;
-                records.push(decode_webhook(bytes.value())?);
-            }
-            Ok(records)
-        })
-    }
-
-    fn replace_webhook(&self, record: WebhookRecord) -> StoreFuture<'_, bool> {
-        let done = self.change_webhook(WebhookChange::Replace(record));
-        Box::pin(async move { Ok(matches!(done.await?, OpResult::Updated(true))) })
-    }
-
-    fn delete_webhook(&self, id: &str) -> StoreFuture<'_, Option<WebhookRecord>> {
-        let done = self.change_webhook(WebhookChange::Delete(id.to_owned()));
-        Box::pin(async move {
-            match done.await? {
-                OpResult::WebhookDeleted(record) => Ok(record),
-                _ => Ok(None),
-            }
-        })
-    }
-
-    fn claim_webhook(&self, _id: &str, _holder: &str, _for_ms: u64) -> StoreFuture<'_, bool> {
-        // One process holds the file: there is nobody to share the delivering with.
-        Box::pin(async { Ok(true) })
-    }
+    Ok(found)
 }
 
 impl Store for EmbeddedStore {
@@ -685,17 +404,8 @@ impl Store for EmbeddedStore {
     ) -> StoreFuture<'_, Option<Vec<CampaignEvent>>> {
         let id = id.clone();
         self.read(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let events = txn.open_table(EVENTS).map_err(unavailable)?;
-            let mut found = Vec::new();
-            let rows = events
-                .range((id.as_str(), after_version + 1)..=(id.as_str(), u64::MAX))
-                .map_err(unavailable)?;
-            for row in rows.take(max) {
-                let (_, value) = row.map_err(unavailable)?;
-                found
-                    .push(serde_json::from_slice::<CampaignEvent>(value.value()).map_err(corrupt)?);
-            }
+            let range = (id.as_str(), after_version + 1)..=(id.as_str(), u64::MAX);
+            let found = read_events(db, range, max, false)?;
             if found
                 .first()
                 .is_some_and(|e| e.version != after_version + 1)
@@ -704,6 +414,65 @@ impl Store for EmbeddedStore {
             }
             Ok(Some(found))
         })
+    }
+
+    fn snapshot_at_or_before(
+        &self,
+        id: &CampaignId,
+        version: u64,
+    ) -> StoreFuture<'_, Option<CampaignState>> {
+        let id = id.clone();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let snapshots = txn.open_table(SNAPSHOTS).map_err(unavailable)?;
+            let newest = snapshots
+                .range((id.as_str(), 0u64)..=(id.as_str(), version))
+                .map_err(unavailable)?
+                .next_back();
+            match newest {
+                Some(row) => {
+                    let (_, value) = row.map_err(unavailable)?;
+                    serde_json::from_slice(value.value())
+                        .map(Some)
+                        .map_err(corrupt)
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn events_before(
+        &self,
+        id: &CampaignId,
+        before: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<CampaignEvent>> {
+        let id = id.clone();
+        self.read(move |db| {
+            let range = (id.as_str(), 0u64)..(id.as_str(), before);
+            read_events(db, range, limit, true)
+        })
+    }
+
+    fn oldest_event(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>> {
+        let id = id.clone();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let events = txn.open_table(EVENTS).map_err(unavailable)?;
+            let first = events
+                .range((id.as_str(), 0u64)..=(id.as_str(), u64::MAX))
+                .map_err(unavailable)?
+                .next();
+            match first {
+                Some(row) => Ok(Some(row.map_err(unavailable)?.0.value().1)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn forget_before(&self, id: &CampaignId, version: u64) -> StoreFuture<'_, ()> {
+        let id = id.clone();
+        self.submit(move |reply| WriteOp::Forget { id, version, reply })
     }
 
     fn version(&self, id: &CampaignId) -> StoreFuture<'_, Option<u64>> {
@@ -831,7 +600,6 @@ mod tests {
                 expected_version,
                 record: core.record().clone(),
                 events: vec![event],
-                history_len: 3,
                 instance: 1,
             })
             .await
@@ -860,7 +628,6 @@ mod tests {
                 expected_version: 2,
                 record: core.record().clone(),
                 events: vec![],
-                history_len: 3,
                 instance: 1,
             };
             assert!(matches!(
@@ -884,15 +651,22 @@ mod tests {
             ));
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let loaded = store
-            .load(&CampaignId::parse("alpha").unwrap(), 10)
-            .await
-            .unwrap()
-            .unwrap();
+        let alpha = CampaignId::parse("alpha").unwrap();
+        let loaded = store.load(&alpha, 3).await.unwrap().unwrap();
         assert_eq!(loaded.record.state.title, "d");
         assert_eq!(loaded.record.state.version, 5);
         let versions: Vec<u64> = loaded.history.iter().map(|e| e.version).collect();
-        assert_eq!(versions, [3, 4, 5], "history trimmed to its bound");
+        assert_eq!(versions, [3, 4, 5], "a load brings the latest events only");
+        let log = store.events_since(&alpha, 0, 100).await.unwrap().unwrap();
+        assert_eq!(log.len(), 5, "the log keeps every event");
+        let newest: Vec<u64> = store
+            .events_before(&alpha, 5, 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(newest, [4, 3]);
         assert!(store
             .load(&CampaignId::parse("beta").unwrap(), 10)
             .await
