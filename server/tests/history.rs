@@ -447,8 +447,17 @@ async fn bad_reverts_and_reads_are_refused_with_their_codes() {
     )
     .await;
     assert_eq!((status, code(&body)), (400, "invalid".into()), "{body}");
-    let (status, body) = revert(&server, &viewer_token, json!({"to_version": 1}), None).await;
-    assert_eq!((status, code(&body)), (403, "forbidden".into()), "{body}");
+    for to_version in [1, 99] {
+        // Refused before the log is read: a viewer learns nothing about which versions exist.
+        let (status, body) = revert(
+            &server,
+            &viewer_token,
+            json!({"to_version": to_version}),
+            None,
+        )
+        .await;
+        assert_eq!((status, code(&body)), (403, "forbidden".into()), "{body}");
+    }
     for path in ["versions/0", "versions/100", "diff?from=1&to=100"] {
         let (status, body) = get(&server, &format!("/api/campaigns/promo/{path}"), None).await;
         assert_eq!(
@@ -511,7 +520,7 @@ async fn bad_reverts_and_reads_are_refused_with_their_codes() {
 
 /// Writes `count` title changes to a new campaign straight into `store`, the `n`th at `n`
 /// seconds past the epoch, one commit each (so snapshots fall at every 100th version).
-async fn long_log(store: &dyn rally::store::Store, count: u64) {
+async fn long_log(store: &dyn rally::store::Store, id: &str, count: u64) {
     use rally::campaigns::core::{Applied, CampaignCore};
     use rally::campaigns::Caller;
     use rally_app::model::{Actor, EventId, Timestamp, UserId, Write};
@@ -520,7 +529,7 @@ async fn long_log(store: &dyn rally::store::Store, count: u64) {
         display_name: "Ada".into(),
     };
     let second = |n: u64| Timestamp::from_unix_nanos(n * 1_000_000_000);
-    let request = serde_json::from_value(json!({"campaign_id": "kept", "title": "t1"})).unwrap();
+    let request = serde_json::from_value(json!({"campaign_id": id, "title": "t1"})).unwrap();
     let (mut core, event) =
         CampaignCore::create(request, &actor, second(1), EventId::new(1, 1, 1), 10).unwrap();
     store.create(core.record().clone(), event).await.unwrap();
@@ -563,7 +572,7 @@ async fn retention_cuts_at_a_snapshot(store: &dyn rally::store::Store) {
     use rally::campaigns::changelog::state_at;
     use rally::campaigns::retention::{cut_point, forget_older};
     use rally_app::model::{CampaignId, Timestamp};
-    long_log(store, 350).await;
+    long_log(store, "kept", 350).await;
     let id = CampaignId::parse("kept").unwrap();
     let cutoff = Timestamp::from_unix_nanos(250 * 1_000_000_000);
     assert_eq!(cut_point(store, &id, cutoff).await.unwrap(), Some(200));
@@ -590,6 +599,10 @@ async fn retention_cuts_at_a_snapshot(store: &dyn rally::store::Store) {
     assert_eq!(forget_older(store, cutoff).await.unwrap(), 0);
     let later = Timestamp::from_unix_nanos(400 * 1_000_000_000);
     assert_eq!(cut_point(store, &id, later).await.unwrap(), Some(300));
+    // A campaign idle since a snapshot keeps its newest event: the cut is at the one before.
+    long_log(store, "idle", 200).await;
+    let idle = CampaignId::parse("idle").unwrap();
+    assert_eq!(cut_point(store, &idle, later).await.unwrap(), Some(100));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,4 +618,35 @@ async fn retention_forgets_down_to_a_snapshot_in_both_stores() {
         }
     };
     retention_cuts_at_a_snapshot(&rally::store::redis::RedisStore::new(link)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_changes_stops_at_a_mebibyte() {
+    let server = TestServer::start_with(&["--write-rate", "1000000"]).await;
+    let (_, token) = server.sign_in("Ada").await;
+    let mut owner = server.connect_as(&token).await;
+    owner.create_campaign("big", "Big").await;
+    let filler = "x".repeat(15_000);
+    for n in 0..150 {
+        let reply = owner
+            .request(
+                "campaign:config:v1:requested",
+                json!({"campaign_id": "big", "section": "ui_content", "mode": "replace",
+                       "values": {"text": format!("{n}{filler}")}}),
+                &format!("c{n}"),
+            )
+            .await;
+        assert_eq!(reply["type"], "campaign:config:v1:success", "{reply}");
+    }
+    let (status, page) = get(&server, "/api/campaigns/big/history?limit=200", None).await;
+    assert_eq!(status, 200);
+    let entries = page["entries"].as_array().unwrap();
+    let bytes = serde_json::to_vec(entries).unwrap().len();
+    assert!(
+        (60..150).contains(&entries.len()) && bytes < (1 << 20) + 20_000,
+        "{} entries, {bytes} bytes",
+        entries.len()
+    );
+    let next = page["next_before"].as_u64().expect("more to read");
+    assert_eq!(next, entries.last().unwrap()["version"].as_u64().unwrap());
 }

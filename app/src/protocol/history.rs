@@ -21,6 +21,9 @@ pub const REVERT: EventType = EventType::new("campaign", "revert", 1, EventState
 pub const HISTORY_PAGE_DEFAULT: u32 = 50;
 /// Most entries in a page: a larger `limit` is clamped to this.
 pub const HISTORY_PAGE_MAX: u32 = 200;
+/// A page stops growing once its entries take this many bytes of JSON (it always holds at least
+/// one): a page of large changes has fewer entries, and a `next_before` to go on from.
+pub const HISTORY_PAGE_MAX_BYTES: usize = 1 << 20;
 /// Most log entries one filtered page looks through: a page may come back with fewer entries
 /// than asked for (even none) and a `next_before` to go on from.
 pub const HISTORY_SCAN_MAX: u32 = 5_000;

@@ -20,6 +20,10 @@ use super::context::{may_read, parse_id, who_on, ApiJson, ApiState};
 use crate::campaigns::Caller;
 use crate::http_error::ApiError;
 
+/// Exports one instance streams at once: each holds a batch of events in memory while it sends.
+const EXPORTS_AT_ONCE: usize = 4;
+static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(EXPORTS_AT_ONCE);
+
 /// `GET /api/campaigns/{id}/history` query: as `campaign:history:v1`, without `campaign_id`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,7 +111,8 @@ pub(super) async fn diff(
 /// `GET /api/campaigns/{id}/history/export`: every event the log keeps, oldest first, one JSON
 /// object per line, up to the version the campaign had when the export began. Streamed in
 /// batches, so its size is bounded by the log, not by memory; a read failing midway ends the
-/// body early (the last line is then not the campaign's version at the start).
+/// body early (the last line is then not the campaign's version at the start). At most
+/// [`EXPORTS_AT_ONCE`] run at once; another is `503 unavailable`.
 pub(super) async fn export(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -115,6 +120,12 @@ pub(super) async fn export(
 ) -> Result<Response, ApiError> {
     let (id, caller) = reader(&state, &headers, &id).await?;
     state.manager.role(&id, caller).await?;
+    let running = EXPORTS.try_acquire().map_err(|_| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!("{EXPORTS_AT_ONCE} exports are running on this server; try again in a moment"),
+        )
+    })?;
     let store = state.manager.store();
     let unreadable = |err: crate::store::StoreError| {
         ApiError::new(
@@ -129,6 +140,7 @@ pub(super) async fn export(
     let manager = state.manager.clone();
     let lines = futures_util::stream::unfold(start, move |after| {
         let (manager, id) = (manager.clone(), id.clone());
+        let _running = &running; // held until the body ends
         async move {
             if after >= until {
                 return None;

@@ -11,7 +11,7 @@ use rally_app::model::{
 };
 use rally_app::protocol::campaign::WriteAck;
 use rally_app::protocol::history::{
-    HistoryEntry, HistoryPage, HistoryQuery, VersionDiff, HISTORY_SCAN_MAX,
+    HistoryEntry, HistoryPage, HistoryQuery, VersionDiff, HISTORY_PAGE_MAX_BYTES, HISTORY_SCAN_MAX,
 };
 use rally_app::protocol::{ErrorBody, ErrorCode};
 
@@ -86,7 +86,14 @@ impl StateManager {
         named: Option<Idempotency>,
     ) -> Result<WriteAck, ErrorBody> {
         let id = request.campaign_id.clone();
-        self.role(&id, caller.clone()).await?;
+        let role = self.role(&id, caller.clone()).await?;
+        // Before reading the log: a viewer learns nothing about which versions exist.
+        if !role.can_edit() {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("a {role} can look at the history but not restore it"),
+            ));
+        }
         let then = Box::new(self.read_version(&id, request.to_version).await?);
         let write = Write::Revert(Revert { request, then });
         self.write(write, caller, named).await
@@ -99,8 +106,15 @@ impl StateManager {
         id: &CampaignId,
         after: u64,
     ) -> Result<Vec<CampaignEvent>, ErrorBody> {
-        let events = self.store().events_since(id, after, BATCH).await;
-        Ok(events.map_err(unreadable)?.unwrap_or_default())
+        match self.store().events_since(id, after, BATCH).await {
+            Ok(Some(events)) => Ok(events),
+            // Retention forgot what the export was about to send: cut it off, visibly.
+            Ok(None) => Err(ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the log was shortened while it was being exported; export again",
+            )),
+            Err(err) => Err(unreadable(err)),
+        }
     }
 }
 
@@ -111,8 +125,10 @@ fn unreadable(err: StoreError) -> ErrorBody {
     )
 }
 
-/// Events read from the store at a time.
-const BATCH: usize = 500;
+/// Events read from the store at a time. One event is at most ~0.6 MB (a creation or a revert
+/// carrying every config section at its limit), so a batch stays within ~30 MB however large
+/// the campaign's events are.
+const BATCH: usize = 50;
 
 /// The campaign as it was at `version`, or None when the log has no such version (0, beyond the
 /// newest, or a campaign that does not exist).
@@ -173,11 +189,15 @@ pub async fn page(
     let want = query.page_size();
     let mut before = query.before.unwrap_or(newest + 1).min(newest + 1);
     let mut entries = Vec::new();
+    let mut bytes = 0usize;
     let mut scanned = 0usize;
-    while entries.len() < want && before > 1 && scanned < HISTORY_SCAN_MAX as usize {
+    let full = |entries: &Vec<HistoryEntry>, bytes: usize| {
+        entries.len() >= want || bytes >= HISTORY_PAGE_MAX_BYTES
+    };
+    while !full(&entries, bytes) && before > 1 && scanned < HISTORY_SCAN_MAX as usize {
         let batch = match query.field.is_some() || query.actor.is_some() {
             true => BATCH.min(HISTORY_SCAN_MAX as usize - scanned),
-            false => want - entries.len(),
+            false => (want - entries.len()).min(BATCH),
         };
         let events = store.events_before(id, before, batch).await?;
         let exhausted = events.len() < batch;
@@ -186,14 +206,16 @@ pub async fn page(
             before = event.version;
             let fields = event.change.touched_fields();
             if query.matches(&fields, &event.changed_by.user_id) {
-                entries.push(entry(event, fields));
-                if entries.len() == want {
+                let entry = entry(event, fields);
+                bytes += serde_json::to_vec(&entry).map_or(0, |json| json.len());
+                entries.push(entry);
+                if full(&entries, bytes) {
                     break;
                 }
             }
         }
         // A short batch that did not fill the page was read to its end: nothing is older.
-        if exhausted && entries.len() < want {
+        if exhausted && !full(&entries, bytes) {
             before = 1;
         }
     }

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rally_app::model::limits::MEMBERS_MAX;
 use rally_app::model::{
     Actor, CampaignEvent, CampaignState, Change, ConfigMode, CreateCampaign, EventId, Feature,
-    Idempotency, Invite, InviteId, Role, TextChange, Timestamp, UserId, Visibility, Write,
+    Idempotency, Invite, InviteId, Role, SectionName, TextChange, Timestamp, UserId, Visibility,
+    Write,
 };
 use rally_app::protocol::campaign::SnapshotReason;
 use rally_app::protocol::invites::CreateInvite;
@@ -223,12 +224,23 @@ impl CampaignCore {
         for field in event.change.touched_fields() {
             self.record.field_versions.insert(field, event.version);
         }
-        if let Change::Config {
-            section,
-            mode: ConfigMode::Remove,
-            ..
-        } = &event.change
-        {
+        // A removed section's entry goes (so sections under ever new names cannot grow the
+        // record); `config_removed_at` answers for it instead.
+        let removed: Vec<&SectionName> = match &event.change {
+            Change::Config {
+                section,
+                mode: ConfigMode::Remove,
+                ..
+            } => vec![section],
+            Change::Revert { restored, .. } => restored
+                .config
+                .iter()
+                .filter(|(_, values)| values.is_none())
+                .map(|(section, _)| section)
+                .collect(),
+            _ => vec![],
+        };
+        for section in &removed {
             self.record
                 .field_versions
                 .remove(&format!("config.{section}"));

@@ -29,7 +29,9 @@ pub async fn cut_point(
     else {
         return Ok(None);
     };
-    let (mut low, mut high) = (oldest, newest);
+    // Never at the newest version: the log keeps at least its latest event, which instances
+    // catching up and the history pages read.
+    let (mut low, mut high) = (oldest, newest.saturating_sub(1));
     let mut found = None;
     while low <= high {
         let middle = low + (high - low) / 2;

@@ -180,6 +180,9 @@ impl Connection {
                 },
             ),
             ClientRequest::Revert(request) => {
+                if let Err(error) = self.may_read() {
+                    return self.pipeline.push_ready(failure(&t, id, &error));
+                }
                 let caller = self.who.caller(&request.campaign_id);
                 let manager = self.state.manager.clone();
                 self.pipeline.push(async move {

@@ -29,6 +29,18 @@ struct PendingRestore {
     changes: Vec<FieldDiff>,
 }
 
+/// Why something the panel asked for did not happen, in plain words.
+fn plain_failure(what: &str, error: &crate::protocol::ErrorBody) -> String {
+    let why = match error.code {
+        ErrorCode::NotFound => "that version is no longer kept",
+        ErrorCode::Forbidden => "you can look at the history but not restore it",
+        ErrorCode::RateLimited => "too many requests just now; try again in a moment",
+        ErrorCode::LimitExceeded => "the campaign would have more settings sections than allowed",
+        _ => "the server could not do it just now; try again in a moment",
+    };
+    format!("Could not {what}: {why}.")
+}
+
 /// A field's name in plain words.
 fn field_label(field: &str) -> String {
     match field {
@@ -190,6 +202,8 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
     let preview = RwSignal::new(None::<CampaignState>);
     let pending = RwSignal::new(None::<PendingRestore>);
     let problem = RwSignal::new(None::<String>);
+    // Older pages were added below: a refresh would take them away from the reader.
+    let reading_older = RwSignal::new(false);
     let id = model.id.get_value();
 
     let get = {
@@ -231,7 +245,9 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                     }
                     match decode_response::<HistoryPage>(status, &body) {
                         Ok(page) => {
+                            problem.set(None);
                             older.set(page.next_before);
+                            reading_older.set(append);
                             entries.update(|list| {
                                 if !append {
                                     list.clear();
@@ -239,10 +255,7 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                                 list.extend(page.entries);
                             });
                         }
-                        Err(error) => problem.set(Some(format!(
-                            "Could not read the history: {}",
-                            error.message
-                        ))),
+                        Err(error) => problem.set(Some(plain_failure("read the history", &error))),
                     }
                 }),
             );
@@ -260,19 +273,29 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
             }
         }
     });
-    // The campaign changed while the panel is open (and not looking back from a focused
-    // version): read the newest entries again, a moment later so a burst is read once.
+    // The campaign changed while the panel shows the newest entries: read them again once
+    // changes pause for a moment (a burst of typing is one read, not one per change).
+    let changes_seen = StoredValue::new(0u64);
     Effect::new({
         let (load, io) = (load.clone(), io.clone());
         move |seen: Option<u64>| {
             let version = model.confirmed.with(|c| c.version);
-            if seen.is_some_and(|seen| seen != version)
-                && open.get_untracked()
+            let at_newest = open.get_untracked()
                 && focus.0.get_untracked().is_none()
-            {
+                && !reading_older.get_untracked();
+            if seen.is_some_and(|seen| seen != version) && at_newest {
+                changes_seen.update_value(|n| *n += 1);
+                let this_change = changes_seen.get_value();
                 if let Some(io) = io.clone() {
                     let load = load.clone();
-                    io.set_timeout(800, Box::new(move || load(None, false)));
+                    io.set_timeout(
+                        800,
+                        Box::new(move || {
+                            if changes_seen.get_value() == this_change {
+                                load(None, false);
+                            }
+                        }),
+                    );
                 }
             }
             version
@@ -297,10 +320,7 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                 Box::new(
                     move |status, body| match decode_response::<VersionDiff>(status, &body) {
                         Ok(diff) => expanded.update(|e| drop(e.insert(version, diff.fields))),
-                        Err(error) => problem.set(Some(format!(
-                            "Could not show the changes: {}",
-                            error.message
-                        ))),
+                        Err(error) => problem.set(Some(plain_failure("show the changes", &error))),
                     },
                 ),
             );
@@ -317,10 +337,7 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                 Box::new(move |status, body| {
                     match decode_response::<CampaignState>(status, &body) {
                         Ok(state) => preview.set(Some(state)),
-                        Err(error) => problem.set(Some(format!(
-                            "Could not show that version: {}",
-                            error.message
-                        ))),
+                        Err(error) => problem.set(Some(plain_failure("show that version", &error))),
                     }
                 }),
             );
@@ -357,10 +374,9 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                                 changes,
                             }));
                         }
-                        Err(error) => problem.set(Some(format!(
-                            "Could not prepare the restore: {}",
-                            error.message
-                        ))),
+                        Err(error) => {
+                            problem.set(Some(plain_failure("prepare the restore", &error)))
+                        }
                     },
                 ),
             );
@@ -393,9 +409,7 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                             pending.set(None);
                             problem.set(Some("Someone changed this campaign while you were looking. Check what a restore would change again.".into()));
                         }
-                        Err(error) => {
-                            problem.set(Some(format!("Could not restore: {}", error.message)))
-                        }
+                        Err(error) => problem.set(Some(plain_failure("restore", &error))),
                     },
                 ),
             );
