@@ -48,6 +48,11 @@ const MAX_BATCH: usize = 512;
 
 pub const FILE_NAME: &str = "rally.redb";
 
+/// redb's page cache. Its default (1 GiB) would let the process grow towards that as the logs
+/// grow, though only the newest pages are hot: old versions are read rarely, and the operating
+/// system's cache serves them (measured in BENCHMARKS.md, "Campaign history").
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -106,7 +111,10 @@ fn corrupt(err: impl std::fmt::Display) -> StoreError {
 impl EmbeddedStore {
     /// Open (or create) `<data_dir>/rally.redb` and start the writer thread.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(data_dir.join(FILE_NAME)).map_err(unavailable)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(data_dir.join(FILE_NAME))
+            .map_err(unavailable)?;
         // Create the tables up front so readers never see them missing.
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(CAMPAIGNS).map_err(unavailable)?;
