@@ -91,7 +91,9 @@ pub fn router(state: AppState) -> Router {
             crate::page_data::find_visitor,
         ))
         .layer(CatchPanicLayer::custom(panic_response));
-    security_headers(router).with_state(state)
+    security_headers(router)
+        .layer(axum::middleware::from_fn(crate::access_log::log_requests))
+        .with_state(state)
 }
 
 /// The page's content policy. Leptos hydrates from inline scripts and the app is WebAssembly,

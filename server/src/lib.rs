@@ -2,6 +2,7 @@
 //! The Rally server as a library: `main` parses configuration and calls [`run`]; integration tests
 //! call [`run`] on `127.0.0.1:0` with their own shutdown trigger.
 
+pub mod access_log;
 pub mod api;
 pub mod api_keys;
 pub mod auth;

@@ -32,7 +32,9 @@ pub fn init(format: LogFormat) -> Result<(), String> {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // The request a line belongs to (`span.request_id`, see `access_log`).
+            .with_current_span(true)
+            .with_span_list(false)
             .init(),
     }
     Ok(())

@@ -305,3 +305,96 @@ async fn the_ops_feed_is_for_admins_and_streams_samples() {
     assert!(sample["payload"]["connections"].as_u64().unwrap() >= 3);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_is_logged_at_debug_with_an_id_its_lines_carry_and_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::spawn(dir.path(), &[("RUST_LOG", "rally=debug")]);
+    let client = reqwest::Client::new();
+    let signed = client
+        .post(server.url("/api/session"))
+        .json(&serde_json::json!({"display_name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    let id = signed.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let token = signed.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A token in a header and one in a query, an invite token in a path: none reaches the log.
+    let missing = client
+        .get(server.url("/api/campaigns/nope?token=query-secret-123"))
+        .bearer_auth(&token)
+        .header("x-request-id", "proxy-id-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["x-request-id"],
+        "proxy-id-7",
+        "a proxy's id is kept"
+    );
+    client
+        .get(server.url("/api/invites/invite-secret-456"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let raw = server.log.lock().unwrap().clone();
+    let lines: Vec<Value> = raw
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let answered = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == "request answered" && l["span"]["request_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no access line for {id}: {raw:#?}"))
+    };
+    let sign_in = answered(&id);
+    assert_eq!(
+        (
+            &sign_in["level"],
+            &sign_in["method"],
+            &sign_in["path"],
+            &sign_in["status"]
+        ),
+        (
+            &json_str("DEBUG"),
+            &json_str("POST"),
+            &json_str("/api/session"),
+            &Value::from(200)
+        ),
+        "{sign_in}"
+    );
+    assert!(sign_in["duration_ms"].as_f64().is_some(), "{sign_in}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "session started" && l["span"]["request_id"] == id.as_str()),
+        "a line the request caused carries its id"
+    );
+    let miss = answered("proxy-id-7");
+    assert_eq!(
+        (&miss["path"], &miss["status"]),
+        (&json_str("/api/campaigns/nope"), &Value::from(404))
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l["message"] == "request answered" && l["path"] == "/api/invites/…"));
+    let all = raw.join("\n");
+    for secret in [token.as_str(), "query-secret-123", "invite-secret-456"] {
+        assert!(!all.contains(secret), "{secret} reached the log");
+    }
+    server.kill();
+}
+
+fn json_str(text: &str) -> Value {
+    Value::String(text.to_owned())
+}

@@ -467,6 +467,7 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                     })}
                 </li>
             }
+            .into_any()
         }
     };
 
@@ -498,6 +499,7 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                         <button class="button small secondary" on:click=move |_| pending.set(None)>"Cancel"</button>
                     </div>
                 }
+                .into_any()
             })}
             {move || preview.get().map(|state| view! {
                 <div class="version-preview" role="region" aria-label=format!("Version {} (read only)", state.version)>
@@ -517,7 +519,8 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                         }).collect_view()}
                     </dl>
                 </div>
-            })}
+            }
+            .into_any())}
             <Show when=move || open.get()>
                 <ol class="history-groups">
                     {
@@ -530,6 +533,7 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                                     <ul>{list.into_iter().map(|e| entry_view(e)).collect_view()}</ul>
                                 </li>
                             }
+                            .into_any()
                         }).collect_view()
                     }
                 </ol>
