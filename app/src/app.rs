@@ -1,5 +1,5 @@
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
@@ -18,8 +18,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
-                // cargo-leptos writes the compiled style/ here; the trunk (CSR) build links its own.
-                <link rel="stylesheet" id="rally-css" href="/pkg/rally.css"/>
+                // cargo-leptos writes the compiled style/ to pkg/ (fingerprinted when the site is);
+                // the trunk (CSR) build links its own.
+                <HashedStylesheet options=options.clone() id="rally-css"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>

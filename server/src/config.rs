@@ -13,7 +13,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use rally_app::model::Visibility;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "rally", version, about = "Rally: live campaign rooms")]
+#[command(name = "rally", version = env!("RALLY_BUILD"), about = "Rally: live campaign rooms")]
 pub struct Config {
     /// Address to listen on for HTTP and WebSocket traffic.
     #[arg(long, env = "RALLY_ADDR", default_value = "127.0.0.1:3000")]
@@ -200,10 +200,16 @@ pub struct Config {
     #[arg(long, env = "RALLY_MAX_HTTP_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_http_connections: u32,
 
-    /// Open TCP connections from one client address at most; 0 turns the cap off (behind a
-    /// reverse proxy every client has the proxy's address).
+    /// Open TCP connections from one client address at most; 0 turns the cap off. Connections
+    /// from --trusted-proxies are not capped (each carries many clients: cap them in the proxy).
     #[arg(long, env = "RALLY_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub max_connections_per_ip: u32,
+
+    /// Reverse proxies (comma-separated addresses or CIDR ranges, like `127.0.0.1,10.0.0.0/8`)
+    /// whose `X-Forwarded-For` names the client: per-address quotas then count the client, not
+    /// the proxy. Empty (the default): every client is its TCP address.
+    #[arg(long, env = "RALLY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::forwarded::AddressRange>,
 
     /// Seconds a client has to send a request's headers; an idle keep-alive connection is
     /// closed after as long.
@@ -298,7 +304,7 @@ pub struct Config {
 
     /// Instead of serving, do this and exit.
     #[command(subcommand)]
-    pub command: Option<crate::key_command::Command>,
+    pub command: Option<crate::command::Command>,
 }
 
 /// An inclusive UDP port range.

@@ -6,9 +6,9 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use axum::extract::{FromRef, OriginalUri};
+use axum::extract::{FromRef, OriginalUri, State};
 use axum::http::header::{self, HeaderName, HeaderValue};
-use axum::http::Method;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -21,10 +21,12 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::ApiState;
+use crate::forwarded::TrustedProxies;
 use crate::gateway::{self, GatewayState};
 use crate::health::{self, Readiness};
 use crate::http_error::ApiError;
 use crate::metrics::MetricsState;
+use crate::site::Site;
 
 /// What every handler can reach; each takes only its part (an axum sub-state). Cheap to clone.
 #[derive(Clone)]
@@ -36,6 +38,10 @@ pub struct AppState {
     pub metrics: MetricsState,
     /// Campaign data for server-rendered pages.
     pub page_data: Arc<dyn ServerData>,
+    /// The built site: its files and their cache rules.
+    pub site: Arc<Site>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -63,7 +69,6 @@ impl FromRef<AppState> for MetricsState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
     let api = crate::api::router(state.api.clone(), api_not_found);
     let router: Router<AppState> = Router::new()
         .route("/healthz", get(health::healthz))
@@ -73,9 +78,28 @@ pub fn router(state: AppState) -> Router {
         .route("/api/campaigns/{id}/events", get(gateway::campaign_events))
         .nest("/api", api)
         .merge(crate::sign_in::router(state.api.clone()))
+        .merge(pages(&state))
+        .fallback(site_file)
+        .layer(axum::middleware::from_fn_with_state(
+            state.api.sessions.clone(),
+            crate::page_data::find_visitor,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response));
+    security_headers(router)
+        .layer(axum::middleware::from_fn_with_state(
+            state.trusted_proxies.clone(),
+            crate::forwarded::client_address,
+        ))
+        .layer(axum::middleware::from_fn(crate::access_log::log_requests))
+        .with_state(state)
+}
+
+/// The server-rendered pages. A page shows live data, so browsers revalidate it on every visit.
+fn pages(state: &AppState) -> Router<AppState> {
+    Router::new()
         .leptos_routes_with_context(
-            &state,
-            routes,
+            state,
+            generate_route_list(App),
             {
                 let data = state.page_data.clone();
                 move || leptos::prelude::provide_context(data.clone())
@@ -85,15 +109,29 @@ pub fn router(state: AppState) -> Router {
                 move || shell(options.clone())
             },
         )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(axum::middleware::from_fn_with_state(
-            state.api.sessions.clone(),
-            crate::page_data::find_visitor,
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
         ))
-        .layer(CatchPanicLayer::custom(panic_response));
-    security_headers(router)
-        .layer(axum::middleware::from_fn(crate::access_log::log_requests))
-        .with_state(state)
+}
+
+/// A file from the site root (a precompressed variant when the browser takes one) with its
+/// cache rules, or the app's "not found" page.
+async fn site_file(
+    uri: Uri,
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Response {
+    let serve = leptos_axum::file_and_error_handler::<AppState, _>(shell);
+    let mut response = serve(uri.clone(), State(state.clone()), request).await;
+    if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
+        state.site.set_cache_headers(uri.path(), &mut response);
+    } else {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    response
 }
 
 /// The page's content policy. Leptos hydrates from inline scripts and the app is WebAssembly,

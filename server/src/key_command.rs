@@ -1,7 +1,6 @@
 //! `rally keys …`: API keys made, listed and revoked from the command line, by whoever runs the
 //! server — how the first key for every campaign is made before anyone is an admin, and how a
-//! leaked key is revoked without a browser. (And `rally openapi`, which prints the API's
-//! document for client generators without starting a server.)
+//! leaked key is revoked without a browser.
 //!
 //! It opens the store the server uses (the same `--data-dir` or `--redis-url`) and acts on it
 //! directly. In Redis mode that works while the servers run (every request reads its key from
@@ -22,16 +21,6 @@ use crate::redis::RedisLink;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Store, StoreError};
-
-/// What the command line may ask instead of serving.
-#[derive(Debug, Clone, Subcommand)]
-pub enum Command {
-    /// Make, list and revoke API keys (embedded mode: while the server is stopped).
-    #[command(subcommand)]
-    Keys(KeysCommand),
-    /// Print the HTTP API's OpenAPI 3.1 document (what `GET /api/openapi.json` serves).
-    Openapi,
-}
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum KeysCommand {
@@ -84,20 +73,12 @@ fn operator() -> Actor {
     }
 }
 
-/// Run `command` (for keys: against the store at `data_dir`, or Redis at `redis_url`); what to
-/// print.
+/// Run a keys command against the store at `data_dir`, or Redis at `redis_url`; what to print.
 pub async fn run(
-    command: &Command,
+    command: &KeysCommand,
     data_dir: &Path,
     redis_url: Option<&str>,
 ) -> Result<String, KeyCommandError> {
-    let command = match command {
-        Command::Keys(command) => command,
-        Command::Openapi => {
-            let document = crate::api::openapi::document();
-            return Ok(serde_json::to_string_pretty(document).expect("JSON") + "\n");
-        }
-    };
     match redis_url {
         Some(url) => {
             let link = RedisLink::connect(url)

@@ -9,7 +9,10 @@ pub mod auth;
 pub mod bus;
 pub mod campaigns;
 pub mod clock;
+pub mod command;
 pub mod config;
+pub mod control;
+pub mod forwarded;
 pub mod frames;
 pub mod gateway;
 pub mod health;
@@ -33,6 +36,7 @@ pub mod sign_in;
 pub mod site;
 pub mod stats;
 pub mod store;
+pub mod store_command;
 pub mod telemetry;
 pub mod webhooks;
 
@@ -90,6 +94,11 @@ pub enum ServerError {
     Redis(#[from] crate::redis::LinkError),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot open the control socket {path}: {source}")]
+    Control {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// Settings that do not add up (tests build a `Config` without parsing it).
     #[error("{0}")]
     Config(String),
@@ -107,7 +116,7 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServerError> {
 
 /// Leptos's options from Rally's configuration. cargo-leptos (`cargo leptos watch`) exports
 /// `LEPTOS_ENV=DEV` and a reload port; only those dev-loop settings are taken from its variables.
-fn leptos_options(config: &Config, addr: std::net::SocketAddr) -> LeptosOptions {
+fn leptos_options(site: &crate::site::Site, addr: std::net::SocketAddr) -> LeptosOptions {
     let env = match std::env::var("LEPTOS_ENV").as_deref() {
         Ok("DEV" | "dev" | "development") => Env::DEV,
         _ => Env::PROD,
@@ -116,9 +125,19 @@ fn leptos_options(config: &Config, addr: std::net::SocketAddr) -> LeptosOptions 
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3001);
+    // Leptos joins the fingerprint file's name to the binary's directory: an absolute path
+    // keeps it in the site root, so a deployment is the binary plus the site folder.
+    let fingerprints = site.fingerprint_file();
     LeptosOptions::builder()
         .output_name("rally")
-        .site_root(config.site_root.to_string_lossy().into_owned())
+        .site_root(site.root().to_string_lossy().into_owned())
+        .hash_files(fingerprints.is_some())
+        .hash_file(
+            fingerprints
+                .map(|path| path.to_string_lossy().into_owned())
+                .unwrap_or_else(|| crate::site::FINGERPRINT_FILE.to_owned())
+                .into(),
+        )
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .env(env)
@@ -155,6 +174,9 @@ pub struct Rally {
     /// Single-instance mode: keeps the always-writable signal alive.
     _writable: Option<watch::Sender<bool>>,
     media: MediaRelay,
+    site: crate::site::Site,
+    /// Single-instance mode: the control socket and the store it backs up.
+    control: Option<(tokio::net::UnixListener, EmbeddedStore)>,
 }
 
 /// What the store and bus are, by mode.
@@ -167,6 +189,8 @@ struct Backends {
     writable: watch::Receiver<bool>,
     redis: Option<(RedisLink, mpsc::UnboundedReceiver<Incoming>)>,
     always_writable: Option<watch::Sender<bool>>,
+    /// Single-instance mode: the store itself, for backups through the control socket.
+    embedded: Option<EmbeddedStore>,
 }
 
 impl Backends {
@@ -192,6 +216,7 @@ impl Backends {
                     writable: link.watch(),
                     redis: Some((link, incoming)),
                     always_writable: None,
+                    embedded: None,
                 }
             }
             None => {
@@ -201,11 +226,12 @@ impl Backends {
                     store: Arc::new(store.clone()),
                     sessions: Arc::new(store.clone()),
                     api_keys: Arc::new(store.clone()),
-                    webhooks: Arc::new(store),
+                    webhooks: Arc::new(store.clone()),
                     bus: Arc::new(InProcessBus),
                     writable,
                     redis: None,
                     always_writable: Some(sender),
+                    embedded: Some(store.clone()),
                 }
             }
         })
@@ -219,7 +245,7 @@ impl Rally {
             path: config.data_dir.clone(),
             source,
         })?;
-        crate::site::check(&config.site_root)?;
+        let site = crate::site::Site::open(&config.site_root)?;
         let shutdown = Shutdown::new();
         let event_ids = EventIds::new();
         let instance = event_ids.instance();
@@ -282,8 +308,20 @@ impl Rally {
             shutdown.signal(),
             ops.clone(),
         );
+        let control = match backends.embedded {
+            Some(store) => Some((
+                crate::control::bind(&config.data_dir).map_err(|source| ServerError::Control {
+                    path: crate::control::socket_path(&config.data_dir),
+                    source,
+                })?,
+                store,
+            )),
+            None => None,
+        };
         Ok(Rally {
             media,
+            site,
+            control,
             config,
             store: backends.store,
             webhooks: (backends.webhooks, instance),
@@ -317,6 +355,8 @@ impl Rally {
     ) -> Result<(), ServerError> {
         let Rally {
             config,
+            site,
+            control,
             store,
             webhooks: (webhook_store, instance),
             keys,
@@ -330,6 +370,9 @@ impl Rally {
             media,
         } = self;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        if let Some((listener, store)) = control {
+            tokio::spawn(crate::control::serve(listener, store, shutdown.signal()));
+        }
         let link = redis.as_ref().map(|(link, _)| link.clone());
         if let Some((link, incoming)) = redis {
             tokio::spawn(route_bus(
@@ -411,9 +454,12 @@ impl Rally {
                 webhook_store,
                 webhook_settings,
             ),
+            site: Arc::new(site.clone()),
         };
         let state = AppState {
-            leptos_options: leptos_options(&config, addr),
+            leptos_options: leptos_options(&site, addr),
+            site: Arc::new(site.clone()),
+            trusted_proxies: crate::forwarded::TrustedProxies::new(config.trusted_proxies.clone()),
             readiness: Readiness(Arc::from(checks)),
             metrics: crate::metrics::MetricsState {
                 manager: manager.clone(),
@@ -441,10 +487,11 @@ impl Rally {
             },
         };
 
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), redis = config.redis_url.is_some(), "rally started");
+        tracing::info!(%addr, build = env!("RALLY_BUILD"), data_dir = %config.data_dir.display(), redis = config.redis_url.is_some(), "rally started");
         let listening = ListenerConfig {
             max_connections: listener::connection_cap(config.max_http_connections as usize),
             max_per_ip: config.max_connections_per_ip as usize,
+            trusted_proxies: crate::forwarded::TrustedProxies::new(config.trusted_proxies.clone()),
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
             tcp_keepalive: Duration::from_secs(60),
         };

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::forwarded::TrustedProxies;
 use crate::shutdown::ShutdownSignal;
 
 /// How the listener treats connections.
@@ -28,8 +29,10 @@ use crate::shutdown::ShutdownSignal;
 pub struct ListenerConfig {
     /// Open TCP connections (HTTP and WebSocket) at most.
     pub max_connections: usize,
-    /// Open TCP connections from one client address at most (0: no cap, e.g. behind a proxy).
+    /// Open TCP connections from one client address at most (0: no cap).
     pub max_per_ip: usize,
+    /// Proxies: their connections are not capped per address (they carry many clients).
+    pub trusted_proxies: TrustedProxies,
     /// A request's headers must arrive within this; an idle keep-alive connection is closed
     /// after it too.
     pub header_read_timeout: Duration,
@@ -42,6 +45,7 @@ impl Default for ListenerConfig {
         ListenerConfig {
             max_connections: 16_384,
             max_per_ip: 256,
+            trusted_proxies: TrustedProxies::default(),
             header_read_timeout: Duration::from_secs(10),
             tcp_keepalive: Duration::from_secs(60),
         }
@@ -108,7 +112,7 @@ fn admit(
         return Err(Refusal::Full);
     }
     let from_ip = guard.by_ip.get(&ip).copied().unwrap_or(0);
-    if config.max_per_ip > 0 && from_ip >= config.max_per_ip {
+    if config.max_per_ip > 0 && from_ip >= config.max_per_ip && !config.trusted_proxies.trusts(ip) {
         return Err(Refusal::PerIp);
     }
     guard.total += 1;
@@ -236,6 +240,30 @@ mod tests {
         };
         let many: Vec<_> = (0..10).map(|_| admit(&counts, &unlimited, b)).collect();
         assert!(many.iter().filter(|a| a.is_ok()).count() >= 6);
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_not_capped_per_address() {
+        let counts: Arc<Mutex<Counts>> = Arc::default();
+        let proxy: IpAddr = [127, 0, 0, 1].into();
+        let config = ListenerConfig {
+            max_connections: 5,
+            max_per_ip: 1,
+            trusted_proxies: TrustedProxies::new(vec!["127.0.0.1".parse().unwrap()]),
+            ..ListenerConfig::default()
+        };
+        let held: Vec<_> = (0..5)
+            .map(|_| admit(&counts, &config, proxy).unwrap())
+            .collect();
+        assert_eq!(
+            admit(&counts, &config, proxy).err(),
+            Some(Refusal::Full),
+            "the total still holds"
+        );
+        drop(held);
+        let other: IpAddr = [10, 0, 0, 9].into();
+        let _one = admit(&counts, &config, other).unwrap();
+        assert_eq!(admit(&counts, &config, other).err(), Some(Refusal::PerIp));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use rally::config::{Config, ConfigOutcome};
-use rally::{key_command, shutdown, telemetry};
+use rally::{command, shutdown, telemetry};
 
 /// Exit code for unusable configuration, as for command-line usage errors.
 const EXIT_USAGE: u8 = 2;
@@ -35,14 +35,14 @@ fn main() -> ExitCode {
 }
 
 /// A command instead of serving: its output on stdout, or why it failed on stderr (exit 1).
-fn run_command(command: &key_command::Command, config: &Config) -> ExitCode {
+fn run_command(command: &command::Command, config: &Config) -> ExitCode {
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|err| err.to_string())
         .and_then(|runtime| {
             runtime
-                .block_on(key_command::run(
+                .block_on(command::run(
                     command,
                     &config.data_dir,
                     config.redis_url.as_ref().map(|url| url.as_str()),

@@ -29,6 +29,7 @@ use crate::auth;
 use crate::clock;
 use crate::oidc::{self, Callback, LoginError, Oidc, ATTEMPT_COOKIE, ATTEMPT_COOKIE_PATH};
 use crate::sessions::{self, IdentifyError, Signed};
+use crate::site::Site;
 
 /// Largest `POST /auth/token` form read (a token and a path).
 pub const MAX_HANDOFF_BYTES: usize = 16 * 1024;
@@ -57,8 +58,9 @@ struct Start {
 }
 
 /// The answer to the provider's routes on a server without one.
-fn no_provider() -> Response {
+fn no_provider(site: &Site) -> Response {
     failure_page(
+        site,
         StatusCode::NOT_FOUND,
         "This Rally does not sign people in through an organization's accounts.",
         None,
@@ -71,7 +73,7 @@ async fn start(
     query: Result<Query<Start>, QueryRejection>,
 ) -> Response {
     let Some(oidc) = state.oidc.as_ref() else {
-        return no_provider();
+        return no_provider(&state.site);
     };
     let return_to = query.ok().and_then(|Query(start)| start.return_to);
     match oidc.begin(return_to.as_deref(), clock::now()).await {
@@ -133,7 +135,7 @@ async fn callback(
     answer: Result<Query<Callback>, QueryRejection>,
 ) -> Response {
     let Some(oidc) = state.oidc.as_ref() else {
-        return no_provider();
+        return no_provider(&state.site);
     };
     let attempt = auth::cookie(&headers, ATTEMPT_COOKIE)
         .and_then(|value| oidc::open_attempt(&state.keys, value));
@@ -146,7 +148,12 @@ async fn callback(
         ),
         Err(failure) => {
             let retry = failure.retry.then(|| retry_provider(return_to.as_deref()));
-            let mut page = failure_page(failure.status, &failure.message, retry.as_deref());
+            let mut page = failure_page(
+                &state.site,
+                failure.status,
+                &failure.message,
+                retry.as_deref(),
+            );
             if let Ok(clear) = HeaderValue::from_str(&clear_attempt) {
                 page.headers_mut().append(SET_COOKIE, clear);
             }
@@ -227,7 +234,8 @@ async fn token_handoff(
     headers: HeaderMap,
     form: Result<Form<Handoff>, FormRejection>,
 ) -> Response {
-    let refused = |status: StatusCode, message: &str| failure_page(status, message, None);
+    let refused =
+        |status: StatusCode, message: &str| failure_page(&state.site, status, message, None);
     if !headers.contains_key(ORIGIN) || !state.origins.allow(&headers) {
         return refused(
             StatusCode::FORBIDDEN,
@@ -293,7 +301,12 @@ async fn token_handoff(
 fn login_failed(state: &ApiState, err: LoginError, return_to: Option<&str>) -> Response {
     let failure = Failure::from(err);
     let retry = failure.retry.then(|| retry_provider(return_to));
-    let mut page = failure_page(failure.status, &failure.message, retry.as_deref());
+    let mut page = failure_page(
+        &state.site,
+        failure.status,
+        &failure.message,
+        retry.as_deref(),
+    );
     if let Ok(clear) = HeaderValue::from_str(&attempt_cookie("", 0, state.secure_cookies)) {
         page.headers_mut().append(SET_COOKIE, clear);
     }
@@ -332,8 +345,8 @@ fn retry_provider(return_to: Option<&str>) -> String {
 }
 
 /// A plain page saying the sign-in did not complete, with a way to try again (`retry`).
-fn failure_page(status: StatusCode, message: &str, retry: Option<&str>) -> Response {
-    let body = failure_body(message, retry);
+fn failure_page(site: &Site, status: StatusCode, message: &str, retry: Option<&str>) -> Response {
+    let body = failure_body(&site.stylesheet_href(), message, retry);
     let mut response = (status, Html(body)).into_response();
     response
         .headers_mut()
@@ -342,7 +355,7 @@ fn failure_page(status: StatusCode, message: &str, retry: Option<&str>) -> Respo
 }
 
 /// The page's HTML: the reason, and a way to try again (`retry`) or go back to Rally.
-fn failure_body(message: &str, retry: Option<&str>) -> String {
+fn failure_body(stylesheet: &str, message: &str, retry: Option<&str>) -> String {
     let retry = retry
         .map(|href| {
             format!(
@@ -354,7 +367,7 @@ fn failure_body(message: &str, retry: Option<&str>) -> String {
     format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sign-in did not complete — Rally</title><link rel="stylesheet" href="/pkg/rally.css"></head>
+<title>Sign-in did not complete — Rally</title><link rel="stylesheet" href="{stylesheet}"></head>
 <body><main><section class="panel sign-in-failed"><h1>Sign-in did not complete</h1>
 <p class="error" role="alert">{}</p>
 <p>{retry}<a href="/">Back to Rally</a></p></section></main></body></html>"#,

@@ -1,17 +1,36 @@
-//! The built site this binary serves: it must be there, and built the way this binary was.
+//! The built site this binary serves: it must be there, built the way this binary was, and its
+//! files go out with the cache rules their names allow.
 //!
 //! `cargo leptos build` and `cargo leptos build --release` write the same `target/site`. A
 //! release binary serving a debug site (or the other way round) renders pages that never
 //! hydrate: they look alive but nothing on them works. The frontend marks its WebAssembly with
 //! its build profile (a custom section, `rally_build`); the server compares it with its own at
 //! start-up and refuses a mismatch with one line.
+//!
+//! cargo-leptos fingerprints the frontend's three files (`hash-files` in Cargo.toml): their names
+//! carry a hash of their content (`pkg/rally.<hash>.wasm`), listed in the site root's
+//! `hash.txt`. A fingerprinted file never changes under its name, so browsers may keep it for a
+//! year without asking again; everything else — pages, the favicon, files of a site built
+//! without fingerprints — is revalidated on every use. `--precompress` (release builds) writes a
+//! Brotli and a gzip variant beside every file; they are chosen by `Accept-Encoding`.
 
 use std::path::{Path, PathBuf};
 
-/// The site's WebAssembly file, as cargo-leptos names it.
-const WASM: &str = "pkg/rally.wasm";
+use axum::http::header::{self, HeaderValue};
+use axum::response::Response;
+
+/// The file cargo-leptos writes the fingerprints into (`hash-file-name` in Cargo.toml, relative
+/// to the binary's directory there; the site root here).
+pub const FINGERPRINT_FILE: &str = "hash.txt";
+/// The name cargo-leptos gives the frontend's files (`output_name`).
+const OUTPUT_NAME: &str = "rally";
 /// The custom section the frontend writes its build profile into.
 const SECTION: &str = "rally_build";
+
+/// `Cache-Control` of a file whose name changes with its content.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of everything else the site serves: use it, but ask first (a 304 is cheap).
+const REVALIDATE: &str = "no-cache";
 
 /// What is wrong with the site.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +46,147 @@ pub enum SiteError {
     },
 }
 
+/// The built site: where it is and what its frontend files are called.
+#[derive(Clone, Debug)]
+pub struct Site {
+    root: PathBuf,
+    files: FrontendFiles,
+}
+
+/// The frontend's script, WebAssembly and stylesheet, as named in `pkg/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontendFiles {
+    pub js: String,
+    pub wasm: String,
+    pub css: String,
+    /// Whether the names carry content hashes.
+    pub fingerprinted: bool,
+}
+
+impl FrontendFiles {
+    /// The names given the contents of `hash.txt` (`js: <hash>` lines), or the plain names
+    /// without it.
+    pub fn from_fingerprints(fingerprints: Option<&str>) -> FrontendFiles {
+        let hash_of = |kind: &str| {
+            fingerprints?.lines().find_map(|line| {
+                let (name, hash) = line.split_once(':')?;
+                (name.trim() == kind && !hash.trim().is_empty()).then(|| hash.trim().to_owned())
+            })
+        };
+        let name = |kind: &str| match hash_of(kind) {
+            Some(hash) => format!("{OUTPUT_NAME}.{hash}.{kind}"),
+            None => format!("{OUTPUT_NAME}.{kind}"),
+        };
+        FrontendFiles {
+            fingerprinted: ["js", "wasm", "css"]
+                .iter()
+                .all(|kind| hash_of(kind).is_some()),
+            js: name("js"),
+            wasm: name("wasm"),
+            css: name("css"),
+        }
+    }
+}
+
+impl Site {
+    /// Read and check the site root.
+    pub fn open(root: &Path) -> Result<Site, SiteError> {
+        if !root.join("pkg").is_dir() {
+            return Err(SiteError::Missing(root.to_path_buf()));
+        }
+        let fingerprints = std::fs::read_to_string(root.join(FINGERPRINT_FILE)).ok();
+        let site = Site {
+            root: root.to_path_buf(),
+            files: FrontendFiles::from_fingerprints(fingerprints.as_deref()),
+        };
+        site.check_profile()?;
+        if server_profile() == "release"
+            && !site
+                .pkg_path(&site.files.wasm)
+                .with_extension("wasm.br")
+                .is_file()
+        {
+            tracing::warn!(
+                site_root = %root.display(),
+                "the site was built without --precompress: its files go out uncompressed"
+            );
+        }
+        Ok(site)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn files(&self) -> &FrontendFiles {
+        &self.files
+    }
+
+    /// The file `hash.txt`, when the site has one; Leptos reads the fingerprinted names from it.
+    pub fn fingerprint_file(&self) -> Option<PathBuf> {
+        self.files
+            .fingerprinted
+            .then(|| std::path::absolute(self.root.join(FINGERPRINT_FILE)).ok())
+            .flatten()
+    }
+
+    /// The stylesheet's address, for pages rendered without Leptos.
+    pub fn stylesheet_href(&self) -> String {
+        format!("/pkg/{}", self.files.css)
+    }
+
+    /// Set the cache rules of a file the site served at `path`: a year for fingerprinted names,
+    /// revalidation for the rest; and `Vary: Accept-Encoding`, since the same address answers
+    /// Brotli, gzip or plain bytes.
+    pub fn set_cache_headers(&self, path: &str, response: &mut Response) {
+        let served = response.status().is_success()
+            || response.status() == axum::http::StatusCode::NOT_MODIFIED;
+        if !served || response.headers().contains_key(header::CACHE_CONTROL) {
+            return;
+        }
+        let immutable = self.files.fingerprinted
+            && path.strip_prefix("/pkg/").is_some_and(|name| {
+                [&self.files.js, &self.files.wasm, &self.files.css].contains(&&name.to_owned())
+            });
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(if immutable { IMMUTABLE } else { REVALIDATE }),
+        );
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+
+    fn pkg_path(&self, name: &str) -> PathBuf {
+        self.root.join("pkg").join(name)
+    }
+
+    /// A site without the WebAssembly file, or one that does not say its profile (a
+    /// client-side-only trunk build), passes: nothing is known to be wrong.
+    fn check_profile(&self) -> Result<(), SiteError> {
+        let Ok(wasm) = std::fs::read(self.pkg_path(&self.files.wasm)) else {
+            return Ok(());
+        };
+        let Some(site) = custom_section(&wasm, SECTION) else {
+            return Ok(());
+        };
+        let site = String::from_utf8_lossy(site).trim().to_owned();
+        let server = server_profile();
+        if site == server {
+            return Ok(());
+        }
+        Err(SiteError::Mismatch {
+            root: self.root.clone(),
+            site,
+            server,
+            flag: if server == "release" {
+                " --release"
+            } else {
+                ""
+            },
+        })
+    }
+}
+
 /// This binary's build profile.
 pub fn server_profile() -> &'static str {
     if cfg!(debug_assertions) {
@@ -34,35 +194,6 @@ pub fn server_profile() -> &'static str {
     } else {
         "release"
     }
-}
-
-/// Check the site root. A site without the WebAssembly file, or one that does not say its
-/// profile (a client-side-only trunk build), passes: nothing is known to be wrong.
-pub fn check(root: &Path) -> Result<(), SiteError> {
-    if !root.join("pkg").is_dir() {
-        return Err(SiteError::Missing(root.to_path_buf()));
-    }
-    let Ok(wasm) = std::fs::read(root.join(WASM)) else {
-        return Ok(());
-    };
-    let Some(site) = custom_section(&wasm, SECTION) else {
-        return Ok(());
-    };
-    let site = String::from_utf8_lossy(site).trim().to_owned();
-    let server = server_profile();
-    if site == server {
-        return Ok(());
-    }
-    Err(SiteError::Mismatch {
-        root: root.to_path_buf(),
-        site,
-        server,
-        flag: if server == "release" {
-            " --release"
-        } else {
-            ""
-        },
-    })
 }
 
 /// The contents of the custom section `name` of a WebAssembly module, if it has one.
@@ -128,6 +259,7 @@ mod tests {
     #[test]
     fn a_site_of_the_other_profile_is_refused() {
         let dir = tempfile::tempdir().unwrap();
+        let check = |root: &Path| Site::open(root).map(|_| ());
         assert!(matches!(check(dir.path()), Err(SiteError::Missing(_))));
         std::fs::create_dir(dir.path().join("pkg")).unwrap();
         assert!(
@@ -139,11 +271,109 @@ mod tests {
         } else {
             "debug  "
         };
-        std::fs::write(dir.path().join(WASM), module(SECTION, other.as_bytes())).unwrap();
+        std::fs::write(
+            dir.path().join("pkg/rally.wasm"),
+            module(SECTION, other.as_bytes()),
+        )
+        .unwrap();
         let error = check(dir.path()).unwrap_err().to_string();
         assert!(error.contains("rebuild the site"), "{error}");
         let same = format!("{:7}", server_profile());
-        std::fs::write(dir.path().join(WASM), module(SECTION, same.as_bytes())).unwrap();
+        std::fs::write(
+            dir.path().join("pkg/rally.wasm"),
+            module(SECTION, same.as_bytes()),
+        )
+        .unwrap();
         assert!(check(dir.path()).is_ok());
+
+        // Fingerprinted: the profile is read from the file hash.txt names.
+        std::fs::write(
+            dir.path().join("pkg/rally.wasm"),
+            module(SECTION, b"neither"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("pkg/rally.Xy_1.wasm"),
+            module(SECTION, other.as_bytes()),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(FINGERPRINT_FILE),
+            "js: Ab\nwasm: Xy_1\ncss: Cd\n",
+        )
+        .unwrap();
+        assert!(
+            check(dir.path()).is_err(),
+            "the fingerprinted file is the one checked"
+        );
+    }
+
+    #[test]
+    fn fingerprints_name_the_frontend_files() {
+        let plain = FrontendFiles::from_fingerprints(None);
+        assert_eq!(
+            (
+                plain.js.as_str(),
+                plain.wasm.as_str(),
+                plain.css.as_str(),
+                plain.fingerprinted
+            ),
+            ("rally.js", "rally.wasm", "rally.css", false)
+        );
+        let hashed = FrontendFiles::from_fingerprints(Some("js: a1\nwasm: b-2\ncss: c_3\n"));
+        assert_eq!(
+            (
+                hashed.js.as_str(),
+                hashed.wasm.as_str(),
+                hashed.css.as_str(),
+                hashed.fingerprinted
+            ),
+            ("rally.a1.js", "rally.b-2.wasm", "rally.c_3.css", true)
+        );
+        // A file missing from the list keeps its plain name, and then nothing is immutable.
+        let partial = FrontendFiles::from_fingerprints(Some("js: a1\nwasm:\n"));
+        assert_eq!(
+            (partial.wasm.as_str(), partial.fingerprinted),
+            ("rally.wasm", false)
+        );
+    }
+
+    #[test]
+    fn only_fingerprinted_files_are_kept_for_a_year() {
+        let site = Site {
+            root: PathBuf::from("site"),
+            files: FrontendFiles::from_fingerprints(Some("js: a1\nwasm: b2\ncss: c3\n")),
+        };
+        let cache_of = |path: &str, status: u16| {
+            let mut response = Response::new(axum::body::Body::empty());
+            *response.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+            site.set_cache_headers(path, &mut response);
+            let header = |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v: &HeaderValue| v.to_str().unwrap().to_owned())
+            };
+            (header(header::CACHE_CONTROL), header(header::VARY))
+        };
+        let year = (
+            Some(IMMUTABLE.to_owned()),
+            Some("accept-encoding".to_owned()),
+        );
+        let ask = (
+            Some(REVALIDATE.to_owned()),
+            Some("accept-encoding".to_owned()),
+        );
+        for (path, status, expected) in [
+            ("/pkg/rally.b2.wasm", 200, year.clone()),
+            ("/pkg/rally.a1.js", 304, year.clone()),
+            ("/pkg/rally.c3.css", 200, year),
+            ("/pkg/rally.wasm", 200, ask.clone()),
+            ("/pkg/snippets/x/inline0.js", 200, ask.clone()),
+            ("/favicon.svg", 200, ask),
+            ("/pkg/rally.b2.wasm", 404, (None, None)),
+        ] {
+            assert_eq!(cache_of(path, status), expected, "{path} {status}");
+        }
     }
 }

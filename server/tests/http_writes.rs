@@ -826,7 +826,8 @@ async fn an_api_key_reads_and_writes_only_where_it_reaches_until_revoked() {
 
 #[tokio::test]
 async fn keys_for_every_campaign_come_from_the_command_line_or_an_admin() {
-    use rally::key_command::{AccessArg, Command, KeysCommand};
+    use rally::command::Command;
+    use rally::key_command::{AccessArg, KeysCommand};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let create = Command::Keys(KeysCommand::Create {
@@ -835,7 +836,7 @@ async fn keys_for_every_campaign_come_from_the_command_line_or_an_admin() {
         campaigns: vec![],
         all_campaigns: true,
     });
-    let printed = rally::key_command::run(&create, &data, None).await.unwrap();
+    let printed = rally::command::run(&create, &data, None).await.unwrap();
     let token = printed.lines().next().unwrap().to_owned();
     assert!(token.starts_with("rk_"), "{printed}");
 
@@ -867,7 +868,7 @@ async fn keys_for_every_campaign_come_from_the_command_line_or_an_admin() {
     server.stop().await.unwrap();
 
     // Listed and revoked from the command line (the server stopped: it holds the file).
-    let listed = rally::key_command::run(&Command::Keys(KeysCommand::List), &data, None)
+    let listed = rally::command::run(&Command::Keys(KeysCommand::List), &data, None)
         .await
         .unwrap();
     assert!(
@@ -893,9 +894,7 @@ async fn keys_for_every_campaign_come_from_the_command_line_or_an_admin() {
     server.stop().await.unwrap();
 
     let revoke = Command::Keys(KeysCommand::Revoke { id });
-    let refused = rally::key_command::run(&revoke, &data, None)
-        .await
-        .unwrap_err();
+    let refused = rally::command::run(&revoke, &data, None).await.unwrap_err();
     assert!(refused.to_string().contains("no API key"), "{refused}");
 }
 

@@ -61,6 +61,38 @@ fn invalid_settings_exit_2_with_one_line_naming_setting_and_choices() {
     );
 }
 
+#[test]
+fn version_names_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = rally(&dir);
+    cmd.arg("--version");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let commit = if commit.is_empty() {
+        "unknown".to_owned()
+    } else {
+        commit
+    };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    assert_eq!(
+        printed.trim_end(),
+        format!(
+            "rally {} (commit {commit}, {profile} build)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
 /// Wait for the JSON startup line and return the address the server bound.
 fn started_addr(child: &mut Child) -> (String, BufReader<std::process::ChildStderr>) {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());

@@ -45,6 +45,8 @@ pub struct ApiState {
     pub admins: Arc<[String]>,
     /// Webhook endpoints.
     pub webhooks: crate::webhooks::Webhooks,
+    /// The built site (the sign-in failure pages link its stylesheet).
+    pub site: Arc<crate::site::Site>,
 }
 
 impl ApiState {

@@ -5,15 +5,27 @@
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
+use axum::extract::State;
 use axum::response::Html;
 use serde_json::{Map, Value};
 
 use super::openapi::document;
+use super::ApiState;
 
-/// `GET /api/docs`: the document as a page, built from it.
-pub(super) async fn docs_page() -> Html<&'static str> {
-    static PAGE: OnceLock<String> = OnceLock::new();
-    Html(PAGE.get_or_init(|| page(document())).as_str())
+/// `GET /api/docs`: the document as a page, built from it once; the head links the site's
+/// stylesheet by its current (fingerprinted) name.
+pub(super) async fn docs_page(State(state): State<ApiState>) -> Html<String> {
+    static BODY: OnceLock<String> = OnceLock::new();
+    let body = BODY.get_or_init(|| page(document()));
+    Html(format!(
+        concat!(
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+            "<title>HTTP API — Rally</title><link rel=\"stylesheet\" href=\"{}\"></head>{}"
+        ),
+        state.site.stylesheet_href(),
+        body
+    ))
 }
 
 fn escape(text: &str) -> String {
@@ -23,11 +35,9 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The page after its head: every operation, then every type.
 fn page(document: &Value) -> String {
     let mut html = String::from(concat!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        "<title>HTTP API — Rally</title><link rel=\"stylesheet\" href=\"/pkg/rally.css\"></head>",
         "<body><header class=\"topbar\"><a class=\"brand\" href=\"/\">Rally</a></header>",
         "<main class=\"api-docs\"><h1>Rally HTTP API</h1>",
         "<p>Every operation the server answers, generated from the types it reads and writes. ",

@@ -12,6 +12,7 @@
 
 pub mod api_keys;
 pub mod embedded;
+pub mod migrate;
 pub mod redis;
 mod redis_integrations;
 pub mod sessions;

@@ -460,7 +460,9 @@ impl Store for RedisStore {
         let key = keys::secret(name);
         Box::pin(async move {
             let fresh = crate::auth::hex(&generate());
-            let stored: String = self
+            // Read as bytes: a secret this store made is hex text, one moved here from the
+            // embedded store (`rally migrate`) is its raw bytes.
+            let stored: Vec<u8> = self
                 .link
                 .run(|mut conn| async move {
                     let _: Option<String> = redis::cmd("SET")
@@ -473,7 +475,7 @@ impl Store for RedisStore {
                 })
                 .await?
                 .map_err(refused)?;
-            Ok(stored.into_bytes())
+            Ok(stored)
         })
     }
 

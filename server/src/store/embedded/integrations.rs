@@ -4,10 +4,8 @@
 use rally_app::model::{Timestamp, UserId};
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{
-    corrupt, unavailable, EmbeddedStore, OpResult, WriteOp, API_KEYS, SESSIONS, USER_SESSIONS,
-    WEBHOOKS,
-};
+use super::tables::{API_KEYS, SESSIONS, USER_SESSIONS, WEBHOOKS};
+use super::{corrupt, unavailable, EmbeddedStore, OpResult, WriteOp};
 use crate::store::api_keys::{ApiKeyRecord, ApiKeyStore};
 use crate::store::sessions::{SessionRecord, SessionStore};
 use crate::store::webhooks::{WebhookRecord, WebhookStore};
@@ -246,6 +244,21 @@ impl SessionStore for EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// Every session (for `rally migrate`).
+    pub async fn all_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+            let mut all = Vec::new();
+            for row in sessions.iter().map_err(unavailable)? {
+                let (_, bytes) = row.map_err(unavailable)?;
+                all.push(decode_session(bytes.value())?);
+            }
+            Ok(all)
+        })
+        .await
+    }
+
     fn change_api_key(&self, change: ApiKeyChange) -> StoreFuture<'static, OpResult> {
         self.submit(|reply| WriteOp::ApiKey { change, reply })
     }

@@ -11,12 +11,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
+mod backup;
 mod integrations;
+mod tables;
+
+pub use backup::{check, restore, BackupCounts, BackupError};
+pub use tables::FILE_NAME;
+use tables::{API_KEYS, CAMPAIGNS, EVENTS, SECRETS, SESSIONS, SNAPSHOTS, USER_SESSIONS, WEBHOOKS};
 
 use std::ops::RangeBounds;
 
 use rally_app::model::{CampaignEvent, CampaignId, CampaignState};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::api_keys::ApiKeyRecord;
@@ -29,24 +35,8 @@ use integrations::{
     WebhookChange,
 };
 
-const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns");
-/// Every event of every campaign, by (campaign, version): the complete log.
-const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
-/// The campaign's state (JSON) at some versions (see [`Commit::takes_snapshot`]).
-const SNAPSHOTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("snapshots");
-const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
-const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
-/// (user id, session id): a user's sessions, for listing.
-const USER_SESSIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_sessions");
-/// API keys by id.
-const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
-/// Webhook endpoints by id.
-const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
-
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
-
-pub const FILE_NAME: &str = "rally.redb";
 
 /// redb's page cache. Its default (1 GiB) would let the process grow towards that as the logs
 /// grow, though only the newest pages are hot: old versions are read rarely, and the operating
@@ -142,6 +132,27 @@ impl EmbeddedStore {
             db,
             writer: Arc::new(writer),
         })
+    }
+
+    /// Write a backup of the whole store, consistent at one moment, while it keeps serving
+    /// (see [`backup`]). Blocking: call it from a blocking thread.
+    pub fn write_backup(&self, out: &mut impl std::io::Write) -> Result<BackupCounts, BackupError> {
+        backup::write_backup(&self.db, out)
+    }
+
+    /// Every named secret and its value (for `rally migrate`).
+    pub async fn secrets(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let secrets = txn.open_table(SECRETS).map_err(unavailable)?;
+            let mut all = Vec::new();
+            for row in secrets.iter().map_err(unavailable)? {
+                let (name, value) = row.map_err(unavailable)?;
+                all.push((name.value().to_owned(), value.value().to_vec()));
+            }
+            Ok(all)
+        })
+        .await
     }
 
     fn submit<T: Send + 'static>(

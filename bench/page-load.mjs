@@ -1,0 +1,174 @@
+// How fast a campaign page is usable on a slow phone: Chromium throttled through the DevTools
+// protocol (1.6 Mbps down, 750 kbps up, 150 ms round trip, CPU 4× slower), a cold cache for
+// every load, the median of N loads per site. Two numbers per load:
+//   content  — first contentful paint: the server-rendered campaign is on screen;
+//   ready    — the page hydrated (`data-hydrated="true"`): its fields take edits.
+// Plus the bytes the browser received. Sites are measured in turns (A, B, A, B, …) so a machine
+// that gets busier halfway does not favour one of them.
+//
+//   node bench/page-load.mjs [--loads 5] [--site name=path/to/site] … [--bin path/to/rally]
+//
+// Without --site it measures target/site. Each site is served by its own `rally` process (the
+// binary must match the site's build profile: a release binary for a release site).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const root = resolve(import.meta.dirname, '..');
+const args = process.argv.slice(2);
+const option = (name, fallback) => {
+  const at = args.indexOf(`--${name}`);
+  return at >= 0 ? args[at + 1] : fallback;
+};
+const loads = Number(option('loads', '5'));
+const bin = resolve(option('bin', join(root, 'target', 'release', 'rally')));
+const sites = args
+  .flatMap((arg, i) => (arg === '--site' ? [args[i + 1]] : []))
+  .map((spec) => {
+    const [name, path] = spec.includes('=') ? spec.split('=') : [spec, spec];
+    return { name, path: resolve(path) };
+  });
+if (sites.length === 0) sites.push({ name: 'target/site', path: join(root, 'target', 'site') });
+
+const PROFILE = {
+  latency: 150,
+  downloadThroughput: (1.6e6 / 8) | 0,
+  uploadThroughput: (750e3 / 8) | 0,
+  cpuSlowdown: 4,
+};
+
+async function startRally(site) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'rally-load-'));
+  const env = { ...process.env };
+  for (const key of Object.keys(env)) if (key.startsWith('RALLY_') || key.startsWith('LEPTOS_')) delete env[key];
+  Object.assign(env, {
+    RALLY_ADDR: '127.0.0.1:0',
+    RALLY_DATA_DIR: dataDir,
+    RALLY_SITE_ROOT: site,
+    RALLY_LOG_FORMAT: 'json',
+    RALLY_DEFAULT_VISIBILITY: 'public',
+  });
+  const child = spawn(bin, [], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const url = await new Promise((found, failed) => {
+    child.once('exit', (code) => failed(new Error(`rally exited with ${code} serving ${site}`)));
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      try {
+        const record = JSON.parse(line);
+        if (record.message === 'rally started') found(`http://${record.addr}`);
+      } catch {
+        // not a log record
+      }
+    });
+  });
+  return {
+    url,
+    stop: async () => {
+      const exited = new Promise((done) => child.once('exit', done));
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A campaign with some content, made over the HTTP API. */
+async function seed(url) {
+  const session = await fetch(`${url}/api/session`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ display_name: 'Bench' }),
+  }).then((r) => r.json());
+  const auth = { 'content-type': 'application/json', authorization: `Bearer ${session.token}` };
+  await fetch(`${url}/api/campaigns`, {
+    method: 'POST',
+    headers: auth,
+    body: JSON.stringify({ campaign_id: 'spring-launch', title: 'Spring launch' }),
+  });
+  await fetch(`${url}/api/campaigns/spring-launch`, {
+    method: 'PATCH',
+    headers: auth,
+    body: JSON.stringify({
+      updates: {
+        status: 'active',
+        description: 'Everything about the spring launch: dates, channels, the hero banner and the copy.',
+      },
+    }),
+  });
+}
+
+/** One cold load of the campaign page under the throttled profile. */
+async function load(browser, url) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.setCacheDisabled', { cacheDisabled: true });
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false,
+    latency: PROFILE.latency,
+    downloadThroughput: PROFILE.downloadThroughput,
+    uploadThroughput: PROFILE.uploadThroughput,
+  });
+  await cdp.send('Emulation.setCPUThrottlingRate', { rate: PROFILE.cpuSlowdown });
+  let bytes = 0;
+  cdp.on('Network.loadingFinished', (event) => {
+    bytes += event.encodedDataLength;
+  });
+  // The moment hydration marks the page, on the page's own clock.
+  await page.addInitScript(() => {
+    new MutationObserver((_, observer) => {
+      if (document.querySelector('[data-hydrated="true"]')) {
+        window.__readyAt = performance.now();
+        observer.disconnect();
+      }
+    }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-hydrated'] });
+  });
+  await page.goto(`${url}/campaigns/spring-launch`, { waitUntil: 'commit' });
+  await page.waitForSelector('[data-hydrated="true"]', { timeout: 120_000 });
+  await page.waitForFunction(() => window.__readyAt !== undefined);
+  const timing = await page.evaluate(() => ({
+    content: performance.getEntriesByName('first-contentful-paint')[0]?.startTime,
+    ready: window.__readyAt,
+  }));
+  await context.close();
+  return { ...timing, bytes };
+}
+
+const median = (values) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run'],
+});
+const servers = [];
+try {
+  for (const site of sites) {
+    const server = await startRally(site.path);
+    await seed(server.url);
+    servers.push({ ...site, ...server, runs: [] });
+  }
+  for (const server of servers) await load(browser, server.url); // warm-up: not counted
+  for (let round = 0; round < loads; round += 1) {
+    for (const server of servers) server.runs.push(await load(browser, server.url));
+  }
+  console.log(
+    `campaign page, cold cache, ${PROFILE.downloadThroughput * 8 / 1e6} Mbps down, ${PROFILE.latency} ms RTT, CPU ${PROFILE.cpuSlowdown}× slower; median of ${loads}`,
+  );
+  for (const server of servers) {
+    const ms = (key) => Math.round(median(server.runs.map((run) => run[key])));
+    const kb = Math.round(median(server.runs.map((run) => run.bytes)) / 1024);
+    const all = (key) => server.runs.map((run) => Math.round(run[key])).join(' ');
+    console.log(
+      `${server.name.padEnd(24)} content ${String(ms('content')).padStart(5)} ms   ready ${String(ms('ready')).padStart(5)} ms   received ${String(kb).padStart(5)} KiB   (content: ${all('content')}; ready: ${all('ready')})`,
+    );
+  }
+} finally {
+  await browser.close();
+  for (const server of servers) await server.stop();
+}

@@ -1,0 +1,121 @@
+// Every file of the built site, fetched as a browser would: the right type, the right cache rule,
+// and — for a release build (`cargo leptos build --release --precompress`) — Brotli and gzip
+// variants chosen by Accept-Encoding that decode to exactly the file's bytes.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { request } from 'node:http';
+import { join, relative, resolve } from 'node:path';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
+import { launchBrowser, mode, startServer } from './support/harness.mjs';
+
+const siteRoot = process.env.RALLY_SITE_ROOT ?? resolve(import.meta.dirname, '..', 'target', 'site');
+const YEAR = 'public, max-age=31536000, immutable';
+
+let server;
+
+before(async () => {
+  server = await startServer();
+});
+
+after(async () => {
+  if (server) assert.equal(await server.stop(), 0);
+});
+
+/** Every file the site holds, as request paths, without the compressed variants themselves. */
+function siteFiles(dir = siteRoot) {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) return siteFiles(path);
+    if (/\.(br|gz)$/.test(name)) return [];
+    return [`/${relative(siteRoot, path).split('\\').join('/')}`];
+  });
+}
+
+const fingerprints = Object.fromEntries(
+  readFileSync(join(siteRoot, 'hash.txt'), 'utf8')
+    .split('\n')
+    .filter((line) => line.includes(':'))
+    .map((line) => line.split(':').map((part) => part.trim())),
+);
+const fingerprinted = new Set(['js', 'wasm', 'css'].map((kind) => `/pkg/rally.${fingerprints[kind]}.${kind}`));
+
+/** GET with node:http, which (unlike fetch) hands over the bytes as sent, not decoded. */
+function get(path, encoding) {
+  return new Promise((resolveGet, reject) => {
+    request(server.url + path, { headers: { 'accept-encoding': encoding } }, (response) => {
+      const chunks = [];
+      response.on('data', (chunk) => chunks.push(chunk));
+      response.on('end', () =>
+        resolveGet({
+          response: { status: response.statusCode, headers: { get: (name) => response.headers[name] ?? null } },
+          bytes: Buffer.concat(chunks),
+        }),
+      );
+      response.on('error', reject);
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+test(`every site file goes out with its type, cache rule and encodings (${mode})`, async () => {
+  const files = siteFiles();
+  assert.ok(fingerprinted.size === 3 && [...fingerprinted].every((path) => files.includes(path)), `fingerprinted files ${[...fingerprinted]} among ${files}`);
+  const precompressed = mode === 'release';
+  let checked = 0;
+  for (const path of files) {
+    const original = readFileSync(join(siteRoot, path));
+    const plain = await get(path, 'identity');
+    assert.equal(plain.response.status, 200, path);
+    assert.ok(plain.bytes.equals(original), `${path}: plain bytes`);
+    assert.equal(plain.response.headers.get('content-encoding'), null, path);
+    assert.equal(plain.response.headers.get('cache-control'), fingerprinted.has(path) ? YEAR : 'no-cache', path);
+    assert.match(plain.response.headers.get('vary') ?? '', /accept-encoding/i, path);
+    if (path.endsWith('.wasm')) assert.equal(plain.response.headers.get('content-type'), 'application/wasm', path);
+    if (path.endsWith('.js')) assert.match(plain.response.headers.get('content-type'), /javascript/, path);
+    if (path.endsWith('.css')) assert.match(plain.response.headers.get('content-type'), /^text\/css/, path);
+
+    for (const [encoding, decode] of [['br', brotliDecompressSync], ['gzip', gunzipSync]]) {
+      const variant = await get(path, `${encoding}, identity`);
+      if (!precompressed) {
+        assert.equal(variant.response.headers.get('content-encoding'), null, `${path}: a debug site has no ${encoding} variant`);
+        continue;
+      }
+      assert.equal(variant.response.headers.get('content-encoding'), encoding, `${path}: ${encoding} variant served`);
+      assert.ok(decode(variant.bytes).equals(original), `${path}: the ${encoding} variant decodes to the file`);
+      assert.equal(variant.response.headers.get('cache-control'), plain.response.headers.get('cache-control'), path);
+    }
+    checked += 1;
+  }
+  assert.ok(checked >= 5, `checked ${checked} files`);
+
+  // Pages revalidate on every visit and name the fingerprinted files.
+  const page = await fetch(server.url + '/');
+  assert.equal(page.headers.get('cache-control'), 'no-cache');
+  const html = await page.text();
+  for (const path of fingerprinted) assert.ok(html.includes(path), `the page links ${path}`);
+  const missing = await fetch(server.url + '/pkg/rally.nope.wasm');
+  assert.equal(missing.status, 404);
+  assert.equal(missing.headers.get('cache-control'), 'no-cache', 'a missing file is not kept');
+
+  if (precompressed) {
+    const wasm = [...fingerprinted].find((path) => path.endsWith('.wasm'));
+    const br = statSync(join(siteRoot, `${wasm}.br`)).size;
+    console.log(`# ${wasm}: ${statSync(join(siteRoot, wasm)).size} bytes, ${br} bytes Brotli`);
+  }
+});
+
+test(`a browser loads the fingerprinted files and hydrates from them (${mode})`, async () => {
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.newPage();
+    const loaded = [];
+    page.on('response', (response) => loaded.push(new URL(response.url()).pathname));
+    await page.goto(server.url);
+    await page.waitForSelector('[data-hydrated="true"]');
+    for (const path of fingerprinted) assert.ok(loaded.includes(path), `${path} loaded: ${loaded}`);
+  } finally {
+    await browser.close();
+  }
+});
