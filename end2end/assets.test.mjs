@@ -92,7 +92,7 @@ test(`every site file goes out with its type, cache rule and encodings (${mode})
 
   // Pages revalidate on every visit and name the fingerprinted files.
   const page = await fetch(server.url + '/');
-  assert.equal(page.headers.get('cache-control'), 'no-cache');
+  assert.equal(page.headers.get('cache-control'), 'private, no-cache');
   const html = await page.text();
   for (const path of fingerprinted) assert.ok(html.includes(path), `the page links ${path}`);
   const missing = await fetch(server.url + '/pkg/rally.nope.wasm');

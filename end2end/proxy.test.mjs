@@ -228,7 +228,7 @@ async function servesTheSite(to) {
   // headers Rally gave it, and precompressed when the site has a Brotli variant.
   const page = await get('/', { to });
   assert.equal(page.status, 200);
-  assert.equal(page.headers['cache-control'], 'no-cache', 'pages are revalidated');
+  assert.equal(page.headers['cache-control'], 'private, no-cache', 'pages are revalidated and never kept by a shared cache');
   const files = [...page.body.toString().matchAll(/\/pkg\/rally\.[0-9A-Za-z_-]+\.(?:css|js)/g)].map((m) => m[0]);
   assert.ok(files.length >= 2, `fingerprinted files named on the page: ${files}`);
   for (const file of new Set(files)) {

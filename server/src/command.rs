@@ -31,9 +31,10 @@ pub enum Command {
         #[arg(long)]
         from: PathBuf,
     },
-    /// Copy every campaign with its history, the sessions, API keys, webhook endpoints and
-    /// signing secrets from the embedded store into Redis, then read them back and compare.
-    /// Idempotent: run it again to finish or check a move. Stop the server first.
+    /// Copy every campaign with its history from the embedded store into Redis and read each
+    /// back and compare it; copy the sessions, API keys, webhook endpoints and signing secrets
+    /// Redis does not have yet. Idempotent: run it again to finish or check a move. Stop the
+    /// server first.
     Migrate {
         /// The Redis to move into (`redis://host:port/db`).
         #[arg(long = "to-redis")]

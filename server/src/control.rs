@@ -2,14 +2,18 @@
 //!
 //! The embedded store is one file that one process holds at a time, so a backup taken while
 //! the server runs must be taken *by* the server. It listens on a Unix socket in its data
-//! directory (`control.sock`, mode 0600: only the user the server runs as may connect — the
-//! same user who could read the store's file anyway). A client sends one line, `backup`, and
-//! reads the backup until the server closes the socket. Nothing else is asked here; the HTTP
-//! listener never offers it.
+//! directory (`control.sock`, mode 0600, and a connection from another user is refused by its
+//! credentials: only the user the server runs as — who could read the store's file anyway). A
+//! client sends one line, `backup`, and reads the backup until the server closes the socket.
+//! One backup runs at a time, and a client that stops reading is dropped after
+//! [`WRITE_TIMEOUT`]: a stalled backup holds a read transaction (the file cannot reuse pages
+//! meanwhile) and would hold up shutdown. Nothing else is asked here; the HTTP listener never
+//! offers it.
 
 use std::io::BufWriter;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -26,6 +30,8 @@ pub const BACKUP_REQUEST: &str = "backup";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request line read.
 const MAX_REQUEST_BYTES: u64 = 64;
+/// A backup client that takes nothing for this long is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the socket of the server using `data_dir` is.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -48,6 +54,7 @@ pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
 
 /// Answer requests on `listener` until `stop` fires; then remove the socket file.
 pub async fn serve(listener: UnixListener, store: EmbeddedStore, mut stop: ShutdownSignal) {
+    let one_at_a_time = Arc::new(tokio::sync::Semaphore::new(1));
     let path = listener
         .local_addr()
         .ok()
@@ -59,7 +66,7 @@ pub async fn serve(listener: UnixListener, store: EmbeddedStore, mut stop: Shutd
         };
         match accepted {
             Ok((stream, _)) => {
-                tokio::spawn(answer(stream, store.clone()));
+                tokio::spawn(answer(stream, store.clone(), one_at_a_time.clone()));
             }
             Err(err) => {
                 tracing::debug!(error = %err, "control socket accept failed");
@@ -72,7 +79,17 @@ pub async fn serve(listener: UnixListener, store: EmbeddedStore, mut stop: Shutd
     }
 }
 
-async fn answer(stream: UnixStream, store: EmbeddedStore) {
+async fn answer(
+    stream: UnixStream,
+    store: EmbeddedStore,
+    one_at_a_time: Arc<tokio::sync::Semaphore>,
+) {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let own = unsafe { libc::getuid() };
+    if !stream.peer_cred().is_ok_and(|peer| peer.uid() == own) {
+        tracing::warn!("control socket: a connection from another user was refused");
+        return;
+    }
     let mut reader = BufReader::new(stream).take(MAX_REQUEST_BYTES);
     let mut request = String::new();
     let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut request)).await;
@@ -83,10 +100,17 @@ async fn answer(stream: UnixStream, store: EmbeddedStore) {
             .await;
         return;
     }
+    let Ok(_turn) = one_at_a_time.try_acquire() else {
+        let _ = stream
+            .write_all(b"error: a backup is already being taken; try again when it is done\n")
+            .await;
+        return;
+    };
     tracing::info!("backup requested through the control socket");
     // The backup is written by blocking code (redb's reads), on a blocking thread.
     let outcome = stream.into_std().and_then(|stream| {
         stream.set_nonblocking(false)?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(stream)
     });
     let stream = match outcome {

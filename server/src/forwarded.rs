@@ -92,25 +92,23 @@ impl TrustedProxies {
     }
 
     /// The client behind `peer`: the peer itself unless it is a trusted proxy, else the
-    /// rightmost untrusted address of `X-Forwarded-For` (every header line, in order). A chain
-    /// of trusted proxies only, or a value that is not a list of addresses, leaves the peer.
+    /// rightmost untrusted address of `X-Forwarded-For` (every header line, in order), read
+    /// from the right. What lies left of it was written by the client and is never looked at; a
+    /// hop on the way that is not an address, or a chain of trusted proxies only, leaves the
+    /// peer.
     pub fn client(&self, peer: SocketAddr, forwarded_for: &[&str]) -> SocketAddr {
         if !self.trusts(peer.ip()) {
             return peer;
         }
-        let mut hops = Vec::new();
-        for line in forwarded_for {
-            for hop in line.split(',') {
-                match hop.trim().parse::<IpAddr>() {
-                    Ok(ip) => hops.push(ip),
-                    Err(_) => return peer,
-                }
+        let hops = forwarded_for.iter().rev().flat_map(|line| line.rsplit(','));
+        for hop in hops {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if self.trusts(ip) => continue,
+                Ok(ip) => return SocketAddr::new(canonical(ip), peer.port()),
+                Err(_) => return peer,
             }
         }
-        hops.into_iter()
-            .rev()
-            .find(|ip| !self.trusts(*ip))
-            .map_or(peer, |ip| SocketAddr::new(canonical(ip), peer.port()))
+        peer
     }
 }
 
@@ -216,10 +214,22 @@ mod tests {
                 "127.0.0.1:5000",
             ),
             (
-                "garbage",
+                "garbage on the proxy's side",
                 peer,
                 vec!["203.0.113.5, nonsense"],
                 "127.0.0.1:5000",
+            ),
+            (
+                "garbage a client wrote is never read",
+                peer,
+                vec!["x, 203.0.113.5"],
+                "203.0.113.5:5000",
+            ),
+            (
+                "behind a trusted hop",
+                peer,
+                vec!["x, 203.0.113.5, 10.0.0.2"],
+                "203.0.113.5:5000",
             ),
             (
                 "an untrusted peer's header is ignored",

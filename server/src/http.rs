@@ -94,7 +94,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The server-rendered pages. A page shows live data, so browsers revalidate it on every visit.
+/// The server-rendered pages. A page shows live data for the person signed in: browsers ask
+/// again on every visit, and no shared cache keeps it.
 fn pages(state: &AppState) -> Router<AppState> {
     Router::new()
         .leptos_routes_with_context(
@@ -111,7 +112,7 @@ fn pages(state: &AppState) -> Router<AppState> {
         )
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
+            HeaderValue::from_static("private, no-cache"),
         ))
 }
 

@@ -94,11 +94,6 @@ pub enum ServerError {
     Redis(#[from] crate::redis::LinkError),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
-    #[error("cannot open the control socket {path}: {source}")]
-    Control {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
     /// Settings that do not add up (tests build a `Config` without parsing it).
     #[error("{0}")]
     Config(String),
@@ -308,16 +303,22 @@ impl Rally {
             shutdown.signal(),
             ops.clone(),
         );
-        let control = match backends.embedded {
-            Some(store) => Some((
-                crate::control::bind(&config.data_dir).map_err(|source| ServerError::Control {
-                    path: crate::control::socket_path(&config.data_dir),
-                    source,
-                })?,
-                store,
-            )),
-            None => None,
-        };
+        // Without its control socket the server still serves; only `rally backup` must then
+        // wait until it is stopped.
+        let control =
+            backends
+                .embedded
+                .and_then(|store| match crate::control::bind(&config.data_dir) {
+                    Ok(listener) => Some((listener, store)),
+                    Err(err) => {
+                        tracing::warn!(
+                            path = %crate::control::socket_path(&config.data_dir).display(),
+                            error = %err,
+                            "no control socket: backups need the server stopped"
+                        );
+                        None
+                    }
+                });
         Ok(Rally {
             media,
             site,

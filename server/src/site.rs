@@ -29,13 +29,14 @@ const SECTION: &str = "rally_build";
 
 /// `Cache-Control` of a file whose name changes with its content.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-/// `Cache-Control` of everything else the site serves: use it, but ask first (a 304 is cheap).
+/// `Cache-Control` of everything else the site serves (the favicon, a site built without
+/// fingerprints): ask again before each use.
 const REVALIDATE: &str = "no-cache";
 
 /// What is wrong with the site.
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
-    #[error("site root {0} has no pkg/ directory; build the site first (`cargo leptos build`) or set --site-root")]
+    #[error("site root {0} has no pkg/ directory, or not the files its hash.txt names; build the site first (`cargo leptos build`) or set --site-root")]
     Missing(PathBuf),
     #[error("the site in {root} is a {site} build but this server is a {server} build; rebuild the site alongside the binary (`cargo leptos build{flag}`)")]
     Mismatch {
@@ -99,6 +100,9 @@ impl Site {
             root: root.to_path_buf(),
             files: FrontendFiles::from_fingerprints(fingerprints.as_deref()),
         };
+        if site.files.fingerprinted && !site.pkg_path(&site.files.wasm).is_file() {
+            return Err(SiteError::Missing(root.to_path_buf()));
+        }
         site.check_profile()?;
         if server_profile() == "release"
             && !site
@@ -303,8 +307,13 @@ mod tests {
         )
         .unwrap();
         assert!(
-            check(dir.path()).is_err(),
+            matches!(check(dir.path()), Err(SiteError::Mismatch { .. })),
             "the fingerprinted file is the one checked"
+        );
+        std::fs::remove_file(dir.path().join("pkg/rally.Xy_1.wasm")).unwrap();
+        assert!(
+            matches!(check(dir.path()), Err(SiteError::Missing(_))),
+            "hash.txt names a file that is not there"
         );
     }
 

@@ -8,6 +8,7 @@
 //! writes it.
 
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::control;
@@ -57,8 +58,24 @@ pub async fn backup(
     if redis_url.is_some() {
         return Err(StoreCommandError::RedisMode("backup"));
     }
+    let store = data_dir.join(embedded::FILE_NAME);
+    if std::fs::canonicalize(to)
+        .is_ok_and(|to| std::fs::canonicalize(&store).is_ok_and(|s| s == to))
+    {
+        return Err(StoreCommandError::File {
+            path: to.to_path_buf(),
+            source: std::io::Error::other("that is the store itself; write the backup elsewhere"),
+        });
+    }
     let partial = partial_name(to);
-    let file = std::fs::File::create(&partial).map_err(file_error(&partial))?;
+    // Only its owner may read it: a backup holds the signing secrets and every session.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(file_error(&partial))?;
     let outcome = match std::os::unix::net::UnixStream::connect(control::socket_path(data_dir)) {
         Ok(socket) => {
             from_server(socket, file, &partial).map(|counts| (counts, "the running server"))
@@ -186,8 +203,8 @@ pub async fn migrate(data_dir: &Path, redis_url: &str) -> Result<String, StoreCo
 
 fn summary(report: &MigrateReport) -> String {
     let mut text = format!(
-        "Moved {} campaigns ({} events, {} snapshots) and {} other records into Redis, each read back and compared; {} campaigns were there already and compared equal",
-        report.copied, report.events, report.snapshots, report.records, report.already_there
+        "Moved {} campaigns ({} events, {} snapshots) into Redis, each read back and compared; {} campaigns were there already and compared equal; {} sessions, API keys, webhook endpoints and secrets copied (those Redis already had are kept)",
+        report.copied, report.events, report.snapshots, report.already_there, report.records
     );
     if !report.kept_secrets.is_empty() {
         text.push_str(&format!(

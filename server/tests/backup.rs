@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use common::{ChildServer, TestRedis};
@@ -115,6 +115,50 @@ impl Client {
     }
 }
 
+/// An API key that reads campaign `c0001` (its token), made by Ada.
+async fn read_key(ada: &Client) -> String {
+    let (status, body) = ada
+        .send(
+            reqwest::Method::POST,
+            "/api/keys",
+            Some(json!({"name": "Report", "access": "read", "campaigns": ["c0001"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// What a key sees of `c0001`: 200 and its state, or the refusal.
+async fn read_with_key(server: &ChildServer, token: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .get(server.url("/api/campaigns/c0001"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// The listing everyone sees.
+async fn listing(ada: &Client) -> String {
+    let (status, body) = ada.send(reqwest::Method::GET, "/api/campaigns", None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// How many campaigns a listing names.
+fn listed_count(listing: &str) -> usize {
+    let listing: Value = serde_json::from_str(listing).unwrap();
+    listing
+        .as_array()
+        .or(listing["campaigns"].as_array())
+        .expect("a list of campaigns")
+        .len()
+}
+
 fn id(n: usize) -> String {
     format!("c{n:04}")
 }
@@ -176,7 +220,9 @@ async fn a_backup_taken_while_writing_restores_every_campaign_and_its_history() 
     let server = ChildServer::spawn(dir.path(), &SERVER_ENV);
     let ada = Client::signed_in(&server).await;
     fill(&ada).await;
+    let key = read_key(&ada).await;
     let before = read_all(&ada).await;
+    let listed = listing(&ada).await;
     let long_log = &before["long"].1;
     assert_eq!(
         versions(long_log).len() as u64,
@@ -192,8 +238,9 @@ async fn a_backup_taken_while_writing_restores_every_campaign_and_its_history() 
     )
     .await;
     let writing = Arc::new(AtomicBool::new(true));
+    let written = Arc::new(AtomicU64::new(0));
     let writer = {
-        let (writing, busy) = (writing.clone(), ada.on(&server));
+        let (writing, written, busy) = (writing.clone(), written.clone(), ada.on(&server));
         tokio::spawn(async move {
             let mut n = 0u64;
             while writing.load(Ordering::Relaxed) {
@@ -204,6 +251,7 @@ async fn a_backup_taken_while_writing_restores_every_campaign_and_its_history() 
                 )
                 .await;
                 n += 1;
+                written.store(n, Ordering::Relaxed);
             }
             n
         })
@@ -211,6 +259,7 @@ async fn a_backup_taken_while_writing_restores_every_campaign_and_its_history() 
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let backup = dir.path().join("rally.backup");
     let backup_arg = backup.display().to_string();
+    let written_before = written.load(Ordering::Relaxed);
     let taken = tokio::task::spawn_blocking({
         let dir = dir.path().to_owned();
         let arg = backup_arg.clone();
@@ -218,6 +267,7 @@ async fn a_backup_taken_while_writing_restores_every_campaign_and_its_history() 
     })
     .await
     .unwrap();
+    let written_during = written.load(Ordering::Relaxed) - written_before;
     writing.store(false, Ordering::Relaxed);
     let busy_writes = writer.await.unwrap();
     let (code, out, err) = taken;
@@ -226,6 +276,10 @@ async fn a_backup_taken_while_writing_restores_every_campaign_and_its_history() 
     assert!(
         out.contains(&format!("{} campaigns", CAMPAIGNS + 2)),
         "{out}"
+    );
+    assert!(
+        written_during >= 3,
+        "writes landed while the backup was taken ({written_during})"
     );
     assert!(
         busy_writes > 10,
@@ -264,6 +318,16 @@ async fn a_backup_taken_while_writing_restores_every_campaign_and_its_history() 
     for (id, read) in &before {
         assert!(after[id] == *read, "{id} differs after the restore");
     }
+    // Ada's session and her API key came back with the store.
+    assert_eq!(read_with_key(&server, &key).await.0, 200);
+    let (status, _) = read_with_key(&server, "rk_000000000000_0000").await;
+    assert_eq!(status, 401, "a made-up key is still refused");
+    assert_eq!(listed_count(&listed), CAMPAIGNS + 1);
+    assert_eq!(
+        listed_count(&listing(&ada).await),
+        CAMPAIGNS + 2,
+        "busy listed too"
+    );
     // The campaign written during the backup is whole at the moment it was taken: its state's
     // version is its last event's, and its log has every version up to it.
     let (state, log) = ada.read("busy").await;
@@ -288,7 +352,9 @@ async fn the_embedded_store_moves_into_redis_whole_and_only_once() {
     let server = ChildServer::spawn(dir.path(), &SERVER_ENV);
     let ada = Client::signed_in(&server).await;
     fill(&ada).await;
+    let key = read_key(&ada).await;
     let before = read_all(&ada).await;
+    let listed = listing(&ada).await;
     // A running server holds the store: migrate says so instead of waiting.
     let url = redis.url();
     let (code, _, err) = rally(dir.path(), &["migrate", "--to-redis", &url]);
@@ -318,6 +384,12 @@ async fn the_embedded_store_moves_into_redis_whole_and_only_once() {
     for (id, read) in &before {
         assert!(after[id] == *read, "{id} differs in Redis");
     }
+    assert_eq!(listing(&ada).await, listed, "the same listing");
+    assert_eq!(
+        read_with_key(&server, &key).await.0,
+        200,
+        "the API key moved"
+    );
     // A change in Redis mode; then the move again: everything is there, one campaign moved on.
     ada.write(
         reqwest::Method::PATCH,
@@ -326,14 +398,35 @@ async fn the_embedded_store_moves_into_redis_whole_and_only_once() {
     )
     .await;
     assert_eq!(server.terminate(), Some(0));
+    // A move cut short after c0003's log but before its record and listing: the next run
+    // finishes it.
+    for command in [
+        vec!["DEL", "rally:{c0003}:campaign"],
+        vec!["SREM", "rally:campaigns", "c0003"],
+    ] {
+        let status = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string()])
+            .args(&command)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     let (code, out, err) = rally(dir.path(), &["migrate", "--to-redis", &url]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        err.contains(&format!("Moved 0 campaigns (0 events, 0 snapshots) and 0 other records into Redis, each read back and compared; {} campaigns were there already and compared equal", CAMPAIGNS)),
+        err.contains(&format!("Moved 1 campaigns (2 events, 0 snapshots) into Redis, each read back and compared; {} campaigns were there already and compared equal; 0 sessions", CAMPAIGNS - 1)),
         "{err}"
     );
     assert!(
-        err.contains("c0007: Redis holds version 3, the embedded store 2"),
+        err.contains("c0007: Redis holds version 3, the embedded store version 2"),
         "{err}"
     );
+    let server = ChildServer::spawn(dir.path(), &env);
+    let ada = ada.on(&server);
+    assert!(
+        ada.read("c0003").await == before["c0003"],
+        "c0003 whole again"
+    );
+    assert!(listing(&ada).await.contains("\"c0003\""), "and listed");
+    assert_eq!(server.terminate(), Some(0));
 }

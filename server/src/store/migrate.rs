@@ -32,7 +32,7 @@ pub enum CampaignMove {
 /// Why a campaign could not be moved.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("{id}: Redis holds version {redis}, the embedded store {embedded}: it changed in Redis since; left alone")]
+    #[error("{id}: Redis holds version {redis}, the embedded store version {embedded}: they differ (written in both places?); left alone")]
     Diverged {
         id: CampaignId,
         redis: u64,
@@ -111,6 +111,8 @@ pub async fn move_campaign(
     match to.version(id).await? {
         Some(redis) if redis == embedded => {
             check(from, to, id).await?;
+            // A run cut short between the record and the listing: list it now.
+            to.put_listing(id).await?;
             return Ok(CampaignMove::AlreadyThere);
         }
         Some(redis) => {
@@ -129,7 +131,7 @@ pub async fn move_campaign(
         let chunk = from
             .events_since(id, after, CHUNK)
             .await?
-            .unwrap_or_default();
+            .ok_or_else(|| gap(id, after))?;
         let Some(last) = chunk.last() else { break };
         after = last.version;
         events += chunk.len() as u64;
@@ -182,8 +184,11 @@ async fn check(from: &EmbeddedStore, to: &RedisStore, id: &CampaignId) -> Result
         let mine = from
             .events_since(id, after, CHUNK)
             .await?
-            .unwrap_or_default();
-        let theirs = to.events_since(id, after, CHUNK).await?.unwrap_or_default();
+            .ok_or_else(|| gap(id, after))?;
+        let theirs = to
+            .events_since(id, after, CHUNK)
+            .await?
+            .ok_or_else(|| gap(id, after))?;
         if as_json(&mine)? != as_json(&theirs)? {
             return Err(differs(&format!("the events after version {after}")));
         }
@@ -197,6 +202,11 @@ async fn check(from: &EmbeddedStore, to: &RedisStore, id: &CampaignId) -> Result
         return Err(differs("the snapshots"));
     }
     Ok(())
+}
+
+/// A log that does not reach back to where it was asked to continue.
+fn gap(id: &CampaignId, after: u64) -> StoreError {
+    StoreError::Corrupt(format!("{id}: the log has no events after version {after}"))
 }
 
 fn as_json<T: serde::Serialize>(values: &[T]) -> Result<String, StoreError> {
@@ -294,6 +304,22 @@ impl RedisStore {
             })
             .await?
             .map_err(refused)
+    }
+
+    /// The campaign in the listing (idempotent).
+    async fn put_listing(&self, id: &CampaignId) -> Result<(), StoreError> {
+        let id_text = id.to_string();
+        self.link
+            .run(|mut conn| async move {
+                redis::cmd("SADD")
+                    .arg(keys::CAMPAIGNS)
+                    .arg(&id_text)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await?
+            .map_err(refused)?;
+        Ok(())
     }
 
     /// Store a secret unless one of that name exists; whether it was stored.

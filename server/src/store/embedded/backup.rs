@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Restore writes into a new file beside the store and gives it the store's name only once
-//! every line is in; it refuses a data directory that already has a store.
+//! every line is in; it refuses a data directory that already has a store, also one that
+//! appears while it restores.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -285,7 +286,20 @@ pub fn restore(data_dir: &Path, input: impl BufRead) -> Result<BackupCounts, Bac
     let outcome = restore_into(&partial, input);
     match outcome {
         Ok(counts) => {
-            std::fs::rename(&partial, &target).map_err(BackupError::Write)?;
+            // A link, not a rename: it fails rather than replace a store that appeared
+            // meanwhile (a server started on this directory).
+            let linked = std::fs::hard_link(&partial, &target);
+            let _ = std::fs::remove_file(&partial);
+            match linked {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(BackupError::NotEmpty(data_dir.to_path_buf()))
+                }
+                Err(err) => return Err(BackupError::Write(err)),
+            }
+            if let Ok(dir) = std::fs::File::open(data_dir) {
+                let _ = dir.sync_all();
+            }
             Ok(counts)
         }
         Err(err) => {
