@@ -1,6 +1,7 @@
 // Editing together without losing a keystroke, in real Chromium with two or three pages at once:
 // typing survives remote changes, fast and concurrent feature adds never conflict, two people
-// typing into one description both keep every character, going offline is shown at once and
+// typing into one description both keep every character and see where the other types (a caret
+// per person, laid out like the field), going offline is shown at once and
 // nothing typed meanwhile is lost. Prints edit-to-remote latency (p50/p95 over 50 edits).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -190,6 +191,68 @@ test(`two people typing 200 characters into one description both keep every char
   assert.equal(await bob.page.locator('.notice').count(), 0);
   await cy.page.screenshot({ path: join(screenshotDir, `editing-together-${mode}.png`), fullPage: true });
   await closeAll([ada, bob, cy]);
+});
+
+test(`each person's caret shows where they type, in the right place, until they pause (${mode})`, async () => {
+  const [ada, bob] = await campaignWith('carets', ['Bob']);
+  const long = 'A first paragraph long enough to wrap over several lines in the description field, '.repeat(4);
+  await ada.page.fill('.description-input', `${long}\nSecond line.`);
+  await bob.page.waitForFunction(() => document.querySelector('.description-input').value.endsWith('Second line.'));
+  // Tall enough to show the whole text (as a person would drag it): nothing scrolls out of view.
+  await bob.page.evaluate(() => (document.querySelector('.description-input').style.height = '20rem'));
+  await bob.page.click('.description-input');
+  await bob.page.keyboard.press('Control+End');
+
+  // Ada types at the end of the first paragraph; Bob sees her caret there.
+  await ada.page.click('.description-input');
+  await ada.page.evaluate((at) => document.querySelector('.description-input').setSelectionRange(at, at), long.length);
+  await ada.page.keyboard.type('More', { delay: 20 });
+  const caret = bob.page.locator('.description-field .caret[data-name="Ada"]');
+  const drawn = { state: 'attached' }; // a caret is an empty mark; its bar is drawn by CSS
+  await caret.waitFor(drawn);
+  // The caret sits just after what Ada typed.
+  await bob.page.waitForFunction((want) => {
+    let text = '';
+    for (const node of document.querySelector('.description-field .carets').children) {
+      if (node.classList.contains('caret')) return text === want;
+      text += node.textContent;
+    }
+    return false;
+  }, `${long}More`);
+
+  // The copy the carets are drawn on wraps exactly like the field, and the caret is inside it.
+  const layout = await bob.page.evaluate(() => {
+    const field = document.querySelector('.description-input');
+    const layer = document.querySelector('.description-field .carets');
+    const mark = layer.querySelector('.caret').getBoundingClientRect();
+    const box = field.getBoundingClientRect();
+    return {
+      fieldHeight: field.scrollHeight,
+      layerHeight: layer.scrollHeight,
+      inside: mark.left > box.left && mark.left < box.right && mark.top > box.top && mark.top < box.bottom,
+      belowFirstLine: mark.top > box.top + 30,
+    };
+  });
+  assert.equal(layout.layerHeight, layout.fieldHeight, 'same wrapping as the field');
+  assert.ok(layout.inside, 'the caret is drawn inside the field');
+  assert.ok(layout.belowFirstLine, 'the paragraph wraps: its end is not on the first line');
+  await bob.page.waitForSelector('.description-field .typing-now .swatch');
+
+  // Bob types at the very end: Ada's caret stays after her text, Bob's own typing shows no caret.
+  await bob.page.keyboard.type(' Bob was here.', { delay: 20 });
+  await ada.page.locator('.description-field .caret[data-name="Bob"]').waitFor(drawn);
+  assert.equal(await bob.page.locator('.description-field .caret').count(), 1, 'only Ada’s caret on Bob’s page');
+  await bob.page.screenshot({ path: join(screenshotDir, `editing-carets-${mode}.png`) });
+
+  // In the title too; and a caret goes once its person pauses.
+  await ada.page.click('.title-input');
+  await ada.page.keyboard.press('End');
+  await ada.page.keyboard.type('!', { delay: 20 });
+  await bob.page.locator('.title-field .caret[data-name="Ada"]').waitFor(drawn);
+  await caret.waitFor({ state: 'detached', timeout: 6_000 });
+  await bob.page.locator('.title-field .caret').waitFor({ state: 'detached', timeout: 6_000 });
+  await settled([ada.page, bob.page]);
+  await closeAll([ada, bob]);
 });
 
 test(`going offline shows at once; what was typed meanwhile lands after reconnect (${mode})`, async () => {

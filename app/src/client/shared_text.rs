@@ -16,6 +16,11 @@
 //!   snapshot) or the server refuses an edit, the typed text stays on screen and stops syncing
 //!   ([`Hold::Diverged`]) until the person keeps theirs ([`SharedText::keep_mine`]: sent as an
 //!   edit of the saved text) or takes the saved one ([`SharedText::use_saved`]).
+//! - Where other people type is kept as a caret per person ([`SharedText::carets`]): set just
+//!   after each of their edits, moved by every later change of the text on screen, forgotten when
+//!   the page stops showing it ([`SharedText::forget_caret`]) or the field is replaced wholesale.
+
+use std::collections::BTreeMap;
 
 use crate::model::{check_text, Change, EditId, TextChange, TextEdit, TextField};
 use crate::model::{CampaignId, LengthMismatch};
@@ -45,6 +50,8 @@ pub struct SharedText {
     hold: Option<Hold>,
     /// An edit that was on its way when the field diverged: if it lands, it only moves `confirmed`.
     orphan: Option<EditId>,
+    /// Other people's carets in `local`, by display name, in characters.
+    carets: BTreeMap<String, usize>,
 }
 
 impl SharedText {
@@ -57,6 +64,7 @@ impl SharedText {
             local: text.to_owned(),
             hold: None,
             orphan: None,
+            carets: BTreeMap::new(),
         }
     }
 
@@ -78,6 +86,23 @@ impl SharedText {
         self.hold.as_ref()
     }
 
+    /// Where other people last typed in the text on screen: (display name, character index).
+    pub fn carets(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.carets.iter().map(|(name, at)| (name.as_str(), *at))
+    }
+
+    /// Stop showing `name`'s caret (they paused; where their caret is now is not known).
+    pub fn forget_caret(&mut self, name: &str) {
+        self.carets.remove(name);
+    }
+
+    /// The text on screen changed by `edit`: carets move with the text around them.
+    fn move_carets(&mut self, edit: &TextEdit) {
+        for at in self.carets.values_mut() {
+            *at = edit.transform_index(*at);
+        }
+    }
+
     /// Typing not yet confirmed by the server (in flight, waiting, or held).
     pub fn has_unsaved(&self) -> bool {
         self.in_flight.is_some() || self.unsent.is_some() || self.local != self.confirmed
@@ -90,6 +115,7 @@ impl SharedText {
         }
         let edit = TextEdit::diff(&self.local, text);
         self.local = text.to_owned();
+        self.move_carets(&edit);
         if matches!(self.hold, Some(Hold::Diverged { .. })) {
             return;
         }
@@ -142,7 +168,14 @@ impl SharedText {
                 field,
                 edit,
                 edit_id,
-            } if *field == self.field => self.received_edit(edit, edit_id),
+            } if *field == self.field => {
+                let on_screen = self.received_edit(edit, edit_id)?;
+                self.move_carets(&on_screen);
+                if let Some(at) = on_screen.caret_after() {
+                    self.carets.insert(by.to_owned(), at);
+                }
+                Some(on_screen)
+            }
             other => other.replaced_text(self.field).and_then(|text| {
                 self.replaced(text, &format!("{by} replaced it while you were typing"))
             }),
@@ -203,6 +236,7 @@ impl SharedText {
     /// The saved text became `text` wholesale (an update, a snapshot).
     pub fn replaced(&mut self, text: &str, reason: &str) -> Option<TextEdit> {
         self.confirmed = text.to_owned();
+        self.carets.clear();
         if !self.has_pending_typing() {
             let edit = TextEdit::diff(&self.local, text);
             self.local = text.to_owned();
@@ -270,6 +304,7 @@ impl SharedText {
     pub fn use_saved(&mut self) -> TextEdit {
         let edit = TextEdit::diff(&self.local, &self.confirmed);
         self.local = self.confirmed.clone();
+        self.move_carets(&edit);
         self.unsent = None;
         self.hold = None;
         edit
@@ -328,6 +363,43 @@ mod tests {
             out.edit.apply("hello world!").unwrap(),
             "hello brave world!"
         );
+    }
+
+    #[test]
+    fn other_peoples_carets_sit_after_their_typing_and_move_with_the_text() {
+        let text_edit = |json: &str, n: u32| Change::Text {
+            field: TextField::Description,
+            edit: serde_json::from_str(json).unwrap(),
+            edit_id: id(n),
+        };
+        let carets = |t: &SharedText| -> Vec<(String, usize)> {
+            t.carets().map(|(n, at)| (n.to_owned(), at)).collect()
+        };
+        let mut t = SharedText::new(TextField::Description, "hello world");
+        t.received(&text_edit(r#"[6, "big ", 5]"#, 90), "Ada");
+        assert_eq!(t.text(), "hello big world");
+        assert_eq!(carets(&t), [("Ada".to_owned(), 10)]);
+        t.typed("Oh, hello big world"); // the person here types before Ada's caret
+        assert_eq!(carets(&t), [("Ada".to_owned(), 14)]);
+        // Bob's edit is made on the saved text (without "Oh, "); on screen it lands after it.
+        t.received(&text_edit(r#"[15, "!"]"#, 91), "Bob");
+        assert_eq!(t.text(), "Oh, hello big world!");
+        assert_eq!(carets(&t), [("Ada".to_owned(), 14), ("Bob".to_owned(), 20)]);
+        // Ada deletes "big ": her caret is where the text was.
+        t.received(&text_edit(r#"[6, -4, 6]"#, 92), "Ada");
+        assert_eq!(t.text(), "Oh, hello world!");
+        assert_eq!(carets(&t), [("Ada".to_owned(), 10), ("Bob".to_owned(), 16)]);
+        t.forget_caret("Bob");
+        assert_eq!(carets(&t), [("Ada".to_owned(), 10)]);
+        // A wholesale replacement leaves no caret anyone could place.
+        let update = Change::Fields {
+            updates: FieldUpdates {
+                description: Some("new".into()),
+                ..Default::default()
+            },
+        };
+        t.received(&update, "Cy");
+        assert_eq!(carets(&t), []);
     }
 
     #[test]

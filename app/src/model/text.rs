@@ -348,6 +348,23 @@ impl TextEdit {
         Ok((mine, theirs))
     }
 
+    /// Where its author's caret is after this edit: just after the last text it inserted, or
+    /// where it last deleted. `None` for an edit that changes nothing.
+    pub fn caret_after(&self) -> Option<usize> {
+        let (mut at, mut caret) = (0, None);
+        for step in &self.steps {
+            match step {
+                TextStep::Retain(n) => at += n,
+                TextStep::Insert(text) => {
+                    at += char_len(text);
+                    caret = Some(at);
+                }
+                TextStep::Delete(_) => caret = Some(at),
+            }
+        }
+        caret
+    }
+
     /// Where a caret at `index` of the base text is after this edit. A caret exactly where text is
     /// inserted stays before it; a caret inside deleted text moves to where the deletion was.
     pub fn transform_index(&self, index: usize) -> usize {
@@ -540,6 +557,24 @@ mod tests {
         let client = landed2.apply(&mine.apply(base).unwrap()).unwrap();
         assert_eq!(server, "aXYb");
         assert_eq!(client, server);
+    }
+
+    /// Each row: edit, where its author's caret is after it.
+    #[test]
+    fn the_authors_caret_is_after_the_last_change() {
+        let rows: &[(&str, Option<usize>)] = &[
+            (r#"[5, " world"]"#, Some(11)),
+            (r#"["oh, ", 5]"#, Some(4)),
+            (r#"[1, -3, 1]"#, Some(1)),
+            (r#"[1, "e", -1, 5]"#, Some(2)),
+            (r#"["a", 2, -1, 1]"#, Some(3)),
+            (r#"[2, "XY", 1, "Z", 3]"#, Some(6)),
+            (r#"[4]"#, None),
+            (r#"[]"#, None),
+        ];
+        for (e, caret) in rows {
+            assert_eq!(edit(e).caret_after(), *caret, "{e}");
+        }
     }
 
     #[test]

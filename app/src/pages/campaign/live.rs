@@ -34,7 +34,7 @@ pub struct TimelineEntry {
 /// Least time between two text edits of one field: edits flow while someone types, and a fast
 /// typist stays well inside the write rate limit (two fields at once: ~17 writes/s of 20).
 const TYPING_FLUSH_MS: u64 = 120;
-/// How long "<name> is typing…" stays after their last edit arrived.
+/// How long "<name> is typing…" and their caret stay after their last edit arrived.
 const TYPING_SHOWN_MS: u64 = 3_000;
 /// How long a notice stays before it dismisses itself.
 const NOTICE_MS: u64 = 12_000;
@@ -62,8 +62,9 @@ pub struct CampaignModel {
     pub live: RwSignal<bool>,
     /// None while writable; otherwise why the campaign is read-only right now.
     pub read_only: RwSignal<Option<String>>,
-    /// Who else is typing into each text field (their edits arrived in the last few seconds).
-    pub typing: RwSignal<BTreeMap<TextField, (String, u64)>>,
+    /// Who else is typing into each text field (their edits arrived in the last few seconds),
+    /// by field and display name, with the key of the timer that forgets them.
+    pub typing: RwSignal<BTreeMap<(TextField, String), u64>>,
     /// Who last changed each field (`title`, `status`, `features`, `config.<section>`).
     pub changed_by: RwSignal<BTreeMap<String, String>>,
     /// Notified when an invite link was made, used or withdrawn (owners read the list again).
@@ -332,19 +333,28 @@ impl CampaignModel {
         }
     }
 
-    /// `name`'s edit of `field` arrived: say they are typing there until they pause.
+    /// `name`'s edit of `field` arrived: say they are typing there, and show their caret, until
+    /// they pause.
     fn typing_now(&self, field: TextField, name: &str) {
         let key = self.key();
+        let who = (field, name.to_owned());
         self.typing.update(|t| {
-            t.insert(field, (name.to_owned(), key));
+            t.insert(who.clone(), key);
         });
-        let typing = self.typing;
+        let (typing, text) = (self.typing, self.text(field));
         self.after(TYPING_SHOWN_MS, move || {
-            typing.update(|t| {
-                if t.get(&field).is_some_and(|(_, k)| *k == key) {
-                    t.remove(&field);
-                }
-            });
+            let paused = typing
+                .try_update(|t| {
+                    let paused = t.get(&who) == Some(&key);
+                    if paused {
+                        t.remove(&who);
+                    }
+                    paused
+                })
+                .unwrap_or(false);
+            if paused {
+                text.update(|t| t.forget_caret(&who.1));
+            }
         });
     }
 

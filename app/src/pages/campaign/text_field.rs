@@ -4,6 +4,10 @@
 //! value to the model at once. Other people's edits are put into the element directly (not
 //! through a reactive `value`), with the caret moved over them, because a re-render between two
 //! keystrokes would lose one of them. Viewers see plain text.
+//!
+//! Where the others are typing is drawn over the field ([`Carets`]): an invisible copy of its text,
+//! laid out in the same box with the same font and wrapping and kept at the same scroll position,
+//! with a marker in each person's colour between the characters where they last typed.
 
 use leptos::prelude::*;
 use leptos::web_sys;
@@ -54,12 +58,16 @@ impl TextElement {
         }
     }
 
-    /// Briefly highlight the field: someone else just changed it.
-    fn flash(&self) {
-        let element: &web_sys::HtmlElement = match self {
+    fn html(&self) -> &web_sys::HtmlElement {
+        match self {
             TextElement::Line(e) => e,
             TextElement::Area(e) => e,
-        };
+        }
+    }
+
+    /// Briefly highlight the field: someone else just changed it.
+    fn flash(&self) {
+        let element = self.html();
         let classes = element.class_list();
         let _ = classes.remove_1("flash");
         let _ = element.offset_width(); // restart the animation
@@ -84,6 +92,114 @@ fn utf16_offset(text: &str, chars: usize) -> u32 {
     text.chars().take(chars).map(char::len_utf16).sum::<usize>() as u32
 }
 
+/// How many colours people's carets come in (`person-0` … in the stylesheet).
+const PERSON_COLOURS: u32 = 5;
+
+/// The colour class of `name`: the same on every page, so Ada is the same colour for everyone.
+fn person_colour(name: &str) -> String {
+    let hash = name
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("person-{}", hash % PERSON_COLOURS)
+}
+
+/// The field's text cut where the carets are: each piece is the text before a caret and whose
+/// caret it is; the last piece is the rest of the text, with no caret.
+fn cut_at_carets(text: &str, carets: &[(String, usize)]) -> Vec<(String, Option<String>)> {
+    let mut carets = carets.to_vec();
+    carets.sort_by_key(|(_, at)| *at);
+    let mut pieces = Vec::with_capacity(carets.len() + 1);
+    let (mut rest, mut done) = (text, 0);
+    for (name, at) in carets {
+        let take = at.saturating_sub(done);
+        let cut = rest.char_indices().nth(take).map_or(rest.len(), |(i, _)| i);
+        pieces.push((rest[..cut].to_owned(), Some(name)));
+        rest = &rest[cut..];
+        done += take;
+    }
+    pieces.push((rest.to_owned(), None));
+    pieces
+}
+
+/// "Ada is typing…", "Ada and Bob are typing…", "Ada, Bob and 2 others are typing…".
+fn typing_line(names: &[String]) -> Option<String> {
+    let line = match names {
+        [] => return None,
+        [one] => format!("{one} is typing…"),
+        [one, two] => format!("{one} and {two} are typing…"),
+        [one, two, rest @ ..] => format!("{one}, {two} and {} others are typing…", rest.len()),
+    };
+    Some(line)
+}
+
+/// Other people's carets over the field: see the module documentation.
+#[component]
+fn Carets(
+    model: CampaignModel,
+    field: TextField,
+    layer: NodeRef<leptos::html::Div>,
+) -> impl IntoView {
+    let text = model.text(field);
+    let pieces = move || {
+        text.with(|t| {
+            let carets: Vec<(String, usize)> =
+                t.carets().map(|(name, at)| (name.to_owned(), at)).collect();
+            (!carets.is_empty()).then(|| cut_at_carets(t.text(), &carets))
+        })
+    };
+    view! {
+        <div class="carets" aria-hidden="true" node_ref=layer>
+            {move || {
+                pieces()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(before, caret)| {
+                        view! {
+                            <span class="caret-text">{before}</span>
+                            {caret.map(|name| view! {
+                                <span class=format!("caret {}", person_colour(&name)) data-name=name></span>
+                            })}
+                        }
+                    })
+                    .collect_view()
+            }}
+        </div>
+    }
+}
+
+/// The people typing into `field`, each in their caret's colour.
+#[component]
+fn TypingNow(model: CampaignModel, field: TextField) -> impl IntoView {
+    let names = move || {
+        model.typing.with(|t| {
+            t.keys()
+                .filter(|(f, _)| *f == field)
+                .map(|(_, name)| name.clone())
+                .collect::<Vec<_>>()
+        })
+    };
+    view! {
+        <p class="typing-now" aria-live="off">
+            {move || {
+                let names = names();
+                let swatches = names
+                    .iter()
+                    .take(2)
+                    .map(|name| view! { <span class=format!("swatch {}", person_colour(name))></span> })
+                    .collect_view();
+                typing_line(&names).map(|line| view! { {swatches} {line} })
+            }}
+        </p>
+    }
+}
+
+/// Keep the caret layer scrolled like the field it is drawn over.
+fn follow_scroll(element: &TextElement, layer: &web_sys::HtmlElement) {
+    let field = element.html();
+    layer.set_scroll_top(field.scroll_top());
+    layer.set_scroll_left(field.scroll_left());
+}
+
 /// Put `edit` (someone else's, already applied to the model's text) into the element, keeping
 /// the caret where the person left it relative to their own text.
 fn show_edit(element: &TextElement, edit: &TextEdit, text: &str) {
@@ -105,6 +221,22 @@ pub fn SharedTextField(model: CampaignModel, field: TextField) -> impl IntoView 
     };
     let line = NodeRef::<leptos::html::Input>::new();
     let area = NodeRef::<leptos::html::Textarea>::new();
+    let layer = NodeRef::<leptos::html::Div>::new();
+    let element = move || match (line.get_untracked(), area.get_untracked()) {
+        (Some(e), _) => Some(TextElement::Line(e)),
+        (_, Some(e)) => Some(TextElement::Area(e)),
+        _ => None,
+    };
+    let sync_scroll = move || {
+        if let (Some(element), Some(layer)) = (element(), layer.get_untracked()) {
+            follow_scroll(&element, &layer);
+        }
+    };
+    // Browser only: after the carets are drawn (the text changed), line their layer up again.
+    Effect::new(move |_| {
+        text.track();
+        request_animation_frame(sync_scroll);
+    });
     // Browser only: once the element exists, other people's edits go straight into it.
     Effect::new(move |_| {
         let element = match (line.get(), area.get()) {
@@ -123,31 +255,40 @@ pub fn SharedTextField(model: CampaignModel, field: TextField) -> impl IntoView 
         );
     });
     let on_input = move |ev: leptos::ev::Event| model.typed(field, &event_target_value(&ev));
+    let on_scroll = move |_| sync_scroll();
     let editor = move || {
         let initial = initial.clone();
         match field {
             TextField::Title => view! {
-                <input
-                    node_ref=line
-                    id="campaign-title"
-                    class="title-input"
-                    aria-label=label
-                    value=initial
-                    on:input=on_input
-                />
+                <div class="with-carets">
+                    <input
+                        node_ref=line
+                        id="campaign-title"
+                        class="title-input"
+                        aria-label=label
+                        value=initial
+                        on:input=on_input
+                        on:scroll=on_scroll
+                    />
+                    <Carets model field layer/>
+                </div>
             }
             .into_any(),
             TextField::Description => view! {
-                <textarea
-                    node_ref=area
-                    id="campaign-description"
-                    class="description-input"
-                    aria-label=label
-                    placeholder="Describe the campaign"
-                    on:input=on_input
-                >
-                    {initial}
-                </textarea>
+                <div class="with-carets">
+                    <textarea
+                        node_ref=area
+                        id="campaign-description"
+                        class="description-input"
+                        aria-label=label
+                        placeholder="Describe the campaign"
+                        on:input=on_input
+                        on:scroll=on_scroll
+                    >
+                        {initial}
+                    </textarea>
+                    <Carets model field layer/>
+                </div>
             }
             .into_any(),
         }
@@ -172,9 +313,7 @@ pub fn SharedTextField(model: CampaignModel, field: TextField) -> impl IntoView 
             <Show when=move || model.role.get().can_edit() fallback=reader>
                 {editor.clone()}
             </Show>
-            <p class="typing-now" aria-live="off">
-                {move || model.typing.with(|t| t.get(&field).map(|(name, _)| format!("{name} is typing…")))}
-            </p>
+            <TypingNow model field/>
             <HoldNotice model field/>
             <Notices model place=Place::Field(field.as_str().into())/>
         </div>
@@ -216,6 +355,48 @@ fn HoldNotice(model: CampaignModel, field: TextField) -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_text_is_cut_where_the_carets_are() {
+        let carets = |list: &[(&str, usize)]| -> Vec<(String, usize)> {
+            list.iter().map(|(n, at)| (n.to_string(), *at)).collect()
+        };
+        let piece = |text: &str, name: Option<&str>| (text.to_owned(), name.map(str::to_owned));
+        assert_eq!(cut_at_carets("héllo", &[]), [piece("héllo", None)]);
+        assert_eq!(
+            cut_at_carets("héllo wörld", &carets(&[("Bob", 9), ("Ada", 2)])),
+            [
+                piece("hé", Some("Ada")),
+                piece("llo wör", Some("Bob")),
+                piece("ld", None)
+            ]
+        );
+        assert_eq!(
+            cut_at_carets("ab", &carets(&[("Ada", 1), ("Bob", 1), ("Cy", 7)])),
+            [
+                piece("a", Some("Ada")),
+                piece("", Some("Bob")),
+                piece("b", Some("Cy")),
+                piece("", None)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_typing_line_names_a_few_people() {
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(typing_line(&[]), None);
+        assert_eq!(typing_line(&names(&["Ada"])).unwrap(), "Ada is typing…");
+        assert_eq!(
+            typing_line(&names(&["Ada", "Bob"])).unwrap(),
+            "Ada and Bob are typing…"
+        );
+        assert_eq!(
+            typing_line(&names(&["Ada", "Bob", "Cy", "Di"])).unwrap(),
+            "Ada, Bob and 2 others are typing…"
+        );
+        assert_eq!(person_colour("Ada"), person_colour("Ada"));
+    }
 
     #[test]
     fn offsets_convert_between_utf16_and_characters() {
