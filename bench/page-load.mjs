@@ -6,10 +6,11 @@
 // Plus the bytes the browser received. Sites are measured in turns (A, B, A, B, …) so a machine
 // that gets busier halfway does not favour one of them.
 //
-//   node bench/page-load.mjs [--loads 5] [--site name=path/to/site] … [--bin path/to/rally]
+//   node bench/page-load.mjs [--loads 5] [--site name=path/to/site[,path/to/rally]] … [--bin path/to/rally]
 //
-// Without --site it measures target/site. Each site is served by its own `rally` process (the
-// binary must match the site's build profile: a release binary for a release site).
+// Without --site it measures target/site. Each site is served by its own `rally` process: the
+// binary named after its path, else --bin (target/release/rally). A binary must match its site's
+// build: a release binary for a release site, one built from the same commit.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,8 +29,9 @@ const bin = resolve(option('bin', join(root, 'target', 'release', 'rally')));
 const sites = args
   .flatMap((arg, i) => (arg === '--site' ? [args[i + 1]] : []))
   .map((spec) => {
-    const [name, path] = spec.includes('=') ? spec.split('=') : [spec, spec];
-    return { name, path: resolve(path) };
+    const [name, paths] = spec.includes('=') ? spec.split('=') : [spec, spec];
+    const [path, siteBin] = paths.split(',');
+    return { name, path: resolve(path), bin: siteBin ? resolve(siteBin) : bin };
   });
 if (sites.length === 0) sites.push({ name: 'target/site', path: join(root, 'target', 'site') });
 
@@ -40,7 +42,7 @@ const PROFILE = {
   cpuSlowdown: 4,
 };
 
-async function startRally(site) {
+async function startRally(site, bin) {
   const dataDir = mkdtempSync(join(tmpdir(), 'rally-load-'));
   const env = { ...process.env };
   for (const key of Object.keys(env)) if (key.startsWith('RALLY_') || key.startsWith('LEPTOS_')) delete env[key];
@@ -149,7 +151,7 @@ const browser = await chromium.launch({
 const servers = [];
 try {
   for (const site of sites) {
-    const server = await startRally(site.path);
+    const server = await startRally(site.path, site.bin);
     await seed(server.url);
     servers.push({ ...site, ...server, runs: [] });
   }

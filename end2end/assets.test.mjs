@@ -1,5 +1,5 @@
 // Every file of the built site, fetched as a browser would: the right type, the right cache rule,
-// and — for a release build (`cargo leptos build --release --precompress`) — Brotli and gzip
+// and — for a release build (`cargo leptos build --release --precompress --split`) — Brotli and gzip
 // variants chosen by Accept-Encoding that decode to exactly the file's bytes.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,6 +39,12 @@ const fingerprints = Object.fromEntries(
     .map((line) => line.split(':').map((part) => part.trim())),
 );
 const fingerprinted = new Set(['js', 'wasm', 'css'].map((kind) => `/pkg/rally.${fingerprints[kind]}.${kind}`));
+const splitLoader = `/pkg/__wasm_split.${fingerprints.split}.js`;
+/** Kept a year: files whose name changes with their content — the stylesheet, every fingerprinted
+ *  WebAssembly file (the main one and those split off), the split loader. The JavaScript glue and
+ *  the split manifest are named before other names are written into them, so they revalidate. */
+const immutable = (path) =>
+  path === `/pkg/rally.${fingerprints.css}.css` || path === splitLoader || /^\/pkg\/[^/]+\.[^./]+\.wasm$/.test(path);
 
 /** GET with node:http, which (unlike fetch) hands over the bytes as sent, not decoded. */
 function get(path, encoding) {
@@ -62,6 +68,8 @@ function get(path, encoding) {
 test(`every site file goes out with its type, cache rule and encodings (${mode})`, async () => {
   const files = siteFiles();
   assert.ok(fingerprinted.size === 3 && [...fingerprinted].every((path) => files.includes(path)), `fingerprinted files ${[...fingerprinted]} among ${files}`);
+  assert.ok(fingerprints.split && files.includes(splitLoader), `built with --split: ${splitLoader} among ${files}`);
+  assert.ok(files.some((path) => path.startsWith('/pkg/split___landing_route')), 'the landing page is split off');
   const precompressed = mode === 'release';
   let checked = 0;
   for (const path of files) {
@@ -70,7 +78,7 @@ test(`every site file goes out with its type, cache rule and encodings (${mode})
     assert.equal(plain.response.status, 200, path);
     assert.ok(plain.bytes.equals(original), `${path}: plain bytes`);
     assert.equal(plain.response.headers.get('content-encoding'), null, path);
-    assert.equal(plain.response.headers.get('cache-control'), fingerprinted.has(path) ? YEAR : 'no-cache', path);
+    assert.equal(plain.response.headers.get('cache-control'), immutable(path) ? YEAR : 'no-cache', path);
     assert.match(plain.response.headers.get('vary') ?? '', /accept-encoding/i, path);
     if (path.endsWith('.wasm')) assert.equal(plain.response.headers.get('content-type'), 'application/wasm', path);
     if (path.endsWith('.js')) assert.match(plain.response.headers.get('content-type'), /javascript/, path);
@@ -106,7 +114,7 @@ test(`every site file goes out with its type, cache rule and encodings (${mode})
   }
 });
 
-test(`a browser loads the fingerprinted files and hydrates from them (${mode})`, async () => {
+test(`a browser loads the fingerprinted files, and the landing page's split-off code, and hydrates (${mode})`, async () => {
   const browser = await launchBrowser();
   try {
     const page = await browser.newPage();
@@ -115,6 +123,7 @@ test(`a browser loads the fingerprinted files and hydrates from them (${mode})`,
     await page.goto(server.url);
     await page.waitForSelector('[data-hydrated="true"]');
     for (const path of fingerprinted) assert.ok(loaded.includes(path), `${path} loaded: ${loaded}`);
+    assert.ok(loaded.some((path) => path.startsWith('/pkg/split___landing_route')), `the landing page's own code loaded: ${loaded}`);
   } finally {
     await browser.close();
   }

@@ -248,7 +248,8 @@ test(`the SDK's example page shows a campaign's live headline from another origi
     try {
       if (!served || path.includes('..')) throw new Error('not served');
       const type = path.endsWith('.js') ? 'text/javascript' : 'text/html; charset=utf-8';
-      response.writeHead(200, { 'content-type': type }).end(readFileSync(join(repo, path)));
+      const body = readFileSync(join(repo, path));
+      response.writeHead(200, { 'content-type': type }).end(body);
     } catch {
       response.writeHead(404).end();
     }

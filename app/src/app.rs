@@ -1,7 +1,9 @@
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::{path, SsrMode};
+#[cfg(not(feature = "csr"))]
+use leptos_router::lazy_route;
+use leptos_router::{path, Lazy, LazyRoute, SsrMode};
 
 use crate::data::DataSource;
 use crate::pages::{
@@ -79,13 +81,51 @@ pub fn App() -> impl IntoView {
                         // <Suspense> sections cannot stall a half-sent stream (leptos#4851 still
                         // reproduces with out-of-order streaming on 0.8.23: a hardening test
                         // caught one response in ~40 that never finished).
-                        <Route path=path!("/") view=Landing ssr=SsrMode::Async/>
+                        <Route path=path!("/") view={Lazy::<LandingRoute>::new()} ssr=SsrMode::Async/>
                         <Route path=path!("/campaigns/:id") view=CampaignPage ssr=SsrMode::Async/>
-                        <Route path=path!("/invite/:token") view=InvitePage ssr=SsrMode::Async/>
-                        <Route path=path!("/ops") view=OpsPage ssr=SsrMode::Async/>
+                        <Route path=path!("/invite/:token") view={Lazy::<InviteRoute>::new()} ssr=SsrMode::Async/>
+                        <Route path=path!("/ops") view={Lazy::<OpsRoute>::new()} ssr=SsrMode::Async/>
                     </Routes>
                 </main>
             </div>
         </Router>
     }
 }
+
+// Pages other than a campaign's load their code when first shown: in a site built with
+// `cargo leptos build --split` each is a WebAssembly file of its own, fetched before the page
+// hydrates (the browser entry point hydrates with `hydrate_lazy`), so the campaign page — the one
+// people open from shared links — downloads less. The client-side-only build (trunk, which
+// cannot split) keeps them in the one file.
+macro_rules! separately_loaded {
+    ($route:ident, $page:ident) => {
+        struct $route;
+
+        #[cfg(not(feature = "csr"))]
+        #[lazy_route]
+        impl LazyRoute for $route {
+            fn data() -> Self {
+                $route
+            }
+
+            fn view(_this: Self) -> AnyView {
+                view! { <$page/> }.into_any()
+            }
+        }
+
+        #[cfg(feature = "csr")]
+        impl LazyRoute for $route {
+            fn data() -> Self {
+                $route
+            }
+
+            async fn view(_this: Self) -> AnyView {
+                view! { <$page/> }.into_any()
+            }
+        }
+    };
+}
+
+separately_loaded!(LandingRoute, Landing);
+separately_loaded!(InviteRoute, InvitePage);
+separately_loaded!(OpsRoute, OpsPage);

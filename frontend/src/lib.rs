@@ -23,20 +23,23 @@ static BUILD_PROFILE: [u8; 7] = if cfg!(debug_assertions) {
     *b"release"
 };
 
-fn app_with_browser() -> impl IntoView {
+/// Type-erased: the app's full view type inside `hydrate_lazy`'s future overflows the compiler's
+/// query depth in release builds.
+fn app_with_browser() -> AnyView {
     let io: Rc<dyn BrowserIo> = Rc::new(browser::WebBrowser);
     provide_context::<SharedIo>(send_wrapper::SendWrapper::new(io.clone()));
     provide_context(Connection::start(io));
     let media: Rc<dyn MediaEngine> = Rc::new(media::WebMedia::default());
     provide_context::<SharedMedia>(send_wrapper::SendWrapper::new(media));
-    view! { <rally_app::App/> }
+    view! { <rally_app::App/> }.into_any()
 }
 
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app_with_browser);
+    // Lazy: a page whose code is split off (see rally_app::app) waits for it before hydrating.
+    leptos::mount::hydrate_lazy(app_with_browser);
 }
 
 #[cfg(feature = "csr")]

@@ -7,12 +7,19 @@
 //! its build profile (a custom section, `rally_build`); the server compares it with its own at
 //! start-up and refuses a mismatch with one line.
 //!
-//! cargo-leptos fingerprints the frontend's three files (`hash-files` in Cargo.toml): their names
+//! cargo-leptos fingerprints the frontend's files (`hash-files` in Cargo.toml): their names
 //! carry a hash of their content (`pkg/rally.<hash>.wasm`), listed in the site root's
-//! `hash.txt`. A fingerprinted file never changes under its name, so browsers may keep it for a
-//! year without asking again; everything else — pages, the favicon, files of a site built
-//! without fingerprints — is revalidated on every use. `--precompress` (release builds) writes a
-//! Brotli and a gzip variant beside every file; they are chosen by `Accept-Encoding`.
+//! `hash.txt`. A file whose content can never change under its name — the stylesheet, every
+//! WebAssembly file, the split loader — is kept by browsers for a year without asking again;
+//! everything else is revalidated on every use: pages, the favicon, the split manifest and the
+//! JavaScript glue (both are named before cargo-leptos writes the other files' fingerprinted
+//! names into them, so their content can change while their name stays), files of a site built
+//! without fingerprints. `--precompress` (release builds) writes a Brotli and a gzip variant
+//! beside every file; they are chosen by `Accept-Encoding`.
+//!
+//! The landing, invite and ops pages load their code separately (lazy routes), which works only
+//! in a site built with `--split`: hash.txt then names the split loader. A fingerprinted site
+//! without one is refused, since its pages would never become interactive.
 
 use std::path::{Path, PathBuf};
 
@@ -36,9 +43,11 @@ const REVALIDATE: &str = "no-cache";
 /// What is wrong with the site.
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
-    #[error("site root {0} has no pkg/ directory, or not the files its hash.txt names; build the site first (`cargo leptos build`) or set --site-root")]
+    #[error("site root {0} has no pkg/ directory, or not the files its hash.txt names; build the site first (`cargo leptos build --split`) or set --site-root")]
     Missing(PathBuf),
-    #[error("the site in {root} is a {site} build but this server is a {server} build; rebuild the site alongside the binary (`cargo leptos build{flag}`)")]
+    #[error("the site in {0} was built without --split: pages whose code loads separately would never become interactive; rebuild it with `cargo leptos build --split`")]
+    NotSplit(PathBuf),
+    #[error("the site in {root} is a {site} build but this server is a {server} build; rebuild the site alongside the binary (`cargo leptos build --split{flag}`)")]
     Mismatch {
         root: PathBuf,
         site: String,
@@ -62,6 +71,9 @@ pub struct FrontendFiles {
     pub css: String,
     /// Whether the names carry content hashes.
     pub fingerprinted: bool,
+    /// The script that loads split-off WebAssembly (`__wasm_split.<hash>.js`), in a site built
+    /// with `--split`.
+    pub split_loader: Option<String>,
 }
 
 impl FrontendFiles {
@@ -85,6 +97,7 @@ impl FrontendFiles {
             js: name("js"),
             wasm: name("wasm"),
             css: name("css"),
+            split_loader: hash_of("split").map(|hash| format!("__wasm_split.{hash}.js")),
         }
     }
 }
@@ -104,6 +117,9 @@ impl Site {
             return Err(SiteError::Missing(root.to_path_buf()));
         }
         site.check_profile()?;
+        if site.files.fingerprinted && site.files.split_loader.is_none() {
+            return Err(SiteError::NotSplit(root.to_path_buf()));
+        }
         if server_profile() == "release"
             && !site
                 .pkg_path(&site.files.wasm)
@@ -139,9 +155,9 @@ impl Site {
         format!("/pkg/{}", self.files.css)
     }
 
-    /// Set the cache rules of a file the site served at `path`: a year for fingerprinted names,
-    /// revalidation for the rest; and `Vary: Accept-Encoding`, since the same address answers
-    /// Brotli, gzip or plain bytes.
+    /// Set the cache rules of a file the site served at `path`: a year for names that change
+    /// with their content (see the module documentation), revalidation for the rest; and
+    /// `Vary: Accept-Encoding`, since the same address answers Brotli, gzip or plain bytes.
     pub fn set_cache_headers(&self, path: &str, response: &mut Response) {
         let served = response.status().is_success()
             || response.status() == axum::http::StatusCode::NOT_MODIFIED;
@@ -150,7 +166,9 @@ impl Site {
         }
         let immutable = self.files.fingerprinted
             && path.strip_prefix("/pkg/").is_some_and(|name| {
-                [&self.files.js, &self.files.wasm, &self.files.css].contains(&&name.to_owned())
+                name == self.files.css
+                    || self.files.split_loader.as_deref() == Some(name)
+                    || (name.ends_with(".wasm") && name.matches('.').count() >= 2)
             });
         let headers = response.headers_mut();
         headers.insert(
@@ -310,6 +328,21 @@ mod tests {
             matches!(check(dir.path()), Err(SiteError::Mismatch { .. })),
             "the fingerprinted file is the one checked"
         );
+        std::fs::write(
+            dir.path().join("pkg/rally.Xy_1.wasm"),
+            module(SECTION, same.as_bytes()),
+        )
+        .unwrap();
+        assert!(
+            matches!(check(dir.path()), Err(SiteError::NotSplit(_))),
+            "built without --split"
+        );
+        std::fs::write(
+            dir.path().join(FINGERPRINT_FILE),
+            "js: Ab\nwasm: Xy_1\ncss: Cd\nmanifest: Ef\nsplit: Gh\n",
+        )
+        .unwrap();
+        assert!(check(dir.path()).is_ok());
         std::fs::remove_file(dir.path().join("pkg/rally.Xy_1.wasm")).unwrap();
         assert!(
             matches!(check(dir.path()), Err(SiteError::Missing(_))),
@@ -351,7 +384,9 @@ mod tests {
     fn only_fingerprinted_files_are_kept_for_a_year() {
         let site = Site {
             root: PathBuf::from("site"),
-            files: FrontendFiles::from_fingerprints(Some("js: a1\nwasm: b2\ncss: c3\n")),
+            files: FrontendFiles::from_fingerprints(Some(
+                "js: a1\nwasm: b2\ncss: c3\nmanifest: d4\nsplit: e5\n",
+            )),
         };
         let cache_of = |path: &str, status: u16| {
             let mut response = Response::new(axum::body::Body::empty());
@@ -375,8 +410,12 @@ mod tests {
         );
         for (path, status, expected) in [
             ("/pkg/rally.b2.wasm", 200, year.clone()),
-            ("/pkg/rally.a1.js", 304, year.clone()),
-            ("/pkg/rally.c3.css", 200, year),
+            ("/pkg/rally.c3.css", 304, year.clone()),
+            ("/pkg/__wasm_split.e5.js", 200, year.clone()),
+            ("/pkg/split___ops_route_view_23.f6.wasm", 200, year.clone()),
+            ("/pkg/chunk_4.g7.wasm", 200, year),
+            ("/pkg/rally.a1.js", 200, ask.clone()),
+            ("/pkg/__wasm_split_manifest.d4.json", 200, ask.clone()),
             ("/pkg/rally.wasm", 200, ask.clone()),
             ("/pkg/snippets/x/inline0.js", 200, ask.clone()),
             ("/favicon.svg", 200, ask),
