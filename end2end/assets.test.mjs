@@ -40,16 +40,19 @@ const fingerprints = Object.fromEntries(
 );
 const fingerprinted = new Set(['js', 'wasm', 'css'].map((kind) => `/pkg/rally.${fingerprints[kind]}.${kind}`));
 const splitLoader = `/pkg/__wasm_split.${fingerprints.split}.js`;
-/** Kept a year: files whose name changes with their content — the stylesheet, every fingerprinted
- *  WebAssembly file (the main one and those split off), the split loader. The JavaScript glue and
- *  the split manifest are named before other names are written into them, so they revalidate. */
+/** Kept a year: files whose name changes with their content — the stylesheet, the split loader,
+ *  the split-off WebAssembly files. The main WebAssembly file, the JavaScript glue and the split
+ *  manifest are named before other files' names are written into them, so they revalidate. */
+const mainWasm = `/pkg/rally.${fingerprints.wasm}.wasm`;
 const immutable = (path) =>
-  path === `/pkg/rally.${fingerprints.css}.css` || path === splitLoader || /^\/pkg\/[^/]+\.[^./]+\.wasm$/.test(path);
+  path === `/pkg/rally.${fingerprints.css}.css` ||
+  path === splitLoader ||
+  (path !== mainWasm && /^\/pkg\/[^/]+\.[^./]+\.wasm$/.test(path));
 
 /** GET with node:http, which (unlike fetch) hands over the bytes as sent, not decoded. */
-function get(path, encoding) {
+function get(path, encoding, headers = {}) {
   return new Promise((resolveGet, reject) => {
-    request(server.url + path, { headers: { 'accept-encoding': encoding } }, (response) => {
+    request(server.url + path, { headers: { 'accept-encoding': encoding, ...headers } }, (response) => {
       const chunks = [];
       response.on('data', (chunk) => chunks.push(chunk));
       response.on('end', () =>
@@ -83,6 +86,15 @@ test(`every site file goes out with its type, cache rule and encodings (${mode})
     if (path.endsWith('.wasm')) assert.equal(plain.response.headers.get('content-type'), 'application/wasm', path);
     if (path.endsWith('.js')) assert.match(plain.response.headers.get('content-type'), /javascript/, path);
     if (path.endsWith('.css')) assert.match(plain.response.headers.get('content-type'), /^text\/css/, path);
+    // What revalidates costs a round trip, not the file, while the browser's copy is current
+    // (asked as a browser asks: the date of the variant it got).
+    const first = await get(path, 'br, gzip, identity');
+    const lastModified = first.response.headers.get('last-modified');
+    assert.ok(lastModified, `${path}: Last-Modified`);
+    const again = await get(path, 'br, gzip, identity', { 'if-modified-since': lastModified });
+    assert.equal(again.response.status, 304, `${path}: unchanged since the browser's copy`);
+    assert.equal(again.bytes.length, 0, path);
+    assert.equal(again.response.headers.get('cache-control'), plain.response.headers.get('cache-control'), path);
 
     for (const [encoding, decode] of [['br', brotliDecompressSync], ['gzip', gunzipSync]]) {
       const variant = await get(path, `${encoding}, identity`);

@@ -23,7 +23,7 @@ pub struct Config {
     #[arg(long, env = "RALLY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// The built site (`target/site` from `cargo leptos build`): WASM, JS, CSS and assets.
+    /// The built site (`target/site` from `cargo leptos build --split`): WASM, JS, CSS and assets.
     #[arg(long, env = "RALLY_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,
 

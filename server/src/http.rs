@@ -18,6 +18,7 @@ use rally_app::data::ServerData;
 use rally_app::protocol::ErrorCode;
 use rally_app::{shell, App};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::ApiState;
@@ -116,13 +117,37 @@ fn pages(state: &AppState) -> Router<AppState> {
         ))
 }
 
-/// A file from the site root (a precompressed variant when the browser takes one) with its
-/// cache rules, or the app's "not found" page.
+/// A file from the site root with its cache rules — a precompressed variant when the browser
+/// takes one, `304 Not Modified` when the browser's copy is current — or the app's "not found"
+/// page. The file is looked up with the request's own headers: Leptos's handler passes on only
+/// `Accept-Encoding`, so files that revalidate would go out whole every time.
 async fn site_file(
     uri: Uri,
     State(state): State<AppState>,
     request: axum::extract::Request,
 ) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut lookup = axum::extract::Request::new(axum::body::Body::empty());
+        *lookup.method_mut() = request.method().clone();
+        *lookup.uri_mut() = uri.clone();
+        *lookup.headers_mut() = request.headers().clone();
+        let mut files = ServeDir::new(state.site.root())
+            .precompressed_br()
+            .precompressed_gzip()
+            .append_index_html_on_directories(false);
+        if let Ok(found) = files.try_call(lookup).await {
+            if found.status() != StatusCode::NOT_FOUND {
+                let mut response = found.map(axum::body::Body::new);
+                state.site.set_cache_headers(uri.path(), &mut response);
+                if !response.headers().contains_key(header::CACHE_CONTROL) {
+                    response
+                        .headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                }
+                return response;
+            }
+        }
+    }
     let serve = leptos_axum::file_and_error_handler::<AppState, _>(shell);
     let mut response = serve(uri.clone(), State(state.clone()), request).await;
     if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {

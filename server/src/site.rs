@@ -1,7 +1,8 @@
 //! The built site this binary serves: it must be there, built the way this binary was, and its
 //! files go out with the cache rules their names allow.
 //!
-//! `cargo leptos build` and `cargo leptos build --release` write the same `target/site`. A
+//! `cargo leptos build --split` and `cargo leptos build --split --release` write the same
+//! `target/site`. A
 //! release binary serving a debug site (or the other way round) renders pages that never
 //! hydrate: they look alive but nothing on them works. The frontend marks its WebAssembly with
 //! its build profile (a custom section, `rally_build`); the server compares it with its own at
@@ -9,13 +10,14 @@
 //!
 //! cargo-leptos fingerprints the frontend's files (`hash-files` in Cargo.toml): their names
 //! carry a hash of their content (`pkg/rally.<hash>.wasm`), listed in the site root's
-//! `hash.txt`. A file whose content can never change under its name — the stylesheet, every
-//! WebAssembly file, the split loader — is kept by browsers for a year without asking again;
-//! everything else is revalidated on every use: pages, the favicon, the split manifest and the
-//! JavaScript glue (both are named before cargo-leptos writes the other files' fingerprinted
-//! names into them, so their content can change while their name stays), files of a site built
-//! without fingerprints. `--precompress` (release builds) writes a Brotli and a gzip variant
-//! beside every file; they are chosen by `Accept-Encoding`.
+//! `hash.txt`. A file whose content can never change under its name — the stylesheet, the split
+//! loader, the split-off WebAssembly files — is kept by browsers for a year without asking again;
+//! everything else is revalidated on every use (`304 Not Modified` when unchanged): pages, the
+//! favicon, the main WebAssembly file, the split manifest and the JavaScript glue (cargo-leptos
+//! names these before writing the split loader's or other files' final names into them, so their
+//! content can change while their name stays), files of a site built without fingerprints.
+//! `--precompress` (release builds) writes a Brotli and a gzip variant beside every file; they
+//! are chosen by `Accept-Encoding`.
 //!
 //! The landing, invite and ops pages load their code separately (lazy routes), which works only
 //! in a site built with `--split`: hash.txt then names the split loader. A fingerprinted site
@@ -117,8 +119,14 @@ impl Site {
             return Err(SiteError::Missing(root.to_path_buf()));
         }
         site.check_profile()?;
-        if site.files.fingerprinted && site.files.split_loader.is_none() {
-            return Err(SiteError::NotSplit(root.to_path_buf()));
+        match &site.files.split_loader {
+            None if site.files.fingerprinted => {
+                return Err(SiteError::NotSplit(root.to_path_buf()))
+            }
+            Some(loader) if !site.pkg_path(loader).is_file() => {
+                return Err(SiteError::Missing(root.to_path_buf()))
+            }
+            _ => {}
         }
         if server_profile() == "release"
             && !site
@@ -168,7 +176,9 @@ impl Site {
             && path.strip_prefix("/pkg/").is_some_and(|name| {
                 name == self.files.css
                     || self.files.split_loader.as_deref() == Some(name)
-                    || (name.ends_with(".wasm") && name.matches('.').count() >= 2)
+                    || (name.ends_with(".wasm")
+                        && name != self.files.wasm
+                        && name.matches('.').count() >= 2)
             });
         let headers = response.headers_mut();
         headers.insert(
@@ -342,6 +352,11 @@ mod tests {
             "js: Ab\nwasm: Xy_1\ncss: Cd\nmanifest: Ef\nsplit: Gh\n",
         )
         .unwrap();
+        assert!(
+            matches!(check(dir.path()), Err(SiteError::Missing(_))),
+            "hash.txt names a split loader that is not there"
+        );
+        std::fs::write(dir.path().join("pkg/__wasm_split.Gh.js"), "").unwrap();
         assert!(check(dir.path()).is_ok());
         std::fs::remove_file(dir.path().join("pkg/rally.Xy_1.wasm")).unwrap();
         assert!(
@@ -409,12 +424,12 @@ mod tests {
             Some("accept-encoding".to_owned()),
         );
         for (path, status, expected) in [
-            ("/pkg/rally.b2.wasm", 200, year.clone()),
             ("/pkg/rally.c3.css", 304, year.clone()),
             ("/pkg/__wasm_split.e5.js", 200, year.clone()),
             ("/pkg/split___ops_route_view_23.f6.wasm", 200, year.clone()),
             ("/pkg/chunk_4.g7.wasm", 200, year),
             ("/pkg/rally.a1.js", 200, ask.clone()),
+            ("/pkg/rally.b2.wasm", 304, ask.clone()),
             ("/pkg/__wasm_split_manifest.d4.json", 200, ask.clone()),
             ("/pkg/rally.wasm", 200, ask.clone()),
             ("/pkg/snippets/x/inline0.js", 200, ask.clone()),

@@ -104,7 +104,9 @@ fn person_colour(name: &str) -> String {
 }
 
 /// The field's text cut where the carets are: each piece is the text before a caret and whose
-/// caret it is; the last piece is the rest of the text, with no caret.
+/// caret it is; the last piece is the rest of the text, with no caret. A text ending in a line
+/// break gets a zero-width space after it: a textarea shows that last empty line, a copy of the
+/// text would not.
 fn cut_at_carets(text: &str, carets: &[(String, usize)]) -> Vec<(String, Option<String>)> {
     let mut carets = carets.to_vec();
     carets.sort_by_key(|(_, at)| *at);
@@ -117,16 +119,22 @@ fn cut_at_carets(text: &str, carets: &[(String, usize)]) -> Vec<(String, Option<
         rest = &rest[cut..];
         done += take;
     }
-    pieces.push((rest.to_owned(), None));
+    let mut rest = rest.to_owned();
+    if text.ends_with('\n') {
+        rest.push('\u{200B}');
+    }
+    pieces.push((rest, None));
     pieces
 }
 
-/// "Ada is typing…", "Ada and Bob are typing…", "Ada, Bob and 2 others are typing…".
+/// "Ada is typing…", "Ada and Bob are typing…", "Ada, Bob and one other are typing…",
+/// "Ada, Bob and 2 others are typing…".
 fn typing_line(names: &[String]) -> Option<String> {
     let line = match names {
         [] => return None,
         [one] => format!("{one} is typing…"),
         [one, two] => format!("{one} and {two} are typing…"),
+        [one, two, _] => format!("{one}, {two} and one other are typing…"),
         [one, two, rest @ ..] => format!("{one}, {two} and {} others are typing…", rest.len()),
     };
     Some(line)
@@ -364,6 +372,10 @@ mod tests {
         let piece = |text: &str, name: Option<&str>| (text.to_owned(), name.map(str::to_owned));
         assert_eq!(cut_at_carets("héllo", &[]), [piece("héllo", None)]);
         assert_eq!(
+            cut_at_carets("a\n", &carets(&[("Ada", 2)])),
+            [piece("a\n", Some("Ada")), piece("\u{200B}", None)]
+        );
+        assert_eq!(
             cut_at_carets("héllo wörld", &carets(&[("Bob", 9), ("Ada", 2)])),
             [
                 piece("hé", Some("Ada")),
@@ -390,6 +402,10 @@ mod tests {
         assert_eq!(
             typing_line(&names(&["Ada", "Bob"])).unwrap(),
             "Ada and Bob are typing…"
+        );
+        assert_eq!(
+            typing_line(&names(&["Ada", "Bob", "Cy"])).unwrap(),
+            "Ada, Bob and one other are typing…"
         );
         assert_eq!(
             typing_line(&names(&["Ada", "Bob", "Cy", "Di"])).unwrap(),
