@@ -46,6 +46,31 @@ test(`landing page hydrates and validates campaign ids live (${mode} build)`, as
   assert.deepEqual(errors, [], 'no script errors while hydrating');
 });
 
+test(`a name typed before the page's code arrives is kept, and signing in waits for the code (${mode} build)`, async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (err) => errors.push(err.message));
+  // Hold the WebAssembly back: the person sees the server's HTML and starts typing.
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  await page.route(/\.wasm$/, async (route) => {
+    await held;
+    await route.continue();
+  });
+  await page.goto(server.url);
+  await page.fill('#display-name', 'Early Bird');
+  assert.equal(await page.locator('.sign-in button').isDisabled(), true, 'the button waits for the code');
+  release();
+  await page.waitForSelector('[data-hydrated="true"]', { timeout: 15_000 });
+  await page.waitForSelector('.sign-in button:not([disabled])');
+  assert.equal(await page.inputValue('#display-name'), 'Early Bird', 'hydrating kept the typed name');
+  await page.click('.sign-in button');
+  await page.waitForSelector('.user:text("Early Bird")');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test(`unknown pages show the app's 404 page with status 404 (${mode} build)`, async () => {
   const { page, errors } = await newWatchedPage(browser);
   const response = await page.goto(`${server.url}/no/such/page`);

@@ -1,6 +1,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
+use super::before_hydration::interactive;
 use super::SignIn;
 use crate::client::SharedIo;
 use crate::data::{decode_response, DataSource};
@@ -94,10 +95,15 @@ pub fn InvitePage() -> impl IntoView {
                                 return ().into_any();
                             }
                             match session.await {
-                                Some(user) => view! {
+                                Some(user) => {
+                                    // Made here, where the button is: it hydrates with this
+                                    // section, which may be after the rest of the page.
+                                    let ready = interactive();
+                                    view! {
                                     <p>"Signed in as " <strong>{user.display_name}</strong></p>
-                                    <button class="button accept-invite" on:click=accept>"Accept and open it"</button>
-                                }.into_any(),
+                                    <button class="button accept-invite" disabled=move || !ready.get() on:click=accept>"Accept and open it"</button>
+                                }.into_any()
+                                },
                                 None => view! { <p>"First, sign in."</p> <SignIn/> }.into_any(),
                             }
                         })

@@ -1,6 +1,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
 
+use super::before_hydration::{interactive, keep_typed};
 use super::SignIn;
 use crate::client::SharedIo;
 use crate::data::{decode_response, DataSource};
@@ -142,6 +143,10 @@ fn CreateCampaign() -> impl IntoView {
     let id = RwSignal::new(String::new());
     let title = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
+    let (id_field, title_field) = (NodeRef::new(), NodeRef::new());
+    keep_typed(id_field, id);
+    keep_typed(title_field, title);
+    let ready = interactive();
     let id_error = Memo::new(move |_| {
         let text = id.get();
         (!text.is_empty())
@@ -187,17 +192,17 @@ fn CreateCampaign() -> impl IntoView {
                 id="new-campaign-id"
                 placeholder="spring-launch"
                 autocomplete="off"
-                prop:value=move || id.get()
+                node_ref=id_field
                 on:input=move |ev| id.set(event_target_value(&ev))
             />
             <label for="new-campaign-title">"Title"</label>
             <input
                 id="new-campaign-title"
                 placeholder="Spring launch"
-                prop:value=move || title.get()
+                node_ref=title_field
                 on:input=move |ev| title.set(event_target_value(&ev))
             />
-            <button class="button" type="submit">"Create"</button>
+            <button class="button" type="submit" disabled=move || !ready.get()>"Create"</button>
             {move || id_error.get().map(|e| view! { <p class="error">{e}</p> })}
             {move || error.get().map(|e| view! { <p class="error create-error">{e}</p> })}
         </form>
@@ -208,6 +213,8 @@ fn CreateCampaign() -> impl IntoView {
 #[component]
 fn OpenCampaign() -> impl IntoView {
     let input = RwSignal::new(String::new());
+    let field = NodeRef::new();
+    keep_typed(field, input);
     let verdict = Memo::new(move |_| {
         let text = input.get();
         if text.is_empty() {
@@ -228,7 +235,7 @@ fn OpenCampaign() -> impl IntoView {
                 name="campaign-id"
                 placeholder="spring-launch"
                 autocomplete="off"
-                prop:value=move || input.get()
+                node_ref=field
                 on:input=move |ev| input.set(event_target_value(&ev))
             />
             <a

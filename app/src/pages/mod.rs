@@ -1,5 +1,6 @@
 //! One component per routed page, plus the pieces pages share.
 
+mod before_hydration;
 mod campaign;
 mod invite;
 mod landing;

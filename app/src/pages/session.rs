@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 
+use super::before_hydration::{interactive, keep_typed};
 use crate::client::{use_connection, ConnectionStatus, SharedIo};
 use crate::data::decode_response;
 use crate::model::{Actor, DisplayName, Timestamp};
@@ -346,6 +347,9 @@ fn NameForm(
         "new-display-name"
     };
     let error = RwSignal::new(None::<String>);
+    let field = NodeRef::new();
+    keep_typed(field, name);
+    let ready = interactive();
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let display_name = match DisplayName::parse(&name.get_untracked()) {
@@ -373,10 +377,11 @@ fn NameForm(
                 id=input_id
                 placeholder="Ada Lovelace"
                 autocomplete="nickname"
-                prop:value=move || name.get()
+                value=name.get_untracked()
+                node_ref=field
                 on:input=move |ev| name.set(event_target_value(&ev))
             />
-            <button class="button" type="submit">{button}</button>
+            <button class="button" type="submit" disabled=move || !ready.get()>{button}</button>
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         </form>
     }
