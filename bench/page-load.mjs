@@ -1,9 +1,10 @@
 // How fast a campaign page is usable on a slow phone: Chromium throttled through the DevTools
 // protocol (1.6 Mbps down, 750 kbps up, 150 ms round trip, CPU 4× slower), a cold cache for
-// every load, the median of N loads per site. Two numbers per load:
+// every load, the median of N loads per site. Three moments per load:
 //   content  — first contentful paint: the server-rendered campaign is on screen;
-//   ready    — the page hydrated (`data-hydrated="true"`): its fields take edits.
-// Plus the bytes the browser received. Sites are measured in turns (A, B, A, B, …) so a machine
+//   ready    — the page hydrated (`data-hydrated="true"`): its fields take edits;
+//   whole    — hydrated and its history panel on screen (the panels load after hydration).
+// Plus the bytes the browser received by then. Sites are measured in turns (A, B, A, B, …) so a machine
 // that gets busier halfway does not favour one of them.
 //
 //   node bench/page-load.mjs [--loads 5] [--site name=path/to/site[,path/to/rally]] … [--bin path/to/rally]
@@ -119,21 +120,25 @@ async function load(browser, url) {
   cdp.on('Network.loadingFinished', (event) => {
     bytes += event.encodedDataLength;
   });
-  // The moment hydration marks the page, on the page's own clock.
+  // The moments hydration marks the page, and the page is whole (hydrated, and its history
+  // panel on screen — it loads after hydration since the panels were split off), on the page's
+  // own clock.
   await page.addInitScript(() => {
     new MutationObserver((_, observer) => {
-      if (document.querySelector('[data-hydrated="true"]')) {
-        window.__readyAt = performance.now();
+      const hydrated = document.querySelector('[data-hydrated="true"]');
+      if (hydrated && window.__readyAt === undefined) window.__readyAt = performance.now();
+      if (hydrated && document.querySelector('.panel.history')) {
+        window.__completeAt = performance.now();
         observer.disconnect();
       }
-    }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-hydrated'] });
+    }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-hydrated'] });
   });
   await page.goto(`${url}/campaigns/spring-launch`, { waitUntil: 'commit' });
-  await page.waitForSelector('[data-hydrated="true"]', { timeout: 120_000 });
-  await page.waitForFunction(() => window.__readyAt !== undefined);
+  await page.waitForFunction(() => window.__completeAt !== undefined, null, { timeout: 120_000 });
   const timing = await page.evaluate(() => ({
     content: performance.getEntriesByName('first-contentful-paint')[0]?.startTime,
     ready: window.__readyAt,
+    complete: window.__completeAt,
   }));
   await context.close();
   return { ...timing, bytes };
@@ -167,7 +172,7 @@ try {
     const kb = Math.round(median(server.runs.map((run) => run.bytes)) / 1024);
     const all = (key) => server.runs.map((run) => Math.round(run[key])).join(' ');
     console.log(
-      `${server.name.padEnd(24)} content ${String(ms('content')).padStart(5)} ms   ready ${String(ms('ready')).padStart(5)} ms   received ${String(kb).padStart(5)} KiB   (content: ${all('content')}; ready: ${all('ready')})`,
+      `${server.name.padEnd(24)} content ${String(ms('content')).padStart(5)} ms   ready ${String(ms('ready')).padStart(5)} ms   whole ${String(ms('complete')).padStart(5)} ms   received ${String(kb).padStart(5)} KiB   (content: ${all('content')}; ready: ${all('ready')}; whole: ${all('complete')})`,
     );
   }
 } finally {

@@ -21,6 +21,12 @@ after(async () => {
 });
 
 
+/** The campaign page's panels that load after it is interactive are there, so axe sees them. */
+async function panelsLoaded(page) {
+  await page.waitForSelector('.panel.history');
+  await page.waitForSelector('.panel.members');
+}
+
 test(`landing, campaign, invite, API docs and ops pages pass axe and fit 390 px (${mode})`, async () => {
   const problems = [];
 
@@ -41,6 +47,7 @@ test(`landing, campaign, invite, API docs and ops pages pass axe and fit 390 px 
   await ada.page.waitForSelector('.chip[data-feature="live_chat"]');
   await ada.page.click('.create-invite');
   const invite = await ada.page.locator('.invite-link a').getAttribute('href');
+  await panelsLoaded(ada.page);
   problems.push(...(await check(ada.page, 'campaign-owner', /^Spring launch — Rally$/)));
   // The account menu, open, with where you are signed in.
   await ada.page.click('.user-menu summary');
@@ -58,6 +65,7 @@ test(`landing, campaign, invite, API docs and ops pages pass axe and fit 390 px 
   const bob = await signedIn(browser, server, 'Bob');
   await bob.page.goto(`${server.url}/campaigns/access`);
   await bob.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
+  await panelsLoaded(bob.page);
   problems.push(...(await check(bob.page, 'campaign-viewer', /^Spring launch — Rally$/)));
   await bob.page.goto(invite);
   await bob.page.waitForSelector('.accept-invite');

@@ -7,7 +7,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join, relative, resolve } from 'node:path';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
-import { launchBrowser, mode, startServer } from './support/harness.mjs';
+import { launchBrowser, mode, signedIn, startServer } from './support/harness.mjs';
 
 const siteRoot = process.env.RALLY_SITE_ROOT ?? resolve(import.meta.dirname, '..', 'target', 'site');
 const YEAR = 'public, max-age=31536000, immutable';
@@ -136,6 +136,51 @@ test(`a browser loads the fingerprinted files, and the landing page's split-off 
     await page.waitForSelector('[data-hydrated="true"]');
     for (const path of fingerprinted) assert.ok(loaded.includes(path), `${path} loaded: ${loaded}`);
     assert.ok(loaded.some((path) => path.startsWith('/pkg/split___landing_route')), `the landing page's own code loaded: ${loaded}`);
+  } finally {
+    await browser.close();
+  }
+});
+
+test(`a campaign page hydrates without its history and access panels, whose code loads after (${mode})`, async () => {
+  const browser = await launchBrowser();
+  try {
+    const ada = await signedIn(browser, server, 'Ada');
+    await ada.page.fill('#new-campaign-id', 'assets');
+    await ada.page.fill('#new-campaign-title', 'Assets');
+    await ada.page.click('.create-campaign button');
+    await ada.page.waitForURL('**/campaigns/assets');
+
+    const page = await ada.context.newPage();
+    const errors = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    // Waiting for the panels' code must not take the campaign itself off the page.
+    await page.addInitScript(() => {
+      window.campaignRemoved = false;
+      new MutationObserver((records) => {
+        for (const record of records) {
+          for (const node of record.removedNodes) {
+            if (node.nodeType === 1 && (node.matches('article.campaign') || node.querySelector('article.campaign'))) {
+              window.campaignRemoved = true;
+            }
+          }
+        }
+      }).observe(document, { childList: true, subtree: true });
+    });
+    const loaded = [];
+    page.on('response', (response) => loaded.push(new URL(response.url()).pathname));
+    const response = await page.goto(`${server.url}/campaigns/assets`);
+    const html = await response.text();
+    assert.match(html, /class="[^"]*\bfeatures\b/, 'the page itself is server-rendered');
+    assert.doesNotMatch(html, /class="panel (history|members)"/, 'the later panels are not');
+    await page.waitForSelector('[data-hydrated="true"]');
+    await page.waitForSelector('.panel.history');
+    await page.waitForSelector('.panel.members');
+    await page.waitForSelector('.panel.invite');
+    assert.equal(await page.evaluate(() => window.campaignRemoved), false, 'the campaign stayed on screen while the panels loaded');
+    assert.deepEqual(errors, []);
+    for (const name of ['history_panel', 'access_panels']) {
+      assert.ok(loaded.some((path) => path.startsWith(`/pkg/split_${name}`)), `${name}'s own code loaded: ${loaded}`);
+    }
   } finally {
     await browser.close();
   }

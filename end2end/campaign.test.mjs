@@ -298,6 +298,7 @@ test(`an invited editor who loses the connection queues edits and catches up (${
   await carol.page.screenshot({ path: join(screenshotDir, `campaign-reconnected-${mode}.png`), fullPage: true });
   // Ada hands the campaign over to Carol (asked once more first) and stays an owner; only the
   // owner is offered the handover. Carol hands it back.
+  await carol.page.waitForSelector('.panel.members .member');
   assert.equal(await carol.page.locator('.hand-over').count(), 0, 'only the owner hands it over');
   await ada.page.click('.member:has-text("Carol") .hand-over');
   assert.match(await ada.page.locator('.confirm-hand-over').innerText(), /Make Carol the owner\? You stay an owner\./);

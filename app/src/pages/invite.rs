@@ -100,10 +100,10 @@ pub fn InvitePage() -> impl IntoView {
                                     // section, which may be after the rest of the page.
                                     let ready = interactive();
                                     view! {
-                                    <p>"Signed in as " <strong>{user.display_name}</strong></p>
-                                    <button class="button accept-invite" disabled=move || !ready.get() on:click=accept>"Accept and open it"</button>
-                                }.into_any()
-                                },
+                                        <p>"Signed in as " <strong>{user.display_name}</strong></p>
+                                        <button class="button accept-invite" disabled=move || !ready.get() on:click=accept>"Accept and open it"</button>
+                                    }.into_any()
+                                }
                                 None => view! { <p>"First, sign in."</p> <SignIn/> }.into_any(),
                             }
                         })

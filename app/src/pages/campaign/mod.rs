@@ -1,11 +1,13 @@
 //! `/campaigns/:id`: one campaign, live. Server-rendered from the snapshot; once hydrated it
-//! subscribes from the snapshot's version and every change shows up as it happens.
+//! subscribes from the snapshot's version and every change shows up as it happens. The history
+//! and access panels load after the page is interactive (`later`).
 
 mod config;
 mod config_form;
 mod history;
 mod invites;
 mod keys;
+mod later;
 mod live;
 mod media;
 mod members;
@@ -24,12 +26,10 @@ use crate::protocol::campaign::CampaignSnapshot;
 use crate::protocol::{ErrorBody, ErrorCode};
 
 use config::ConfigEditor;
-use invites::InvitePanel;
-use keys::KeysPanel;
+use later::{AccessLater, HistoryLater};
 pub use live::CampaignModel;
 use notices::{Notices, Place};
 use panels::{Details, Features, PresencePanel, Timeline};
-use webhooks::WebhooksPanel;
 
 #[component]
 pub fn CampaignPage() -> impl IntoView {
@@ -128,14 +128,11 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
                     <Details model/>
                     <Features model/>
                     <ConfigEditor model/>
-                    <history::HistoryPanel model focus=history_focus/>
+                    <HistoryLater model focus=history_focus/>
                 </div>
                 <aside class="side-column">
                     <PresencePanel model/>
-                    <members::MembersPanel model/>
-                    <InvitePanel model/>
-                    <KeysPanel model/>
-                    <WebhooksPanel model/>
+                    <AccessLater model/>
                     <Timeline model focus=history_focus/>
                 </aside>
             </div>
