@@ -277,8 +277,10 @@ async fn a_backup_taken_while_writing_restores_every_campaign_and_its_history() 
         out.contains(&format!("{} campaigns", CAMPAIGNS + 2)),
         "{out}"
     );
+    // How many depends on how long the backup takes on a loaded machine (2 in one CI run):
+    // one is enough to show that writing went on while the backup read.
     assert!(
-        written_during >= 3,
+        written_during >= 1,
         "writes landed while the backup was taken ({written_during})"
     );
     assert!(
