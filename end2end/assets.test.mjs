@@ -185,3 +185,37 @@ test(`a campaign page hydrates without its history and access panels, whose code
     await browser.close();
   }
 });
+
+test(`the live room's code and the browser's media engine load when someone joins, not before (${mode})`, async () => {
+  const browser = await launchBrowser();
+  try {
+    const ada = await signedIn(browser, server, 'Ada');
+    await ada.page.fill('#new-campaign-id', 'room-later');
+    await ada.page.fill('#new-campaign-title', 'Room later');
+    await ada.page.click('.create-campaign button');
+    await ada.page.waitForURL('**/campaigns/room-later');
+
+    const page = await ada.context.newPage();
+    const errors = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    const loaded = [];
+    page.on('response', (response) => loaded.push(new URL(response.url()).pathname));
+    await page.goto(`${server.url}/campaigns/room-later`);
+    await page.waitForSelector('[data-hydrated="true"]');
+    await page.waitForSelector('.panel.members'); // the later panels are in: nothing else is due
+    const roomCode = () => ['in_room', 'web_media'].filter((name) => loaded.some((path) => path.startsWith(`/pkg/split_${name}`)));
+    assert.deepEqual(roomCode(), [], 'nothing of the live room loaded before joining');
+    assert.equal(await page.locator('.live-room .join-live').innerText(), 'Join the live room');
+
+    await page.click('.join-live');
+    await page.waitForSelector('.live-room[data-phase="in"] .go-live');
+    assert.deepEqual(roomCode(), ['in_room', 'web_media'], `the room's code and the engine loaded on joining: ${loaded}`);
+    await page.click('.leave-live');
+    await page.waitForSelector('.live-room[data-phase="out"] .join-live');
+    await page.click('.join-live'); // the second time, from what is already loaded
+    await page.waitForSelector('.live-room[data-phase="in"] .go-live');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});

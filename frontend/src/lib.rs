@@ -1,7 +1,8 @@
 //! The browser entry point. Built by cargo-leptos with `hydrate` (take over the server-rendered
 //! page) and by trunk with `csr` (render the whole app client-side, for frontend-only iteration).
-//! Either way the app gets the browser's I/O ([`browser::WebBrowser`]), its cameras and WebRTC
-//! ([`media::WebMedia`]) and one live connection as context before it renders.
+//! Either way the app gets the browser's I/O ([`browser::WebBrowser`]), a way to load its cameras
+//! and WebRTC ([`media::WebMedia`], on first use) and one live connection as context before it
+//! renders.
 
 mod browser;
 mod media;
@@ -9,7 +10,8 @@ mod media;
 use std::rc::Rc;
 
 use leptos::prelude::*;
-use rally_app::client::{BrowserIo, Connection, MediaEngine, SharedIo, SharedMedia};
+use rally_app::client::media::LocalFuture;
+use rally_app::client::{BrowserIo, Connection, MediaEngine, MediaLoader, SharedIo};
 
 /// Which kind of build this is, for the server to compare with its own at start-up: a release
 /// server cannot hydrate a debug site, nor the other way round, and a page that never hydrates
@@ -29,9 +31,18 @@ fn app_with_browser() -> AnyView {
     let io: Rc<dyn BrowserIo> = Rc::new(browser::WebBrowser);
     provide_context::<SharedIo>(send_wrapper::SendWrapper::new(io.clone()));
     provide_context(Connection::start(io));
-    let media: Rc<dyn MediaEngine> = Rc::new(media::WebMedia::default());
-    provide_context::<SharedMedia>(send_wrapper::SendWrapper::new(media));
+    let load_media: Rc<dyn Fn() -> LocalFuture<Rc<dyn MediaEngine>>> =
+        Rc::new(|| Box::pin(web_media()));
+    provide_context::<MediaLoader>(send_wrapper::SendWrapper::new(load_media));
     view! { <rally_app::App/> }.into_any()
+}
+
+/// Cameras and WebRTC load when someone first joins a live room: in a `--split` build this is
+/// WebAssembly of its own (made here, the engine's code is reachable only through it).
+#[cfg_attr(feature = "hydrate", leptos::lazy)]
+async fn web_media() -> Rc<dyn MediaEngine> {
+    let engine: Rc<dyn MediaEngine> = Rc::new(media::WebMedia::default());
+    engine
 }
 
 #[cfg(feature = "hydrate")]

@@ -146,8 +146,10 @@ pub trait MediaEngine {
     fn close(&self);
 }
 
-/// How pages find the media engine (see [`super::SharedIo`] for why the wrapper).
-pub type SharedMedia = send_wrapper::SendWrapper<Rc<dyn MediaEngine>>;
+/// How pages get the media engine: by loading it, on first use. Its code (WebRTC, cameras) is
+/// WebAssembly of its own in a `cargo leptos build --split` site, which a person who never joins
+/// a live room never downloads. See [`super::SharedIo`] for why the wrapper.
+pub type MediaLoader = send_wrapper::SendWrapper<Rc<dyn Fn() -> LocalFuture<Rc<dyn MediaEngine>>>>;
 
 #[cfg(test)]
 mod tests {

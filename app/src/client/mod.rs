@@ -15,4 +15,4 @@ pub mod shared_text;
 pub use connection::{use_connection, Connection};
 pub use io::{BrowserIo, SharedIo, SocketEvents, SocketHandle};
 pub use live::{Backoff, ConnectionStatus, LiveClient, MediaPush, Output};
-pub use media::{MediaEngine, SharedMedia};
+pub use media::{MediaEngine, MediaLoader};

@@ -1,325 +1,69 @@
-//! The live room of a campaign: join to watch whoever is live, go live with camera and
-//! microphone, mute, stop, leave. Signaling runs over the page's WebSocket ([`Connection`]);
-//! the browser's side of WebRTC is the [`MediaEngine`] the WASM crate provides.
+//! The live room of a campaign: who is live, and a button to join. Joining, watching, going live
+//! and everything seen inside the room are in [`in_room`](super::in_room), whose code — with the
+//! browser's WebRTC engine — loads when someone first joins: most visits to a campaign never do,
+//! so in a `cargo leptos build --split` site that code is WebAssembly of its own, not part of
+//! what a page needs before it can be edited (BENCHMARKS.md, "The live room loads when joined").
+//!
+//! The room's state lives here, as signals, so the page can say who is live and which phase the
+//! room is in (`data-phase`, `data-publishing`) before and after that code arrives. Signaling runs
+//! over the page's WebSocket ([`Connection`]); the browser's side of WebRTC is the
+//! [`MediaEngine`] the WASM crate provides through a [`MediaLoader`].
 
 use std::rc::Rc;
 
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
-use serde_json::Value;
 
-use crate::client::media::{CandidateSink, LocalCandidate, MediaDevice, MediaStats, Quality};
-use crate::client::{Connection, ConnectionStatus, MediaPush, Output, SharedIo, SharedMedia};
+use super::in_room::in_room;
+use crate::client::media::{LocalFuture, MediaDevice, MediaStats, Quality};
+use crate::client::{BrowserIo, Connection, MediaEngine, MediaLoader, SharedIo};
 use crate::model::{CampaignId, Presence};
-use crate::protocol::campaign::CampaignRef;
-use crate::protocol::media::{
-    IceCandidate, IceServer, MediaJoin, MediaJoined, MediaKind, Publisher, SessionDescription,
-};
-use crate::protocol::{ClientRequest, ErrorBody};
+use crate::protocol::media::{IceServer, Publisher};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Out,
     Joining,
     In,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Live {
+pub(super) enum Live {
     Off,
     Starting,
     On,
 }
 
-/// Browser-only handles, kept out of the reactive graph.
-struct Handles {
-    connection: Connection,
-    engine: Rc<dyn crate::client::MediaEngine>,
-    io: Rc<dyn crate::client::BrowserIo>,
+/// What the room uses of the browser: none while server-rendering.
+pub(super) struct Browser {
+    pub(super) connection: Connection,
+    pub(super) io: Rc<dyn BrowserIo>,
+    pub(super) load_engine: Rc<dyn Fn() -> LocalFuture<Rc<dyn MediaEngine>>>,
 }
 
-/// The live room's state, as signals.
+/// The live room's state, as signals; browser handles kept out of the reactive graph.
 #[derive(Clone, Copy)]
-struct Room {
-    campaign: StoredValue<CampaignId>,
-    handles: StoredValue<Option<SendWrapper<Rc<Handles>>>>,
-    phase: RwSignal<Phase>,
-    live: RwSignal<Live>,
-    error: RwSignal<Option<String>>,
-    me: RwSignal<Option<String>>,
-    can_publish: RwSignal<bool>,
-    ice_servers: StoredValue<Vec<IceServer>>,
-    publishers: RwSignal<Vec<Publisher>>,
-    devices: RwSignal<Vec<MediaDevice>>,
-    camera: RwSignal<Option<String>>,
-    microphone: RwSignal<Option<String>>,
-    audio_on: RwSignal<bool>,
-    video_on: RwSignal<bool>,
-    quality: RwSignal<Quality>,
-    stats: RwSignal<MediaStats>,
+pub(super) struct Room {
+    pub(super) campaign: StoredValue<CampaignId>,
+    pub(super) browser: StoredValue<Option<SendWrapper<Rc<Browser>>>>,
+    /// Loaded when someone first joins.
+    pub(super) engine: StoredValue<Option<SendWrapper<Rc<dyn MediaEngine>>>>,
+    pub(super) phase: RwSignal<Phase>,
+    pub(super) live: RwSignal<Live>,
+    pub(super) error: RwSignal<Option<String>>,
+    pub(super) me: RwSignal<Option<String>>,
+    pub(super) can_publish: RwSignal<bool>,
+    pub(super) ice_servers: StoredValue<Vec<IceServer>>,
+    pub(super) publishers: RwSignal<Vec<Publisher>>,
+    pub(super) devices: RwSignal<Vec<MediaDevice>>,
+    pub(super) camera: RwSignal<Option<String>>,
+    pub(super) microphone: RwSignal<Option<String>>,
+    pub(super) audio_on: RwSignal<bool>,
+    pub(super) video_on: RwSignal<bool>,
+    pub(super) quality: RwSignal<Quality>,
+    pub(super) stats: RwSignal<MediaStats>,
     /// Bumped on every join, so timers of an earlier session stop.
-    generation: StoredValue<u64>,
-}
-
-impl Room {
-    fn handles(&self) -> Option<Rc<Handles>> {
-        self.handles
-            .with_value(|h| h.as_ref().map(|h| Rc::clone(h)))
-    }
-
-    fn fail(&self, what: &str, error: ErrorBody) {
-        self.error.set(Some(format!("{what}: {}", error.message)));
-    }
-
-    fn candidates(&self) -> CandidateSink {
-        let room = *self;
-        Rc::new(move |c: LocalCandidate| {
-            let Some(h) = room.handles() else { return };
-            let candidate = IceCandidate {
-                campaign_id: room.campaign.get_value(),
-                transport: c.transport,
-                candidate: c.candidate,
-                sdp_mid: c.sdp_mid,
-                sdp_m_line_index: c.sdp_m_line_index,
-            };
-            // A refused candidate only means that path will not be tried.
-            h.connection
-                .request(ClientRequest::MediaCandidate(candidate), |_| {});
-        })
-    }
-
-    fn join(&self) {
-        let Some(h) = self.handles() else {
-            self.error.set(Some(
-                "Live video needs the page's script; reload the page.".into(),
-            ));
-            return;
-        };
-        let room = *self;
-        self.error.set(None);
-        self.phase.set(Phase::Joining);
-        self.generation.update_value(|g| *g += 1);
-        h.connection
-            .set_media_listener(Some(Rc::new(move |output: &Output| room.on_push(output))));
-        let join = ClientRequest::MediaJoin(MediaJoin {
-            campaign_id: self.campaign.get_value(),
-        });
-        h.connection.request(join, move |result| {
-            let joined = result.and_then(|v| {
-                serde_json::from_value::<MediaJoined>(v).map_err(|e| {
-                    ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
-                })
-            });
-            match joined {
-                Ok(joined) => {
-                    room.me.set(Some(joined.participant_id.clone()));
-                    room.can_publish.set(joined.can_publish);
-                    room.ice_servers.set_value(joined.ice_servers);
-                    room.set_publishers(joined.publishers);
-                    room.phase.set(Phase::In);
-                    room.watch_stats();
-                    if joined.can_publish {
-                        room.refresh_devices();
-                    }
-                }
-                Err(error) => {
-                    room.teardown();
-                    room.fail("Could not join the live room", error);
-                }
-            }
-        });
-    }
-
-    fn set_publishers(&self, publishers: Vec<Publisher>) {
-        let me = self.me.get_untracked();
-        self.publishers.set(
-            publishers
-                .into_iter()
-                .filter(|p| Some(&p.participant_id) != me.as_ref())
-                .collect(),
-        );
-    }
-
-    fn on_push(&self, output: &Output) {
-        let Output::Media(push) = output else { return };
-        let room = *self;
-        match &**push {
-            MediaPush::Offer(offer) => {
-                let Some(h) = self.handles() else { return };
-                let sdp = offer.sdp.clone();
-                let ice = self.ice_servers.get_value();
-                let sink = self.candidates();
-                leptos::task::spawn_local(async move {
-                    match h.engine.subscribe_offer(ice, sdp, sink).await {
-                        Ok(answer) => {
-                            let answer = ClientRequest::MediaAnswer(SessionDescription {
-                                campaign_id: room.campaign.get_value(),
-                                sdp: answer,
-                            });
-                            h.connection.request(answer, move |result| {
-                                if let Err(error) = result {
-                                    room.fail("Receiving video failed", error);
-                                }
-                            });
-                        }
-                        Err(err) => room
-                            .error
-                            .set(Some(format!("Receiving video failed: {err}"))),
-                    }
-                });
-            }
-            MediaPush::Tracks(tracks) => self.set_publishers(tracks.publishers.clone()),
-            MediaPush::Ended(ended) => {
-                self.teardown();
-                self.error
-                    .set(Some(format!("The live room ended: {}", ended.reason)));
-            }
-        }
-    }
-
-    fn refresh_devices(&self) {
-        let Some(h) = self.handles() else { return };
-        let room = *self;
-        leptos::task::spawn_local(async move {
-            let devices = h.engine.devices().await;
-            room.devices.set(devices);
-        });
-    }
-
-    fn go_live(&self) {
-        let Some(h) = self.handles() else { return };
-        let room = *self;
-        self.error.set(None);
-        self.live.set(Live::Starting);
-        let camera = self.camera.get_untracked();
-        let microphone = self.microphone.get_untracked();
-        leptos::task::spawn_local(async move {
-            if let Err(error) = h.engine.open_local(camera, microphone).await {
-                room.live.set(Live::Off);
-                room.error.set(Some(error.message()));
-                return;
-            }
-            room.audio_on.set(true);
-            room.video_on.set(true);
-            room.refresh_devices(); // labels are visible once access was granted
-            let offer = match h
-                .engine
-                .publish_offer(room.ice_servers.get_value(), room.candidates())
-                .await
-            {
-                Ok(offer) => offer,
-                Err(err) => {
-                    h.engine.stop_publishing();
-                    room.live.set(Live::Off);
-                    room.error.set(Some(format!("Could not go live: {err}")));
-                    return;
-                }
-            };
-            let publish = ClientRequest::MediaPublish(SessionDescription {
-                campaign_id: room.campaign.get_value(),
-                sdp: offer,
-            });
-            let engine = h.engine.clone();
-            h.connection.request(publish, move |result| {
-                let answer = result.and_then(|v: Value| {
-                    serde_json::from_value::<SessionDescription>(v)
-                        .map(|d| d.sdp)
-                        .map_err(|e| {
-                            ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
-                        })
-                });
-                leptos::task::spawn_local(async move {
-                    match answer {
-                        Ok(sdp) => match engine.publish_answer(sdp).await {
-                            Ok(()) => room.live.set(Live::On),
-                            Err(err) => {
-                                engine.stop_publishing();
-                                room.live.set(Live::Off);
-                                room.error.set(Some(format!("Could not go live: {err}")));
-                            }
-                        },
-                        Err(error) => {
-                            engine.stop_publishing();
-                            room.live.set(Live::Off);
-                            room.fail("Could not go live", error);
-                        }
-                    }
-                });
-            });
-        });
-    }
-
-    /// Stop publishing but keep watching: the relay releases everything of this participant on
-    /// leave, so leave and join again.
-    fn stop_live(&self) {
-        self.leave();
-        self.join();
-    }
-
-    fn leave(&self) {
-        if let Some(h) = self.handles() {
-            let leave = ClientRequest::MediaLeave(CampaignRef {
-                campaign_id: self.campaign.get_value(),
-            });
-            h.connection.request(leave, |_| {});
-        }
-        self.teardown();
-    }
-
-    /// Forget the session locally (the relay already did, or will on leave).
-    fn teardown(&self) {
-        if let Some(h) = self.handles() {
-            h.connection.set_media_listener(None);
-            h.engine.close();
-        }
-        self.generation.update_value(|g| *g += 1);
-        self.phase.set(Phase::Out);
-        self.live.set(Live::Off);
-        self.publishers.set(Vec::new());
-        self.me.set(None);
-        self.quality.set(Quality::Unknown);
-    }
-
-    fn toggle(&self, kind: MediaKind) {
-        let Some(h) = self.handles() else { return };
-        let signal = match kind {
-            MediaKind::Audio => self.audio_on,
-            MediaKind::Video => self.video_on,
-        };
-        let enabled = !signal.get_untracked();
-        h.engine.set_enabled(kind, enabled);
-        signal.set(enabled);
-    }
-
-    /// Once a second while in the room: read `getStats()` for the quality hint.
-    fn watch_stats(&self) {
-        let generation = self.generation.get_value();
-        self.schedule_stats(generation);
-    }
-
-    fn schedule_stats(&self, generation: u64) {
-        let Some(h) = self.handles() else { return };
-        let room = *self;
-        h.io.set_timeout(
-            1000,
-            Box::new(move || {
-                if room.generation.get_value() != generation {
-                    return;
-                }
-                let Some(h) = room.handles() else { return };
-                leptos::task::spawn_local(async move {
-                    let now = h.engine.stats().await;
-                    if room.generation.get_value() != generation {
-                        return;
-                    }
-                    let before = room.stats.get_untracked();
-                    room.quality.set(Quality::judge(&before, &now));
-                    room.stats.set(now);
-                    room.schedule_stats(generation);
-                });
-            }),
-        );
-    }
+    pub(super) generation: StoredValue<u64>,
 }
 
 /// `presence` (the campaign's, which says who is live) lets the room say who is live before
@@ -327,20 +71,22 @@ impl Room {
 #[component]
 pub fn LiveRoom(campaign: CampaignId, presence: RwSignal<Option<Presence>>) -> impl IntoView {
     let connection = crate::client::use_connection();
-    let engine = use_context::<SharedMedia>();
     let io = use_context::<SharedIo>();
-    let handles = match (connection, engine, io) {
-        (Some(connection), Some(engine), Some(io)) => Some(SendWrapper::new(Rc::new(Handles {
-            connection,
-            engine: (*engine).clone(),
-            io: (*io).clone(),
-        }))),
+    let load_engine = use_context::<MediaLoader>();
+    let browser = match (connection, io, load_engine) {
+        (Some(connection), Some(io), Some(load_engine)) => {
+            Some(SendWrapper::new(Rc::new(Browser {
+                connection,
+                io: (*io).clone(),
+                load_engine: (*load_engine).clone(),
+            })))
+        }
         _ => None,
     };
-    let status = handles.as_ref().map(|h| h.connection.status);
     let room = Room {
         campaign: StoredValue::new(campaign),
-        handles: StoredValue::new(handles),
+        browser: StoredValue::new(browser),
+        engine: StoredValue::new(None),
         phase: RwSignal::new(Phase::Out),
         live: RwSignal::new(Live::Off),
         error: RwSignal::new(None),
@@ -357,34 +103,15 @@ pub fn LiveRoom(campaign: CampaignId, presence: RwSignal<Option<Presence>>) -> i
         stats: RwSignal::new(MediaStats::default()),
         generation: StoredValue::new(0),
     };
-    // A media session ends with its connection.
-    if let Some(status) = status {
-        Effect::new(move |_| {
-            let connected = matches!(status.get(), ConnectionStatus::Connected);
-            if !connected && room.phase.get_untracked() != Phase::Out {
-                room.teardown();
-                room.error.set(Some(
-                    "The connection to the server dropped; join the live room again.".into(),
-                ));
-            }
-        });
-    }
-    // Show each publisher's stream once its tile exists.
-    Effect::new(move |_| {
-        let ids: Vec<String> = room
-            .publishers
-            .with(|ps| ps.iter().map(|p| p.participant_id.clone()).collect());
-        if let Some(h) = room.handles() {
-            for id in ids {
-                h.engine.attach_remote(&id);
-            }
+    let joining =
+        || view! { <p class="live-now joining" role="status">"Joining the live room…"</p> };
+    let inside = move || {
+        view! {
+            <Suspense fallback=joining>
+                {move || Suspend::new(SendWrapper::new(in_room(room)))}
+            </Suspense>
         }
-    });
-    on_cleanup(move || {
-        if room.phase.get_untracked() != Phase::Out {
-            room.leave();
-        }
-    });
+    };
 
     view! {
         <section
@@ -396,13 +123,8 @@ pub fn LiveRoom(campaign: CampaignId, presence: RwSignal<Option<Presence>>) -> i
         >
             <h2>"Live room"</h2>
             {move || room.error.get().map(|e| view! { <p class="error media-error" role="alert">{e}</p> })}
-            <Show when=move || room.phase.get() == Phase::In fallback=move || outside(room, presence)>
-                {tiles(room)}
-                <Show when=move || room.can_publish.get()>{publish_controls(room)}</Show>
-                <Show when=move || room.quality.get() != Quality::Unknown>
-                    <p class="quality">"Connection: " <span>{move || room.quality.get().as_str()}</span></p>
-                </Show>
-                <button class="button small leave-live" on:click=move |_| room.leave()>"Leave the live room"</button>
+            <Show when=move || room.phase.get() == Phase::Out fallback=inside>
+                {outside(room, presence)}
             </Show>
         </section>
     }
@@ -433,129 +155,21 @@ fn outside(room: Room, presence: RwSignal<Option<Presence>>) -> AnyView {
         [one, two] => format!("{one} and {two} are live."),
         [one, rest @ ..] => format!("{one} and {} others are live.", rest.len()),
     };
+    let join = move |_| {
+        if room.browser.with_value(Option::is_none) {
+            room.error.set(Some(
+                "Live video needs the page's script; reload the page.".into(),
+            ));
+            return;
+        }
+        room.error.set(None);
+        room.phase.set(Phase::Joining);
+    };
     view! {
         <p class="live-now" class:someone-live=move || !live().is_empty()>{said}</p>
-        <button
-            class="button join-live"
-            disabled=move || room.phase.get() == Phase::Joining
-            on:click=move |_| room.join()
-        >{move || if live().is_empty() { "Join the live room" } else { "Watch" }}</button>
-    }
-    .into_any()
-}
-
-/// One tile per remote publisher.
-fn tiles(room: Room) -> AnyView {
-    view! {
-        <div class="tiles">
-            <For each=move || room.publishers.get() key=|p| p.participant_id.clone() let:publisher>
-                <figure class="tile" data-participant=publisher.participant_id.clone()>
-                    <video id=format!("remote-{}", publisher.participant_id) autoplay playsinline></video>
-                    <figcaption><span class="live-badge">"LIVE"</span> {publisher.display_name.clone()}</figcaption>
-                </figure>
-            </For>
-            <Show when=move || room.publishers.with(Vec::is_empty)>
-                <p class="muted nobody-live">
-                    {move || if room.live.get() == Live::On {
-                        "Nobody else is live right now."
-                    } else {
-                        "Nobody is live right now."
-                    }}
-                </p>
-            </Show>
-        </div>
-    }
-    .into_any()
-}
-
-/// Preview, device choice, go live, mute, stop.
-fn publish_controls(room: Room) -> AnyView {
-    view! {
-        <div class="go-live-panel">
-            <figure class="tile own-tile" class:hidden=move || room.live.get() == Live::Off>
-                <video
-                    id="local-preview"
-                    class:camera-off=move || !room.video_on.get()
-                    autoplay
-                    playsinline
-                    muted
-                ></video>
-                <Show when=move || !room.video_on.get()>
-                    <p class="camera-off-note">"Your camera is off"</p>
-                </Show>
-                <figcaption>
-                    <Show when=move || room.live.get() == Live::On>
-                        <span class="live-badge">"LIVE"</span>
-                    </Show>
-                    " You"
-                    <Show when=move || !room.audio_on.get()>
-                        <span class="muted-mic">" · microphone muted"</span>
-                    </Show>
-                </figcaption>
-            </figure>
-            <Show when=move || room.live.get() != Live::Off fallback=move || device_picker(room)>
-                {live_controls(room)}
-            </Show>
-        </div>
-    }
-    .into_any()
-}
-
-fn live_controls(room: Room) -> AnyView {
-    view! {
-        <button class="button small toggle-audio" on:click=move |_| room.toggle(MediaKind::Audio)>
-            {move || if room.audio_on.get() { "Mute microphone" } else { "Unmute microphone" }}
+        <button class="button join-live" on:click=join>
+            {move || if live().is_empty() { "Join the live room" } else { "Watch" }}
         </button>
-        <button class="button small toggle-video" on:click=move |_| room.toggle(MediaKind::Video)>
-            {move || if room.video_on.get() { "Turn camera off" } else { "Turn camera on" }}
-        </button>
-        <button class="button small stop-live" on:click=move |_| room.stop_live()>"Stop"</button>
-    }
-    .into_any()
-}
-
-fn device_picker(room: Room) -> AnyView {
-    let options = move |kind: MediaKind| {
-        room.devices
-            .get()
-            .into_iter()
-            .filter(move |d| d.kind == kind)
-            .enumerate()
-            .map(move |(n, d)| {
-                let label = if d.label.is_empty() {
-                    let noun = if kind == MediaKind::Video {
-                        "Camera"
-                    } else {
-                        "Microphone"
-                    };
-                    format!("{noun} {}", n + 1)
-                } else {
-                    d.label.clone()
-                };
-                view! { <option value=d.id.clone()>{label}</option> }
-            })
-            .collect_view()
-    };
-    let pick = |signal: RwSignal<Option<String>>| {
-        move |ev: leptos::ev::Event| {
-            let value = event_target_value(&ev);
-            signal.set((!value.is_empty()).then_some(value));
-        }
-    };
-    view! {
-        <label>"Camera "
-            <select class="camera-select" on:change=pick(room.camera)>
-                <option value="">"Default"</option>
-                {move || options(MediaKind::Video)}
-            </select>
-        </label>
-        <label>"Microphone "
-            <select class="microphone-select" on:change=pick(room.microphone)>
-                <option value="">"Default"</option>
-                {move || options(MediaKind::Audio)}
-            </select>
-        </label>
-        <button class="button go-live" on:click=move |_| room.go_live()>"Go live"</button>
     }
     .into_any()
 }

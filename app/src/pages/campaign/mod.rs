@@ -5,6 +5,7 @@
 mod config;
 mod config_form;
 mod history;
+mod in_room;
 mod invites;
 mod keys;
 mod later;
