@@ -219,3 +219,54 @@ test(`the live room's code and the browser's media engine load when someone join
     await browser.close();
   }
 });
+
+test(`when code that loads later cannot be fetched, the page says so, keeps working, and trying again loads it (${mode})`, async () => {
+  const browser = await launchBrowser();
+  try {
+    const ada = await signedIn(browser, server, 'Ada');
+    await ada.page.fill('#new-campaign-id', 'code-lost');
+    await ada.page.fill('#new-campaign-title', 'Code lost');
+    await ada.page.click('.create-campaign button');
+    await ada.page.waitForURL('**/campaigns/code-lost');
+
+    const page = await ada.context.newPage();
+    const errors = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    // The connection drops just as the history panel's and the live room's code are fetched.
+    const dropped = (route) => route.abort('internetdisconnected');
+    await page.route('**/pkg/split_history_panel*', dropped);
+    await page.route('**/pkg/split_in_room*', dropped);
+    await page.route('**/pkg/split_web_media*', dropped);
+    await page.goto(`${server.url}/campaigns/code-lost`);
+    await page.waitForSelector('[data-hydrated="true"]');
+    await page.waitForSelector('.load-failed[data-part="history"]');
+    await page.waitForSelector('.panel.members'); // the other panels came
+
+    // The page still works: what is typed is kept, saved, and seen by others.
+    await page.fill('.description-input', 'Typed while part of the page was missing.');
+    await ada.page.waitForFunction(() => document.querySelector('.description-input').value === 'Typed while part of the page was missing.');
+    await page.click('.join-live');
+    await page.waitForSelector('.live-room[data-phase="out"] .media-error:text("did not load")');
+
+    await page.unroute('**/pkg/split_history_panel*');
+    await page.unroute('**/pkg/split_in_room*');
+    await page.click('.load-failed .load-again');
+    await page.waitForSelector('.panel.history');
+    assert.equal(await page.locator('.load-failed').count(), 0);
+    // The room's own code arrives now, the media engine's still does not.
+    const roomCode = page.waitForResponse((response) => response.url().includes('/pkg/split_in_room'));
+    await page.click('.join-live');
+    await roomCode;
+    await page.waitForSelector('.live-room[data-phase="out"] .media-error:text("did not load")');
+    await page.unroute('**/pkg/split_web_media*');
+    await page.click('.join-live');
+    await page.waitForSelector('.live-room[data-phase="in"] .go-live');
+    assert.equal(await page.inputValue('.description-input'), 'Typed while part of the page was missing.');
+    // The generated split loader starts a file's fetch before it awaits the chunks it shares, so
+    // the browser may report a dropped fetch as an unhandled rejection before the loader handles
+    // it; a panic would be a RuntimeError ('unreachable') and would have stopped the page.
+    assert.ok(errors.every((message) => message === 'Failed to fetch'), `only the dropped fetches: ${errors}`);
+  } finally {
+    await browser.close();
+  }
+});

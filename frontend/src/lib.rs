@@ -10,6 +10,7 @@ mod media;
 use std::rc::Rc;
 
 use leptos::prelude::*;
+use rally_app::client::later_code::CodeNotLoaded;
 use rally_app::client::media::LocalFuture;
 use rally_app::client::{BrowserIo, Connection, MediaEngine, MediaLoader, SharedIo};
 
@@ -31,18 +32,19 @@ fn app_with_browser() -> AnyView {
     let io: Rc<dyn BrowserIo> = Rc::new(browser::WebBrowser);
     provide_context::<SharedIo>(send_wrapper::SendWrapper::new(io.clone()));
     provide_context(Connection::start(io));
-    let load_media: Rc<dyn Fn() -> LocalFuture<Rc<dyn MediaEngine>>> =
+    let load_media: Rc<dyn Fn() -> LocalFuture<Result<Rc<dyn MediaEngine>, CodeNotLoaded>>> =
         Rc::new(|| Box::pin(web_media()));
     provide_context::<MediaLoader>(send_wrapper::SendWrapper::new(load_media));
     view! { <rally_app::App/> }.into_any()
 }
 
-/// Cameras and WebRTC load when someone first joins a live room: in a `--split` build this is
-/// WebAssembly of its own (made here, the engine's code is reachable only through it).
-#[cfg_attr(feature = "hydrate", leptos::lazy)]
-async fn web_media() -> Rc<dyn MediaEngine> {
-    let engine: Rc<dyn MediaEngine> = Rc::new(media::WebMedia::default());
-    engine
+rally_app::loaded_later! {
+    /// Cameras and WebRTC load when someone first joins a live room: made here, the engine's
+    /// code is reachable only through this function.
+    web_media: fn web_media() -> Rc<dyn MediaEngine> {
+        let engine: Rc<dyn MediaEngine> = Rc::new(media::WebMedia::default());
+        Ok(engine)
+    }
 }
 
 #[cfg(feature = "hydrate")]

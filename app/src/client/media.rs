@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
+use super::later_code::CodeNotLoaded;
 use crate::protocol::media::{IceServer, MediaKind, Transport};
 
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -148,8 +149,11 @@ pub trait MediaEngine {
 
 /// How pages get the media engine: by loading it, on first use. Its code (WebRTC, cameras) is
 /// WebAssembly of its own in a `cargo leptos build --split` site, which a person who never joins
-/// a live room never downloads. See [`super::SharedIo`] for why the wrapper.
-pub type MediaLoader = send_wrapper::SendWrapper<Rc<dyn Fn() -> LocalFuture<Rc<dyn MediaEngine>>>>;
+/// a live room never downloads (see [`super::later_code`]). See [`super::SharedIo`] for why the
+/// wrapper.
+pub type MediaLoader = send_wrapper::SendWrapper<
+    Rc<dyn Fn() -> LocalFuture<Result<Rc<dyn MediaEngine>, CodeNotLoaded>>>,
+>;
 
 #[cfg(test)]
 mod tests {

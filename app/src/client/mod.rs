@@ -8,6 +8,7 @@
 pub mod connection;
 pub mod edits;
 pub mod io;
+pub mod later_code;
 pub mod live;
 pub mod media;
 pub mod shared_text;

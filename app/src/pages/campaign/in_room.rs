@@ -2,7 +2,7 @@
 //! microphone, muting, stopping, leaving — the signaling over the page's WebSocket and what a
 //! person sees meanwhile. It loads when someone first joins (see [`super::media`]): [`in_room`]
 //! is, in a `cargo leptos build --split` site, the door to WebAssembly of its own, and it loads
-//! the browser's media engine the same way before the first join.
+//! the browser's media engine the same way before the first join (`client::later_code`).
 
 use std::rc::Rc;
 
@@ -19,20 +19,21 @@ use crate::protocol::media::{
 };
 use crate::protocol::{ClientRequest, ErrorBody};
 
-/// The room from inside, once its code has arrived: loads the media engine on the first join,
-/// then joins.
-#[cfg_attr(not(feature = "csr"), lazy)]
-pub(super) async fn in_room(room: Room) -> AnyView {
-    if room.engine.with_value(Option::is_none) {
-        let load_engine = room
-            .browser
-            .with_value(|b| b.as_ref().map(|b| Rc::clone(&b.load_engine)));
-        if let Some(load_engine) = load_engine {
-            let engine = load_engine().await;
-            room.engine.set_value(Some(SendWrapper::new(engine)));
+crate::loaded_later! {
+    /// The room from inside, once its code has arrived: loads the media engine on the first
+    /// join, then joins.
+    in_room: pub(super) fn in_room(room: Room) -> AnyView {
+        if room.engine.with_value(Option::is_none) {
+            let load_engine = room
+                .browser
+                .with_value(|b| b.as_ref().map(|b| Rc::clone(&b.load_engine)));
+            if let Some(load_engine) = load_engine {
+                let engine = load_engine().await?;
+                room.engine.set_value(Some(SendWrapper::new(engine)));
+            }
         }
+        Ok(view! { <InRoom room/> }.into_any())
     }
-    view! { <InRoom room/> }.into_any()
 }
 
 #[component]
@@ -143,7 +144,13 @@ impl Room {
         let join = ClientRequest::MediaJoin(MediaJoin {
             campaign_id: self.campaign.get_value(),
         });
+        let generation = self.generation.get_value();
         h.connection.request(join, move |result| {
+            // The room was closed, or the page left, while the reply was on its way (reading a
+            // signal of a page that is gone would panic).
+            if room.generation.try_get_value() != Some(generation) {
+                return;
+            }
             let joined = result.and_then(|v| {
                 serde_json::from_value::<MediaJoined>(v).map_err(|e| {
                     ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
@@ -342,13 +349,14 @@ impl Room {
         h.io.set_timeout(
             1000,
             Box::new(move || {
-                if room.generation.get_value() != generation {
+                // Also when the page left the campaign (its signals are gone).
+                if room.generation.try_get_value() != Some(generation) {
                     return;
                 }
                 let Some(h) = room.handles() else { return };
                 leptos::task::spawn_local(async move {
                     let now = h.engine.stats().await;
-                    if room.generation.get_value() != generation {
+                    if room.generation.try_get_value() != Some(generation) {
                         return;
                     }
                     let before = room.stats.get_untracked();

@@ -15,11 +15,14 @@
 //! functions as plain async ones.
 //!
 //! If the code cannot be fetched (the connection dropped at that moment, a deploy replaced the
-//! files), the split loader panics, and a panic stops the page's WebAssembly: the page then
-//! needs a reload. `#[lazy]` in Leptos 0.8 offers no fallible variant; the window is the second
-//! or so after the page becomes interactive.
+//! files), the panel says so in its place with a button to try again; the rest of the page goes
+//! on working ([`loaded_later!`](crate::loaded_later)).
+
+use std::future::Future;
+use std::sync::Arc;
 
 use leptos::prelude::*;
+use send_wrapper::SendWrapper;
 
 use super::history::{HistoryFocus, HistoryPanel};
 use super::invites::InvitePanel;
@@ -27,51 +30,74 @@ use super::keys::KeysPanel;
 use super::live::CampaignModel;
 use super::members::MembersPanel;
 use super::webhooks::WebhooksPanel;
+use crate::client::later_code::CodeNotLoaded;
 use crate::pages::before_hydration::interactive;
 
 /// The history panel, once the page is interactive and its code has arrived.
 #[component]
 pub fn HistoryLater(model: CampaignModel, focus: HistoryFocus) -> impl IntoView {
-    let hydrated = interactive();
-    view! {
-        <Suspense fallback=|| ()>
-            {move || {
-                hydrated
-                    .get()
-                    .then(|| Suspend::new(async move { history_panel(model, focus).await }))
-            }}
-        </Suspense>
-    }
+    view! { <Later what="history" label="The history" load=move || history_panel(model, focus)/> }
 }
 
 /// Members, invite links, keys and webhooks, once the page is interactive and their code has
 /// arrived.
 #[component]
 pub fn AccessLater(model: CampaignModel) -> impl IntoView {
+    view! {
+        <Later what="access" label="Members, invite links, keys and webhooks" load=move || access_panels(model)/>
+    }
+}
+
+/// Shows what `load` brings once the page is interactive; if its code did not arrive, says so
+/// where it would have been (`label` names what is missing, `what` is for tests), with a button
+/// that loads it again.
+#[component]
+fn Later<L, F>(what: &'static str, label: &'static str, load: L) -> impl IntoView
+where
+    L: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = Result<AnyView, CodeNotLoaded>> + 'static,
+{
     let hydrated = interactive();
+    let attempt = RwSignal::new(0u32);
+    let load = Arc::new(load);
     view! {
         <Suspense fallback=|| ()>
             {move || {
-                hydrated
-                    .get()
-                    .then(|| Suspend::new(async move { access_panels(model).await }))
+                attempt.track();
+                let load = Arc::clone(&load);
+                hydrated.get().then(|| Suspend::new(async move {
+                    match SendWrapper::new(load()).await {
+                        Ok(view) => view,
+                        Err(CodeNotLoaded) => view! {
+                            <p class="panel load-failed" data-part=what role="alert">
+                                {label} " did not load (the connection may have dropped). "
+                                <button class="button small secondary load-again" on:click=move |_| attempt.update(|n| *n += 1)>
+                                    "Try again"
+                                </button>
+                            </p>
+                        }
+                        .into_any(),
+                    }
+                }))
             }}
         </Suspense>
     }
 }
 
-#[cfg_attr(not(feature = "csr"), lazy)]
-async fn history_panel(model: CampaignModel, focus: HistoryFocus) -> AnyView {
-    view! { <HistoryPanel model focus/> }.into_any()
+crate::loaded_later! {
+    history_panel: fn history_panel(model: CampaignModel, focus: HistoryFocus) -> AnyView {
+        Ok(view! { <HistoryPanel model focus/> }.into_any())
+    }
 }
 
-#[cfg_attr(not(feature = "csr"), lazy)]
-async fn access_panels(model: CampaignModel) -> AnyView {
-    view! {
-        <MembersPanel model/>
-        <InvitePanel model/>
-        <KeysPanel model/>
-        <WebhooksPanel model/>
+crate::loaded_later! {
+    access_panels: fn access_panels(model: CampaignModel) -> AnyView {
+        Ok(view! {
+            <MembersPanel model/>
+            <InvitePanel model/>
+            <KeysPanel model/>
+            <WebhooksPanel model/>
+        }
+        .into_any())
     }
-    .into_any()
 }

@@ -15,6 +15,7 @@ use leptos::prelude::*;
 use send_wrapper::SendWrapper;
 
 use super::in_room::in_room;
+use crate::client::later_code::CodeNotLoaded;
 use crate::client::media::{LocalFuture, MediaDevice, MediaStats, Quality};
 use crate::client::{BrowserIo, Connection, MediaEngine, MediaLoader, SharedIo};
 use crate::model::{CampaignId, Presence};
@@ -38,7 +39,7 @@ pub(super) enum Live {
 pub(super) struct Browser {
     pub(super) connection: Connection,
     pub(super) io: Rc<dyn BrowserIo>,
-    pub(super) load_engine: Rc<dyn Fn() -> LocalFuture<Rc<dyn MediaEngine>>>,
+    pub(super) load_engine: Rc<dyn Fn() -> LocalFuture<Result<Rc<dyn MediaEngine>, CodeNotLoaded>>>,
 }
 
 /// The live room's state, as signals; browser handles kept out of the reactive graph.
@@ -108,7 +109,18 @@ pub fn LiveRoom(campaign: CampaignId, presence: RwSignal<Option<Presence>>) -> i
     let inside = move || {
         view! {
             <Suspense fallback=joining>
-                {move || Suspend::new(SendWrapper::new(in_room(room)))}
+                {move || Suspend::new(async move {
+                    match SendWrapper::new(in_room(room)).await {
+                        Ok(inside) => inside,
+                        Err(CodeNotLoaded) => {
+                            room.phase.set(Phase::Out);
+                            room.error.set(Some(
+                                "The live room did not load (the connection may have dropped). Try again.".into(),
+                            ));
+                            ().into_any()
+                        }
+                    }
+                })}
             </Suspense>
         }
     };
