@@ -2,6 +2,8 @@
 // protocol (1.6 Mbps down, 750 kbps up, 150 ms round trip, CPU 4× slower), a cold cache for
 // every load, the median of N loads per site. Three moments per load:
 //   content  — first contentful paint: the server-rendered campaign is on screen;
+//   code     — the main WebAssembly file's last byte arrived (Resource Timing `responseEnd`):
+//              ready minus code is what compiling the rest, instantiating and hydrating take;
 //   ready    — the page hydrated (`data-hydrated="true"`): its fields take edits;
 //   whole    — hydrated and its history panel on screen (the panels load after hydration).
 // Plus the bytes the browser received by then. Sites are measured in turns (A, B, A, B, …) so a machine
@@ -137,6 +139,9 @@ async function load(browser, url) {
   await page.waitForFunction(() => window.__completeAt !== undefined, null, { timeout: 120_000 });
   const timing = await page.evaluate(() => ({
     content: performance.getEntriesByName('first-contentful-paint')[0]?.startTime,
+    code: performance
+      .getEntriesByType('resource')
+      .find((entry) => /\/pkg\/rally\.[^/]*\.wasm$/.test(new URL(entry.name).pathname))?.responseEnd,
     ready: window.__readyAt,
     complete: window.__completeAt,
   }));
@@ -172,7 +177,7 @@ try {
     const kb = Math.round(median(server.runs.map((run) => run.bytes)) / 1024);
     const all = (key) => server.runs.map((run) => Math.round(run[key])).join(' ');
     console.log(
-      `${server.name.padEnd(24)} content ${String(ms('content')).padStart(5)} ms   ready ${String(ms('ready')).padStart(5)} ms   whole ${String(ms('complete')).padStart(5)} ms   received ${String(kb).padStart(5)} KiB   (content: ${all('content')}; ready: ${all('ready')}; whole: ${all('complete')})`,
+      `${server.name.padEnd(24)} content ${String(ms('content')).padStart(5)} ms   code ${String(ms('code')).padStart(5)} ms   ready ${String(ms('ready')).padStart(5)} ms   whole ${String(ms('complete')).padStart(5)} ms   received ${String(kb).padStart(5)} KiB   (content: ${all('content')}; code: ${all('code')}; ready: ${all('ready')}; whole: ${all('complete')})`,
     );
   }
 } finally {
