@@ -9,7 +9,10 @@
 // Plus the bytes the browser received by then. Sites are measured in turns (A, B, A, B, …) so a machine
 // that gets busier halfway does not favour one of them.
 //
-//   node bench/page-load.mjs [--loads 5] [--site name=path/to/site[,path/to/rally]] … [--bin path/to/rally]
+//   node bench/page-load.mjs [--loads 5] [--site name=path/to/site[,path/to/rally]] … [--bin path/to/rally] [--files]
+//
+// --files also lists, per site, what the last load fetched: each file's bytes on the wire and
+// when it started and finished, to see what shares the slow link with the main WebAssembly file.
 //
 // Without --site it measures target/site. Each site is served by its own `rally` process: the
 // binary named after its path, else --bin (target/release/rally). A binary must match its site's
@@ -28,6 +31,7 @@ const option = (name, fallback) => {
   return at >= 0 ? args[at + 1] : fallback;
 };
 const loads = Number(option('loads', '5'));
+const listFiles = args.includes('--files');
 const bin = resolve(option('bin', join(root, 'target', 'release', 'rally')));
 const sites = args
   .flatMap((arg, i) => (arg === '--site' ? [args[i + 1]] : []))
@@ -144,6 +148,14 @@ async function load(browser, url) {
       .find((entry) => /\/pkg\/rally\.[^/]*\.wasm$/.test(new URL(entry.name).pathname))?.responseEnd,
     ready: window.__readyAt,
     complete: window.__completeAt,
+    files: [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')].map(
+      (entry) => ({
+        path: new URL(entry.name).pathname,
+        bytes: entry.transferSize,
+        start: entry.startTime,
+        end: entry.responseEnd,
+      }),
+    ),
   }));
   await context.close();
   return { ...timing, bytes };
@@ -179,6 +191,13 @@ try {
     console.log(
       `${server.name.padEnd(24)} content ${String(ms('content')).padStart(5)} ms   code ${String(ms('code')).padStart(5)} ms   ready ${String(ms('ready')).padStart(5)} ms   whole ${String(ms('complete')).padStart(5)} ms   received ${String(kb).padStart(5)} KiB   (content: ${all('content')}; code: ${all('code')}; ready: ${all('ready')}; whole: ${all('complete')})`,
     );
+    if (listFiles) {
+      for (const file of server.runs.at(-1).files) {
+        console.log(
+          `    ${file.path.padEnd(48)} ${String(file.bytes).padStart(8)} B   ${String(Math.round(file.start)).padStart(5)} → ${String(Math.round(file.end)).padStart(5)} ms`,
+        );
+      }
+    }
   }
 } finally {
   await browser.close();

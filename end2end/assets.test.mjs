@@ -115,6 +115,11 @@ test(`every site file goes out with its type, cache rule and encodings (${mode})
   assert.equal(page.headers.get('cache-control'), 'private, no-cache');
   const html = await page.text();
   for (const path of fingerprinted) assert.ok(html.includes(path), `the page links ${path}`);
+  // …and its headers name them too, so a browser starts fetching them before it reads the page.
+  const links = page.headers.get('link') ?? '';
+  assert.match(links, new RegExp(`<${mainWasm}>; rel=preload; as=fetch; type="application/wasm"; crossorigin`), links);
+  assert.match(links, new RegExp(`</pkg/rally\\.${fingerprints.js}\\.js>; rel=modulepreload; crossorigin`), links);
+  assert.match(links, new RegExp(`</pkg/rally\\.${fingerprints.css}\\.css>; rel=preload; as=style`), links);
   const missing = await fetch(server.url + '/pkg/rally.nope.wasm');
   assert.equal(missing.status, 404);
   assert.equal(missing.headers.get('cache-control'), 'no-cache', 'a missing file is not kept');
@@ -131,17 +136,23 @@ test(`a browser loads the fingerprinted files, and the landing page's split-off 
   try {
     const page = await browser.newPage();
     const loaded = [];
+    const asked = [];
+    page.on('request', (request) => asked.push(new URL(request.url()).pathname));
     page.on('response', (response) => loaded.push(new URL(response.url()).pathname));
     await page.goto(server.url);
     await page.waitForSelector('[data-hydrated="true"]');
-    for (const path of fingerprinted) assert.ok(loaded.includes(path), `${path} loaded: ${loaded}`);
+    for (const path of fingerprinted) {
+      assert.ok(loaded.includes(path), `${path} loaded: ${loaded}`);
+      // Named in the page's headers and in its <head>: still fetched once.
+      assert.equal(asked.filter((p) => p === path).length, 1, `${path} fetched once: ${asked}`);
+    }
     assert.ok(loaded.some((path) => path.startsWith('/pkg/split___landing_route')), `the landing page's own code loaded: ${loaded}`);
   } finally {
     await browser.close();
   }
 });
 
-test(`a campaign page hydrates without its history and access panels, whose code loads after (${mode})`, async () => {
+test(`a campaign page hydrates without its history and access panels and its settings editor, whose code loads after (${mode})`, async () => {
   const browser = await launchBrowser();
   try {
     const ada = await signedIn(browser, server, 'Ada');
@@ -153,9 +164,11 @@ test(`a campaign page hydrates without its history and access panels, whose code
     const page = await ada.context.newPage();
     const errors = [];
     page.on('pageerror', (err) => errors.push(err.message));
-    // Waiting for the panels' code must not take the campaign itself off the page.
+    // Waiting for the panels' code must not take the campaign itself off the page, nor its
+    // settings: they show read only until the editor arrives.
     await page.addInitScript(() => {
       window.campaignRemoved = false;
+      window.settingsGone = false;
       new MutationObserver((records) => {
         for (const record of records) {
           for (const node of record.removedNodes) {
@@ -164,6 +177,7 @@ test(`a campaign page hydrates without its history and access panels, whose code
             }
           }
         }
+        if (document.querySelector('article.campaign') && !document.querySelector('.panel.config')) window.settingsGone = true;
       }).observe(document, { childList: true, subtree: true });
     });
     const loaded = [];
@@ -172,13 +186,18 @@ test(`a campaign page hydrates without its history and access panels, whose code
     const html = await response.text();
     assert.match(html, /class="[^"]*\bfeatures\b/, 'the page itself is server-rendered');
     assert.doesNotMatch(html, /class="panel (history|members)"/, 'the later panels are not');
+    assert.match(html, /class="panel config settings-preview"/, 'the settings are, read only');
+    assert.doesNotMatch(html, /config-mode/, 'the settings editor is not');
     await page.waitForSelector('[data-hydrated="true"]');
     await page.waitForSelector('.panel.history');
     await page.waitForSelector('.panel.members');
     await page.waitForSelector('.panel.invite');
+    await page.waitForSelector('.panel.config .config-mode');
+    assert.equal(await page.locator('.settings-preview').count(), 0, 'the editor took the read-only settings\' place');
     assert.equal(await page.evaluate(() => window.campaignRemoved), false, 'the campaign stayed on screen while the panels loaded');
+    assert.equal(await page.evaluate(() => window.settingsGone), false, 'the settings stayed on screen until the editor came');
     assert.deepEqual(errors, []);
-    for (const name of ['history_panel', 'access_panels']) {
+    for (const name of ['history_panel', 'access_panels', 'settings_editor']) {
       assert.ok(loaded.some((path) => path.startsWith(`/pkg/split_${name}`)), `${name}'s own code loaded: ${loaded}`);
     }
   } finally {
@@ -232,14 +251,18 @@ test(`when code that loads later cannot be fetched, the page says so, keeps work
     const page = await ada.context.newPage();
     const errors = [];
     page.on('pageerror', (err) => errors.push(err.message));
-    // The connection drops just as the history panel's and the live room's code are fetched.
+    // The connection drops just as the history panel's, the settings editor's and the live
+    // room's code are fetched.
     const dropped = (route) => route.abort('internetdisconnected');
     await page.route('**/pkg/split_history_panel*', dropped);
+    await page.route('**/pkg/split_settings_editor*', dropped);
     await page.route('**/pkg/split_in_room*', dropped);
     await page.route('**/pkg/split_web_media*', dropped);
     await page.goto(`${server.url}/campaigns/code-lost`);
     await page.waitForSelector('[data-hydrated="true"]');
     await page.waitForSelector('.load-failed[data-part="history"]');
+    await page.waitForSelector('.load-failed[data-part="settings"]');
+    assert.equal(await page.locator('.settings-preview').count(), 1, 'the settings are still shown, read only');
     await page.waitForSelector('.panel.members'); // the other panels came
 
     // The page still works: what is typed is kept, saved, and seen by others.
@@ -249,9 +272,12 @@ test(`when code that loads later cannot be fetched, the page says so, keeps work
     await page.waitForSelector('.live-room[data-phase="out"] .media-error:text("did not load")');
 
     await page.unroute('**/pkg/split_history_panel*');
+    await page.unroute('**/pkg/split_settings_editor*');
     await page.unroute('**/pkg/split_in_room*');
-    await page.click('.load-failed .load-again');
+    await page.click('.load-failed[data-part="history"] .load-again');
     await page.waitForSelector('.panel.history');
+    await page.click('.load-failed[data-part="settings"] .load-again');
+    await page.waitForSelector('.panel.config .config-mode');
     assert.equal(await page.locator('.load-failed').count(), 0);
     // The room's own code arrives now, the media engine's still does not.
     const roomCode = page.waitForResponse((response) => response.url().includes('/pkg/split_in_room'));

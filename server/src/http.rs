@@ -96,9 +96,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The server-rendered pages. A page shows live data for the person signed in: browsers ask
-/// again on every visit, and no shared cache keeps it.
+/// again on every visit, and no shared cache keeps it. Their headers name the frontend's files, so
+/// the browser fetches them before it reads the page ([`Site::preload_header`]).
 fn pages(state: &AppState) -> Router<AppState> {
-    Router::new()
+    let pages = Router::new()
         .leptos_routes_with_context(
             state,
             generate_route_list(App),
@@ -114,7 +115,11 @@ fn pages(state: &AppState) -> Router<AppState> {
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("private, no-cache"),
-        ))
+        ));
+    match state.site.preload_header() {
+        Some(links) => pages.layer(SetResponseHeaderLayer::if_not_present(header::LINK, links)),
+        None => pages,
+    }
 }
 
 /// A file from the site root with its cache rules — a precompressed variant when the browser

@@ -7,14 +7,13 @@ use std::rc::{Rc, Weak};
 
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
-use serde_json::Value;
 
 use super::io::{BrowserIo, SocketEvents, SocketHandle};
-use super::live::{ConnectionStatus, LiveClient, Output};
+use super::live::{ConnectionStatus, LiveClient, Output, ReplyPayload};
 use crate::model::CampaignId;
 use crate::protocol::{ClientRequest, ErrorBody};
 
-type ReplyFn = Box<dyn FnOnce(Result<Value, ErrorBody>)>;
+type ReplyFn = Box<dyn FnOnce(Result<ReplyPayload, ErrorBody>)>;
 /// Receives a subscribed campaign's outputs (subscribed, state, presence, resync, failure).
 pub type CampaignListener = Rc<dyn Fn(&Output)>;
 
@@ -230,7 +229,7 @@ impl Connection {
     pub fn request(
         &self,
         request: ClientRequest,
-        on_reply: impl FnOnce(Result<Value, ErrorBody>) + 'static,
+        on_reply: impl FnOnce(Result<ReplyPayload, ErrorBody>) + 'static,
     ) -> String {
         let inner: &Rc<Inner> = &self.inner;
         let (id, out) = inner.client.borrow_mut().request(request);

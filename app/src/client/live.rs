@@ -23,7 +23,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::model::{CampaignEvent, CampaignId, RequestId};
 use crate::protocol::campaign::{
@@ -104,7 +105,7 @@ pub enum Output {
     /// The answer to a request made with [`LiveClient::request`].
     Reply {
         request_id: String,
-        result: Result<Value, ErrorBody>,
+        result: Result<ReplyPayload, ErrorBody>,
     },
     /// A subscription (re)started: replace or confirm local state per `resume`.
     Subscribed(Box<SubscribeReply>),
@@ -136,6 +137,32 @@ pub enum Output {
     /// Give the socket up without waiting for it to close (it is presumed dead); the state
     /// machine already treats it as closed.
     DropSocket,
+}
+
+/// A successful reply's payload, still as the server's JSON text: whoever asked knows its type
+/// and reads it with [`ReplyPayload::read`].
+///
+/// Payloads stay text until their type is known: every type is decoded one way
+/// (`serde_json::from_str`, as the server-rendered page's data is), without building a
+/// `serde_json::Value` tree per frame first (BENCHMARKS.md, "Ready within 3 s").
+#[derive(Debug, Clone)]
+pub struct ReplyPayload(Box<RawValue>);
+
+impl ReplyPayload {
+    /// Read the payload as a `T`; a payload that is not one is the server's fault.
+    pub fn read<T: DeserializeOwned>(&self) -> Result<T, ErrorBody> {
+        decode(&self.0).map_err(|err| ErrorBody::new(ErrorCode::Internal, err.to_string()))
+    }
+}
+
+impl PartialEq for ReplyPayload {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+fn decode<T: DeserializeOwned>(payload: &RawValue) -> serde_json::Result<T> {
+    serde_json::from_str(payload.get())
 }
 
 /// What the media relay pushes to a participant.
@@ -499,7 +526,7 @@ impl LiveClient {
 
     /// A text frame from the server.
     pub fn received(&mut self, text: &str) -> Vec<Output> {
-        let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {
+        let Ok(envelope) = serde_json::from_str::<Envelope<Box<RawValue>>>(text) else {
             return Vec::new(); // not ours to judge; the server only sends envelopes
         };
         let Envelope {
@@ -527,7 +554,7 @@ impl LiveClient {
             return Vec::new(); // a reply to something we no longer wait for
         }
         if event_type == STATE_EVENT {
-            let Ok(event) = serde_json::from_value::<CampaignEvent>(payload) else {
+            let Ok(event) = decode::<CampaignEvent>(&payload) else {
                 return Vec::new();
             };
             return self.state_event(event);
@@ -536,31 +563,31 @@ impl LiveClient {
             if !self.ops {
                 return Vec::new();
             }
-            return serde_json::from_value::<OpsSample>(payload)
+            return decode::<OpsSample>(&payload)
                 .map(|sample| vec![Output::OpsSample(Box::new(sample))])
                 .unwrap_or_default();
         }
         if event_type == WRITABLE {
-            return serde_json::from_value::<Writable>(payload)
+            return decode::<Writable>(&payload)
                 .ok()
                 .filter(|w| self.subscriptions.contains_key(&w.campaign_id))
                 .map(|w| vec![Output::Writable(Box::new(w))])
                 .unwrap_or_default();
         }
         if event_type == OVERRULED {
-            return serde_json::from_value::<Overruled>(payload)
+            return decode::<Overruled>(&payload)
                 .ok()
                 .filter(|o| self.subscriptions.contains_key(&o.campaign_id))
                 .map(|o| vec![Output::Overruled(Box::new(o))])
                 .unwrap_or_default();
         }
         if event_type == PRESENCE_EVENT {
-            return serde_json::from_value::<PresenceChanged>(payload)
+            return decode::<PresenceChanged>(&payload)
                 .map(|p| vec![Output::Presence(Box::new(p))])
                 .unwrap_or_default();
         }
         if event_type == RESYNC {
-            let Ok(resync) = serde_json::from_value::<Resync>(payload) else {
+            let Ok(resync) = decode::<Resync>(&payload) else {
                 return Vec::new();
             };
             if let Some(last) = self.subscriptions.get_mut(&resync.campaign_id) {
@@ -570,17 +597,11 @@ impl LiveClient {
             return Vec::new();
         }
         let media = if event_type == OFFER_EVENT {
-            serde_json::from_value(payload.clone())
-                .ok()
-                .map(MediaPush::Offer)
+            decode(&payload).ok().map(MediaPush::Offer)
         } else if event_type == TRACKS_EVENT {
-            serde_json::from_value(payload.clone())
-                .ok()
-                .map(MediaPush::Tracks)
+            decode(&payload).ok().map(MediaPush::Tracks)
         } else if event_type == ENDED_EVENT {
-            serde_json::from_value(payload.clone())
-                .ok()
-                .map(MediaPush::Ended)
+            decode(&payload).ok().map(MediaPush::Ended)
         } else {
             None
         };
@@ -588,7 +609,7 @@ impl LiveClient {
             return vec![Output::Media(Box::new(push))];
         }
         if event_type == SUBSCRIPTION_ENDED {
-            let Ok(ended) = serde_json::from_value::<SubscriptionEnded>(payload) else {
+            let Ok(ended) = decode::<SubscriptionEnded>(&payload) else {
                 return Vec::new();
             };
             if let Some(last) = self.subscriptions.get(&ended.campaign_id).copied() {
@@ -605,18 +626,15 @@ impl LiveClient {
         request_id: &str,
         pending: ClientRequest,
         event_type: &crate::protocol::EventType,
-        payload: Value,
+        payload: Box<RawValue>,
     ) -> Vec<Output> {
         let result = match event_type.state() {
-            EventState::Failed => Err(serde_json::from_value::<ErrorBody>(payload)
+            EventState::Failed => Err(decode::<ErrorBody>(&payload)
                 .unwrap_or_else(|_| ErrorBody::new(ErrorCode::Internal, "unreadable error"))),
-            _ => Ok(payload),
+            _ => Ok(ReplyPayload(payload)),
         };
         if matches!(pending, ClientRequest::OpsSubscribe(_)) {
-            let history = result.and_then(|payload| {
-                serde_json::from_value::<OpsHistory>(payload)
-                    .map_err(|err| ErrorBody::new(ErrorCode::Internal, err.to_string()))
-            });
+            let history = result.and_then(|payload| payload.read::<OpsHistory>());
             if history.is_err() {
                 self.ops = false;
             }
@@ -634,7 +652,7 @@ impl LiveClient {
         };
         match result {
             Ok(payload) => {
-                let Ok(reply) = serde_json::from_value::<SubscribeReply>(payload) else {
+                let Ok(reply) = payload.read::<SubscribeReply>() else {
                     return Vec::new();
                 };
                 let version = match &reply.resume {
@@ -686,7 +704,7 @@ impl LiveClient {
 mod tests {
     use super::*;
     use crate::model::{Actor, Change, EventId, FieldUpdates, Timestamp, UserId};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn id(s: &str) -> CampaignId {
         CampaignId::parse(s).unwrap()

@@ -15,5 +15,5 @@ pub mod shared_text;
 
 pub use connection::{use_connection, Connection};
 pub use io::{BrowserIo, SharedIo, SocketEvents, SocketHandle};
-pub use live::{Backoff, ConnectionStatus, LiveClient, MediaPush, Output};
+pub use live::{Backoff, ConnectionStatus, LiveClient, MediaPush, Output, ReplyPayload};
 pub use media::{MediaEngine, MediaLoader};

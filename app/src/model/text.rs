@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use serde::de::Error as _;
+use serde::de::{self, Error as _, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// One step of a [`TextEdit`]. Counts are in characters and never zero; inserts never empty.
@@ -433,14 +433,43 @@ impl Serialize for TextEdit {
     }
 }
 
+/// One step as sent: a count (retain if positive, delete if negative) or the text to insert.
+enum Raw {
+    Count(i64),
+    Text(String),
+}
+
+/// Read by type, not by trying each variant in turn (`#[serde(untagged)]` buffers every value
+/// first, which compiles a second decoder into the browser's WebAssembly).
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Step;
+        impl Visitor<'_> for Step {
+            type Value = Raw;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a whole number or a string")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Raw, E> {
+                Ok(Raw::Count(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Raw, E> {
+                i64::try_from(n)
+                    .map(Raw::Count)
+                    .map_err(|_| E::custom(STEP_TOO_LONG))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Raw, E> {
+                Ok(Raw::Text(text.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Raw, E> {
+                Ok(Raw::Text(text))
+            }
+        }
+        deserializer.deserialize_any(Step)
+    }
+}
+
 impl<'de> Deserialize<'de> for TextEdit {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Count(i64),
-            Text(String),
-        }
         let raw = Vec::<Raw>::deserialize(deserializer)?;
         let mut edit = TextEdit::new();
         for step in raw {

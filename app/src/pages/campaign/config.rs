@@ -1,4 +1,5 @@
-//! The config editor: one section at a time, as a form ([`ConfigForm`]) or as JSON.
+//! The config editor: one section at a time, as a form ([`ConfigForm`]) or as JSON; and the
+//! settings read only ([`SettingsPreview`]), shown until the editor's code arrives (`later`).
 //!
 //! While nobody edits, the text follows the section live. Once the person starts typing, the
 //! text is theirs: remote changes no longer replace it, and if the section changes underneath,
@@ -20,6 +21,89 @@ fn pretty(values: Option<&Map<String, Value>>) -> String {
     config_form::pretty(values.unwrap_or(&Map::new()))
 }
 
+/// The section the editor opens on: the first there is, else `ui_content`.
+fn first_section(model: &CampaignModel) -> String {
+    model
+        .shown
+        .with_untracked(|s| s.config.keys().next().map(|k| k.to_string()))
+        .unwrap_or_else(|| "ui_content".into())
+}
+
+/// The settings as the editor first shows them, read only: the server renders this, and the
+/// page shows it until the editor's code has arrived. It is laid out as the editor is (the
+/// sections, the first one's settings one per line), so the editor takes its place without
+/// moving the page much.
+#[component]
+pub fn SettingsPreview(model: CampaignModel) -> impl IntoView {
+    let first = first_section(&model);
+    let names = move || {
+        model
+            .shown
+            .with(|s| s.config.keys().map(|k| k.to_string()).collect::<Vec<_>>())
+    };
+    let lines = {
+        let first = first.clone();
+        move || {
+            model.shown.with(|s| {
+                let section = SectionName::parse(&first)
+                    .ok()
+                    .and_then(|name| s.config.get(&name).cloned())
+                    .unwrap_or_default();
+                config_form::rows(&section)
+                    .into_iter()
+                    .map(|row| {
+                        let value = match config_form::value_at(&section, &row.path) {
+                            Some(Value::Object(_)) | None => String::new(),
+                            Some(Value::String(text)) => text.clone(),
+                            Some(Value::Bool(true)) => "on".into(),
+                            Some(Value::Bool(false)) => "off".into(),
+                            Some(other) => other.to_string(),
+                        };
+                        (row.depth(), row.label(), value)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        }
+    };
+    view! {
+        <section class="panel config settings-preview" aria-labelledby="config-heading">
+            <h2 id="config-heading">"Settings"</h2>
+            <div class="sections">
+                {move || {
+                    names()
+                        .into_iter()
+                        .map(|name| {
+                            let active = name == first_section(&model);
+                            view! { <span class="preview-tab" class:active=active>{name}</span> }
+                        })
+                        .collect_view()
+                }}
+            </div>
+            <h3 class="section-name">{first}</h3>
+            {move || {
+                let lines = lines();
+                if lines.is_empty() {
+                    return view! { <p class="empty">"No settings in this section yet."</p> }.into_any();
+                }
+                view! {
+                    <dl class="config-form">
+                        {lines
+                            .into_iter()
+                            .map(|(depth, label, value)| view! {
+                                <div class="setting" style=format!("--depth:{depth}")>
+                                    <dt class="setting-label">{label}</dt>
+                                    <dd class="setting-value">{value}</dd>
+                                </div>
+                            })
+                            .collect_view()}
+                    </dl>
+                }
+                .into_any()
+            }}
+        </section>
+    }
+}
+
 /// What the person began editing from.
 #[derive(Debug, Clone, PartialEq)]
 struct Editing {
@@ -31,11 +115,7 @@ struct Editing {
 
 #[component]
 pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
-    let first = model
-        .shown
-        .with_untracked(|s| s.config.keys().next().map(|k| k.to_string()))
-        .unwrap_or_else(|| "ui_content".into());
-    let selected = RwSignal::new(first);
+    let selected = RwSignal::new(first_section(&model));
     let section_value = Memo::new(move |_| {
         let name = selected.get();
         model.shown.with(|s| {

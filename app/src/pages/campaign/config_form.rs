@@ -33,11 +33,11 @@ impl Row {
         self.path.join("\u{1f}")
     }
 
-    fn label(&self) -> String {
+    pub fn label(&self) -> String {
         self.path.last().cloned().unwrap_or_default()
     }
 
-    fn depth(&self) -> usize {
+    pub fn depth(&self) -> usize {
         self.path.len().saturating_sub(1)
     }
 }
@@ -72,7 +72,7 @@ pub fn rows(section: &Map<String, Value>) -> Vec<Row> {
     out
 }
 
-fn value_at<'a>(section: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+pub fn value_at<'a>(section: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
     let (first, rest) = path.split_first()?;
     rest.iter()
         .try_fold(section.get(first)?, |value, key| value.get(key))

@@ -8,7 +8,6 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
-use serde_json::Value;
 
 use super::media::{Live, Phase, Room};
 use crate::client::media::{CandidateSink, LocalCandidate, Quality};
@@ -151,11 +150,7 @@ impl Room {
             if room.generation.try_get_value() != Some(generation) {
                 return;
             }
-            let joined = result.and_then(|v| {
-                serde_json::from_value::<MediaJoined>(v).map_err(|e| {
-                    ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
-                })
-            });
+            let joined = result.and_then(|payload| payload.read::<MediaJoined>());
             match joined {
                 Ok(joined) => {
                     room.me.set(Some(joined.participant_id.clone()));
@@ -267,13 +262,9 @@ impl Room {
             });
             let engine = h.engine.clone();
             h.connection.request(publish, move |result| {
-                let answer = result.and_then(|v: Value| {
-                    serde_json::from_value::<SessionDescription>(v)
-                        .map(|d| d.sdp)
-                        .map_err(|e| {
-                            ErrorBody::new(crate::protocol::ErrorCode::Internal, e.to_string())
-                        })
-                });
+                let answer = result
+                    .and_then(|payload| payload.read::<SessionDescription>())
+                    .map(|description| description.sdp);
                 leptos::task::spawn_local(async move {
                     match answer {
                         Ok(sdp) => match engine.publish_answer(sdp).await {

@@ -8,12 +8,11 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
-use serde_json::Value;
 
 use super::notices::{explain_refusal, kept_notice, Notice, Place};
 use crate::client::edits::{EditNumber, EditQueue, Outgoing};
 use crate::client::shared_text::SharedText;
-use crate::client::{Connection, Output};
+use crate::client::{Connection, Output, ReplyPayload};
 use crate::model::{
     describe_change, describe_event, CampaignId, CampaignState, CampaignStatus, Change, EditId,
     Feature, Presence, Role, TextEdit, TextField, Visibility, Write,
@@ -455,7 +454,7 @@ impl CampaignModel {
         }
     }
 
-    fn answered(&self, number: EditNumber, result: Result<Value, ErrorBody>) {
+    fn answered(&self, number: EditNumber, result: Result<ReplyPayload, ErrorBody>) {
         let Some(confirmed) = self.confirmed.try_get_untracked() else {
             return; // the page was left
         };
@@ -567,10 +566,7 @@ impl CampaignModel {
             campaign_id: self.id.get_value(),
         });
         connection.request(request, move |result| {
-            if let Ok(snapshot) = result.and_then(|value| {
-                serde_json::from_value::<CampaignSnapshot>(value)
-                    .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
-            }) {
+            if let Ok(snapshot) = result.and_then(|payload| payload.read::<CampaignSnapshot>()) {
                 model.role.set(snapshot.role);
             }
         });
@@ -624,9 +620,8 @@ impl CampaignModel {
     }
 }
 
-fn parse_ack(value: Value) -> Result<WriteAck, ErrorBody> {
-    serde_json::from_value::<WriteAck>(value)
-        .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+fn parse_ack(payload: ReplyPayload) -> Result<WriteAck, ErrorBody> {
+    payload.read::<WriteAck>()
 }
 
 /// The activity list's first line for a page rendered at `state`.

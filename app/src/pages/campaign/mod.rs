@@ -1,6 +1,6 @@
 //! `/campaigns/:id`: one campaign, live. Server-rendered from the snapshot; once hydrated it
 //! subscribes from the snapshot's version and every change shows up as it happens. The history
-//! and access panels load after the page is interactive (`later`).
+//! and access panels and the settings editor load after the page is interactive (`later`).
 
 mod config;
 mod config_form;
@@ -26,8 +26,7 @@ use crate::model::CampaignId;
 use crate::protocol::campaign::CampaignSnapshot;
 use crate::protocol::{ErrorBody, ErrorCode};
 
-use config::ConfigEditor;
-use later::{AccessLater, HistoryLater};
+use later::{AccessLater, HistoryLater, SettingsLater};
 pub use live::CampaignModel;
 use notices::{Notices, Place};
 use panels::{Details, Features, PresencePanel, Timeline};
@@ -128,7 +127,7 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
                     <media::LiveRoom campaign=snapshot.campaign.id.clone() presence=model.presence/>
                     <Details model/>
                     <Features model/>
-                    <ConfigEditor model/>
+                    <SettingsLater model/>
                     <HistoryLater model focus=history_focus/>
                 </div>
                 <aside class="side-column">
