@@ -21,10 +21,12 @@ after(async () => {
 });
 
 
-/** The campaign page's panels that load after it is interactive are there, so axe sees them. */
+/** The campaign page's panels and settings editor that load after it is interactive are there,
+ *  so axe sees them. */
 async function panelsLoaded(page) {
   await page.waitForSelector('.panel.history');
   await page.waitForSelector('.panel.members');
+  await page.waitForSelector('.panel.config .config-mode');
 }
 
 test(`landing, campaign, invite, API docs and ops pages pass axe and fit 390 px (${mode})`, async () => {
@@ -67,6 +69,14 @@ test(`landing, campaign, invite, API docs and ops pages pass axe and fit 390 px 
   await bob.page.waitForSelector('[data-live="true"]', { timeout: 15_000 });
   await panelsLoaded(bob.page);
   problems.push(...(await check(bob.page, 'campaign-viewer', /^Spring launch — Rally$/)));
+  // The settings read only, as they show until the editor's code arrives — here it never does.
+  const waiting = await bob.context.newPage();
+  await waiting.route('**/pkg/split_settings_editor*', (route) => route.abort('internetdisconnected'));
+  await waiting.goto(`${server.url}/campaigns/access`);
+  await waiting.waitForSelector('.load-failed[data-part="settings"]');
+  await waiting.waitForSelector('.settings-preview');
+  problems.push(...(await check(waiting, 'campaign-settings-read-only', /^Spring launch — Rally$/)));
+  await waiting.close();
   await bob.page.goto(invite);
   await bob.page.waitForSelector('.accept-invite');
   problems.push(...(await check(bob.page, 'invite', /Rally/)));

@@ -177,7 +177,9 @@ test(`a campaign page hydrates without its history and access panels and its set
             }
           }
         }
-        if (document.querySelector('article.campaign') && !document.querySelector('.panel.config')) window.settingsGone = true;
+        if (document.querySelector('[data-hydrated="true"] article.campaign') && !document.querySelector('.panel.config')) {
+          window.settingsGone = true;
+        }
       }).observe(document, { childList: true, subtree: true });
     });
     const loaded = [];

@@ -165,12 +165,13 @@ impl Site {
 
     /// The `Link` header a page goes out with: the frontend's files to fetch at once.
     ///
-    /// The page's `<head>` names the same files, but a slow phone finds them there only after
-    /// the response's first bytes arrived and were parsed; the header lets it start when the
-    /// headers arrive — on the throttled profile the WebAssembly download, the long pole before
-    /// the page is interactive, started ~150 ms sooner (BENCHMARKS.md). The attributes equal
-    /// the `<link>` elements Leptos writes, so each file is fetched once: the WebAssembly as
-    /// `fetch` in CORS mode (`crossorigin`), the script as a module.
+    /// The page's `<head>` names the same files, but a slow phone finds them there only once it
+    /// has parsed that far; Chromium acts on the header when the navigation commits — on the
+    /// throttled profile the WebAssembly download, the long pole before the page is
+    /// interactive, started up to ~40 ms sooner (BENCHMARKS.md, "Ready within 3 s"). The
+    /// attributes match how each file is then fetched, so each is fetched once: the WebAssembly
+    /// by wasm-bindgen's `fetch` (CORS mode, same-origin credentials: `crossorigin`), the script
+    /// as a module, the stylesheet as a style.
     /// `None` if a file name cannot go into a header (names come from hash.txt).
     pub fn preload_header(&self) -> Option<HeaderValue> {
         let FrontendFiles { js, wasm, css, .. } = &self.files;

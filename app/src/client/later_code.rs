@@ -1,5 +1,5 @@
 //! Code that loads after the page: parts a person reaches for later (the history and access
-//! panels, the live room, the browser's media engine) are, in a `cargo leptos build --split`
+//! panels, the settings editor, the live room, the browser's media engine) are, in a `cargo leptos build --split`
 //! site, WebAssembly files of their own, fetched when first needed.
 //!
 //! Fetching can fail — the connection drops at that moment, a deploy replaced the files. Leptos's

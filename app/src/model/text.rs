@@ -439,8 +439,8 @@ enum Raw {
     Text(String),
 }
 
-/// Read by type, not by trying each variant in turn (`#[serde(untagged)]` buffers every value
-/// first, which compiles a second decoder into the browser's WebAssembly).
+/// Read by type, not by trying each variant in turn: `#[serde(untagged)]` buffers every value
+/// first and then tries a decoder per variant.
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Step;

@@ -31,33 +31,50 @@ fn first_section(model: &CampaignModel) -> String {
 
 /// The settings as the editor first shows them, read only: the server renders this, and the
 /// page shows it until the editor's code has arrived. It is laid out as the editor is (the
-/// sections, the first one's settings one per line), so the editor takes its place without
-/// moving the page much.
+/// sections, the first one's settings one per line), so the editor takes its place with little
+/// movement (the editor adds its controls below).
 #[component]
 pub fn SettingsPreview(model: CampaignModel) -> impl IntoView {
     let first = first_section(&model);
-    let names = move || {
-        model
-            .shown
-            .with(|s| s.config.keys().map(|k| k.to_string()).collect::<Vec<_>>())
+    // Only a change of the settings redraws this, not every keystroke elsewhere.
+    let config = Memo::new(move |_| model.shown.with(|s| s.config.clone()));
+    let tabs = {
+        let first = first.clone();
+        move || {
+            config.with(|config| {
+                config
+                    .keys()
+                    .map(|name| {
+                        let active = name.as_str() == first;
+                        view! {
+                            <span class="preview-tab" class:active=active aria-current=active.then_some("true")>
+                                {name.to_string()}
+                            </span>
+                        }
+                    })
+                    .collect_view()
+            })
+        }
     };
     let lines = {
         let first = first.clone();
         move || {
-            model.shown.with(|s| {
+            config.with(|config| {
                 let section = SectionName::parse(&first)
                     .ok()
-                    .and_then(|name| s.config.get(&name).cloned())
+                    .and_then(|name| config.get(&name).cloned())
                     .unwrap_or_default();
                 config_form::rows(&section)
                     .into_iter()
                     .map(|row| {
                         let value = match config_form::value_at(&section, &row.path) {
-                            Some(Value::Object(_)) | None => String::new(),
-                            Some(Value::String(text)) => text.clone(),
-                            Some(Value::Bool(true)) => "on".into(),
-                            Some(Value::Bool(false)) => "off".into(),
-                            Some(other) => other.to_string(),
+                            // A group's settings follow it, one level deeper.
+                            Some(Value::Object(_)) | None => None,
+                            Some(Value::String(text)) if text.is_empty() => Some("(empty)".into()),
+                            Some(Value::String(text)) => Some(text.clone()),
+                            Some(Value::Bool(true)) => Some("on".into()),
+                            Some(Value::Bool(false)) => Some("off".into()),
+                            Some(other) => Some(other.to_string()),
                         };
                         (row.depth(), row.label(), value)
                     })
@@ -68,17 +85,7 @@ pub fn SettingsPreview(model: CampaignModel) -> impl IntoView {
     view! {
         <section class="panel config settings-preview" aria-labelledby="config-heading">
             <h2 id="config-heading">"Settings"</h2>
-            <div class="sections">
-                {move || {
-                    names()
-                        .into_iter()
-                        .map(|name| {
-                            let active = name == first_section(&model);
-                            view! { <span class="preview-tab" class:active=active>{name}</span> }
-                        })
-                        .collect_view()
-                }}
-            </div>
+            <div class="sections" role="group" aria-label="Sections">{tabs}</div>
             <h3 class="section-name">{first}</h3>
             {move || {
                 let lines = lines();
@@ -89,11 +96,21 @@ pub fn SettingsPreview(model: CampaignModel) -> impl IntoView {
                     <dl class="config-form">
                         {lines
                             .into_iter()
-                            .map(|(depth, label, value)| view! {
-                                <div class="setting" style=format!("--depth:{depth}")>
-                                    <dt class="setting-label">{label}</dt>
-                                    <dd class="setting-value">{value}</dd>
-                                </div>
+                            .map(|(depth, label, value)| match value {
+                                Some(value) => view! {
+                                    <div class="setting" style=format!("--depth:{depth}")>
+                                        <dt class="setting-label">{label}</dt>
+                                        <dd class="setting-value">{value}</dd>
+                                    </div>
+                                }
+                                .into_any(),
+                                None => view! {
+                                    <div class="setting" style=format!("--depth:{depth}")>
+                                        <dt class="setting-group">{label}</dt>
+                                        <dd class="visually-hidden">"the settings that follow"</dd>
+                                    </div>
+                                }
+                                .into_any(),
                             })
                             .collect_view()}
                     </dl>

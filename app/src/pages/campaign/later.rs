@@ -8,15 +8,16 @@
 //!
 //! The settings are part of what a campaign is, so the page shows them from the start, read
 //! only ([`SettingsPreview`], a few lines of code), and the editor takes their place when its
-//! code arrives. The history and access panels are not in the server-rendered page at all.
-//! Hydrating needs a view's code at hand: a
-//! `Suspend` still waiting for its code when the page hydrates would build fresh nodes beside
-//! the server's. Each waits inside a `<Suspense>` of its own: without one, the wait would count
-//! against the page's `<Suspense>`, which would swap the whole campaign for its fallback until
-//! the code arrived. They come last in their columns, so only what is below them moves when they
-//! arrive: the Activity list (empty on a fresh page), and on a narrow screen, where the columns
-//! stack, the side column. The client-side-only build (trunk, which cannot split) runs the same
-//! functions as plain async ones.
+//! code arrives (it adds its controls below them: what follows moves down once). The history
+//! and access panels are not in the server-rendered page at all. Hydrating needs a view's code
+//! at hand: a `Suspend` still waiting for its code when the page hydrates would build fresh
+//! nodes beside the server's. Each waits inside a `<Suspense>` of its own: without one, the
+//! wait would count against the page's `<Suspense>`, which would swap the whole campaign for
+//! its fallback until the code arrived. The history and access panels come last in their
+//! columns, so only what is below them moves when they arrive: the Activity list (empty on a
+//! fresh page), and on a narrow screen, where the columns stack, the side column. The
+//! client-side-only build (trunk, which cannot split) runs the same functions as plain async
+//! ones.
 //!
 //! If the code cannot be fetched (the connection dropped at that moment, a deploy replaced the
 //! files), the panel says so in its place (below the read-only settings) with a button to try
