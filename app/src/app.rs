@@ -6,6 +6,7 @@ use leptos_router::lazy_route;
 use leptos_router::{path, Lazy, LazyRoute, SsrMode};
 
 use crate::data::DataSource;
+use crate::pages::erase::Erase;
 use crate::pages::{
     CampaignPage, ConnectionBadge, InvitePage, Landing, NotFound, OpsPage, UserBadge,
 };
@@ -72,17 +73,17 @@ pub fn App() -> impl IntoView {
                             view! { <UserBadge user=session.await options=sign_in.await/> }
                         })}
                     </Suspense>
-                    <ConnectionBadge/>
+                    {view! { <ConnectionBadge/> }.erase()}
                 </header>
                 <main>
-                    <Routes fallback=NotFound>
+                    <Routes fallback=|| view! { <NotFound/> }.erase()>
                         // Every page renders whole before its first byte goes out (SsrMode::Async):
                         // the status (404 for a missing campaign) is known in time, and parallel
                         // <Suspense> sections cannot stall a half-sent stream (leptos#4851 still
                         // reproduces with out-of-order streaming on 0.8.23: a hardening test
                         // caught one response in ~40 that never finished).
                         <Route path=path!("/") view={Lazy::<LandingRoute>::new()} ssr=SsrMode::Async/>
-                        <Route path=path!("/campaigns/:id") view=CampaignPage ssr=SsrMode::Async/>
+                        <Route path=path!("/campaigns/:id") view=|| view! { <CampaignPage/> }.erase() ssr=SsrMode::Async/>
                         <Route path=path!("/invite/:token") view={Lazy::<InviteRoute>::new()} ssr=SsrMode::Async/>
                         <Route path=path!("/ops") view={Lazy::<OpsRoute>::new()} ssr=SsrMode::Async/>
                     </Routes>
@@ -109,7 +110,7 @@ macro_rules! separately_loaded {
             }
 
             fn view(_this: Self) -> AnyView {
-                view! { <$page/> }.into_any()
+                view! { <$page/> }.erase()
             }
         }
 
@@ -120,7 +121,7 @@ macro_rules! separately_loaded {
             }
 
             async fn view(_this: Self) -> AnyView {
-                view! { <$page/> }.into_any()
+                view! { <$page/> }.erase()
             }
         }
     };

@@ -6,6 +6,7 @@ use super::SignIn;
 use crate::client::SharedIo;
 use crate::data::{decode_response, DataSource};
 use crate::model::Role;
+use crate::pages::erase::Erase;
 use crate::protocol::{ErrorBody, ErrorCode};
 
 /// `/invite/:token`: accept an owner's invite and take the role it offers in the campaign.
@@ -75,13 +76,13 @@ pub fn InvitePage() -> impl IntoView {
                                     }}
                                 </p>
                             }
-                            .into_any()
+                            .erase()
                         }
                         Err(error) => view! {
                             <h1>"This invite link does not work"</h1>
                             <p class="error">{why_not(&error)}</p>
                         }
-                        .into_any(),
+                        .erase(),
                     }
                 })}
             </Suspense>
@@ -92,7 +93,7 @@ pub fn InvitePage() -> impl IntoView {
                         let accept = accept.clone();
                         Suspend::new(async move {
                             if details.await.is_err() {
-                                return ().into_any();
+                                return ().erase();
                             }
                             match session.await {
                                 Some(user) => {
@@ -102,9 +103,9 @@ pub fn InvitePage() -> impl IntoView {
                                     view! {
                                         <p>"Signed in as " <strong>{user.display_name}</strong></p>
                                         <button class="button accept-invite" disabled=move || !ready.get() on:click=accept>"Accept and open it"</button>
-                                    }.into_any()
+                                    }.erase()
                                 }
-                                None => view! { <p>"First, sign in."</p> <SignIn/> }.into_any(),
+                                None => view! { <p>"First, sign in."</p> <SignIn/> }.erase(),
                             }
                         })
                     }

@@ -6,6 +6,7 @@ use super::SignIn;
 use crate::client::SharedIo;
 use crate::data::{decode_response, DataSource};
 use crate::model::{CampaignId, Role, Visibility};
+use crate::pages::erase::Erase;
 use crate::protocol::campaign::CampaignSnapshot;
 
 /// The start page: who you are, your campaigns, the recently changed ones you may see, and a
@@ -34,8 +35,8 @@ pub fn Landing() -> impl IntoView {
                         Some(user) => view! {
                             <p class="signed-in">"Signed in as " <strong>{user.display_name}</strong></p>
                             <CreateCampaign/>
-                        }.into_any(),
-                        None => view! { <SignIn/> }.into_any(),
+                        }.erase(),
+                        None => view! { <SignIn/> }.erase(),
                     }
                 })}
             </Suspense>
@@ -53,7 +54,7 @@ pub fn Landing() -> impl IntoView {
                                     "No campaigns yet. Sign in above, then create the first one."
                                 }}
                             </p>
-                        }.into_any(),
+                        }.erase(),
                         Ok(mut list) => {
                             list.sort_by_key(|c| std::cmp::Reverse(c.updated_at));
                             let (yours, others): (Vec<_>, Vec<_>) =
@@ -67,9 +68,9 @@ pub fn Landing() -> impl IntoView {
                                     <h2>"Recently changed"</h2>
                                     <Folded list=others class="recent-campaigns"/>
                                 })}
-                            }.into_any()
+                            }.erase()
                         }
-                        Err(error) => view! { <p class="error">{error.message}</p> }.into_any(),
+                        Err(error) => view! { <p class="error">{error.message}</p> }.erase(),
                     }
                 })}
             </Suspense>
@@ -248,9 +249,9 @@ fn OpenCampaign() -> impl IntoView {
             </a>
             <p class="field-status" aria-live="polite">
                 {move || match verdict.get() {
-                    None => view! { <span class="hint">"lowercase letters, digits and '-', up to 63"</span> }.into_any(),
-                    Some(Ok(_)) => view! { <span class="ok">"looks good"</span> }.into_any(),
-                    Some(Err(message)) => view! { <span class="error">{message}</span> }.into_any(),
+                    None => view! { <span class="hint">"lowercase letters, digits and '-', up to 63"</span> }.erase(),
+                    Some(Ok(_)) => view! { <span class="ok">"looks good"</span> }.erase(),
+                    Some(Err(message)) => view! { <span class="error">{message}</span> }.erase(),
                 }}
             </p>
         </form>

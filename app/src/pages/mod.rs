@@ -2,6 +2,7 @@
 
 mod before_hydration;
 mod campaign;
+pub(crate) mod erase;
 mod invite;
 mod landing;
 mod not_found;

@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 
 use crate::client::{use_connection, Output};
+use crate::pages::erase::Erase;
 use crate::protocol::ops::OpsSample;
 
 const KEEP: usize = 120;
@@ -130,7 +131,7 @@ fn Chart(
             </svg>
         </figure>
     }
-    .into_any()
+    .erase()
 }
 
 #[component]
@@ -200,7 +201,7 @@ pub fn OpsPage() -> impl IntoView {
             </table>
         </section>
     }
-    .into_any()
+    .erase()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use super::before_hydration::{interactive, keep_typed};
 use crate::client::{use_connection, ConnectionStatus, SharedIo};
 use crate::data::decode_response;
 use crate::model::{Actor, DisplayName, Timestamp};
+use crate::pages::erase::Erase;
 use crate::protocol::session::{SessionSummary, SignInOptions};
 
 /// The connection indicator, in plain words: Connected / Connecting… / Reconnecting… / Offline, and how
@@ -76,7 +77,7 @@ pub fn UserBadge(user: Option<Actor>, options: SignInOptions) -> impl IntoView {
             Some(_) => (SignInOptions::provider_start(&here()), Some("external")),
             None => ("/".to_owned(), None),
         };
-        return view! { <a class="sign-in-link" href=href rel=rel>"Sign in"</a> }.into_any();
+        return view! { <a class="sign-in-link" href=href rel=rel>"Sign in"</a> }.erase();
     };
     {
         let name = user.display_name.to_string();
@@ -90,7 +91,7 @@ pub fn UserBadge(user: Option<Actor>, options: SignInOptions) -> impl IntoView {
                 </div>
             </details>
         }
-        .into_any()
+        .erase()
     }
 }
 
@@ -182,11 +183,11 @@ fn Devices() -> impl IntoView {
                             "Where you are signed in"
                         </button>
                     }
-                    .into_any()
+                    .erase()
                 }
                 Some(Err(message)) => {
                     view! { <p class="error">{format!("Could not list your devices: {message}")}</p> }
-                        .into_any()
+                        .erase()
                 }
                 Some(Ok(list)) => {
                     let now = now_ms();
@@ -239,7 +240,7 @@ fn Devices() -> impl IntoView {
                             </button>
                         })}
                     }
-                    .into_any()
+                    .erase()
                 }
             }}
         </section>
@@ -327,7 +328,7 @@ fn sign_in_card(options: SignInOptions, return_to: &str) -> AnyView {
             </p>
         }
     });
-    view! { {provider} {guests} {neither} }.into_any()
+    view! { {provider} {guests} {neither} }.erase()
 }
 
 /// A display name sent to `/api/session`: signs in, or renames the person signed in (same

@@ -15,6 +15,7 @@ use super::config_form::{self, ConfigForm};
 use super::live::CampaignModel;
 use super::notices::{Notices, Place};
 use crate::model::{merge_patch_between, ConfigChange, ConfigMode, SectionName, Write};
+use crate::pages::erase::Erase;
 
 /// The draft text of a section (`{}` when it does not exist yet).
 fn pretty(values: Option<&Map<String, Value>>) -> String {
@@ -90,7 +91,7 @@ pub fn SettingsPreview(model: CampaignModel) -> impl IntoView {
             {move || {
                 let lines = lines();
                 if lines.is_empty() {
-                    return view! { <p class="empty">"No settings in this section yet."</p> }.into_any();
+                    return view! { <p class="empty">"No settings in this section yet."</p> }.erase();
                 }
                 view! {
                     <dl class="config-form">
@@ -103,19 +104,19 @@ pub fn SettingsPreview(model: CampaignModel) -> impl IntoView {
                                         <dd class="setting-value">{value}</dd>
                                     </div>
                                 }
-                                .into_any(),
+                                .erase(),
                                 None => view! {
                                     <div class="setting" style=format!("--depth:{depth}")>
                                         <dt class="setting-group">{label}</dt>
                                         <dd class="visually-hidden">"the settings that follow"</dd>
                                     </div>
                                 }
-                                .into_any(),
+                                .erase(),
                             })
                             .collect_view()}
                     </dl>
                 }
-                .into_any()
+                .erase()
             }}
         </section>
     }
@@ -391,5 +392,5 @@ pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
             {move || view! { <Notices model place=Place::Field(format!("config.{}", selected.get()))/> }}
         </section>
     }
-    .into_any()
+    .erase()
 }

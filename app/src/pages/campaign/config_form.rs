@@ -6,6 +6,7 @@
 //! caret (a control is made once per setting, and a text's control stays one kind however long
 //! it grows). Lists and empty values are shown, not edited: "Edit as JSON" edits them.
 
+use crate::pages::erase::Erase;
 use leptos::prelude::*;
 use serde_json::{Map, Number, Value};
 
@@ -141,7 +142,7 @@ pub fn ConfigForm(
             }
         };
         match row.kind {
-            Kind::Group => view! { <p class="setting-group">{label}</p> }.into_any(),
+            Kind::Group => view! { <p class="setting-group">{label}</p> }.erase(),
             Kind::Text => {
                 // Sized once, when the control is made: a text that grows keeps its control.
                 let long = matches!(read(&path), Some(Value::String(s)) if s.contains('\n') || s.chars().count() > 60);
@@ -158,7 +159,7 @@ pub fn ConfigForm(
                         on:input=on_input
                     ></textarea>
                 }
-                .into_any()
+                .erase()
             }
             Kind::Number => {
                 let on_input = move |ev| {
@@ -176,7 +177,7 @@ pub fn ConfigForm(
                     <label class="setting-label" for=id.clone()>{label}</label>
                     <input id=id type="number" step="any" class="setting-input" prop:value=shown readonly=move || !editable.get() on:input=on_input/>
                 }
-                .into_any()
+                .erase()
             }
             Kind::Switch => {
                 let checked = {
@@ -191,13 +192,13 @@ pub fn ConfigForm(
                         " " {label}
                     </label>
                 }
-                .into_any()
+                .erase()
             }
             Kind::Other => view! {
                 <span class="setting-label">{label}</span>
                 <code class="setting-other">{shown}</code>
             }
-            .into_any(),
+            .erase(),
         }
     };
     view! {
@@ -205,8 +206,8 @@ pub fn ConfigForm(
             None => view! {
                 <p class="notice hold">"These settings are not valid JSON right now; fix them with “Edit as JSON”."</p>
             }
-            .into_any(),
-            Some(rows) if rows.is_empty() => view! { <p class="empty">"No settings in this section yet."</p> }.into_any(),
+            .erase(),
+            Some(rows) if rows.is_empty() => view! { <p class="empty">"No settings in this section yet."</p> }.erase(),
             Some(rows) => view! {
                 <div class="config-form">
                     <For each=move || rows.clone() key=Row::key let:row>
@@ -214,7 +215,7 @@ pub fn ConfigForm(
                     </For>
                 </div>
             }
-            .into_any(),
+            .erase(),
         }}
         <Show when=move || editable.get()>
             <NewSetting text edited/>

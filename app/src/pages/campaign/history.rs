@@ -12,6 +12,7 @@ use super::live::CampaignModel;
 use crate::client::SharedIo;
 use crate::data::decode_response;
 use crate::model::{CampaignState, ContentField, RevertCampaign};
+use crate::pages::erase::Erase;
 use crate::protocol::campaign::WriteAck;
 use crate::protocol::history::{FieldDiff, HistoryEntry, HistoryPage, TextPieceKind, VersionDiff};
 use crate::protocol::ErrorCode;
@@ -153,18 +154,12 @@ fn DiffView(changes: Vec<FieldDiff>) -> impl IntoView {
                 Some(pieces) => pieces
                     .iter()
                     .map(|piece| match piece.kind {
-                        TextPieceKind::Kept => {
-                            view! { <span>{piece.text.clone()}</span> }.into_any()
-                        }
-                        TextPieceKind::Removed => {
-                            view! { <del>{piece.text.clone()}</del> }.into_any()
-                        }
-                        TextPieceKind::Added => {
-                            view! { <ins>{piece.text.clone()}</ins> }.into_any()
-                        }
+                        TextPieceKind::Kept => view! { <span>{piece.text.clone()}</span> }.erase(),
+                        TextPieceKind::Removed => view! { <del>{piece.text.clone()}</del> }.erase(),
+                        TextPieceKind::Added => view! { <ins>{piece.text.clone()}</ins> }.erase(),
                     })
                     .collect_view()
-                    .into_any(),
+                    .erase(),
                 None if change.field.starts_with("config.") => settings_changes(&change)
                     .into_iter()
                     .map(|(path, before, after)| {
@@ -176,11 +171,11 @@ fn DiffView(changes: Vec<FieldDiff>) -> impl IntoView {
                         }
                     })
                     .collect_view()
-                    .into_any(),
+                    .erase(),
                 None => view! {
                     <del>{shown(&change.before)}</del>" → "<ins>{shown(&change.after)}</ins>
                 }
-                .into_any(),
+                .erase(),
             };
             view! {
                 <div class="diff-field" data-field=change.field.clone()>
@@ -467,7 +462,7 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                     })}
                 </li>
             }
-            .into_any()
+            .erase()
         }
     };
 
@@ -490,16 +485,16 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                     <div class="restore-confirm" role="alertdialog" aria-labelledby="restore-question">
                         <p id="restore-question"><strong>{what}</strong></p>
                         {if nothing {
-                            view! { <p>"Nothing would change: the campaign already matches that version."</p> }.into_any()
+                            view! { <p>"Nothing would change: the campaign already matches that version."</p> }.erase()
                         } else {
-                            view! { <p>"This will change, for everyone:"</p><DiffView changes=restore.changes.clone()/> }.into_any()
+                            view! { <p>"This will change, for everyone:"</p><DiffView changes=restore.changes.clone()/> }.erase()
                         }}
                         <button class="button small confirm-restore" disabled=nothing on:click=move |_| confirm()>"Restore"</button>
                         " "
                         <button class="button small secondary" on:click=move |_| pending.set(None)>"Cancel"</button>
                     </div>
                 }
-                .into_any()
+                .erase()
             })}
             {move || preview.get().map(|state| view! {
                 <div class="version-preview" role="region" aria-label=format!("Version {} (read only)", state.version)>
@@ -520,7 +515,7 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                     </dl>
                 </div>
             }
-            .into_any())}
+            .erase())}
             <Show when=move || open.get()>
                 <ol class="history-groups">
                     {
@@ -533,7 +528,7 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
                                     <ul>{list.into_iter().map(|e| entry_view(e)).collect_view()}</ul>
                                 </li>
                             }
-                            .into_any()
+                            .erase()
                         }).collect_view()
                     }
                 </ol>
@@ -550,5 +545,5 @@ pub fn HistoryPanel(model: CampaignModel, focus: HistoryFocus) -> impl IntoView 
             </Show>
         </section>
     }
-    .into_any()
+    .erase()
 }

@@ -12,6 +12,7 @@ use send_wrapper::SendWrapper;
 use super::media::{Live, Phase, Room};
 use crate::client::media::{CandidateSink, LocalCandidate, Quality};
 use crate::client::{BrowserIo, Connection, ConnectionStatus, MediaEngine, MediaPush, Output};
+use crate::pages::erase::Erase;
 use crate::protocol::campaign::CampaignRef;
 use crate::protocol::media::{
     IceCandidate, MediaJoin, MediaJoined, MediaKind, Publisher, SessionDescription,
@@ -31,7 +32,7 @@ crate::loaded_later! {
                 room.engine.set_value(Some(SendWrapper::new(engine)));
             }
         }
-        Ok(view! { <InRoom room/> }.into_any())
+        Ok(view! { <InRoom room/> }.erase())
     }
 }
 
@@ -381,7 +382,7 @@ fn tiles(room: Room) -> AnyView {
             </Show>
         </div>
     }
-    .into_any()
+    .erase()
 }
 
 /// Preview, device choice, go live, mute, stop.
@@ -414,7 +415,7 @@ fn publish_controls(room: Room) -> AnyView {
             </Show>
         </div>
     }
-    .into_any()
+    .erase()
 }
 
 fn live_controls(room: Room) -> AnyView {
@@ -427,7 +428,7 @@ fn live_controls(room: Room) -> AnyView {
         </button>
         <button class="button small stop-live" on:click=move |_| room.stop_live()>"Stop"</button>
     }
-    .into_any()
+    .erase()
 }
 
 fn device_picker(room: Room) -> AnyView {
@@ -473,5 +474,5 @@ fn device_picker(room: Room) -> AnyView {
         </label>
         <button class="button go-live" on:click=move |_| room.go_live()>"Go live"</button>
     }
-    .into_any()
+    .erase()
 }

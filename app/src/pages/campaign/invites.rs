@@ -10,6 +10,7 @@ use super::notices::{Notices, Place};
 use crate::client::SharedIo;
 use crate::data::decode_response;
 use crate::model::{InviteStatus, Role, Timestamp};
+use crate::pages::erase::Erase;
 use crate::protocol::invites::{CreateInvite, InviteLinkInfo};
 
 /// The roles an invite link can give, in the words the panel uses.
@@ -210,7 +211,7 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
                     .collect_view()}
             </select>
         }
-        .into_any()
+        .erase()
     };
     let sentence = move || {
         let what = INVITE_ROLES
@@ -284,7 +285,7 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
                                 {move || if copied.get().as_deref() == Some(url.as_str()) { "Copied" } else { "Copy link" }}
                             </button>
                         }
-                        .into_any()
+                        .erase()
                     })
                 }}
                 <Notices model place=Place::Field("invite".into())/>
@@ -313,10 +314,10 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
                                                         "Withdraw"
                                                     </button>
                                                 </span>
-                                            }.into_any())}
+                                            }.erase())}
                                         </li>
                                     }
-                                    .into_any()
+                                    .erase()
                             }
                         />
                     </ul>
@@ -324,5 +325,5 @@ pub fn InvitePanel(model: CampaignModel) -> impl IntoView {
             </section>
         </Show>
     }
-    .into_any()
+    .erase()
 }

@@ -11,6 +11,7 @@ use super::notices::{Notices, Place};
 use crate::client::SharedIo;
 use crate::data::decode_response;
 use crate::model::Role;
+use crate::pages::erase::Erase;
 use crate::pages::session::time_ago;
 use crate::protocol::api_keys::{ApiKeySummary, CreateApiKey, KeyAccess, NewApiKey};
 
@@ -226,7 +227,7 @@ pub fn KeysPanel(model: CampaignModel) -> impl IntoView {
                                 </button>
                             </div>
                         }
-                        .into_any()
+                        .erase()
                     })
                 }}
                 <Notices model place=Place::Field("keys".into())/>
@@ -258,7 +259,7 @@ pub fn KeysPanel(model: CampaignModel) -> impl IntoView {
                                         </button>
                                     </li>
                                 }
-                                .into_any()
+                                .erase()
                             }
                         />
                     </ul>
@@ -266,5 +267,5 @@ pub fn KeysPanel(model: CampaignModel) -> impl IntoView {
             </section>
         </Show>
     }
-    .into_any()
+    .erase()
 }

@@ -39,6 +39,7 @@ use super::members::MembersPanel;
 use super::webhooks::WebhooksPanel;
 use crate::client::later_code::CodeNotLoaded;
 use crate::client::SharedIo;
+use crate::pages::erase::Erase;
 
 /// The history panel, once the page is interactive and its code has arrived.
 #[component]
@@ -55,7 +56,7 @@ pub fn SettingsLater(model: CampaignModel) -> impl IntoView {
             what="settings"
             label="The settings editor"
             load=move || settings_editor(model)
-            placeholder=move || view! { <SettingsPreview model/> }
+            placeholder=move || view! { <SettingsPreview model/> }.erase()
         />
     }
 }
@@ -109,7 +110,7 @@ where
                                 </button>
                             </p>
                         }
-                        .into_any(),
+                        .erase(),
                     }
                 }))
             }}
@@ -133,13 +134,13 @@ fn page_settled() -> Signal<bool> {
 
 crate::loaded_later! {
     history_panel: fn history_panel(model: CampaignModel, focus: HistoryFocus) -> AnyView {
-        Ok(view! { <HistoryPanel model focus/> }.into_any())
+        Ok(view! { <HistoryPanel model focus/> }.erase())
     }
 }
 
 crate::loaded_later! {
     settings_editor: fn settings_editor(model: CampaignModel) -> AnyView {
-        Ok(view! { <ConfigEditor model/> }.into_any())
+        Ok(view! { <ConfigEditor model/> }.erase())
     }
 }
 
@@ -151,6 +152,6 @@ crate::loaded_later! {
             <KeysPanel model/>
             <WebhooksPanel model/>
         }
-        .into_any())
+        .erase())
     }
 }

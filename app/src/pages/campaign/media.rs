@@ -19,6 +19,7 @@ use crate::client::later_code::CodeNotLoaded;
 use crate::client::media::{LocalFuture, MediaDevice, MediaStats, Quality};
 use crate::client::{BrowserIo, Connection, MediaEngine, MediaLoader, SharedIo};
 use crate::model::{CampaignId, Presence};
+use crate::pages::erase::Erase;
 use crate::protocol::media::{IceServer, Publisher};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +118,7 @@ pub fn LiveRoom(campaign: CampaignId, presence: RwSignal<Option<Presence>>) -> i
                             room.error.set(Some(
                                 "The live room did not load (the connection may have dropped). Try again.".into(),
                             ));
-                            ().into_any()
+                            ().erase()
                         }
                     }
                 })}
@@ -140,7 +141,7 @@ pub fn LiveRoom(campaign: CampaignId, presence: RwSignal<Option<Presence>>) -> i
             </Show>
         </section>
     }
-    .into_any()
+    .erase()
 }
 
 /// Before joining: who is live (from presence), and a button that says what it does.
@@ -183,5 +184,5 @@ fn outside(room: Room, presence: RwSignal<Option<Presence>>) -> AnyView {
             {move || if live().is_empty() { "Join the live room" } else { "Watch" }}
         </button>
     }
-    .into_any()
+    .erase()
 }

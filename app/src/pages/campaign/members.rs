@@ -9,6 +9,7 @@ use super::live::CampaignModel;
 use super::notices::{Notices, Place};
 use crate::app::SignedInUser;
 use crate::model::{Handover, Member, MemberChange, Role, UserId, Write};
+use crate::pages::erase::Erase;
 
 const ROLES: [Role; 3] = [Role::Viewer, Role::Editor, Role::Owner];
 
@@ -91,7 +92,7 @@ pub fn MembersPanel(model: CampaignModel) -> impl IntoView {
                                 <span class="member-name">{name}</span>
                                 <Show
                                     when=manages
-                                    fallback=move || view! { <span class="role-badge">{role.as_str()}</span> }.into_any()
+                                    fallback=move || view! { <span class="role-badge">{role.as_str()}</span> }.erase()
                                 >
                                     <select
                                         class="member-role"
@@ -150,7 +151,7 @@ pub fn MembersPanel(model: CampaignModel) -> impl IntoView {
                                                     <button class="link-button hand-over" aria-label=label.clone() on:click=ask.clone()>
                                                         "Hand over"
                                                     </button>
-                                                }.into_any()
+                                                }.erase()
                                             >
                                                 <span class="confirm-hand-over" role="group" aria-label=question.clone()>
                                                     <span>{question.clone()}</span>
@@ -159,12 +160,12 @@ pub fn MembersPanel(model: CampaignModel) -> impl IntoView {
                                                 </span>
                                             </Show>
                                         }
-                                        .into_any()
+                                        .erase()
                                     }
                                 </Show>
                             </li>
                         }
-                        .into_any()
+                        .erase()
                     }
                 />
             </ul>
@@ -174,5 +175,5 @@ pub fn MembersPanel(model: CampaignModel) -> impl IntoView {
             <Notices model place=Place::Field("members".into())/>
         </section>
     }
-    .into_any()
+    .erase()
 }

@@ -26,6 +26,7 @@ use crate::model::CampaignId;
 use crate::protocol::campaign::CampaignSnapshot;
 use crate::protocol::{ErrorBody, ErrorCode};
 
+use crate::pages::erase::Erase;
 use later::{AccessLater, HistoryLater, SettingsLater};
 pub use live::CampaignModel;
 use notices::{Notices, Place};
@@ -51,8 +52,8 @@ pub fn CampaignPage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="loading">"Loading campaign…"</p> }>
             {move || Suspend::new(async move {
                 match snapshot.await {
-                    Ok(snapshot) => view! { <LiveCampaign snapshot/> }.into_any(),
-                    Err(error) => view! { <Missing error/> }.into_any(),
+                    Ok(snapshot) => view! { <LiveCampaign snapshot/> }.erase(),
+                    Err(error) => view! { <Missing error/> }.erase(),
                 }
             })}
         </Suspense>
@@ -138,7 +139,7 @@ fn LiveCampaign(snapshot: CampaignSnapshot) -> impl IntoView {
             </div>
         </article>
     }
-    .into_any()
+    .erase()
 }
 
 /// Says so at once when this page cannot reach the server, and how many changes will be sent

@@ -8,6 +8,7 @@ use leptos::prelude::*;
 
 use super::live::CampaignModel;
 use crate::model::{CampaignState, FeatureOp, Write};
+use crate::pages::erase::Erase;
 use crate::protocol::campaign::Overruled;
 use crate::protocol::{ErrorBody, ErrorCode};
 
@@ -308,7 +309,7 @@ pub fn Notices(model: CampaignModel, place: Place) -> impl IntoView {
             </For>
         </div>
     }
-    .into_any()
+    .erase()
 }
 
 #[cfg(test)]

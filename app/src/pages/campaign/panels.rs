@@ -11,6 +11,7 @@ use crate::model::{
     CampaignStatus, Feature, FeatureChange, FeatureOp, FieldUpdates, Role, TextField, UpdateFields,
     Visibility, Write,
 };
+use crate::pages::erase::Erase;
 
 #[component]
 pub fn Details(model: CampaignModel) -> impl IntoView {
@@ -66,7 +67,7 @@ pub fn Details(model: CampaignModel) -> impl IntoView {
             <SharedTextField model field=TextField::Description/>
         </section>
     }
-    .into_any()
+    .erase()
 }
 
 /// Who can see the campaign, in words: owners choose, everyone else reads it.
@@ -196,7 +197,7 @@ pub fn Features(model: CampaignModel) -> impl IntoView {
             <Notices model place=Place::Field("features".into())/>
         </section>
     }
-    .into_any()
+    .erase()
 }
 
 #[component]
@@ -226,7 +227,7 @@ pub fn PresencePanel(model: CampaignModel) -> impl IntoView {
             </ul>
         </section>
     }
-    .into_any()
+    .erase()
 }
 
 /// What happened while this page was open; each change links to its entry in the history panel.
@@ -251,5 +252,5 @@ pub fn Timeline(model: CampaignModel, focus: HistoryFocus) -> impl IntoView {
             </ol>
         </section>
     }
-    .into_any()
+    .erase()
 }

@@ -17,6 +17,7 @@ use super::live::CampaignModel;
 use super::notices::{Notices, Place};
 use crate::client::shared_text::Hold;
 use crate::model::{TextEdit, TextField};
+use crate::pages::erase::Erase;
 
 /// An input or a textarea: the two have the same text API but no common type in web-sys.
 #[derive(Clone)]
@@ -281,7 +282,7 @@ pub fn SharedTextField(model: CampaignModel, field: TextField) -> impl IntoView 
                     <Carets model field layer/>
                 </div>
             }
-            .into_any(),
+            .erase(),
             TextField::Description => view! {
                 <div class="with-carets">
                     <textarea
@@ -298,13 +299,13 @@ pub fn SharedTextField(model: CampaignModel, field: TextField) -> impl IntoView 
                     <Carets model field layer/>
                 </div>
             }
-            .into_any(),
+            .erase(),
         }
     };
     let reader = move || {
         let value = move || text.with(|t| t.text().to_owned());
         match field {
-            TextField::Title => view! { <p class="title-text">{value}</p> }.into_any(),
+            TextField::Title => view! { <p class="title-text">{value}</p> }.erase(),
             TextField::Description => view! {
                 <p class="description-text">
                     {move || {
@@ -313,7 +314,7 @@ pub fn SharedTextField(model: CampaignModel, field: TextField) -> impl IntoView 
                     }}
                 </p>
             }
-            .into_any(),
+            .erase(),
         }
     };
     view! {
@@ -326,7 +327,7 @@ pub fn SharedTextField(model: CampaignModel, field: TextField) -> impl IntoView 
             <Notices model place=Place::Field(field.as_str().into())/>
         </div>
     }
-    .into_any()
+    .erase()
 }
 
 /// What the field says while its text is not being saved.
@@ -339,7 +340,7 @@ fn HoldNotice(model: CampaignModel, field: TextField) -> impl IntoView {
             Hold::Invalid(reason) => view! {
                 <p class="notice hold">"Not saved yet: " {reason} "."</p>
             }
-            .into_any(),
+            .erase(),
             Hold::Diverged { saved, reason } => view! {
                 <div class="notice hold diverged">
                     <p>
@@ -355,7 +356,7 @@ fn HoldNotice(model: CampaignModel, field: TextField) -> impl IntoView {
                     </button>
                 </div>
             }
-            .into_any(),
+            .erase(),
         })
     }
 }

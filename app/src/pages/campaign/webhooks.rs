@@ -11,6 +11,7 @@ use super::notices::{Notices, Place};
 use crate::client::SharedIo;
 use crate::data::decode_response;
 use crate::model::Role;
+use crate::pages::erase::Erase;
 use crate::protocol::webhooks::{
     CreateWebhook, Delivery, DeliveryState, NewWebhook, Redeliver, WebhookSummary,
 };
@@ -273,7 +274,7 @@ pub fn WebhooksPanel(model: CampaignModel) -> impl IntoView {
                                 </button>
                             </div>
                         }
-                        .into_any()
+                        .erase()
                     })
                 }}
                 <Notices model place=Place::Field("webhooks".into())/>
@@ -323,7 +324,7 @@ pub fn WebhooksPanel(model: CampaignModel) -> impl IntoView {
                                         </button>
                                     </li>
                                 }
-                                .into_any()
+                                .erase()
                             }
                         />
                     </ul>
@@ -331,5 +332,5 @@ pub fn WebhooksPanel(model: CampaignModel) -> impl IntoView {
             </section>
         </Show>
     }
-    .into_any()
+    .erase()
 }
