@@ -81,7 +81,9 @@ pub fn App() -> impl IntoView {
                         // the status (404 for a missing campaign) is known in time, and parallel
                         // <Suspense> sections cannot stall a half-sent stream (leptos#4851 still
                         // reproduces with out-of-order streaming on 0.8.23: a hardening test
-                        // caught one response in ~40 that never finished).
+                        // caught one response in ~40 that never finished). The campaign page is
+                        // erased without asynchronous hydration (pages/erase.rs); the router
+                        // erases it once more, which costs a box.
                         <Route path=path!("/") view={Lazy::<LandingRoute>::new()} ssr=SsrMode::Async/>
                         <Route path=path!("/campaigns/:id") view=|| view! { <CampaignPage/> }.erase() ssr=SsrMode::Async/>
                         <Route path=path!("/invite/:token") view={Lazy::<InviteRoute>::new()} ssr=SsrMode::Async/>

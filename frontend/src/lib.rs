@@ -27,9 +27,9 @@ static BUILD_PROFILE: [u8; 7] = if cfg!(debug_assertions) {
 };
 
 /// Type-erased: the app's full view type inside `hydrate_lazy`'s future overflows the compiler's
-/// query depth in release builds. Erased with Leptos's own `into_any`, the one erasure that keeps
-/// asynchronous hydration: the router below must wait for a lazy route's code. The app erases its
-/// views without it (`rally_app`'s `pages/erase.rs`).
+/// query depth in release builds. Erased with Leptos's own `into_any`, which keeps asynchronous
+/// hydration: the router below waits for a lazy route's code before it hydrates the route. The
+/// app erases its own views without it (`rally_app`'s `pages/erase.rs`).
 fn app_with_browser() -> AnyView {
     let io: Rc<dyn BrowserIo> = Rc::new(browser::WebBrowser);
     provide_context::<SharedIo>(send_wrapper::SendWrapper::new(io.clone()));

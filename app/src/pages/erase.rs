@@ -2,18 +2,25 @@
 //!
 //! In `tachys` 0.2 an `AnyView` made under the `hydrate` feature keeps, for the type it erases,
 //! both ways to hydrate it: synchronously and asynchronously (`hydrate_async`,
-//! `tachys/src/view/any_view.rs`). The asynchronous way exists for views that must wait before
-//! they can hydrate — a lazy route whose code is still loading — and most view types
-//! implement it by walking their children asynchronously, so every erased type brought the
-//! asynchronous copy of its whole subtree into the WebAssembly: about 14 % of the frontend's code
-//! before wasm-opt (BENCHMARKS.md, "Why 250 KB Brotli is out of reach").
+//! `tachys/src/view/any_view.rs`). Most view types implement the asynchronous way by walking
+//! their children asynchronously, so every erased type brought an asynchronous copy of its whole
+//! subtree into the WebAssembly: about 14 % of the frontend's code before wasm-opt
+//! (BENCHMARKS.md, "Views erased without their asynchronous hydration").
 //!
-//! No Rally view needs it. The lazy routes wait in the router, which loads a route's code before
-//! it hydrates the route's view (`leptos_router` `ChooseView::choose`); split-off panels wait
-//! inside a `<Suspense>` after hydration ([`later`](super::campaign)). So views are erased
-//! through [`HydrateNow`], which hydrates at once even when asked to hydrate asynchronously, and
-//! the compiler never generates the asynchronous copies. [`Erase::erase`] is the one way this
-//! crate erases a view (a test holds that: Leptos's `into_any` does not appear elsewhere).
+//! Those copies were compiled but never run. The one place that waits while hydrating is the
+//! router: `<Routes>` loads a lazy route's code (`leptos_router` `nested_router.rs`,
+//! `join_all(loaders).await`) and then hydrates the route's view synchronously. Split-off
+//! panels wait inside a `<Suspense>` after hydration ([`later`](super::campaign::later)). So
+//! views are erased through [`HydrateNow`], which hydrates at once even when asked to hydrate
+//! asynchronously, and the compiler never generates the asynchronous copies. The browser's root
+//! view, above the router, keeps Leptos's `into_any` (`frontend/src/lib.rs`).
+//!
+//! Two rules follow. Never erase a view with a `<Routes>` inside: hydrated synchronously, its
+//! lazy routes would panic ("lazy routes not supported with hydrate_body()"). And erase a view
+//! one way only: an `AnyView` updates in place only when the new view has the same type, and
+//! `HydrateNow<V>` is not `V`. [`Erase::erase`] is the one way this crate erases a view (a test
+//! holds that: Leptos's `into_any` does not appear elsewhere; Leptos's own erasures of
+//! fallbacks and routes' views still happen, and cost little).
 
 use leptos::prelude::*;
 use leptos::tachys::html::attribute::any_attribute::AnyAttribute;
@@ -25,10 +32,11 @@ use leptos::tachys::view::{Position, PositionState};
 
 /// Erases a view's type, like Leptos's `into_any`, but without its asynchronous hydration.
 pub trait Erase {
+    /// This view as an [`AnyView`] that hydrates synchronously whichever way it is asked to.
     fn erase(self) -> AnyView;
 }
 
-impl<V: RenderHtml + Send> Erase for V {
+impl<V: RenderHtml> Erase for V {
     fn erase(self) -> AnyView {
         HydrateNow(self).into_any()
     }
@@ -36,7 +44,7 @@ impl<V: RenderHtml + Send> Erase for V {
 
 /// A view that hydrates synchronously when asked to hydrate asynchronously; everything else it
 /// passes to the view inside.
-pub struct HydrateNow<V>(V);
+struct HydrateNow<V>(V);
 
 impl<V: Render> Render for HydrateNow<V> {
     type State = V::State;
@@ -151,7 +159,7 @@ mod tests {
         assert!(files.len() > 10, "read the crate's sources");
         let offenders: Vec<&str> = files
             .iter()
-            .filter(|(path, text)| !path.ends_with("erase.rs") && text.contains(".into_any()"))
+            .filter(|(path, text)| !path.ends_with("/erase.rs") && text.contains(".into_any()"))
             .map(|(path, _)| path.as_str())
             .collect();
         assert!(

@@ -321,7 +321,7 @@ pub fn ConfigEditor(model: CampaignModel) -> impl IntoView {
                         edited=Callback::new(move |()| begin())
                         editable=Signal::derive(move || model.can_edit())
                     />
-                }
+                }.erase()
             >
                 <label class="section-name" for="config-json">{move || selected.get()}</label>
                 <textarea
