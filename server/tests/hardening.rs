@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{ChildServer, TestServer};
@@ -422,8 +424,31 @@ async fn close_frames_say_why() {
     server.stop().await.unwrap();
 }
 
+/// How many subscriber sockets `/readyz` says are stuck ("N of M subscriber sockets stuck").
+async fn stuck_sockets(server: &TestServer) -> usize {
+    let (_, _, body) = get_with(&server.url("/readyz"), &[]).await;
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "subscriber_channels")
+        .unwrap_or_else(|| panic!("no subscriber_channels check in {body}"));
+    let said = check
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|v| v.as_str())
+        .find(|v| v.contains("subscriber sockets stuck"))
+        .unwrap_or_else(|| panic!("no count in {check}"));
+    said.split(' ').next().unwrap().parse().unwrap()
+}
+
 /// Hole 10: a slow consumer that reads again in time gets whole frames and then the 4008 close,
 /// not a stream cut inside a frame.
+///
+/// Timed from the server's own count of stuck sockets (`/readyz`), not from the start: how soon
+/// the flood fills the socket buffers depends on how fast this machine writes.
 #[tokio::test]
 async fn a_slow_consumer_is_told_why() {
     let server = TestServer::start_with(&["--write-rate", "1000"]).await;
@@ -432,27 +457,41 @@ async fn a_slow_consumer_is_told_why() {
     owner.create_campaign("flood", "Flood").await;
     let mut slow = common::connect_small_buffer(server.addr).await;
     slow.subscribe("flood", None).await;
-    let writing = tokio::spawn(async move {
-        let blob = "x".repeat(15_000);
-        let started = Instant::now();
-        let mut n = 0;
-        while started.elapsed() < Duration::from_secs(7) {
-            let values = json!({"n": n, "blob": blob});
-            let reply = owner
-                .request(
-                    "campaign:config:v1:requested",
-                    json!({"campaign_id": "flood", "section": "blob", "values": values, "mode": "replace"}),
-                    &format!("w{n}"),
-                )
-                .await;
-            assert_eq!(reply["type"], "campaign:config:v1:success");
-            n += 1;
+    let flooding = Arc::new(AtomicBool::new(true));
+    let writing = tokio::spawn({
+        let flooding = flooding.clone();
+        async move {
+            let blob = "x".repeat(15_000);
+            let started = Instant::now();
+            let mut n = 0;
+            while flooding.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                let values = json!({"n": n, "blob": blob});
+                let reply = owner
+                    .request(
+                        "campaign:config:v1:requested",
+                        json!({"campaign_id": "flood", "section": "blob", "values": values, "mode": "replace"}),
+                        &format!("w{n}"),
+                    )
+                    .await;
+                assert_eq!(reply["type"], "campaign:config:v1:success");
+                n += 1;
+            }
+            n
         }
-        n
     });
-    // Read nothing for 8 s (the server cuts 5 s after its writes stop going through, within
-    // about a second of the start), then read again within the close grace.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // A send to `slow` counts as stuck one second after it began; the server cuts it four
+    // seconds later and then waits up to five for the reader (CLOSE_GRACE). Read again six
+    // seconds after the count shows it: two seconds after the cut.
+    let started = Instant::now();
+    while stuck_sockets(&server).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server never found the reader stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    flooding.store(false, Ordering::Relaxed);
     let mut code = None;
     let mut frames = 0;
     while let Ok(Some(message)) =

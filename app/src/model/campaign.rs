@@ -283,7 +283,8 @@ pub enum ConfigMode {
 }
 
 /// One applied change, as broadcast: enough to go from version N-1 to N without a refetch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Deserialize is in change_read.rs (one pass, no buffering); these doc lines are the schema's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {

@@ -2,6 +2,7 @@
 
 mod access;
 mod campaign;
+mod change_read;
 mod describe;
 mod history;
 mod ids;
@@ -19,6 +20,7 @@ pub use campaign::{
     CampaignStatus, Change, ConfigMode, Feature, FieldUpdates, Idempotency, SectionName, TextField,
     Visibility,
 };
+pub(crate) use change_read::required;
 pub use describe::{describe_change, describe_event};
 pub use history::{ContentField, Restored, Revert, RevertCampaign};
 pub use ids::{

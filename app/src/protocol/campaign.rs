@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ErrorBody, EventState, EventType};
-use crate::model::{CampaignId, CampaignState, CampaignStatus, EventId, Presence, Role, UserId};
+use crate::model::{
+    required, CampaignId, CampaignState, CampaignStatus, EventId, Presence, Role, UserId,
+};
 pub use crate::model::{
     ConfigChange, CreateCampaign, FeatureChange, FeatureOp, TextChange, UpdateFields,
 };
@@ -118,7 +120,8 @@ pub enum SnapshotReason {
 }
 
 /// How the client gets from what it has to live.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Deserialize is below, read in one pass as a Change is (model/change_read.rs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Resume {
@@ -130,6 +133,40 @@ pub enum Resume {
     /// Events `from_version..=to_version` follow this reply as `campaign:state:v1:success`
     /// frames, in order, then live events. `from_version > to_version` means none were missed.
     Events { from_version: u64, to_version: u64 },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ResumeKind {
+    Snapshot,
+    Events,
+}
+
+/// Both kinds' fields (their names differ).
+#[derive(Deserialize)]
+#[serde(expecting = "a resume: an object with a \"kind\"")]
+struct AnyResume {
+    kind: ResumeKind,
+    reason: Option<SnapshotReason>,
+    campaign: Option<Box<CampaignState>>,
+    from_version: Option<u64>,
+    to_version: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for Resume {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let r = AnyResume::deserialize(deserializer)?;
+        Ok(match r.kind {
+            ResumeKind::Snapshot => Resume::Snapshot {
+                reason: required(r.reason, "reason")?,
+                campaign: required(r.campaign, "campaign")?,
+            },
+            ResumeKind::Events => Resume::Events {
+                from_version: required(r.from_version, "from_version")?,
+                to_version: required(r.to_version, "to_version")?,
+            },
+        })
+    }
 }
 
 /// `campaign:subscribe:v1:success`
@@ -245,6 +282,68 @@ impl CampaignSummary {
             owner: state.owner().display_name.clone(),
             visibility: state.visibility,
             your_role,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_resume_reads_in_any_key_order_and_names_what_is_missing() {
+        let events = Resume::Events {
+            from_version: 5,
+            to_version: 7,
+        };
+        for text in [
+            r#"{"kind":"events","from_version":5,"to_version":7}"#,
+            r#"{"to_version":7,"from_version":5,"kind":"events"}"#,
+        ] {
+            assert_eq!(
+                serde_json::from_str::<Resume>(text).unwrap(),
+                events,
+                "{text}"
+            );
+        }
+        let wire = serde_json::to_value(&events).unwrap();
+        assert_eq!(serde_json::from_value::<Resume>(wire).unwrap(), events);
+        let campaign = json!({
+            "id": "spring", "title": "Spring", "description": "", "status": "draft",
+            "visibility": "private", "features": [], "config": {}, "version": 3,
+            "created_at": "2026-11-30T00:00:00.000000000Z",
+            "created_by": {"user_id": "ada", "display_name": "Ada"},
+            "updated_at": "2026-11-30T00:00:01.000000000Z",
+            "updated_by": {"user_id": "ada", "display_name": "Ada"},
+        });
+        let snapshot = json!({"campaign": campaign, "kind": "snapshot", "reason": "ahead"});
+        let read: Resume = serde_json::from_str(&snapshot.to_string()).unwrap();
+        assert!(
+            matches!(&read, Resume::Snapshot { reason: SnapshotReason::Ahead, campaign }
+            if campaign.version == 3 && campaign.title == "Spring")
+        );
+        let mut written = serde_json::to_value(&read).unwrap();
+        written["campaign"]
+            .as_object_mut()
+            .unwrap()
+            .remove("members");
+        assert_eq!(written, snapshot);
+        let cases = [
+            (
+                json!({"kind": "events", "from_version": 5}),
+                "missing field `to_version`",
+            ),
+            (
+                json!({"kind": "snapshot", "reason": "initial"}),
+                "missing field `campaign`",
+            ),
+            (json!({"kind": "later"}), "unknown variant `later`"),
+        ];
+        for (wire, expected) in cases {
+            let error = serde_json::from_str::<Resume>(&wire.to_string()).unwrap_err();
+            assert!(error.to_string().contains(expected), "{wire}: {error}");
         }
     }
 }
