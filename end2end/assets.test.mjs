@@ -105,6 +105,10 @@ test(`every site file goes out with its type, cache rule and encodings (${mode})
       assert.equal(variant.response.headers.get('content-encoding'), encoding, `${path}: ${encoding} variant served`);
       assert.ok(decode(variant.bytes).equals(original), `${path}: the ${encoding} variant decodes to the file`);
       assert.equal(variant.response.headers.get('cache-control'), plain.response.headers.get('cache-control'), path);
+      // What a browser gets: the file's own type (streaming compilation needs application/wasm)
+      // and a Vary that keeps a shared cache from handing this encoding to another client.
+      assert.equal(variant.response.headers.get('content-type'), plain.response.headers.get('content-type'), `${path}: ${encoding} type`);
+      assert.match(variant.response.headers.get('vary') ?? '', /accept-encoding/i, `${path}: ${encoding} Vary`);
     }
     checked += 1;
   }

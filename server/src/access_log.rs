@@ -5,7 +5,9 @@
 //!
 //! Never logged: bodies, queries (a query may carry a token, an OAuth code or state) and the
 //! tokens some paths carry (`/invite/<token>`, `/api/invites/<token>`), which are replaced by `…`.
-//! Debug, per the log policy: a running server writes only lifecycle lines at the default level.
+//! The access line is Debug, per the log policy: a running server writes only lifecycle lines at
+//! the default level. The span is Info, so that the lines a request causes at the default level
+//! (a key made, a handler's panic) carry its id too; a span writes nothing by itself.
 
 use std::time::Instant;
 
@@ -56,7 +58,7 @@ fn loggable_path(path: &str) -> String {
 /// Middleware: log the request when its answer is ready, with its id in a span around it.
 pub async fn log_requests(request: Request, next: Next) -> Response {
     let id = request_id(&request);
-    let span = tracing::debug_span!("request", request_id = %id);
+    let span = tracing::info_span!("request", request_id = %id);
     let method = request.method().clone();
     let path = loggable_path(request.uri().path());
     let started = Instant::now();

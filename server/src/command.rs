@@ -25,7 +25,7 @@ pub enum Command {
         to: PathBuf,
     },
     /// Restore a backup into the data directory, which must not hold a store yet (stop the
-    /// server and move the old data directory aside first).
+    /// server and move its store file, `rally.redb`, aside first).
     Restore {
         /// The backup file.
         #[arg(long)]

@@ -374,6 +374,16 @@ async fn the_embedded_store_moves_into_redis_whole_and_only_once() {
         )),
         "{out}"
     );
+    // Run again as it is: nothing to move, everything compared, success.
+    let (code, out, err) = rally(dir.path(), &["migrate", "--to-redis", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "Moved 0 campaigns (0 events, 0 snapshots) into Redis, each read back and compared; {} campaigns were there already and compared equal",
+            CAMPAIGNS + 1
+        )),
+        "{out}"
+    );
 
     // Redis mode reads the same campaigns and histories; Ada's session came along.
     let mut env = SERVER_ENV.to_vec();

@@ -395,6 +395,58 @@ async fn each_request_is_logged_at_debug_with_an_id_its_lines_carry_and_no_token
     server.kill();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_default_level_a_line_a_request_causes_carries_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::spawn(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let signed: Value = client
+        .post(server.url("/api/session"))
+        .json(&serde_json::json!({"display_name": "Ada"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = signed["token"].as_str().unwrap();
+    let created = client
+        .post(server.url("/api/campaigns"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"campaign_id": "spring", "title": "Spring"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // Making a key is a lifecycle line (Info): written at the default level, inside the request.
+    let made = client
+        .post(server.url("/api/keys"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": "Report", "access": "read", "campaigns": ["spring"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let raw = server.log.lock().unwrap().clone();
+    let lines: Vec<Value> = raw
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let key_made = lines
+        .iter()
+        .find(|l| l["message"] == "API key made")
+        .unwrap_or_else(|| panic!("no line for the key: {raw:#?}"));
+    assert_eq!(key_made["level"], "INFO", "{key_made}");
+    assert_eq!(key_made["span"]["request_id"], id.as_str(), "{key_made}");
+    assert!(
+        !lines.iter().any(|l| l["message"] == "request answered"),
+        "access lines are Debug, not written by default"
+    );
+    server.kill();
+}
+
 fn json_str(text: &str) -> Value {
     Value::String(text.to_owned())
 }

@@ -48,7 +48,7 @@ pub enum BackupError {
     Invalid { line: u64, reason: String },
     #[error("the backup ends after {0} entries without its last line: it was cut short")]
     Truncated(u64),
-    #[error("{0} already holds a store; restore into an empty data directory (move that one aside first)")]
+    #[error("{0} already holds a store; restore needs a data directory without one (move its rally.redb aside first)")]
     NotEmpty(PathBuf),
 }
 
